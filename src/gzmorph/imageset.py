@@ -1,0 +1,72 @@
+"""Curated image tensors in Parquet: uint8 H×W×3 images keyed by galaxy id.
+
+Layout of ``curated/images.parquet``: one row per galaxy, columns ``id``
+(int64) and ``image`` (binary, the C-ordered H×W×3 uint8 pixels), row groups
+of a few thousand rows, and the shape in the schema metadata under
+``gzmorph.image_shape``.  Training reads the whole table into one array.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .io import atomic_path
+
+SHAPE_KEY = b"gzmorph.image_shape"
+
+
+def write_images(path: str | Path, ids, images: np.ndarray, extra_metadata: dict | None = None) -> None:
+    """Write ``images`` (N×H×W×3 uint8) under ``ids`` atomically."""
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be N×H×W×3 uint8, got {images.dtype} {images.shape}")
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) != len(images):
+        raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    n, h, w, c = images.shape
+    flat = images.reshape(n, h * w * c)
+    col = pa.array([row.tobytes() for row in flat], type=pa.binary())
+    meta = {SHAPE_KEY: json.dumps([h, w, c]).encode()}
+    for k, v in (extra_metadata or {}).items():
+        meta[f"gzmorph.{k}".encode()] = json.dumps(v).encode()
+    table = pa.table({"id": ids, "image": col}).replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=4096, compression="zstd")
+
+
+def image_shape(path: str | Path) -> tuple[int, int, int]:
+    meta = pq.read_schema(path).metadata or {}
+    if SHAPE_KEY not in meta:
+        raise ValueError(f"{path}: not a gzmorph image table (no {SHAPE_KEY.decode()} metadata)")
+    return tuple(json.loads(meta[SHAPE_KEY]))
+
+
+def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(ids, images)``; with ``ids`` given, in that order (KeyError names missing ids)."""
+    shape = image_shape(path)
+    table = pq.read_table(path)
+    all_ids = table.column("id").to_numpy()
+    # one contiguous buffer -> N×H×W×3 without a Python loop over rows
+    col = table.column("image").combine_chunks()
+    bufs = col.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int32)[col.offset:col.offset + len(col) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8)
+    size = int(np.prod(shape))
+    if not np.all(np.diff(offsets) == size):
+        raise ValueError(f"{path}: rows are not all {shape} images")
+    start = offsets[0]
+    images = data[start:start + size * len(all_ids)].reshape((len(all_ids), *shape))
+    if ids is None:
+        return all_ids, images
+    ids = np.asarray(ids, dtype=np.int64)
+    pos = {int(v): i for i, v in enumerate(all_ids)}
+    missing = [int(i) for i in ids if int(i) not in pos]
+    if missing:
+        raise KeyError(f"{path}: no image for ids {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    take = np.fromiter((pos[int(i)] for i in ids), dtype=np.int64, count=len(ids))
+    return ids, images[take]
