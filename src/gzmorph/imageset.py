@@ -30,7 +30,7 @@ def write_images(path: str | Path, ids, images: np.ndarray, extra_metadata: dict
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
     n, h, w, c = images.shape
     flat = images.reshape(n, h * w * c)
-    col = pa.array([row.tobytes() for row in flat], type=pa.binary())
+    col = pa.array([row.tobytes() for row in flat], type=pa.large_binary())
     meta = {SHAPE_KEY: json.dumps([h, w, c]).encode()}
     for k, v in (extra_metadata or {}).items():
         meta[f"gzmorph.{k}".encode()] = json.dumps(v).encode()
@@ -54,7 +54,7 @@ def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:
     # one contiguous buffer -> N×H×W×3 without a Python loop over rows
     col = table.column("image").combine_chunks()
     bufs = col.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int32)[col.offset:col.offset + len(col) + 1]
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[col.offset:col.offset + len(col) + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8)
     size = int(np.prod(shape))
     if not np.all(np.diff(offsets) == size):
