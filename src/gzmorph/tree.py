@@ -154,17 +154,26 @@ class DecisionTree:
                 raise ValueError(f"path {answers} answers question {q.number}, which it never reaches")
         return votes
 
-    def sum_violations(self, cumulative: pd.DataFrame, tol: float = 1e-2) -> pd.DataFrame:
-        """Rows where a question's answers do not sum to its reach (beyond ``tol``)."""
-        reach = self.reach(cumulative)
+    def sum_violations(self, fractions: pd.DataFrame, tol: float = 1e-2,
+                       conditional: bool = False) -> pd.DataFrame:
+        """Rows where a question's answers do not add up (beyond ``tol``).
+
+        Cumulative fractions must sum to the question's reach; conditional ones
+        to 1, or to 0 where nobody answered the question.
+        """
+        reach = None if conditional else self.reach(fractions)
         rows = []
         for q in self.questions:
-            total = sum(cumulative[a.kaggle].to_numpy(float) for a in q.answers)
-            bad = np.abs(total - reach[q.number].to_numpy()) > tol
+            total = sum(fractions[a.kaggle].to_numpy(float) for a in q.answers)
+            if conditional:
+                expected = np.where(np.abs(total) <= tol, 0.0, 1.0)
+            else:
+                expected = reach[q.number].to_numpy()
+            bad = np.abs(total - expected) > tol
             for i in np.flatnonzero(bad):
-                rows.append({"row": cumulative.index[i], "question": q.number,
-                             "sum": float(total[i]), "reach": float(reach[q.number].iloc[i])})
-        return pd.DataFrame(rows, columns=["row", "question", "sum", "reach"])
+                rows.append({"row": fractions.index[i], "question": q.number,
+                             "sum": float(total[i]), "expected": float(expected[i])})
+        return pd.DataFrame(rows, columns=["row", "question", "sum", "expected"])
 
 
 def _q(number, gz2, text, answers, root=False):
@@ -207,3 +216,20 @@ GZ2_TREE = DecisionTree((
 ))
 
 KAGGLE_COLUMNS = GZ2_TREE.kaggle_columns
+
+
+def resolve_answer(name: str, tree: DecisionTree = GZ2_TREE) -> Answer:
+    """Find an answer by Kaggle name (``Class7.1``), GZ2 name
+    (``t07_rounded_a16_completely_round``) or short GZ2 name (``t07_a16``)."""
+    import re
+
+    for a in tree.answers:
+        if name in (a.kaggle, a.gz2):
+            return a
+    m = re.fullmatch(r"t(\d\d)_a(\d\d)", name)
+    if m:
+        for a in tree.answers:
+            if a.gz2.startswith(f"t{m.group(1)}_") and f"_a{m.group(2)}_" in a.gz2:
+                return a
+    raise KeyError(f"{name!r} is not an answer of the Galaxy Zoo 2 tree "
+                   "(use Kaggle names like Class7.1 or GZ2 names like t07_a16)")

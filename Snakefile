@@ -1,0 +1,20 @@
+# gzmorph: Galaxy Zoo catalogues and images -> curated data, classifiers,
+# distilled prototypes, representations and an HTML report.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/source.smk"
+include: "workflow/rules/curate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

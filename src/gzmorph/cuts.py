@@ -1,0 +1,240 @@
+"""Confidence-threshold cuts: from vote fractions to labelled, high-confidence classes.
+
+Two kinds, both written as data (named cuts below, user cuts in ``config.yaml``):
+
+``threshold``
+    Per class, a list of conditions ``"<answer> <op> <value>"`` on the Kaggle
+    *cumulative* fractions (``Class7.1 > 0.5``; write ``cond(t07_a16) > 0.5``
+    for the conditional fraction).  A galaxy meeting every condition of exactly
+    one class gets that label; one that meets several is *ambiguous* and left
+    out (counted).  Confidence: the class's ``confidence`` expression, by
+    default the smallest fraction its ``>`` conditions test.
+
+``path_product``
+    Per class, a product of *conditional* fractions along its decision-tree
+    path, ``"t01_a02 * t02_a04 * (t09_a25 + t09_a26)"``.  The label is the
+    argmax over classes (galaxies whose best confidence is 0 get none); the
+    ``top_k`` most confident of each class are kept.
+
+Answers may be named the Kaggle way (``Class1.2``), the GZ2 way
+(``t01_smooth_or_features_a02_features_or_disk``) or short (``t01_a02``).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .io import InputError
+from .tree import GZ2_TREE, resolve_answer
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_COND = re.compile(r"^\s*(cond\(\s*)?([A-Za-z0-9_.]+)\s*(\))?\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One answer's fraction, cumulative (Kaggle convention) or conditional."""
+    column: str  # Kaggle name
+    conditional: bool
+
+    def values(self, cumulative: pd.DataFrame, conditional: pd.DataFrame) -> np.ndarray:
+        return (conditional if self.conditional else cumulative)[self.column].to_numpy(float)
+
+
+@dataclass(frozen=True)
+class Condition:
+    term: Term
+    op: str
+    value: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product of factors, each factor a sum of terms."""
+    factors: tuple[tuple[Term, ...], ...]
+    text: str
+
+    def values(self, cumulative, conditional) -> np.ndarray:
+        out = np.ones(len(cumulative))
+        for factor in self.factors:
+            out = out * sum(t.values(cumulative, conditional) for t in factor)
+        return out
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    name: str
+    conditions: tuple[Condition, ...] = ()
+    confidence: Product | None = None
+
+
+@dataclass(frozen=True)
+class Cut:
+    name: str
+    kind: str  # "threshold" | "path_product"
+    classes: tuple[ClassRule, ...]
+    top_k: int | None = None
+    description: str = ""
+    rules_text: dict = field(default_factory=dict)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def assign(self, cumulative: pd.DataFrame) -> pd.DataFrame:
+        """Label every galaxy: columns ``label`` (-1 = none), ``confidence``, ``ambiguous``."""
+        conditional = GZ2_TREE.to_conditional(cumulative)
+        n = len(cumulative)
+        conf = np.zeros((n, len(self.classes)))
+        if self.kind == "threshold":
+            match = np.zeros((n, len(self.classes)), dtype=bool)
+            for k, rule in enumerate(self.classes):
+                ok = np.ones(n, dtype=bool)
+                for c in rule.conditions:
+                    ok &= _OPS[c.op](c.term.values(cumulative, conditional), c.value)
+                match[:, k] = ok
+                conf[:, k] = rule.confidence.values(cumulative, conditional)
+            n_match = match.sum(axis=1)
+            label = np.where(n_match == 1, match.argmax(axis=1), -1)
+            ambiguous = n_match > 1
+        else:
+            for k, rule in enumerate(self.classes):
+                conf[:, k] = rule.confidence.values(cumulative, conditional)
+            best = conf.max(axis=1)
+            label = np.where(best > 0, conf.argmax(axis=1), -1)
+            ambiguous = np.zeros(n, dtype=bool)
+        confidence = np.where(label >= 0, conf[np.arange(n), np.maximum(label, 0)], np.nan)
+        return pd.DataFrame({"label": label, "confidence": confidence, "ambiguous": ambiguous},
+                            index=cumulative.index)
+
+
+# ----------------------------------------------------------------- parsing
+def _term(name: str, conditional: bool, where: str) -> Term:
+    try:
+        return Term(resolve_answer(name).kaggle, conditional)
+    except KeyError as err:
+        raise InputError(f"{where}: {err.args[0]}") from None
+
+
+def parse_condition(text: str, where: str) -> Condition:
+    m = _COND.match(str(text))
+    if not m or bool(m.group(1)) != bool(m.group(3)):
+        raise InputError(f"{where}: cannot read condition {text!r}; write e.g. 'Class7.1 > 0.5' "
+                         "or 'cond(t07_a16) >= 0.8'")
+    return Condition(_term(m.group(2), bool(m.group(1)), where), m.group(4), float(m.group(5)), str(text))
+
+
+def parse_product(text: str, where: str, conditional: bool) -> Product:
+    """``a * (b + c) * d`` over answer names."""
+    factors = []
+    for raw in str(text).split("*"):
+        raw = raw.strip()
+        if raw.startswith("(") and raw.endswith(")"):
+            raw = raw[1:-1]
+        names = [s.strip() for s in raw.split("+")]
+        if not raw or not all(names) or any(c in raw for c in "()"):
+            raise InputError(f"{where}: cannot read expression {text!r}; write e.g. "
+                             "'t01_a02 * t02_a04 * (t09_a25 + t09_a26)'")
+        factors.append(tuple(_term(n, conditional, where) for n in names))
+    return Product(tuple(factors), str(text))
+
+
+def cut_from_config(name: str, spec: dict) -> Cut:
+    where = f"config cuts.{name}"
+    if not isinstance(spec, dict) or "classes" not in spec:
+        raise InputError(f"{where}: needs 'classes' (a mapping class name -> rule)")
+    kind = spec.get("kind", "threshold")
+    if kind not in ("threshold", "path_product"):
+        raise InputError(f"{where}.kind: {kind!r} is neither 'threshold' nor 'path_product'")
+    classes_spec = spec["classes"]
+    if not isinstance(classes_spec, dict) or len(classes_spec) < 2:
+        raise InputError(f"{where}.classes: give at least two classes as a mapping")
+    rules, text = [], {}
+    for cname, rule in classes_spec.items():
+        w = f"{where}.classes.{cname}"
+        if kind == "threshold":
+            if isinstance(rule, (list, str)):
+                rule = {"conditions": rule}
+            conds = rule.get("conditions")
+            conds = [conds] if isinstance(conds, str) else conds
+            if not conds:
+                raise InputError(f"{w}: a threshold class needs at least one condition")
+            parsed = tuple(parse_condition(c, w) for c in conds)
+            if rule.get("confidence"):
+                confidence = parse_product(rule["confidence"], w, conditional=False)
+            else:
+                lower = [c.term for c in parsed if c.op in (">", ">=")]
+                if not lower:
+                    raise InputError(f"{w}: no '>' condition to take a confidence from; "
+                                     "give 'confidence: <expression>'")
+                confidence = _MinOf(tuple(lower))
+            rules.append(ClassRule(str(cname), parsed, confidence))
+            text[str(cname)] = " and ".join(c.text for c in parsed)
+        else:
+            expr = rule.get("confidence") if isinstance(rule, dict) else rule
+            rules.append(ClassRule(str(cname), (), parse_product(expr, w, conditional=True)))
+            text[str(cname)] = str(expr)
+    top_k = spec.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise InputError(f"{where}.top_k: {top_k!r} is not a positive integer")
+    return Cut(name, kind, tuple(rules), top_k, spec.get("description", ""), text)
+
+
+@dataclass(frozen=True)
+class _MinOf:
+    terms: tuple[Term, ...]
+
+    def values(self, cumulative, conditional) -> np.ndarray:
+        return np.min([t.values(cumulative, conditional) for t in self.terms], axis=0)
+
+
+# ---------------------------------------------------------------- named cuts
+NAMED_CUTS = {
+    "hiwl5": {
+        "kind": "threshold",
+        "description": "Zhu et al. (2019) / HIWL (Ma et al. 2023) 5-class cut on Kaggle "
+                       "cumulative fractions, strict >",
+        "classes": {
+            "round": ["Class1.1 > 0.469", "Class7.1 > 0.50"],
+            "in-between": ["Class1.1 > 0.469", "Class7.2 > 0.50"],
+            "cigar": ["Class1.1 > 0.469", "Class7.3 > 0.50"],
+            "edge-on": ["Class1.2 > 0.430", "Class2.1 > 0.602"],
+            "spiral": ["Class1.2 > 0.430", "Class2.2 > 0.715", "Class4.1 > 0.619"],
+        },
+    },
+    "guan9": {
+        "kind": "path_product",
+        "description": "Guan et al. (2023) 9-class GZoo2 cut: product of conditional vote "
+                       "fractions along the class's path, argmax, the k most confident per class",
+        "top_k": 600,
+        "classes": {
+            "round": "t01_a01 * t07_a16",
+            "in-between": "t01_a01 * t07_a17",
+            "cigar": "t01_a01 * t07_a18",
+            "edge-on with bulge": "t01_a02 * t02_a04 * (t09_a25 + t09_a26)",
+            "edge-on no bulge": "t01_a02 * t02_a04 * t09_a27",
+            "barred spiral": "t01_a02 * t02_a05 * t03_a06 * t04_a08",
+            "barred no spiral": "t01_a02 * t02_a05 * t03_a06 * t04_a09",
+            "unbarred spiral": "t01_a02 * t02_a05 * t03_a07 * t04_a08",
+            "unbarred no spiral": "t01_a02 * t02_a05 * t03_a07 * t04_a09",
+        },
+    },
+}
+
+
+def get_cut(name: str, user_cuts: dict | None = None) -> Cut:
+    """A named cut, or a user cut defined under ``cuts:`` in the config."""
+    user_cuts = user_cuts or {}
+    if name in user_cuts:
+        return cut_from_config(name, user_cuts[name])
+    if name in NAMED_CUTS:
+        return cut_from_config(name, NAMED_CUTS[name])
+    known = sorted(set(NAMED_CUTS) | set(user_cuts))
+    raise InputError(f"config cut: {name!r} is not a named cut nor defined under 'cuts:' "
+                     f"(known: {', '.join(known)})")

@@ -1,0 +1,110 @@
+"""JPEG → uint8 tensor: centre crop, area resize, fast.
+
+Speed comes from reduced-size JPEG decoding: libjpeg can decode at 1/2, 1/4
+or 1/8 scale straight from the DCT coefficients (Pillow's ``Image.draft``),
+which is several times faster than a full decode when a 424 px image becomes
+64 px.  We ask for the smallest scale that still leaves the crop at least
+``image_size`` pixels wide, so the final area resize always *downsamples*.
+Workers are forked processes fed chunks of paths (no GIL contention; unlike
+``spawn`` they do not re-import a Snakemake script's ``__main__``); where
+``fork`` is unavailable, threads (Pillow releases the GIL while decoding).
+
+Policy for bad images (missing, unreadable, not a JPEG/PNG): they are
+collected, not raised one by one; :func:`apply_bad_image_policy` drops them
+when they are at most ``max_fraction`` of the images (the report lists them)
+and raises one error naming the first few otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .io import InputError
+
+DEFAULT_CROP_FRACTION = 0.5
+
+
+def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
+               fast: bool = True) -> np.ndarray:
+    """Decode ``path``, keep the central ``crop_fraction`` of each side, resize to ``image_size``."""
+    if not 0 < crop_fraction <= 1:
+        raise InputError(f"crop_fraction {crop_fraction} must be in (0, 1]")
+    try:
+        with Image.open(path) as im:
+            if fast:
+                need = math.ceil(image_size / crop_fraction)
+                im.draft("RGB", (need, need))
+            im = im.convert("RGB")
+            w, h = im.size
+            cw, ch = w * crop_fraction, h * crop_fraction
+            box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+            out = im.resize((image_size, image_size), Image.Resampling.BOX, box=box)
+            return np.asarray(out, dtype=np.uint8)
+    except FileNotFoundError:
+        raise InputError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{path}: cannot decode image ({err})") from None
+
+
+def _load_chunk(paths, image_size, crop_fraction, fast):
+    out = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            out[i] = load_image(p, image_size, crop_fraction, fast)
+        except InputError as err:
+            bad.append((i, str(err)))
+    return out, bad
+
+
+def _pool(workers: int):
+    if "fork" in multiprocessing.get_all_start_methods():
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
+
+
+def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
+                      workers: int | None = None, fast: bool = True, progress: bool = True,
+                      chunk: int = 32):
+    """Decode many images in parallel.
+
+    Returns ``(images, bad)``: ``images`` is N×S×S×3 uint8 (zeros where bad) and
+    ``bad`` a list of ``(index, message)`` in index order.
+    """
+    from tqdm.auto import tqdm
+
+    paths = [str(p) for p in paths]
+    images = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
+    bad: list[tuple[int, str]] = []
+    workers = max(1, workers or os.cpu_count() or 1)
+    if not paths:
+        return images, bad
+    starts = range(0, len(paths), chunk)
+    args = [(paths[s:s + chunk], image_size, crop_fraction, fast) for s in starts]
+    with tqdm(total=len(paths), desc="preprocess", unit="img", disable=not progress,
+              mininterval=2.0) as bar:
+        with _pool(workers) as pool:
+            for s, (block, block_bad) in zip(starts, pool.map(_load_chunk, *zip(*args))):
+                images[s:s + len(block)] = block
+                bad.extend((s + i, msg) for i, msg in block_bad)
+                bar.update(len(block))
+    return images, bad
+
+
+def apply_bad_image_policy(bad, n_total: int, max_fraction: float, where: str = "") -> None:
+    """Raise when bad images are more than ``max_fraction`` of ``n_total``."""
+    if not bad:
+        return
+    frac = len(bad) / max(n_total, 1)
+    if frac > max_fraction:
+        listed = "; ".join(msg for _, msg in bad[:5])
+        raise InputError(f"{where}{len(bad)} of {n_total} images ({frac:.1%}) are missing or "
+                         f"undecodable, more than max_bad_image_fraction={max_fraction:.1%}: "
+                         f"{listed}{' ...' if len(bad) > 5 else ''}")

@@ -1,0 +1,73 @@
+"""Glue between Snakemake ``script:`` rules and the library.
+
+Every script in ``workflow/scripts`` is a few lines::
+
+    from gzmorph.smk import rule_context
+    with rule_context(snakemake) as (params, log):
+        curate(..., **params)
+
+``rule_context`` sends stderr (and tqdm progress, Python warnings, logging) to
+the rule's log file, limits torch/BLAS threads to the rule's ``threads``, seeds
+the global RNGs from ``config["seed"]`` and turns an ``InputError`` into one
+clear line in the log and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import traceback
+
+from .io import InputError
+
+
+def set_threads(n: int) -> None:
+    n = max(1, int(n))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def rule_context(snakemake):
+    """Run a rule body with its log, threads and seed set up; exit non-zero on failure."""
+    log_path = snakemake.log[0] if len(snakemake.log) else None
+    log_file = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    old_stderr = sys.stderr
+    sys.stderr = log_file
+    logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    try:
+        set_threads(snakemake.threads)
+        seed_everything(int(snakemake.config.get("seed", 0)))
+        yield dict(snakemake.params.items()), logging.getLogger(f"gzmorph.{snakemake.rule}")
+    except InputError as err:
+        print(f"ERROR: {err}", file=log_file)
+        sys.stderr = old_stderr
+        print(f"gzmorph: rule {snakemake.rule}: {err}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException:
+        traceback.print_exc(file=log_file)
+        raise
+    finally:
+        sys.stderr = old_stderr
+        if log_file is not sys.stderr:
+            log_file.close()

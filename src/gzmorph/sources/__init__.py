@@ -1,0 +1,37 @@
+"""Catalogue sources.  Every source becomes one *standard table*:
+
+``id`` (int64, unique), ``image_path`` (absolute path of the JPEG), the 37
+Kaggle-layout **cumulative** vote-fraction columns ``Class1.1 … Class11.6``
+(see :mod:`gzmorph.tree`), and whatever else the source carries (the GZ2
+columns, the true parameters of synthetic galaxies).
+
+* ``kaggle`` – ``training_solutions_rev1.csv`` + ``images_training_rev1/<GalaxyID>.jpg``.
+* ``synthetic`` – the built-in simulator writes exactly the Kaggle layout
+  (plus ``true_*`` columns), then it is read like ``kaggle``.
+* ``gz2`` – a ``gz2_hart16``-style catalogue + ``images/<asset_id>.jpg``
+  (:mod:`gzmorph.sources.gz2`), or the downloaded Zoobot release
+  (:mod:`gzmorph.sources.gz2_remote`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import InputError
+
+SOURCES = ("synthetic", "kaggle", "gz2")
+
+
+def read_source(source: str, data_dir: str | Path, **options) -> pd.DataFrame:
+    """Read the catalogue of ``source`` in ``data_dir`` into the standard table."""
+    if source in ("kaggle", "synthetic"):
+        from .kaggle import read_kaggle
+
+        return read_kaggle(data_dir)
+    if source == "gz2":
+        from .gz2 import read_gz2
+
+        return read_gz2(data_dir, **options)
+    raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

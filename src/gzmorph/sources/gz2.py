@@ -1,0 +1,65 @@
+"""Galaxy Zoo 2 from a local folder: a ``gz2_hart16``-style catalogue + ``images/<asset_id>.jpg``.
+
+Hart et al. (2016) publish, per answer, ``*_weighted_fraction`` and
+``*_debiased`` for every task and the raw ``*_fraction`` for some; all are
+*conditional* fractions (of the volunteers who answered that task).  We read
+one kind (``fraction_kind``, default ``weighted_fraction``, present for every
+task), keep the GZ2 columns, and add the Kaggle-layout cumulative columns
+through :meth:`gzmorph.tree.DecisionTree.to_cumulative`, so cuts written in
+either naming work on every source.
+
+The image of a galaxy is ``images/<asset_id>.jpg`` (the Zenodo image release,
+renamed by ``gz2_filename_mapping.csv``); the id is ``dr7objid``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..io import InputError
+from ..tree import GZ2_TREE
+from .validate import check_fractions, check_ids, check_tree_sums, require_columns
+
+FRACTION_KINDS = ("weighted_fraction", "fraction", "debiased")
+CATALOGUE_GLOBS = ("gz2_hart16*.csv", "gz2_hart16*.csv.gz", "gz2_hart16*.parquet")
+
+
+def find_catalogue(data_dir: Path, catalogue: str | None = None) -> Path:
+    if catalogue:
+        path = data_dir / catalogue
+        if not path.is_file():
+            raise InputError(f"{path}: GZ2 catalogue not found")
+        return path
+    found = sorted(p for g in CATALOGUE_GLOBS for p in data_dir.glob(g))
+    if not found:
+        raise InputError(f"{data_dir}: no GZ2 catalogue ({' or '.join(CATALOGUE_GLOBS)}) found; "
+                         "name it with the config key gz2.catalogue")
+    if len(found) > 1:
+        raise InputError(f"{data_dir}: several GZ2 catalogues {[p.name for p in found]}; "
+                         "choose one with the config key gz2.catalogue")
+    return found[0]
+
+
+def read_gz2(data_dir: str | Path, catalogue: str | None = None,
+             fraction_kind: str = "weighted_fraction", images: str = "images") -> pd.DataFrame:
+    data_dir = Path(data_dir).resolve()
+    if fraction_kind not in FRACTION_KINDS:
+        raise InputError(f"gz2.fraction_kind {fraction_kind!r}: choose one of {FRACTION_KINDS}")
+    file = find_catalogue(data_dir, catalogue)
+    df = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file, low_memory=False)
+    gz2_cols = [f"{a.gz2}_{fraction_kind}" for a in GZ2_TREE.answers]
+    require_columns(df, ["dr7objid", "asset_id", *gz2_cols], file)
+    check_ids(df["dr7objid"], file)
+    check_ids(df["asset_id"], file)
+    check_fractions(df, gz2_cols, file)
+    conditional = pd.DataFrame({a.kaggle: df[c].astype(float).to_numpy()
+                                for a, c in zip(GZ2_TREE.answers, gz2_cols)}, index=df.index)
+    check_tree_sums(conditional, file, df["dr7objid"], conditional=True)
+    cumulative = GZ2_TREE.to_cumulative(conditional)
+    out = pd.DataFrame({
+        "id": df["dr7objid"].astype("int64"),
+        "image_path": [str(data_dir / images / f"{int(a)}.jpg") for a in df["asset_id"]],
+    })
+    return pd.concat([out, cumulative, df.drop(columns=["dr7objid"])], axis=1)

@@ -1,0 +1,78 @@
+# Helpers shared by every rule file: config validation, paths, code dependencies.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+if not config["dataset"]:
+    config["dataset"] = f"{config['source']}-{config['cut']}"
+DATASET = config["dataset"]
+RESULTS = f"results/{DATASET}"
+REPO = Path(workflow.basedir)
+ENV = "../../envs/gzmorph.yaml"
+
+
+def res(path):
+    """An output path of this dataset: results/<dataset>/<path>."""
+    return f"{RESULTS}/{path}"
+
+
+def log_path(name):
+    return f"{RESULTS}/logs/{name}.log"
+
+
+def bench_path(name):
+    return f"{RESULTS}/benchmarks/{name}.tsv"
+
+
+def code(*modules):
+    """The library files a rule runs, declared as inputs so that editing them reruns it."""
+    files = []
+    for m in modules:
+        p = REPO / "src" / "gzmorph" / f"{m}.py"
+        if not p.exists():
+            p = REPO / "src" / "gzmorph" / m / "__init__.py"
+        files.append(str(p))
+    return files
+
+
+def source_data_dir():
+    """Where the source catalogue + images live (synthetic: simulated under results/)."""
+    if config["source"] == "synthetic":
+        return res("source/synthetic")
+    if config["data_dir"]:
+        return str(Path(config["data_dir"]).resolve())
+    if config["source"] == "kaggle":
+        raise WorkflowError(
+            "source=kaggle needs data_dir: the folder with training_solutions_rev1.csv "
+            "and images_training_rev1/ (download them from the Kaggle challenge page)"
+        )
+    return "resources/gz2"
+
+
+def source_catalogue_input(wildcards):
+    """The file the source table is read from, so that a changed catalogue reruns curation."""
+    d = source_data_dir()
+    if config["source"] == "synthetic":
+        return d
+    if config["source"] == "kaggle":
+        return f"{d}/training_solutions_rev1.csv"
+    if config["data_dir"]:
+        from gzmorph.sources.gz2 import find_catalogue
+        from gzmorph.io import InputError
+
+        try:
+            return str(find_catalogue(Path(d), config["gz2"]["catalogue"] or None))
+        except InputError as err:
+            raise WorkflowError(str(err))
+    return "resources/gz2/.complete"
+
+
+def all_targets():
+    return [
+        res("curated/catalogue.parquet"),
+        res("curated/images.parquet"),
+        res("report/index.html"),
+    ]

@@ -1,0 +1,58 @@
+# Stage 6: the HTML report. Every stage writes a section fragment; `report` assembles them.
+
+
+def report_fragments():
+    return [res("report/sections/curation.html")]
+
+
+rule report_curation:
+    output:
+        res("report/sections/curation.html"),
+    input:
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        stats=res("curated/stats.json"),
+        code=code("report/curation", "report/html"),
+    params:
+        examples=config["report"]["examples_per_class"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    log:
+        log_path("report_curation"),
+    benchmark:
+        bench_path("report_curation")
+    conda:
+        ENV
+    script:
+        "../scripts/report_curation.py"
+
+
+rule report:
+    output:
+        report(
+            res("report/index.html"),
+            caption="../report/index.rst",
+            category="Report",
+        ),
+    input:
+        fragments=report_fragments(),
+        code=code("report/html"),
+    params:
+        title=config["report"]["title"],
+        dataset=DATASET,
+        config=config,
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    log:
+        log_path("report"),
+    benchmark:
+        bench_path("report")
+    conda:
+        ENV
+    script:
+        "../scripts/report.py"

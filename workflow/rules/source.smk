@@ -1,0 +1,49 @@
+# Stage 1: catalogue sources -> one standard table (id, image_path, 37 Kaggle-layout columns, extras).
+
+
+rule simulate_galaxies:
+    output:
+        directory(res("source/synthetic")),
+    input:
+        code=code("sources/synthetic", "tree"),
+    params:
+        n=config["synthetic"]["n_galaxies"],
+        stamp_size=config["synthetic"]["stamp_size"],
+        n_volunteers=config["synthetic"]["n_volunteers"],
+        seed=config["seed"],
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        log_path("simulate_galaxies"),
+    benchmark:
+        bench_path("simulate_galaxies")
+    conda:
+        ENV
+    script:
+        "../scripts/simulate_galaxies.py"
+
+
+rule source_table:
+    output:
+        res("source/catalogue.parquet"),
+    input:
+        catalogue=source_catalogue_input,
+        code=code("sources", "sources/kaggle", "sources/gz2", "sources/validate", "tree"),
+    params:
+        source=config["source"],
+        data_dir=source_data_dir(),
+        gz2=config["gz2"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    log:
+        log_path("source_table"),
+    benchmark:
+        bench_path("source_table")
+    conda:
+        ENV
+    script:
+        "../scripts/source_table.py"
