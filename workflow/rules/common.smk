@@ -67,7 +67,7 @@ def source_catalogue_input(wildcards):
             return str(find_catalogue(Path(d), config["gz2"]["catalogue"] or None))
         except InputError as err:
             raise WorkflowError(str(err))
-    return "resources/gz2/.complete"
+    return "resources/gz2/download.done"
 
 
 def all_targets():

@@ -47,3 +47,23 @@ rule source_table:
         ENV
     script:
         "../scripts/source_table.py"
+
+
+rule download_gz2:
+    output:
+        touch("resources/gz2/download.done"),
+    input:
+        code=code("download", "sources/gz2_remote"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=600,
+    retries: 2
+    log:
+        "logs/download_gz2.log",
+    benchmark:
+        "benchmarks/download_gz2.tsv"
+    conda:
+        ENV
+    script:
+        "../scripts/download_gz2.py"

@@ -9,8 +9,10 @@ columns, the true parameters of synthetic galaxies).
 * ``synthetic`` – the built-in simulator writes exactly the Kaggle layout
   (plus ``true_*`` columns), then it is read like ``kaggle``.
 * ``gz2`` – a ``gz2_hart16``-style catalogue + ``images/<asset_id>.jpg``
-  (:mod:`gzmorph.sources.gz2`), or the downloaded Zoobot release
-  (:mod:`gzmorph.sources.gz2_remote`).
+  (:mod:`gzmorph.sources.gz2`), or, in a folder holding
+  ``gz2_train_catalog.parquet``, the downloaded Zoobot release
+  (:mod:`gzmorph.sources.gz2_remote`; it has no question-8 counts, so
+  ``Class8.*`` are NaN there).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def read_source(source: str, data_dir: str | Path, **options) -> pd.DataFrame:
         return read_kaggle(data_dir)
     if source == "gz2":
         from .gz2 import read_gz2
+        from .gz2_remote import CATALOGUES, read_gz2_remote
 
+        if (Path(data_dir) / CATALOGUES["train"]).is_file() and not options.get("catalogue"):
+            return read_gz2_remote(data_dir)  # the downloaded Zoobot release
         return read_gz2(data_dir, **options)
     raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
