@@ -1,0 +1,340 @@
+"""The curation stage's report section: what went into the curated catalogue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .html import (
+    ORDER, Block, Section, bullet_list, columns, definition_list, details, figure, heading, image_grid,
+    metrics, new_figure, note, paragraph, style_axes, table,
+)
+
+SPLITS = ("train", "val", "test")
+SPLIT_COLOURS = {"train": "#3b5bdb", "val": "#f59f00", "test": "#12b886"}
+_OTHER_COLOUR = "#868e96"
+#: keys of stats.json that have their own place in the section
+_KNOWN_STATS = {"n_source", "n_selected", "n_ambiguous", "n_corrupt_images", "corrupt_ids", "cut",
+                "cut_description", "truth_match", "per_class", "corrupt_policy"}
+
+
+def _class_name(class_names: Sequence[str], label: int) -> str:
+    label = int(label)
+    return str(class_names[label]) if 0 <= label < len(class_names) else f"label {label}"
+
+
+def _split_order(values) -> list[str]:
+    present = [str(v) for v in pd.unique(pd.Series(values).dropna())]
+    return [s for s in SPLITS if s in present] + sorted(s for s in present if s not in SPLITS)
+
+
+def counts_table(df: pd.DataFrame, class_names: Sequence[str]) -> pd.DataFrame:
+    """Galaxies per class (rows, in class order, zeros kept) and split (columns), with totals."""
+    splits = _split_order(df["split"]) if "split" in df else []
+    labels = sorted(set(range(len(class_names))) | {int(v) for v in df["label"].unique()})
+    rows = []
+    for k in labels:
+        sub = df[df["label"] == k]
+        row = {"class": _class_name(class_names, k)}
+        for s in splits:
+            row[s] = int((sub["split"] == s).sum())
+        row["total"] = int(len(sub))
+        row["share"] = len(sub) / len(df) if len(df) else float("nan")
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    total = {"class": "all classes", **{s: int((df["split"] == s).sum()) for s in splits},
+             "total": int(len(df)), "share": 1.0 if len(df) else float("nan")}
+    return pd.concat([out, pd.DataFrame([total])], ignore_index=True).set_index("class")
+
+
+def _counts_figure(counts: pd.DataFrame, splits: list[str]):
+    per_class = counts.iloc[:-1]
+    n = len(per_class)
+    fig = new_figure((5.0, 0.9 + 0.3 * n))
+    ax = fig.add_subplot()
+    y = np.arange(n)[::-1]
+    left = np.zeros(n)
+    for s in splits:
+        vals = per_class[s].to_numpy(dtype=float)
+        ax.barh(y, vals, left=left, color=SPLIT_COLOURS.get(s, _OTHER_COLOUR), label=s, height=0.7)
+        left += vals
+    for yi, tot in zip(y, left):
+        ax.text(tot, yi, f" {int(tot):,}", va="center", fontsize=8.5, color="#333")
+    ax.set_yticks(y, per_class.index)
+    ax.set_xlabel("galaxies")
+    ax.set_xlim(0, max(1.0, left.max()) * 1.12)
+    style_axes(ax, grid="x")
+    if splits:
+        ax.legend(frameon=False, ncols=len(splits), loc="lower right", bbox_to_anchor=(1, 1), fontsize=9)
+    return fig
+
+
+def _confidence_figure(df: pd.DataFrame, class_names: Sequence[str], labels: list[int], splits: list[str]):
+    conf = df["confidence"].astype(float)
+    finite = conf[np.isfinite(conf)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if 0.0 <= lo and hi <= 1.0:
+        lo, hi = 0.0, 1.0
+    if hi <= lo:
+        hi = lo + 1.0
+    bins = np.linspace(lo, hi, 26)
+    ncols = min(4, max(1, len(labels)))
+    nrows = int(np.ceil(len(labels) / ncols))
+    fig = new_figure((2.5 * ncols + 0.4, 1.85 * nrows + 0.5))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    for ax, k in zip(axes.flat, labels):
+        sub = df[df["label"] == k]
+        stack = [sub.loc[sub["split"] == s, "confidence"].astype(float).dropna().to_numpy() for s in splits]
+        if sum(len(a) for a in stack):
+            ax.hist(stack, bins=bins, stacked=True, label=splits,
+                    color=[SPLIT_COLOURS.get(s, _OTHER_COLOUR) for s in splits])
+        ax.set_title(f"{_class_name(class_names, k)}  (n={len(sub):,})", fontsize=9.5)
+        style_axes(ax, grid="y")
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(labels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence", fontsize=8.5)
+    if splits:
+        handles, names = axes.flat[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, names, loc="outside upper right", ncols=len(splits), frameon=False, fontsize=9)
+    return fig
+
+
+class _ImageSource:
+    """Images by galaxy id, from an ``images.parquet`` path, ``(ids, images)``, a dict or an aligned array."""
+
+    def __init__(self, images, catalogue_ids: np.ndarray):
+        self._lookup: dict[int, int] = {}
+        self._images = None
+        if images is None:
+            return
+        if isinstance(images, (str, Path)):
+            from ..imageset import read_images
+
+            ids, arr = read_images(images)
+        elif isinstance(images, Mapping):
+            ids = np.fromiter((int(k) for k in images), dtype=np.int64, count=len(images))
+            arr = [images[k] for k in images]
+        elif isinstance(images, tuple) and len(images) == 2:
+            ids, arr = images
+        else:
+            arr = np.asarray(images)
+            if len(arr) != len(catalogue_ids):
+                raise ValueError(f"an image array without ids must align with the catalogue: "
+                                 f"{len(arr)} images for {len(catalogue_ids)} rows; pass (ids, images)")
+            ids = catalogue_ids
+        self._images = arr
+        self._lookup = {int(v): i for i, v in enumerate(np.asarray(ids))}
+
+    def get(self, ids) -> tuple[list[int], list[np.ndarray], list[int]]:
+        found, imgs, missing = [], [], []
+        for i in ids:
+            pos = self._lookup.get(int(i))
+            if pos is None:
+                missing.append(int(i))
+            else:
+                found.append(int(i))
+                imgs.append(np.asarray(self._images[pos]))
+        return found, imgs, missing
+
+
+def _example_blocks(df: pd.DataFrame, source: _ImageSource, class_names: Sequence[str], labels: list[int],
+                    n_confident: int, n_random: int, seed: int) -> list[Block]:
+    rng = np.random.default_rng(seed)
+    blocks: list[Block] = []
+    missing_all: list[int] = []
+    for k in labels:
+        sub = df[df["label"] == k]
+        name = _class_name(class_names, k)
+        if sub.empty:
+            blocks.append(paragraph(f"{name}: no galaxies in the catalogue.", muted=True))
+            continue
+        top = sub.sort_values(["confidence", "id"], ascending=[False, True], kind="mergesort").head(n_confident)
+        test = sub[sub["split"] == "test"] if "split" in sub else sub
+        pool_name = "test"
+        if test.empty:
+            test, pool_name = sub, "all"
+        pick = rng.choice(len(test), size=min(n_random, len(test)), replace=False)
+        rnd = test.iloc[np.sort(pick)]
+        grids = []
+        for rows, what in ((top, f"{len(top)} most confident"), (rnd, f"{len(rnd)} random ({pool_name} split)")):
+            conf = dict(zip(rows["id"].astype(int), rows["confidence"].astype(float)))
+            ids, imgs, missing = source.get(rows["id"].to_numpy())
+            missing_all += missing
+            titles = [f"{i}\n{conf[i]:.2f}" for i in ids]
+            grids.append(image_grid(np.stack(imgs) if imgs else [], titles, ncols=8, cell_px=96,
+                                    label=what))
+        blocks.append(heading(f"{name}  ·  {len(sub):,} galaxies"))
+        blocks.extend(grids)
+    if missing_all:
+        blocks.append(note(f"{len(missing_all)} example ids have no image in the image table "
+                           f"(first: {', '.join(map(str, missing_all[:10]))}).", kind="warn"))
+    return blocks
+
+
+def _truth_blocks(df: pd.DataFrame, class_names: Sequence[str], stats: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = []
+    has_true_label = "true_label" in df
+    match = stats.get("truth_match")
+    if match is None and has_true_label:
+        known = df["true_label"].astype(int) >= 0
+        if known.any():
+            match = float((df.loc[known, "label"].astype(int) == df.loc[known, "true_label"].astype(int)).mean())
+    if match is None and not has_true_label:
+        return blocks
+    blocks.append(heading("Agreement with the simulation truth"))
+    vals = {"truth match": match}
+    if has_true_label:
+        vals["galaxies with a true class"] = int((df["true_label"].astype(int) >= 0).sum())
+    blocks.append(metrics(vals, caption="Fraction of curated galaxies whose assigned label equals the class "
+                                        "the simulated morphology implies (galaxies with a true class only)."))
+    if has_true_label:
+        lab = df["label"].astype(int).map(lambda v: _class_name(class_names, v))
+        true = df["true_label"].astype(int).map(lambda v: "(none)" if v < 0 else _class_name(class_names, v))
+        ct = pd.crosstab(lab, true, margins=True, margins_name="total")
+        order = [c for c in class_names if c in ct.index]
+        order += [c for c in ct.index if c not in order and c != "total"] + ["total"]
+        cols = [c for c in class_names if c in ct.columns] + [c for c in ct.columns
+                                                                if c not in class_names and c != "total"]
+        ct = ct.reindex(index=order, columns=cols + ["total"], fill_value=0)
+        ct.index.name = "label \\ true"
+        blocks.append(table(ct, caption="Confusion table: assigned label (rows) against the label the "
+                                        "simulated truth implies (columns).", total_row=True))
+    if "true_morphology" in df:
+        ct = pd.crosstab(df["true_morphology"].astype(str),
+                         df["label"].astype(int).map(lambda v: _class_name(class_names, v)))
+        ct = ct.reindex(columns=[c for c in class_names if c in ct.columns]
+                        + [c for c in ct.columns if c not in class_names])
+        ct.index.name = "true morphology"
+        blocks.append(details("Assigned label by simulated morphology",
+                              table(ct, caption="Galaxies per simulated morphology (rows) and assigned label.")))
+    return blocks
+
+
+def _per_class_block(per_class: Any) -> Block | None:
+    if not per_class:
+        return None
+    if isinstance(per_class, Mapping):
+        if all(isinstance(v, Mapping) for v in per_class.values()):
+            df = pd.DataFrame.from_dict(per_class, orient="index")
+        else:
+            df = pd.DataFrame({"value": pd.Series(per_class, dtype=object)})
+        df.index.name = "class"
+        return table(df, caption="Per-class statistics from the curation step.")
+    if isinstance(per_class, list) and all(isinstance(v, Mapping) for v in per_class):
+        return table(per_class, caption="Per-class statistics from the curation step.")
+    return paragraph(f"per_class: {per_class}")
+
+
+def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[str],
+                     stats: Mapping[str, Any] | None = None, *, n_confident: int = 8, n_random: int = 8,
+                     seed: int = 0, title: str = "Curation", anchor: str = "curation") -> Section:
+    """The report section of the curation stage.
+
+    ``catalogue_df`` is ``curated/catalogue.parquet`` (``id``, ``label``,
+    ``confidence``, ``split``, optional ``true_label``/``true_morphology``);
+    ``images`` is the path of ``curated/images.parquet``, ``(ids, images)``, a
+    dict id→image, an image array aligned with the catalogue rows, or ``None``
+    (no example grids); ``stats`` is the curation stats dict (every key is
+    optional; unknown scalar keys are listed at the end).  Random examples are
+    drawn with ``seed`` so the page is reproducible.
+    """
+    df = catalogue_df
+    for col in ("id", "label", "confidence"):
+        if col not in df:
+            raise ValueError(f"catalogue has no {col!r} column (columns: {list(df.columns)[:12]})")
+    if "split" not in df:
+        df = df.assign(split="all")
+    stats = dict(stats or {})
+    class_names = list(class_names)
+    splits = _split_order(df["split"])
+    counts = counts_table(df, class_names)
+    labels = [k for k in range(len(class_names))] + sorted({int(v) for v in df["label"].unique()}
+                                                           - set(range(len(class_names))))
+
+    sec = Section(title, anchor=anchor, order=ORDER["curation"],
+                  summary=f"{len(df):,} galaxies in {len(class_names)} classes")
+
+    head = {}
+    for key, name in (("n_source", "source galaxies"), ("n_selected", "selected"),
+                      ("n_ambiguous", "ambiguous (dropped)"), ("n_corrupt_images", "corrupt images")):
+        if stats.get(key) is not None:
+            head[name] = stats[key]
+    head["in catalogue"] = len(df)
+    for s in splits:
+        head[f"{s} split"] = int((df["split"] == s).sum())
+    if stats.get("truth_match") is not None:
+        head["truth match"] = float(stats["truth_match"])
+    intro = (f"The curated catalogue holds {len(df):,} galaxies labelled with one of "
+             f"{len(class_names)} classes")
+    intro += f" by the cut `{stats['cut']}`." if stats.get("cut") else "."
+    sec.add(paragraph(intro), metrics(head))
+
+    sec.add(heading("Galaxies per class and split"))
+    sec.add(columns(table(counts, float_format="{:.1%}", total_row=True,
+                          caption="Galaxies per class and split; share is of the whole catalogue."),
+                    figure(_counts_figure(counts, splits), "Galaxies per class, stacked by split.")))
+
+    if stats.get("cut_description") or stats.get("cut"):
+        sec.add(heading(f"Selection rules{' – ' + str(stats['cut']) if stats.get('cut') else ''}"))
+        desc = stats.get("cut_description")
+        if isinstance(desc, Mapping) and desc:
+            sec.add(definition_list(desc))
+        elif isinstance(desc, (list, tuple)) and desc:
+            sec.add(bullet_list(desc))
+        elif desc:
+            sec.add(paragraph(str(desc)))
+    pc = _per_class_block(stats.get("per_class"))
+    if pc is not None:
+        sec.add(details("Per-class statistics", pc))
+
+    sec.add(heading("Confidence per class"))
+    sec.add(figure(_confidence_figure(df, class_names, labels, splits),
+                   "Distribution of the label confidence per class, stacked by split."))
+
+    n_corrupt = stats.get("n_corrupt_images")
+    corrupt_ids = list(stats.get("corrupt_ids") or [])
+    if n_corrupt or corrupt_ids:
+        n = int(n_corrupt if n_corrupt is not None else len(corrupt_ids))
+        policy = stats.get("corrupt_policy") or ("Galaxies whose source image could not be decoded are "
+                                                 "left out of the curated catalogue and image table.")
+        text = f"{n:,} source image{'s' if n != 1 else ''} could not be read. {policy}"
+        if corrupt_ids:
+            shown = ", ".join(str(i) for i in corrupt_ids[:40])
+            text += f" Ids: {shown}{' …' if len(corrupt_ids) > 40 else ''}"
+        sec.add(heading("Corrupt images"), note(text, kind="warn"))
+
+    sec.add(*_truth_blocks(df, class_names, stats))
+
+    if images is not None:
+        source = _ImageSource(images, df["id"].to_numpy())
+        sec.add(heading("Examples per class"))
+        sec.add(paragraph(f"For each class the {n_confident} most confident galaxies and {n_random} random "
+                          f"test-split galaxies; the captions give the galaxy id and its confidence.",
+                          muted=True))
+        sec.add(*_example_blocks(df, source, class_names, labels, n_confident, n_random, seed))
+
+    other = {k: v for k, v in stats.items()
+             if k not in _KNOWN_STATS and not isinstance(v, (Mapping, list, tuple))}
+    nested = {k: v for k, v in stats.items() if k not in _KNOWN_STATS and isinstance(v, (Mapping, list, tuple))}
+    if other or nested:
+        rows = [{"statistic": k, "value": str(v) if not isinstance(v, (int, float)) else v}
+                for k, v in other.items()]
+        rows += [{"statistic": k, "value": _short(v)} for k, v in nested.items()]
+        sec.add(details("Other curation statistics", table(pd.DataFrame(rows).astype({"value": object}))))
+    return sec
+
+
+def _short(v: Any, limit: int = 200) -> str:
+    import json
+
+    try:
+        text = json.dumps(v, default=str)
+    except (TypeError, ValueError):
+        text = str(v)
+    return text if len(text) <= limit else text[:limit] + " …"
