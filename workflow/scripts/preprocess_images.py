@@ -22,5 +22,9 @@ with rule_context(snakemake) as (params, log):
         "corrupt_ids": [int(sel["id"].iloc[i]) for i, _ in bad],
         "corrupt_messages": [msg for _, msg in bad],
         "max_bad_image_fraction": params["max_bad_fraction"],
+        "corrupt_policy": (f"Missing or undecodable images are skipped (left out of the curated "
+                           f"catalogue and image table) while they are at most "
+                           f"{params['max_bad_fraction']:.1%} of the selected galaxies; above "
+                           f"that the run stops with an error naming them."),
         "image_size": params["image_size"], "crop_fraction": params["crop_fraction"],
     })

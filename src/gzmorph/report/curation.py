@@ -289,6 +289,13 @@ def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[s
             sec.add(bullet_list(desc))
         elif desc:
             sec.add(paragraph(str(desc)))
+        if isinstance(stats.get("cut_rules"), Mapping) and stats["cut_rules"]:
+            sec.add(definition_list({str(k): f"`{v}`" for k, v in stats["cut_rules"].items()}))
+        if stats.get("max_per_class"):
+            sec.add(paragraph(f"At most {stats['max_per_class']} galaxies per class are kept, "
+                              "the most confident first."))
+        for w in stats.get("warnings") or []:
+            sec.add(note(str(w), kind="warn"))
     pc = _per_class_block(stats.get("per_class"))
     if pc is not None:
         sec.add(details("Per-class statistics", pc))

@@ -20,8 +20,9 @@ def require_columns(df: pd.DataFrame, columns, file: str | Path) -> None:
     if not missing:
         return
     hints = []
-    for c in missing[:5]:
-        close = difflib.get_close_matches(c, [str(x) for x in df.columns], n=1)
+    unexpected = [str(x) for x in df.columns if x not in set(columns)]
+    for c in missing[:3]:
+        close = difflib.get_close_matches(c, unexpected, n=1)
         if close:
             hints.append(f"{c!r} (found {close[0]!r} — renamed?)")
     more = f"; {'; '.join(hints)}" if hints else ""
