@@ -1,10 +1,18 @@
-# Helpers shared by every rule file: config validation, paths, code dependencies.
+# Helpers shared by the workflow: config validation, paths, code dependencies, targets.
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+from gzmorph.cuts import get_cut
+from gzmorph.io import InputError
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+try:  # a misspelt or malformed cut fails before any job runs
+    CUT = get_cut(config["cut"], config["cuts"])
+except InputError as err:
+    raise WorkflowError(str(err)) from None
 
 if not config["dataset"]:
     config["dataset"] = f"{config['source']}-{config['cut']}"
@@ -61,7 +69,6 @@ def source_catalogue_input(wildcards):
         return f"{d}/training_solutions_rev1.csv"
     if config["data_dir"]:
         from gzmorph.sources.gz2 import find_catalogue
-        from gzmorph.io import InputError
 
         try:
             return str(find_catalogue(Path(d), config["gz2"]["catalogue"] or None))
@@ -76,3 +83,8 @@ def all_targets():
         res("curated/images.parquet"),
         res("report/index.html"),
     ]
+
+
+def report_fragments():
+    """Section fragments of every stage this config runs, in report order."""
+    return [res("report/sections/curation.html")]

@@ -1,10 +1,6 @@
 # Stage 6: the HTML report. Every stage writes a section fragment; `report` assembles them.
 
 
-def report_fragments():
-    return [res("report/sections/curation.html")]
-
-
 rule report_curation:
     output:
         res("report/sections/curation.html"),

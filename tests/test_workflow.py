@@ -1,0 +1,186 @@
+"""End-to-end: the real `snakemake` command on tiny configs, in a copy of the workflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gzmorph.curate import read_catalogue
+from gzmorph.imageset import read_images
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+pytestmark = pytest.mark.e2e
+
+TINY = {"synthetic": {"n_galaxies": 150, "stamp_size": 96}, "image_size": 32,
+        "report": {"examples_per_class": 4}}
+
+
+def copy_workflow(dest: Path) -> Path:
+    """The workflow files (and the library the rules declare as code) in a fresh folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src"):
+        src = REPO / item
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
+    return dest
+
+
+def smk(workdir: Path, *args, config: dict | None = None, check: bool = True):
+    cmd = [*SNAKEMAKE, "--cores", "2", *args]
+    if config:
+        (workdir / "test-config.yaml").write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", "config.yaml", "test-config.yaml"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
+    return out
+
+
+def planned_jobs(out) -> dict[str, int]:
+    """Rule -> job count from a dry run's 'Job stats' table."""
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    wd = copy_workflow(tmp_path_factory.mktemp("synthetic"))
+    smk(wd, config=TINY)
+    return wd
+
+
+def test_synthetic_run_writes_curated_parquet_and_report(synthetic_run):
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    cat, classes = read_catalogue(res / "curated" / "catalogue.parquet")
+    assert classes == ["round", "in-between", "cigar", "edge-on", "spiral"]
+    for col in ("id", "label", "label_name", "confidence", "split", "Class1.1", "Class11.6",
+                "image_path", "true_answers", "true_label", "true_morphology"):
+        assert col in cat.columns, col
+    assert set(cat["split"]) == {"train", "val", "test"}
+    ids, images = read_images(res / "curated" / "images.parquet")
+    assert sorted(ids) == sorted(cat["id"]) and images.shape[1:] == (32, 32, 3)
+    stats = json.loads((res / "curated" / "stats.json").read_text())
+    assert stats["n_source"] == 150 and stats["truth_match"] >= 0.9
+    html = (res / "report" / "index.html").read_text()
+    assert "Curation" in html and "truth" in html.lower() and 'src="http' not in html
+    for rule in ("simulate_galaxies", "select", "preprocess_images", "split", "report"):
+        assert (res / "logs" / f"{rule}.log").exists() and (res / "benchmarks" / f"{rule}.tsv").exists()
+    assert "synthetic galaxies" in (res / "logs" / "simulate_galaxies.log").read_text()  # tqdm progress
+
+
+def test_nothing_to_do_when_nothing_changed(synthetic_run):
+    assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}
+
+
+def test_parameter_change_reruns_only_affected_rules(synthetic_run):
+    jobs = planned_jobs(smk(synthetic_run, "-n", config={**TINY, "max_bad_image_fraction": 0.2}))
+    assert set(jobs) == {"preprocess_images", "split", "report_curation", "report", "all"}
+
+
+def test_code_change_reruns_its_rules(synthetic_run):
+    lib = synthetic_run / "src" / "gzmorph" / "preprocess.py"
+    lib.write_text(lib.read_text() + "\n# edited\n")
+    try:
+        jobs = planned_jobs(smk(synthetic_run, "-n", config=TINY))
+    finally:
+        lib.write_text(lib.read_text().replace("\n# edited\n", ""))
+    # the rule that runs the edited module and everything downstream of it; nothing upstream
+    assert set(jobs) == {"preprocess_images", "split", "report_curation", "report", "all"}
+
+
+def test_single_target_builds_only_what_it_needs(tmp_path, kaggle_dir):
+    wd = copy_workflow(tmp_path)
+    cfg = {"source": "kaggle", "data_dir": str(kaggle_dir), "dataset": "k"}
+    jobs = planned_jobs(smk(wd, "-n", "results/k/curated/selection.parquet", config=cfg))
+    assert jobs == {"source_table": 1, "select": 1}
+
+
+def test_kaggle_hiwl5_real_sample_exact_counts(tmp_path, kaggle_dir):
+    wd = copy_workflow(tmp_path)
+    smk(wd, config={"source": "kaggle", "data_dir": str(kaggle_dir), "cut": "hiwl5"})
+    raw = pd.read_csv(kaggle_dir / "training_solutions_rev1.csv")
+    s, f = raw["Class1.1"] > 0.469, raw["Class1.2"] > 0.430
+    expected = {"round": s & (raw["Class7.1"] > 0.5), "in-between": s & (raw["Class7.2"] > 0.5),
+                "cigar": s & (raw["Class7.3"] > 0.5), "edge-on": f & (raw["Class2.1"] > 0.602),
+                "spiral": f & (raw["Class2.2"] > 0.715) & (raw["Class4.1"] > 0.619)}
+    cat, classes = read_catalogue(wd / "results/kaggle-hiwl5/curated/catalogue.parquet")
+    assert classes == list(expected)
+    for name, mask in expected.items():
+        assert set(cat["id"][cat["label_name"] == name]) == set(raw["GalaxyID"][mask]), name
+    assert (wd / "results/kaggle-hiwl5/report/index.html").stat().st_size > 10_000
+
+
+def test_gz2_guan9_real_sample(tmp_path, gz2_dir):
+    wd = copy_workflow(tmp_path)
+    smk(wd, config={"source": "gz2", "data_dir": str(gz2_dir), "cut": "guan9"})
+    cat, classes = read_catalogue(wd / "results/gz2-guan9/curated/catalogue.parquet")
+    assert len(classes) == 9 and set(cat["label_name"]) == set(classes) and len(cat) == 500
+    assert (wd / "results/gz2-guan9/report/index.html").exists()
+
+
+@pytest.mark.parametrize("config_args, message", [
+    (["colour=red"], r"'colour' was unexpected"),
+    (["image_size=big"], r"image_size"),
+    (["source=sdss"], r"'sdss' is not one of"),
+    (["cut=zhu7"], r"'zhu7' is not a named cut"),
+])
+def test_bad_config_is_one_clear_error(tmp_path, config_args, message):
+    wd = copy_workflow(tmp_path)
+    out = smk(wd, "--config", *config_args, check=False)
+    assert out.returncode != 0
+    assert re.search(message, out.stdout + out.stderr), (out.stdout + out.stderr)[-3000:]
+    assert not list(wd.glob("results/*/curated/*.parquet"))
+
+
+def test_bad_catalogue_fails_cleanly_with_no_output(tmp_path, tiny_kaggle):
+    csv = tiny_kaggle / "training_solutions_rev1.csv"
+    lines = csv.read_text().splitlines()
+    cells = lines[7].split(",")
+    cells[5] = "nan"
+    lines[7] = ",".join(cells)
+    csv.write_text("\n".join(lines) + "\n")
+    wd = copy_workflow(tmp_path / "wf")
+    out = smk(wd, config={"source": "kaggle", "data_dir": str(tiny_kaggle), "dataset": "bad"}, check=False)
+    assert out.returncode != 0
+    assert "line 8, column 'Class2.2'" in out.stderr + out.stdout
+    assert not (wd / "results/bad/source/catalogue.parquet").exists()
+    assert not [p for p in (wd / "results/bad").rglob("*.parquet")]
+
+
+def test_corrupt_images_are_skipped_below_the_limit_and_fatal_above(tmp_path, tiny_kaggle):
+    wd = copy_workflow(tmp_path / "wf")
+    cfg = {"source": "kaggle", "data_dir": str(tiny_kaggle), "dataset": "c", "max_bad_image_fraction": 0.1,
+           "cut": "few", "cuts": {"few": {"classes": {"smooth": ["Class1.1 > 0.5"], "featured": ["Class1.2 > 0.5"]}}}}
+    first = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[0]
+    first.write_bytes(b"\xff\xd8 broken")
+    smk(wd, config=cfg)
+    stats = json.loads((wd / "results/c/curated/stats.json").read_text())
+    assert stats["n_corrupt_images"] == 1 and stats["corrupt_ids"] == [int(first.stem)]
+    cat, _ = read_catalogue(wd / "results/c/curated/catalogue.parquet")
+    assert int(first.stem) not in set(cat["id"])
+    assert "Corrupt images" in (wd / "results/c/report/index.html").read_text()
+
+    out = smk(wd, config={**cfg, "dataset": "c0", "max_bad_image_fraction": 0.0}, check=False)
+    assert out.returncode != 0 and f"{first.name}: cannot decode image" in out.stdout + out.stderr
+    assert not (wd / "results/c0/curated/images.parquet").exists()
+
+
+def test_dry_run_and_lint_in_the_repo():
+    dry = subprocess.run([*SNAKEMAKE, "-n"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "simulate_galaxies" in dry.stdout + dry.stderr
+    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
