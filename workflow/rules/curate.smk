@@ -1,5 +1,7 @@
 # Stage 2: confidence-threshold curation into Parquet (select -> image tensors -> splits).
 
+TARGETS.extend([res("curated/catalogue.parquet"), res("curated/images.parquet")])
+
 
 rule select:
     output:

@@ -1,5 +1,7 @@
 # Stage 6: the HTML report. Every stage writes a section fragment; `report` assembles them.
 
+REPORT_SECTIONS.append(res("report/sections/curation.html"))
+
 
 rule report_curation:
     output:
@@ -34,7 +36,7 @@ rule report:
             category="Report",
         ),
     input:
-        fragments=report_fragments(),
+        fragments=report_fragments,
         code=code("report/html"),
     params:
         title=config["report"]["title"],

@@ -1,0 +1,161 @@
+# Stage 3: morphology classifiers — the HIWL hierarchy vs the flat baseline (gzmorph.classify).
+#
+# train_classifier resumes from results/<dataset>/classify/<model>/checkpoints/ after a kill:
+# that folder is deliberately not a declared output (Snakemake deletes outputs before it reruns a
+# job, which would throw the checkpoints away).  Delete it to force training from scratch.
+
+CLASSIFY_DEFAULTS = {
+    "models": ["hiwl", "flat"],
+    "backbone": "cnn",
+    "pretrained": "",
+    "epochs": 30,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.05,
+    "weighted_sampling": "rare",
+    "rare_ratio": 0.25,
+    "patience": 8,
+    "warmup_epochs": 1,
+    "augment": True,
+    "device": "auto",
+    "amp": "auto",
+    "threads": 8,
+    "gpu_mem_mb": 16000,
+    "runtime": 240,
+    "apply_to": {},
+}
+CLASSIFY = {**CLASSIFY_DEFAULTS, **config.get("classify", {})}
+# the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
+CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]
+_TRAIN_KEYS = ("backbone", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
+               "weighted_sampling", "rare_ratio", "patience", "warmup_epochs", "augment", "device", "amp")
+
+
+def classify_train_options():
+    opts = {k: CLASSIFY[k] for k in _TRAIN_KEYS}
+    opts["pretrained"] = CLASSIFY["pretrained"] or None
+    opts["patience"] = opts["patience"] or None  # 0 = no early stopping
+    opts["seed"] = config["seed"]
+    return opts
+
+
+def classify_targets():
+    """Outputs of this stage for rule all (the lead adds them to all_targets())."""
+    out = expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS)
+    out += expand(res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS,
+                  name=list(CLASSIFY["apply_to"]))
+    return out
+
+
+wildcard_constraints:
+    model="hiwl|flat",
+
+
+rule train_classifier:
+    output:
+        model=res("classify/{model}/model.pt"),
+        training=res("classify/{model}/training.tsv"),
+    input:
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("classify", "train", "models", "augment"),
+    params:
+        kind=lambda wc: wc.model,
+        checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
+        options=classify_train_options(),
+    threads: CLASSIFY["threads"]
+    resources:
+        gpu=1,
+        mem_mb=CLASSIFY["gpu_mem_mb"],
+        runtime=CLASSIFY["runtime"],
+    log:
+        log_path("train_classifier_{model}"),
+    benchmark:
+        bench_path("train_classifier_{model}")
+    conda:
+        ENV
+    script:
+        "../scripts/train_classifier.py"
+
+
+rule evaluate_classifier:
+    output:
+        metrics=res("classify/{model}/metrics.json"),
+        predictions=res("classify/{model}/predictions.parquet"),
+    input:
+        model=res("classify/{model}/model.pt"),
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("classify", "models", "augment"),
+    params:
+        split="test",
+        device=CLASSIFY["device"],
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    log:
+        log_path("evaluate_classifier_{model}"),
+    benchmark:
+        bench_path("evaluate_classifier_{model}")
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_classifier.py"
+
+
+rule report_classification:
+    output:
+        res("report/sections/classification.html"),
+    input:
+        metrics=expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS),
+        predictions=expand(res("classify/{model}/predictions.parquet"), model=CLASSIFY_MODELS),
+        training=expand(res("classify/{model}/training.tsv"), model=CLASSIFY_MODELS),
+        images=res("curated/images.parquet"),
+        code=code("classify", "report/html"),
+    params:
+        models=CLASSIFY_MODELS,
+        n_mistakes=16,
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    log:
+        log_path("report_classification"),
+    benchmark:
+        bench_path("report_classification")
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_classifier.py"
+
+
+rule classify_catalogue:
+    output:
+        res("classify/{model}/apply/{name}.parquet"),
+    input:
+        model=res("classify/{model}/model.pt"),
+        code=code("classify", "preprocess", "sources"),
+    params:
+        source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
+        data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),
+        options=lambda wc: {k: v for k, v in CLASSIFY["apply_to"][wc.name].items()
+                            if k not in ("source", "data_dir")},
+        crop_fraction=config["crop_fraction"],
+        max_bad_image_fraction=config["max_bad_image_fraction"],
+        device=CLASSIFY["device"],
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    log:
+        log_path("classify_catalogue_{model}_{name}"),
+    benchmark:
+        bench_path("classify_catalogue_{model}_{name}")
+    conda:
+        ENV
+    script:
+        "../scripts/classify_catalogue.py"
