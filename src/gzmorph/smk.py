@@ -8,8 +8,11 @@ Every script in ``workflow/scripts`` is a few lines::
 
 ``rule_context`` sends stderr (and tqdm progress, Python warnings, logging) to
 the rule's log file, limits torch/BLAS threads to the rule's ``threads``, seeds
-the global RNGs from ``config["seed"]`` and turns an ``InputError`` into one
-clear line in the log and a non-zero exit.
+the global RNGs from ``config["seed"]``, gives a rule with ``resources: gpu=N`` its own
+GPU(s) in a local run (``gzmorph.gpu``: a lock-file slot per device and
+``CUDA_VISIBLE_DEVICES`` set before torch touches CUDA; left to Slurm inside a Slurm
+job; the CPU when no GPU is visible) and turns an ``InputError`` into one clear line
+in the log and a non-zero exit.
 """
 
 from __future__ import annotations
@@ -45,6 +48,14 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def rule_gpus(snakemake) -> int:
+    """The rule's ``resources.gpu`` (0 when it has none)."""
+    try:
+        return int(getattr(snakemake.resources, "gpu", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 @contextlib.contextmanager
 def rule_context(snakemake):
     """Run a rule body with its log, threads and seed set up; exit non-zero on failure."""
@@ -55,10 +66,18 @@ def rule_context(snakemake):
     logging.basicConfig(stream=log_file, level=logging.INFO, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+    gpu_claim = None
     try:
+        logger = logging.getLogger(f"gzmorph.{snakemake.rule}")
+        n_gpus = rule_gpus(snakemake)
+        if n_gpus > 0:  # a GPU rule of a local run gets its own device (gzmorph.gpu), before CUDA starts
+            from .gpu import acquire_gpus
+
+            gpu_claim = acquire_gpus(n_gpus, logger=logger)
+            logger.info("rule %s: %s", snakemake.rule, gpu_claim.describe())
         set_threads(snakemake.threads)
         seed_everything(int(snakemake.config.get("seed", 0)))
-        yield dict(snakemake.params.items()), logging.getLogger(f"gzmorph.{snakemake.rule}")
+        yield dict(snakemake.params.items()), logger
     except InputError as err:
         print(f"ERROR: {err}", file=log_file)
         sys.stderr = old_stderr
@@ -68,6 +87,8 @@ def rule_context(snakemake):
         traceback.print_exc(file=log_file)
         raise
     finally:
+        if gpu_claim is not None:
+            gpu_claim.release()
         sys.stderr = old_stderr
         if log_file is not sys.stderr:
             log_file.close()
