@@ -1,0 +1,403 @@
+"""Expert trajectories for dataset distillation: ConvNet-D3, data, augmentation, training.
+
+* ``convnet_d3`` is added to the model registry of :mod:`gzmorph.models`
+  (``create_model("convnet_d3", num_classes, image_size, width=128, depth=3, norm="instance")``):
+  ``depth`` × [conv3×3 → norm → ReLU → avg-pool 2] → linear, the ConvNet of MTT/STM.
+* :class:`Student` evaluates such a net from a *flat* parameter vector
+  (``torch.func.functional_call`` on views of it), so distillation can unroll
+  many SGD steps of a student.
+* :class:`Preprocess` is the one input pipeline of experts, distillation and
+  evaluation: uint8 (or float already in normalised space) → the shared
+  differentiable augmentation of :mod:`gzmorph.augment` (rot90/flip, rotate,
+  scale, shift, brightness/contrast) + cutout (added here; ``augment`` has
+  none) → per-channel normalisation → optional ZCA whitening.  ``sample``
+  draws the transform, ``apply`` applies it (so a synthetic and a real batch can
+  share one draw, seeded per step by :func:`step_generator`).
+* :func:`train_expert` trains one expert with :func:`gzmorph.train.fit` (plain
+  SGD) and saves the flat parameters after every epoch; it resumes after a kill.
+
+Expert file (``experts/<name>.pt``): ``{"format", "trajectory": (E+1)×P float32
+tensor (epoch 0 = initial weights), "history": per-epoch rows, "meta": model
+config, classes, image size, normalisation, data fingerprint, ...}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import augment as aug
+from .io import InputError, atomic_path
+from .models import Classifier, create_model, register_model
+
+EXPERT_FORMAT = "gzmorph.expert/1"
+NORMS = ("instance", "layer", "none")
+# meta keys that must agree between an expert and the distillation that uses it
+COMPAT_KEYS = ("model_config", "classes", "image_size", "fingerprint", "zca")
+
+
+# --------------------------------------------------------------------------- model
+
+
+class _ConvNetBackbone(nn.Sequential):
+    pass
+
+
+def _norm(kind: str, width: int) -> nn.Module:
+    if kind == "instance":  # instance norm with affine parameters, as MTT's "instancenorm"
+        return nn.GroupNorm(width, width, affine=True)
+    if kind == "layer":
+        return nn.GroupNorm(1, width, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise InputError(f"convnet_d3: norm must be one of {NORMS} (batch norm has running statistics "
+                     f"that an unrolled functional student cannot carry), not {kind!r}")
+
+
+@register_model("convnet_d3", image_size=32)
+def convnet_d3(num_classes: int, image_size: int, pretrained=None, width: int = 128, depth: int = 3,
+               norm: str = "instance") -> Classifier:
+    """ConvNet-D``depth``: ``depth`` × [conv3×3 (``width``) → norm → ReLU → avg-pool 2] → linear."""
+    if pretrained:
+        raise InputError("model 'convnet_d3' has no pretrained weights; leave pretrained empty")
+    if image_size % (2 ** depth):
+        raise InputError(f"convnet_d3: image size {image_size} is not divisible by 2^depth = {2 ** depth}")
+    layers, cin = [], 3
+    for _ in range(depth):
+        layers += [nn.Conv2d(cin, width, 3, padding=1), _norm(norm, width), nn.ReLU(),
+                   nn.AvgPool2d(2, 2)]
+        cin = width
+    side = image_size // 2 ** depth
+    backbone = _ConvNetBackbone(*layers, nn.Flatten())
+    return Classifier(backbone, width * side * side, num_classes, dropout=0.0)
+
+
+def build_convnet(num_classes: int, image_size: int, width: int = 128, depth: int = 3,
+                  norm: str = "instance") -> Classifier:
+    return create_model("convnet_d3", num_classes, image_size, width=int(width), depth=int(depth), norm=norm)
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
+
+
+def load_flat(model: nn.Module, theta: torch.Tensor) -> nn.Module:
+    torch.nn.utils.vector_to_parameters(theta.to(next(model.parameters()).device), model.parameters())
+    return model
+
+
+class Student:
+    """A net evaluated from a flat parameter vector: ``student(theta, x) -> logits``."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.numels = [p.numel() for _, p in model.named_parameters()]
+        self.n_params = sum(self.numels)
+
+    def params(self, theta: torch.Tensor) -> dict:
+        out, i = {}, 0
+        for name, shape, n in zip(self.names, self.shapes, self.numels):
+            out[name] = theta[i:i + n].view(shape)
+            i += n
+        return out
+
+    def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.model, self.params(theta), (x,))
+
+
+# --------------------------------------------------------------------------- data + preprocessing
+
+
+@dataclass
+class Data:
+    classes: list
+    x_train: torch.Tensor  # uint8 N×H×W×3 at ``image_size``
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: list
+    std: list
+    image_size: int
+    fingerprint: str
+    zca: torch.Tensor | None = None  # D×D whitening matrix on normalised, flattened images
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
+
+
+def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """Area-resize uint8 N×H×W×3 images to ``size`` px (no-op when already that size)."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return np.ascontiguousarray(images)
+    if size > images.shape[1]:
+        raise InputError(f"distill.image_size {size} is larger than the curated images ({images.shape[1]} px)")
+    out = []
+    for i in range(0, len(images), 512):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + 512])).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=(size, size), mode="area")
+        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
+def zca_matrix(x_norm: torch.Tensor, reg: float = 0.1) -> torch.Tensor:
+    """ZCA whitening matrix (D×D) of normalised float images N×C×H×W (kornia-style regulariser)."""
+    flat = x_norm.reshape(len(x_norm), -1).double()
+    flat = flat - flat.mean(0, keepdim=True)
+    cov = flat.T @ flat / max(1, len(flat) - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    w = evecs @ torch.diag(1.0 / torch.sqrt(evals.clamp_min(0) + reg)) @ evecs.T
+    return w.float()
+
+
+def load_data(catalogue, images, image_size: int = 32, zca: bool = False, zca_reg: float = 0.1) -> Data:
+    """Train and test splits of the curated catalogue at ``image_size`` px, with normalisation stats."""
+    from .augment import channel_stats
+    from .curate import read_catalogue
+    from .imageset import read_images
+
+    df, classes = read_catalogue(catalogue)
+    if int(image_size) < 8:
+        raise InputError(f"distill.image_size must be at least 8 px, not {image_size}")
+    parts = {}
+    for split in ("train", "test"):
+        sub = df[df["split"] == split]
+        if len(sub) == 0:
+            raise InputError(f"{catalogue}: no galaxies in the {split} split")
+        _, img = read_images(images, sub["id"].to_numpy())
+        parts[split] = (torch.from_numpy(resize_uint8(img, int(image_size))),
+                        torch.as_tensor(sub["label"].to_numpy().copy(), dtype=torch.long))
+    x_tr, y_tr = parts["train"]
+    mean, std = channel_stats(x_tr)
+    h = hashlib.sha1()
+    h.update(np.ascontiguousarray(df[df["split"] == "train"]["id"].to_numpy(np.int64)).tobytes())
+    h.update(str((int(image_size), classes)).encode())
+    data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), h.hexdigest()[:16])
+    if zca:
+        data.zca = zca_matrix(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
+    return data
+
+
+def step_generator(seed: int, iteration: int, step: int = 0, device="cpu") -> torch.Generator:
+    """The generator of one augmentation draw, seeded by (seed, iteration, step)."""
+    s = (int(seed) * 1_000_003 + int(iteration) * 7_919 + int(step) * 104_729 + 1) % (2 ** 63 - 1)
+    return torch.Generator(device=device).manual_seed(s)
+
+
+class Preprocess:
+    """``transform(x, generator, train)`` for :func:`gzmorph.train.fit` and the distillation steps.
+
+    Input: uint8 N×H×W×3 (real images) or float N×3×H×W in *normalised* space
+    (synthetic images; denormalised to [0, 1] before the augmentation so both
+    kinds get the very same transform).  Output: normalised (and optionally
+    ZCA-whitened) float N×3×H×W, differentiable in a float input.
+    """
+
+    def __init__(self, mean, std, cfg: aug.AugmentConfig | None = None, cutout: float = 0.0,
+                 zca: torch.Tensor | None = None):
+        self.mean, self.std, self.cfg, self.cutout, self.zca = list(mean), list(std), cfg, float(cutout), zca
+
+    def _v(self, vals, x):
+        return torch.as_tensor(vals, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            return aug.to_float(x)
+        return x * self._v(self.std, x) + self._v(self.mean, x)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised float -> [0, 1] float (for display)."""
+        return self.to_unit(x)
+
+    def sample(self, n: int, generator: torch.Generator | None, device="cpu") -> dict | None:
+        if self.cfg is None and not self.cutout:
+            return None
+        gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+        p = aug.sample_params(n, gen, self.cfg or aug.AugmentConfig(), device=device) if self.cfg else {}
+        if self.cutout:
+            p["cut_centre"] = torch.rand(n, 2, generator=gen, device=gen.device).to(device)
+        return p
+
+    def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
+        x = self.to_unit(x)
+        if params is not None and self.cfg is not None:
+            x = aug.apply(x, params, self.cfg)
+        x = aug.normalize(x, self.mean, self.std)
+        if params is not None and self.cutout:
+            h, w = x.shape[-2:]
+            ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1) + 0.5
+            xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) + 0.5
+            c = params["cut_centre"].to(x.dtype)
+            half_h, half_w = self.cutout * h / 2, self.cutout * w / 2
+            inside = ((ys - c[:, 0].view(-1, 1, 1) * h).abs() < half_h) & \
+                     ((xs - c[:, 1].view(-1, 1, 1) * w).abs() < half_w)
+            x = x * (~inside).unsqueeze(1).to(x.dtype)  # 0 = the mean colour
+        if self.zca is not None:
+            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
+        return x
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
+        params = self.sample(len(x), generator, x.device) if train else None
+        return self.apply(x, params)
+
+
+def make_preprocess(data: Data, augment=True, cutout: float = 0.5) -> Preprocess:
+    cfg = aug.AugmentConfig.from_value(augment)
+    return Preprocess(data.mean, data.std, cfg, cutout if cfg is not None else 0.0, data.zca)
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y.to(logits.device)).float().mean()) if len(y) else float("nan")
+
+
+# --------------------------------------------------------------------------- experts
+
+
+@dataclass
+class ExpertConfig:
+    epochs: int = 4
+    lr: float = 0.01
+    batch_size: int = 64
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+    augment: bool | dict = True
+    cutout: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    train_eval_images: int = 1024  # train accuracy per epoch on this many (fixed) training images
+
+    def model_config(self, n_classes: int, image_size: int) -> dict:
+        return {"name": "convnet_d3", "num_classes": int(n_classes), "image_size": int(image_size),
+                "width": int(self.width), "depth": int(self.depth), "norm": self.norm}
+
+
+def expert_seed(seed: int, index: int) -> int:
+    return int(seed) * 7_777 + 1_000 * int(index) + 3
+
+
+def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, work_dir=None,
+                 history_path=None, progress: bool = False) -> dict:
+    """Train one expert; save its parameters after every epoch (resumable); write ``out_path``."""
+    from .train import fit, pick_device, predict_tensor, write_table
+
+    out_path = Path(out_path)
+    work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
+    work.mkdir(parents=True, exist_ok=True)
+    traj_path = work / "trajectory.pt"
+    seed = expert_seed(cfg.seed, index)
+    torch.manual_seed(seed)
+    model = build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+    mcfg = cfg.model_config(len(data.classes), data.image_size)
+    meta = {"model": "convnet_d3", "model_config": mcfg, "classes": data.classes,
+            "fingerprint": data.fingerprint, "image_size": data.image_size, "mean": data.mean,
+            "std": data.std, "zca": data.zca is not None, "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "augment": cfg.augment, "cutout": cfg.cutout, "seed": seed, "index": index}
+    transform = make_preprocess(data, cfg.augment, cfg.cutout)
+    device = pick_device(cfg.device)
+    n_eval = min(len(data.x_train), cfg.train_eval_images)
+    eval_idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_eval]
+
+    def test_metrics(out, y):
+        return {"accuracy": accuracy(out, y)}
+
+    def train_accuracy(m):
+        out = predict_tensor(m, data.x_train[eval_idx], transform, device=device, amp=False)
+        m.train()
+        return accuracy(out, data.y_train[eval_idx])
+
+    # the trajectory so far, consistent with fit's own checkpoint (last.pt)
+    traj, rows = [flat_params(model)], []
+    last = work / "last.pt"
+    if last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        done = ck["state"]["epoch"]
+        saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
+        if saved is None or saved.get("meta", {}).get("model_config") != mcfg or len(saved["trajectory"]) < done:
+            print(f"{work}: checkpoint without a matching trajectory; training from scratch", file=sys.stderr)
+            last.unlink()
+        else:
+            traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]
+            if len(traj) == done:  # killed between fit's checkpoint and the trajectory save
+                m = build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+                m.load_state_dict(ck["model"])
+                traj.append(flat_params(m))
+                row = dict(ck["state"]["history"][-1])
+                rows.append({"epoch": done, "train_loss": row.get("train_loss"),
+                             "train_accuracy": train_accuracy(m.to(device)),
+                             "test_accuracy": row.get("val_accuracy"), "seconds": row.get("seconds")})
+
+    def save_traj():
+        with atomic_path(traj_path) as tmp:
+            torch.save({"trajectory": torch.stack(traj), "history": rows, "meta": meta}, tmp)
+
+    if not last.exists():
+        save_traj()
+
+    def on_epoch_end(epoch, row, m):
+        traj.append(flat_params(m))
+        rows.append({"epoch": epoch, "train_loss": row["train_loss"], "train_accuracy": train_accuracy(m),
+                     "test_accuracy": row.get("val_accuracy"), "seconds": row["seconds"]})
+        save_traj()
+
+    fit(model, nn.functional.cross_entropy, (data.x_train, data.y_train), (data.x_test, data.y_test),
+        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
+        optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
+        transform=transform, metrics_fn=test_metrics, restore_best=False, checkpoint_dir=work,
+        meta=meta, device=device, amp=False, progress=progress, on_epoch_end=on_epoch_end)
+    if len(traj) != cfg.epochs + 1:
+        raise RuntimeError(f"expert {index}: trajectory has {len(traj) - 1} epochs, expected {cfg.epochs}")
+    result = {"format": EXPERT_FORMAT, "trajectory": torch.stack(traj), "history": rows, "meta": meta}
+    with atomic_path(out_path) as tmp:
+        torch.save(result, tmp)
+    if history_path:
+        write_table(Path(history_path), rows)
+    return result
+
+
+def load_expert(path, *, expect: dict | None = None, min_epochs: int = 0) -> dict:
+    """Read an expert file; clear ``InputError`` if it is missing, too short or from another set-up."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"expert trajectory {path} does not exist (run the train_expert rule first)")
+    try:
+        ex = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise InputError(f"expert trajectory {path} cannot be read: {err}") from None
+    if not isinstance(ex, dict) or ex.get("format") != EXPERT_FORMAT:
+        raise InputError(f"{path}: not a gzmorph expert trajectory (format {EXPERT_FORMAT})")
+    epochs = len(ex["trajectory"]) - 1
+    if epochs < min_epochs:
+        raise InputError(f"{path}: the expert has {epochs} epochs but {min_epochs} are needed "
+                         "(max_start_epoch + expert_epochs); train longer experts or lower those")
+    if expect:
+        meta = ex["meta"]
+        for k in COMPAT_KEYS:
+            if k in expect and meta.get(k) != expect[k]:
+                raise InputError(f"{path}: trajectory from another set-up: {k} is {meta.get(k)!r}, "
+                                 f"this run needs {expect[k]!r}")
+    return ex
+
+
+def expected_meta(data: Data, model_config: dict) -> dict:
+    return {"model_config": model_config, "classes": data.classes, "image_size": data.image_size,
+            "fingerprint": data.fingerprint, "zca": data.zca is not None}
+
+
+def n_params(model_config: dict) -> int:
+    cfg = {k: v for k, v in model_config.items() if k not in ("name", "num_classes", "image_size")}
+    m = build_convnet(model_config["num_classes"], model_config["image_size"], **cfg)
+    return sum(p.numel() for p in m.parameters())
+
+
+__all__ = ["Data", "ExpertConfig", "Preprocess", "Student", "build_convnet", "convnet_d3", "expected_meta",
+           "flat_params", "load_data", "load_expert", "load_flat", "make_preprocess", "resize_uint8",
+           "step_generator", "train_expert", "zca_matrix", "accuracy"]

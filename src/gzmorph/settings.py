@@ -1,0 +1,84 @@
+"""Nested config settings: presets updated by the user's keys.
+
+Kept free of torch so that building the DAG stays fast.
+"""
+
+from __future__ import annotations
+
+from .io import InputError
+
+
+def deep_merge(base: dict, over: dict | None) -> dict:
+    """``base`` with ``over``'s keys replacing it, recursing into dicts present in both."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+# ------------------------------------------------------------------ settings
+# distill.preset picks one of these; every other key under `distill:` in the config overrides it.
+# "default": the small run inside the offline synthetic budget; "laptop": the CPU-scale real-data
+# run; "paper": the settings of Guan et al. (2023) for a GPU.
+DISTILL_PRESETS = {
+    "default": {
+        "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
+        "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
+        "memory": "constant", "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
+        "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
+        "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
+                "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
+        "stm": {"syn_steps": 8, "iterations": 40, "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01,
+                "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
+                "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
+        "ipc_overrides": {},
+        "eval": {"n_nets": 2, "epochs": 150, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
+                 "batch_size": 256, "full_batch_size": 64},
+    },
+}
+DISTILL_PRESETS["laptop"] = {  # the real-data run of the report, on 2 shared CPU cores
+    **DISTILL_PRESETS["default"], "n_experts": 2, "image_size": 16, "width": 32, "ipc": [1, 10],
+    "runtime": 240,
+    "expert": {"epochs": 8, "lr": 0.01, "batch_size": 32},
+    "mtt": {"syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4, "iterations": 50,
+            "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
+    "stm": {"syn_steps": 10, "iterations": 70, "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.01,
+            "batch_syn": 0, "check_every": 10, "r_down": 2.5, "r_up": 2.5, "patience": 30,
+            "ft_every": 5, "ft_factor": 0.8, "lr_floor": 500.0, "alpha_per_epoch": False},
+    "ipc_overrides": {10: {"batch_syn": 10}},
+    "eval": {"n_nets": 2, "epochs": 100, "baseline_lr": 0.01, "full_epochs": 6, "full_lr": 0.01,
+             "batch_size": 256, "full_batch_size": 64},
+}
+DISTILL_PRESETS["paper"] = {
+    **DISTILL_PRESETS["default"], "n_experts": 100, "image_size": 64, "width": 128, "ipc": [1, 10],
+    "threads": 8, "gpu_mem_mb": 32000, "runtime": 1440,
+    "expert": {"epochs": 50, "lr": 0.001, "batch_size": 256},
+    "mtt": {"syn_steps": 50, "expert_epochs": 2, "max_start_epoch": 20, "iterations": 5000,
+            "lr_img": 1e4, "lr_alpha": 0.01, "alpha0": 1e-4, "batch_syn": 0},
+    "stm": {"syn_steps": 50, "iterations": 100000, "lr_img": 1e4, "lr_alpha": 0.01, "alpha0": 1e-4,
+            "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 1000,
+            "ft_every": 50, "ft_factor": 0.8, "lr_floor": 50.0, "alpha_per_epoch": False},
+    "ipc_overrides": {10: {"syn_steps": 20}},
+    "eval": {"n_nets": 5, "epochs": 1000, "baseline_lr": 0.01, "full_epochs": 50, "full_lr": 0.01,
+             "batch_size": 256, "full_batch_size": 256},
+}
+
+
+def distill_settings(user: dict) -> dict:
+    """The preset named by ``user["preset"]`` (default "default") updated by the other keys."""
+    user = dict(user or {})
+    preset = user.pop("preset", "default")
+    if preset not in DISTILL_PRESETS:
+        raise InputError(f"config distill.preset: {preset!r} is not one of {sorted(DISTILL_PRESETS)}")
+    out = deep_merge(DISTILL_PRESETS[preset], user)
+    out["ipc"] = [int(i) for i in (out["ipc"] if isinstance(out["ipc"], list) else [out["ipc"]])]
+    bad = [m for m in out["methods"] if m not in ("mtt", "stm")]
+    if bad:
+        raise InputError(f"config distill.methods: unknown method(s) {bad}; known: mtt, stm")
+    return out
+
+
+def distill_method_options(settings: dict, method: str, ipc) -> dict:
+    """A method's options with the per-IPC overrides applied."""
+    over = settings["ipc_overrides"]
+    return {**settings[method], **over.get(int(ipc), over.get(str(ipc), {}))}

@@ -1,0 +1,136 @@
+"""Distillation: exact constant-memory matching gradient, memory bound, MTT/STM loops, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gzmorph.augment import AugmentConfig
+from gzmorph.distill import (DistillConfig, EvalConfig, STMConfig, check_ipc, distill, evaluate_baseline,
+                             evaluate_synthetic, matching_loss, pearson, write_outputs)
+from gzmorph.experts import ExpertConfig, Preprocess, Student, build_convnet, flat_params, step_generator, train_expert
+from gzmorph.io import InputError
+
+from test_experts import tiny_data  # noqa: F401  (fixture)
+
+
+def _case(dtype, n_steps=7):
+    torch.manual_seed(0)
+    net = build_convnet(3, 8, width=4).to(dtype)
+    st = Student(net)
+    th = flat_params(net).to(dtype)
+    t = Preprocess([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
+    syn = torch.randn(6, 3, 8, 8, dtype=dtype)
+    lab = torch.tensor([0, 0, 1, 1, 2, 2])
+    plan = []
+    for k in range(n_steps):
+        idx = torch.tensor([0, 2, 4, 5]) if k % 2 else torch.arange(6)
+        p = {kk: (v.to(dtype) if v.is_floating_point() else v) for kk, v in t.sample(len(idx), step_generator(0, 0, k)).items()}
+        plan.append((idx, p))
+    target = th + 0.05 * torch.randn_like(th)
+    return st, th, target, syn, lab, torch.tensor(0.05, dtype=dtype), plan, t
+
+
+@pytest.mark.parametrize("dtype,memory,leaf", [(torch.float64, "constant", 2), (torch.float32, "constant", 1),
+                                               (torch.float32, "store", 4)])
+def test_gradient_equals_plain_unroll(dtype, memory, leaf):
+    st, th, target, syn, lab, a, plan, t = _case(dtype)
+    l0, gx0, ga0 = matching_loss(st, th, target, 1.3, syn, lab, a, plan, t, "unroll")
+    l1, gx1, ga1 = matching_loss(st, th, target, 1.3, syn, lab, a, plan, t, memory, leaf=leaf)
+    assert l1 == pytest.approx(l0, rel=1e-6)
+    assert float((gx1 - gx0).norm() / gx0.norm()) < 1e-4
+    assert abs(float(ga1 - ga0)) / abs(float(ga0)) < 1e-4
+
+
+def test_peak_memory_does_not_grow_with_steps():
+    """Peak RSS increment (fresh process, glibc mmap threshold 64 KiB so freed tensors leave the RSS)."""
+    code = r"""
+import json, torch
+torch.set_num_threads(1)
+from gzmorph.distill import matching_loss, _rss_bytes, reset_peak_rss, peak_rss_bytes
+from gzmorph.experts import build_convnet, Student, Preprocess, flat_params, step_generator
+from gzmorph.augment import AugmentConfig
+net = build_convnet(3, 32, width=16); st = Student(net); th = flat_params(net)
+t = Preprocess([0.5]*3, [0.25]*3, AugmentConfig(), cutout=0.5)
+syn = torch.randn(12, 3, 32, 32); lab = torch.arange(3).repeat_interleave(4)
+assert reset_peak_rss()
+def run(n, mem):
+    plan = [(torch.arange(12), t.sample(12, step_generator(0, 0, k))) for k in range(n)]
+    reset_peak_rss(); base = _rss_bytes()
+    matching_loss(st, th, th + 0.01, 1.0, syn, lab, torch.tensor(0.01), plan, t, mem)
+    return peak_rss_bytes() - base
+run(1, "constant"); run(1, "unroll")
+out = {"c10": run(10, "constant"), "c40": run(40, "constant"), "u10": run(10, "unroll")}
+print("RES" + json.dumps(out))
+"""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RES")][-1][3:])
+    assert r["c40"] <= 1.25 * max(r["c10"], 1), r
+    assert r["u10"] > 3 * r["c10"] > 0, r  # the measurement does see the unrolled graph
+
+
+def test_pearson_and_config():
+    assert pearson([0, 1, 2, 3], [3, 2, 1, 0]) == pytest.approx(-1)
+    assert pearson([0, 1, 2], [1, 1, 1]) == 0.0
+    with pytest.raises(InputError, match="unknown option"):
+        DistillConfig.from_dict({"bogus": 1})
+    with pytest.raises(InputError, match="method"):
+        DistillConfig.from_dict({"method": "dc"})
+
+
+@pytest.fixture(scope="module")
+def experts(tmp_path_factory, tiny_data):
+    d = tmp_path_factory.mktemp("experts")
+    cfg = ExpertConfig(epochs=3, lr=0.05, batch_size=16, width=4)
+    return [d / f"expert_{i:03d}.pt" for i in range(2) if train_expert(tiny_data, d / f"expert_{i:03d}.pt", cfg, index=i)]
+
+
+MC = {"name": "convnet_d3", "num_classes": 3, "image_size": 8, "width": 4, "depth": 3, "norm": "instance"}
+
+
+@pytest.mark.parametrize("method", ["mtt", "stm"])
+def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method):
+    cfg = DistillConfig(method=method, ipc=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, iterations=15,
+                        lr_img=10.0, lr_alpha=1e-4, alpha0=0.05,
+                        stm=STMConfig(check_every=3, r_down=0.5, r_up=0.5, patience=6, ft_every=2,
+                                      ft_factor=0.5, lr_floor=2.0))
+    r = distill(tiny_data, experts, cfg, MC)
+    assert r["images"].shape == (6, 3, 8, 8) and torch.isfinite(r["images"]).all()
+    assert r["alpha"].numel() == 1 and float(r["alpha"]) > 0
+    if method == "stm":
+        assert r["stage_log"] and {"cap", "next_epoch_loss", "r", "sigma", "lr_img", "mode"} <= set(r["stage_log"][0])
+        assert any(e["event"] == "stop" for e in r["events"]) or len(r["history"]) == 15
+    write_outputs(r, tiny_data, tmp_path / "s.pt", tmp_path / "g.png", tmp_path / "h.tsv", tmp_path / "st.tsv")
+    assert (tmp_path / "g.png").stat().st_size > 0
+    ec = EvalConfig(n_nets=2, epochs=3, full_epochs=1)
+    acc = evaluate_synthetic(r, tiny_data, ec, 0)
+    assert 0 <= acc["mean"] <= 1 and len(acc["runs"]) == 2
+    for kind in ("random", "mean"):
+        assert 0 <= evaluate_baseline(kind, 2, tiny_data, MC, ec, 0)["mean"] <= 1
+
+
+def test_nan_rolls_back(tiny_data, experts):
+    """An absurd image lr makes the loss explode: the run rolls back, lowers the lr and writes finite images."""
+    cfg = DistillConfig(method="mtt", ipc=1, syn_steps=2, expert_epochs=1, max_start_epoch=1, iterations=6,
+                        lr_img=1e30, lr_alpha=1e30, alpha0=0.05, alpha_max=1.0, max_rollbacks=100)
+    r = distill(tiny_data, experts, cfg, MC)
+    assert any(e["event"] == "rollback" for e in r["events"])
+    assert torch.isfinite(r["images"]).all() and 0 < float(r["alpha"]) <= 1.0
+
+
+def test_bad_inputs(tmp_path, tiny_data, experts):
+    with pytest.raises(InputError, match="ipc 99 is larger"):
+        check_ipc(tiny_data, 99)
+    with pytest.raises(InputError, match="does not exist"):
+        distill(tiny_data, [tmp_path / "nope.pt"], DistillConfig(), MC)
+    with pytest.raises(InputError, match="needs|needed"):
+        distill(tiny_data, experts, DistillConfig(max_start_epoch=3, expert_epochs=2, ipc=1), MC)
+    with pytest.raises(InputError, match="another set-up"):
+        distill(tiny_data, experts, DistillConfig(ipc=1, max_start_epoch=1, expert_epochs=1), {**MC, "width": 8})

@@ -1,0 +1,80 @@
+"""ConvNet-D3, the functional student, the shared preprocessing and resumable expert training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gzmorph.augment import AugmentConfig
+from gzmorph.experts import (Data, ExpertConfig, Preprocess, Student, build_convnet, expected_meta, flat_params,
+                             load_expert, step_generator, train_expert)
+from gzmorph.io import InputError
+from gzmorph.models import list_models
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    g = torch.Generator().manual_seed(0)
+    n, classes = 48, ["round", "edge-on", "spiral"]
+    y = torch.arange(n) % 3
+    x = (torch.rand(n, 8, 8, 3, generator=g) * 80).to(torch.uint8)
+    for c in range(3):  # a class-dependent bright patch: learnable
+        x[y == c, 2 * c:2 * c + 3, :, c] = 250
+    return Data(classes, x[:36], y[:36], x[36:], y[36:], [0.2] * 3, [0.3] * 3, 8, "tiny")
+
+
+def test_convnet_registered_and_functional_student_matches():
+    assert "convnet_d3" in list_models()
+    for norm in ("instance", "layer", "none"):
+        net = build_convnet(5, 16, width=6, norm=norm)
+        st = Student(net)
+        x = torch.randn(4, 3, 16, 16)
+        assert torch.allclose(st(flat_params(net), x), net(x), atol=1e-6)
+    with pytest.raises(InputError, match="divisible"):
+        build_convnet(5, 12)
+    with pytest.raises(InputError, match="norm"):
+        build_convnet(5, 16, norm="batch")
+
+
+def test_same_draw_same_transform_for_real_and_synthetic():
+    t = Preprocess([0.3] * 3, [0.2] * 3, AugmentConfig(), cutout=0.5)
+    real = (torch.rand(4, 8, 8, 3) * 255).to(torch.uint8)
+    syn = t.apply(real, None)  # the same images in normalised space (as synthetic images are stored)
+    p = t.sample(4, step_generator(1, 2, 3))
+    assert torch.allclose(t.apply(real, p), t.apply(syn, p), atol=1e-5)
+    q = t.sample(4, step_generator(1, 2, 3))
+    assert all(torch.equal(p[k], q[k]) for k in p)
+    s = syn.clone().requires_grad_(True)
+    t.apply(s, p).sum().backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
+def test_expert_trajectory_and_resume(tmp_path, tiny_data):
+    cfg = ExpertConfig(epochs=3, lr=0.05, batch_size=16, width=4)
+    full = train_expert(tiny_data, tmp_path / "a.pt", cfg, index=0)
+    assert full["trajectory"].shape[0] == 4
+    assert {"train_accuracy", "test_accuracy"} <= set(full["history"][0])
+    # "killed" after 2 epochs, then resumed to 3: the same trajectory as the uninterrupted run
+    train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "epochs": 2}), index=0,
+                 work_dir=tmp_path / "b.work")
+    resumed = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
+    assert torch.allclose(resumed["trajectory"], full["trajectory"], atol=1e-6)
+
+
+def test_load_expert_errors(tmp_path, tiny_data):
+    cfg = ExpertConfig(epochs=1, lr=0.05, batch_size=16, width=4)
+    train_expert(tiny_data, tmp_path / "e.pt", cfg)
+    mc = cfg.model_config(3, 8)
+    with pytest.raises(InputError, match="does not exist"):
+        load_expert(tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="has 1 epochs but 3"):
+        load_expert(tmp_path / "e.pt", min_epochs=3)
+    with pytest.raises(InputError, match="another set-up.*model_config"):
+        load_expert(tmp_path / "e.pt", expect=expected_meta(tiny_data, {**mc, "width": 8}))
+    other = Data(["a", "b"], *[getattr(tiny_data, k) for k in ("x_train", "y_train", "x_test", "y_test")],
+                 tiny_data.mean, tiny_data.std, 8, "tiny")
+    with pytest.raises(InputError, match="another set-up"):
+        load_expert(tmp_path / "e.pt", expect=expected_meta(other, mc))
+    (tmp_path / "junk.pt").write_text("x")
+    with pytest.raises(InputError, match="cannot be read"):
+        load_expert(tmp_path / "junk.pt")

@@ -1,0 +1,212 @@
+# Stage 4: expert trajectories and dataset distillation (MTT / STM), gzmorph.experts + gzmorph.distill.
+#
+# train_expert resumes from results/<dataset>/experts/<expert>.work/ after a kill (fit's last.pt +
+# the trajectory saved after every epoch); that folder is deliberately not a declared output
+# (Snakemake deletes outputs before it reruns a job).  Delete it to retrain from scratch.
+#
+# Settings: distill.preset picks a block of defaults (gzmorph.settings.DISTILL_PRESETS); every other key
+# under distill: overrides it.  "default" is the small run inside the offline synthetic budget, "laptop" the
+# CPU-scale real-data run, "paper" the settings of Guan et al. (2023) for a GPU.
+
+from gzmorph.settings import distill_method_options, distill_settings
+
+try:
+    DISTILL = distill_settings(config.get("distill") or {})
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+EXPERTS = [f"expert_{i:03d}" for i in range(int(DISTILL["n_experts"]))]
+DISTILL_METHODS = list(DISTILL["methods"])
+DISTILL_DATA = {k: DISTILL[k] for k in ("image_size", "zca")}
+DISTILL_MODEL = {k: DISTILL[k] for k in ("width", "depth", "norm")}
+
+TARGETS.extend(expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]))
+REPORT_SECTIONS.append(res("report/sections/distillation.html"))
+
+
+wildcard_constraints:
+    expert=r"expert_\d+",
+    method="mtt|stm",
+    ipc=r"\d+",
+    baseline="random|mean",
+
+
+rule train_expert:
+    output:
+        expert=res("experts/{expert}.pt"),
+        history=res("experts/{expert}.tsv"),
+    input:
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("experts", "train", "models", "augment"),
+    params:
+        index=lambda wc: int(wc.expert.split("_")[1]),
+        work_dir=lambda wc: res(f"experts/{wc.expert}.work"),
+        data=DISTILL_DATA,
+        model=DISTILL_MODEL,
+        expert=DISTILL["expert"],
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+        device=DISTILL["device"],
+        seed=config["seed"],
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
+    log:
+        log_path("train_expert_{expert}"),
+    benchmark:
+        bench_path("train_expert_{expert}")
+    conda:
+        ENV
+    script:
+        "../scripts/train_expert.py"
+
+
+rule distill:
+    output:
+        synthetic=res("distill/{method}/ipc{ipc}/synthetic.pt"),
+        grid=res("distill/{method}/ipc{ipc}/prototypes.png"),
+        history=res("distill/{method}/ipc{ipc}/history.tsv"),
+        stages=res("distill/{method}/ipc{ipc}/stages.tsv"),
+    input:
+        experts=expand(res("experts/{expert}.pt"), expert=EXPERTS),
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("distill", "experts", "augment", "settings"),
+    params:
+        method=lambda wc: wc.method,
+        ipc=lambda wc: int(wc.ipc),
+        options=lambda wc: distill_method_options(DISTILL, wc.method, wc.ipc),
+        data=DISTILL_DATA,
+        model=DISTILL_MODEL,
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+        memory=DISTILL["memory"],
+        leaf=DISTILL["leaf"],
+        device=DISTILL["device"],
+        seed=config["seed"],
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
+    log:
+        log_path("distill_{method}_ipc{ipc}"),
+    benchmark:
+        bench_path("distill_{method}_ipc{ipc}")
+    conda:
+        ENV
+    script:
+        "../scripts/distill.py"
+
+
+rule evaluate_baseline:
+    output:
+        res("distill/baselines/{baseline}_ipc{ipc}.json"),
+    input:
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("distill", "experts", "train"),
+    params:
+        kind=lambda wc: wc.baseline,
+        ipc=lambda wc: int(wc.ipc),
+        data=DISTILL_DATA,
+        model=DISTILL_MODEL,
+        eval=DISTILL["eval"],
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+        device=DISTILL["device"],
+        seed=config["seed"],
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
+    log:
+        log_path("evaluate_baseline_{baseline}_ipc{ipc}"),
+    benchmark:
+        bench_path("evaluate_baseline_{baseline}_ipc{ipc}")
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_distilled.py"
+
+
+use rule evaluate_baseline as evaluate_full with:
+    output:
+        res("distill/baselines/full.json"),
+    params:
+        kind="full",
+        ipc=0,
+        data=DISTILL_DATA,
+        model=DISTILL_MODEL,
+        eval=DISTILL["eval"],
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+        device=DISTILL["device"],
+        seed=config["seed"],
+    log:
+        log_path("evaluate_full"),
+    benchmark:
+        bench_path("evaluate_full")
+
+
+rule evaluate_distilled:
+    output:
+        res("distill/{method}/ipc{ipc}/eval.json"),
+    input:
+        synthetic=res("distill/{method}/ipc{ipc}/synthetic.pt"),
+        random=res("distill/baselines/random_ipc{ipc}.json"),
+        mean=res("distill/baselines/mean_ipc{ipc}.json"),
+        full=res("distill/baselines/full.json"),
+        experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
+        catalogue=res("curated/catalogue.parquet"),
+        images=res("curated/images.parquet"),
+        code=code("distill", "experts", "train"),
+    params:
+        kind="distilled",
+        data=DISTILL_DATA,
+        eval=DISTILL["eval"],
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+        device=DISTILL["device"],
+        seed=config["seed"],
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
+    log:
+        log_path("evaluate_distilled_{method}_ipc{ipc}"),
+    benchmark:
+        bench_path("evaluate_distilled_{method}_ipc{ipc}")
+    conda:
+        ENV
+    script:
+        "../scripts/evaluate_distilled.py"
+
+
+rule report_distill:
+    output:
+        res("report/sections/distillation.html"),
+    input:
+        evals=expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
+        synthetic=expand(res("distill/{method}/ipc{ipc}/synthetic.pt"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
+        experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
+        code=code("distill", "report/html"),
+    params:
+        augment=DISTILL["augment"],
+        cutout=DISTILL["cutout"],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    log:
+        log_path("report_distill"),
+    benchmark:
+        bench_path("report_distill")
+    conda:
+        ENV
+    script:
+        "../scripts/report_distill.py"
