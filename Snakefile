@@ -11,7 +11,10 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/source.smk"
 include: "workflow/rules/curate.smk"
+include: "workflow/rules/classify.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/represent.smk"
+include: "workflow/rules/distill.smk"
 
 
 rule all:

@@ -4,56 +4,28 @@
 # that folder is deliberately not a declared output (Snakemake deletes outputs before it reruns a
 # job, which would throw the checkpoints away).  Delete it to force training from scratch.
 
-CLASSIFY_DEFAULTS = {
-    "models": ["hiwl", "flat"],
-    "backbone": "cnn",
-    "pretrained": "",
-    "epochs": 30,
-    "batch_size": 64,
-    "lr": 0.05,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "label_smoothing": 0.05,
-    "weighted_sampling": "rare",
-    "rare_ratio": 0.25,
-    "patience": 8,
-    "warmup_epochs": 1,
-    "augment": True,
-    "device": "auto",
-    "amp": "auto",
-    "threads": 8,
-    "gpu_mem_mb": 16000,
-    "runtime": 240,
-    "apply_to": {},
-}
-CLASSIFY = {**CLASSIFY_DEFAULTS, **config.get("classify", {})}
+# defaults and types: workflow/schemas/config.schema.yaml (classify:)
+CLASSIFY = config["classify"]
 # the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
 CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]
-_TRAIN_KEYS = ("backbone", "epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
-               "weighted_sampling", "rare_ratio", "patience", "warmup_epochs", "augment", "device", "amp")
+CLASSIFY_TRAIN = {
+    **{k: CLASSIFY[k] for k in ("backbone", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                                "label_smoothing", "weighted_sampling", "rare_ratio", "warmup_epochs",
+                                "augment", "device", "amp")},
+    "pretrained": CLASSIFY["pretrained"] or None,
+    "patience": CLASSIFY["patience"] or None,  # 0 = no early stopping
+    "seed": config["seed"],
+}
 
-
-def classify_train_options():
-    opts = {k: CLASSIFY[k] for k in _TRAIN_KEYS}
-    opts["pretrained"] = CLASSIFY["pretrained"] or None
-    opts["patience"] = opts["patience"] or None  # 0 = no early stopping
-    opts["seed"] = config["seed"]
-    return opts
-
-
-def classify_targets():
-    """Outputs of this stage for rule all (the lead adds them to all_targets())."""
-    out = expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS)
-    out += expand(res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS,
-                  name=list(CLASSIFY["apply_to"]))
-    return out
-
-
-wildcard_constraints:
-    model="hiwl|flat",
+TARGETS.extend(expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS))
+TARGETS.extend(expand(res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS,
+                      name=list(CLASSIFY["apply_to"])))
+REPORT_SECTIONS.append(res("report/sections/classification.html"))
 
 
 rule train_classifier:
+    wildcard_constraints:
+        model="hiwl|flat",
     output:
         model=res("classify/{model}/model.pt"),
         training=res("classify/{model}/training.tsv"),
@@ -64,7 +36,7 @@ rule train_classifier:
     params:
         kind=lambda wc: wc.model,
         checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
-        options=classify_train_options(),
+        options=CLASSIFY_TRAIN,
     threads: CLASSIFY["threads"]
     resources:
         gpu=1,
@@ -81,6 +53,8 @@ rule train_classifier:
 
 
 rule evaluate_classifier:
+    wildcard_constraints:
+        model="hiwl|flat",
     output:
         metrics=res("classify/{model}/metrics.json"),
         predictions=res("classify/{model}/predictions.parquet"),
@@ -129,10 +103,12 @@ rule report_classification:
     conda:
         ENV
     script:
-        "../scripts/evaluate_classifier.py"
+        "../scripts/report_classification.py"
 
 
 rule classify_catalogue:
+    wildcard_constraints:
+        model="hiwl|flat",
     output:
         res("classify/{model}/apply/{name}.parquet"),
     input:

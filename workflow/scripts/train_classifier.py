@@ -8,5 +8,5 @@ with rule_context(snakemake) as (params, log):
                     kind=params["kind"], checkpoint_dir=params["checkpoint_dir"],
                     metrics_path=snakemake.output.training, progress=True, **params["options"])
     for level in summary["levels"]:
-        log.info("%s/%s: best val accuracy %.4f at epoch %s of %s", params["kind"], level["name"],
-                 level["best_val_accuracy"] or float("nan"), level["best_epoch"], level["epochs_run"])
+        log.info("%s/%s: best %s %.4f at epoch %s of %s", params["kind"], level["name"], level["monitor"],
+                 level["best_val_metric"] or float("nan"), level["best_epoch"], level["epochs_run"])

@@ -1,0 +1,604 @@
+"""Morphology classifiers: the HIWL hierarchy and the flat baseline.
+
+``hiwl`` (Ma et al. 2023), for the ``hiwl5`` cut: a 4-way *coarse* model over
+{in-between, cigar|edge-on, round, spiral} and a binary *fine* model
+(cigar vs edge-on) trained on the galaxies of those two classes.  Prediction
+routes a galaxy whose coarse argmax is the merged class to the fine model; the
+5-class probabilities are P4 for the three unmerged classes and
+P4(merged) × P2(cigar | edge-on) for the two others.  Both levels use label
+smoothing; a level whose smallest class has under ``rare_ratio`` of the
+largest class's training examples is trained with weighted sampling
+(weights 1 / class count, with replacement) and early-stopped on the
+balanced accuracy (mean per-class recall) instead of the accuracy — on the
+HIWL cut that is the fine level (cigar is rare).
+
+``flat``: the same backbone as one K-way classifier with plain cross-entropy,
+no weighted sampling and no smoothing.  Augmentation is the same for both, so
+the comparison isolates hierarchy + sampling + smoothing.  ``flat`` works for
+every cut.
+
+A trained model is one file (``model.pt``) that holds everything needed to
+predict: kind, cut, class names, image size, normalisation, and per level the
+model name, its config and weights (see :func:`save_model` / :func:`load_model`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .io import InputError, atomic_path, write_json
+
+MODEL_FORMAT = "gzmorph.classifier/1"
+HIWL_CLASSES = ["round", "in-between", "cigar", "edge-on", "spiral"]
+MERGED = "cigar|edge-on"
+COARSE_CLASSES = ["in-between", MERGED, "round", "spiral"]
+FINE_CLASSES = ["cigar", "edge-on"]
+KINDS = ("hiwl", "flat")
+MIN_TRAIN_PER_CLASS = 2
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "cnn"
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05  # hiwl only; flat always uses 0
+    weighted_sampling: str = "rare"  # hiwl only: "rare" | "always" | "never"; flat never
+    rare_ratio: float = 0.25
+    patience: int | None = 8  # epochs without improvement of val accuracy; None = no early stopping
+    warmup_epochs: int = 1
+    augment: bool | dict = True  # see gzmorph.augment.AugmentConfig
+    pretrained: str | None = None  # local torchvision weights file (ImageNet init)
+    model_kwargs: dict = field(default_factory=dict)
+    device: str = "auto"
+    amp: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TrainConfig":
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"classify: unknown option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        cfg = cls(**params)
+        if cfg.weighted_sampling not in ("rare", "always", "never"):
+            raise InputError(f"classify.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
+        if not 0 <= cfg.label_smoothing < 1:
+            raise InputError(f"classify.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
+        if cfg.epochs < 1 or cfg.batch_size < 2:
+            raise InputError(f"classify: epochs ({cfg.epochs}) must be >= 1 and batch_size ({cfg.batch_size}) >= 2")
+        from .augment import AugmentConfig
+
+        AugmentConfig.from_value(cfg.augment)  # InputError naming unknown augment options
+        return cfg
+
+
+# --------------------------------------------------------------------------- data
+
+
+def catalogue_meta(path: str | Path) -> tuple[list[str], str | None]:
+    """Ordered class names (schema metadata ``gzmorph.classes``) and cut name of a curated catalogue."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"gzmorph.classes" not in meta:
+        raise InputError(f"{path}: no gzmorph.classes in the Parquet metadata (not a curated catalogue)")
+    classes = json.loads(meta[b"gzmorph.classes"])
+    cut = meta.get(b"gzmorph.cut", b"").decode() or None
+    if cut and cut.startswith('"'):  # JSON-encoded by some writers
+        cut = json.loads(cut)
+    return classes, cut
+
+
+def read_catalogue(path: str | Path) -> tuple[pd.DataFrame, list[str], str | None]:
+    classes, cut = catalogue_meta(path)
+    df = pd.read_parquet(path)
+    missing = [c for c in ("id", "label", "split") if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}")
+    bad = sorted(set(df["label"].dropna().astype(int)) - set(range(len(classes))))
+    if bad:
+        raise InputError(f"{path}: labels {bad} outside the {len(classes)} classes {classes}")
+    return df, classes, cut
+
+
+def load_images(path: str | Path, ids, image_size: int | None = None) -> np.ndarray:
+    from .imageset import image_shape, read_images
+
+    shape = image_shape(path)
+    if image_size is not None and tuple(shape[:2]) != (image_size, image_size):
+        raise InputError(f"{path}: images are {shape[0]}×{shape[1]} px but the model expects "
+                         f"{image_size}×{image_size} px")
+    try:
+        return read_images(path, ids)[1]
+    except KeyError as err:
+        raise InputError(str(err.args[0])) from None
+
+
+def check_counts(df: pd.DataFrame, classes: list[str], where: str, min_train: int = MIN_TRAIN_PER_CLASS) -> None:
+    """Every class needs >= ``min_train`` training examples and >= 1 in val and in test."""
+    counts = pd.crosstab(df["label"], df["split"]).reindex(index=range(len(classes)), fill_value=0)
+    problems = []
+    for k, name in enumerate(classes):
+        c = {s: int(counts.loc[k, s]) if s in counts.columns else 0 for s in ("train", "val", "test")}
+        if c["train"] < min_train or c["val"] < 1 or c["test"] < 1:
+            problems.append(f"{name!r} (train {c['train']}, val {c['val']}, test {c['test']})")
+    if problems:
+        raise InputError(f"{where}: too few examples to train and evaluate (need >= {min_train} train, "
+                         f">= 1 val and >= 1 test per class): {', '.join(problems)}")
+
+
+@dataclass
+class Level:
+    """One model of a classifier: its classes and the map from catalogue label to its label (-1 = not used)."""
+    name: str
+    classes: list[str]
+    target: np.ndarray  # catalogue label index -> level label, or -1
+    label_smoothing: float = 0.0
+    weighted: bool = False
+
+
+def plan_levels(kind: str, classes: list[str], train_labels: np.ndarray, cfg: TrainConfig) -> list[Level]:
+    """The models to train for ``kind``, with their targets, smoothing and sampling."""
+    if kind == "flat":
+        return [Level("flat", list(classes), np.arange(len(classes)))]
+    if kind != "hiwl":
+        raise InputError(f"classify model {kind!r}: choose one of {', '.join(KINDS)}")
+    if sorted(classes) != sorted(HIWL_CLASSES):
+        raise InputError(f"classify model 'hiwl' needs the hiwl5 classes {HIWL_CLASSES}; this catalogue has "
+                         f"{classes}: use 'flat' for other cuts")
+    pos = {c: i for i, c in enumerate(classes)}
+    coarse = np.full(len(classes), -1)
+    fine = np.full(len(classes), -1)
+    for c in HIWL_CLASSES:
+        coarse[pos[c]] = COARSE_CLASSES.index(MERGED if c in FINE_CLASSES else c)
+    for j, c in enumerate(FINE_CLASSES):
+        fine[pos[c]] = j
+    levels = [Level("coarse", COARSE_CLASSES, coarse), Level("fine", FINE_CLASSES, fine)]
+    for lv in levels:
+        lv.label_smoothing = cfg.label_smoothing
+        y = lv.target[train_labels]
+        counts = np.bincount(y[y >= 0], minlength=len(lv.classes))
+        lv.weighted = {"always": True, "never": False}.get(
+            cfg.weighted_sampling, bool(counts.min() < cfg.rare_ratio * counts.max()))
+    return levels
+
+
+def sample_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Weight 1 / (count of the sample's class)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(float)
+    return torch.as_tensor(1.0 / counts[labels], dtype=torch.double)
+
+
+def accuracy_metrics(out: torch.Tensor, y: torch.Tensor) -> dict:
+    pred = out.argmax(1)
+    y = y.to(pred.device)
+    recalls = [(pred[y == k] == k).float().mean() for k in y.unique()]
+    return {"accuracy": (pred == y).float().mean().item(),
+            "balanced_accuracy": torch.stack(recalls).mean().item() if recalls else float("nan")}
+
+
+def fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
+                 json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: str = "hiwl",
+          checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
+          **params) -> dict:
+    """Train ``kind`` on the train split (early stopping on val); write ``out`` (model.pt).
+
+    ``checkpoint_dir`` (one sub-directory per level) makes a rerun resume after a kill.
+    ``metrics_path`` gets the per-epoch table of all levels (column ``level``).
+    Returns a summary dict.
+    """
+    from . import augment as A
+    from .models import create_model
+    from .train import cosine_schedule, fit, pick_device, write_table
+
+    cfg = TrainConfig.from_params(params)
+    df, classes, cut = read_catalogue(catalogue)
+    check_counts(df, classes, str(catalogue))
+    df = df[df["split"].isin(["train", "val"])].reset_index(drop=True)
+    levels = plan_levels(kind, classes, df.loc[df["split"] == "train", "label"].to_numpy(int), cfg)
+    imgs = load_images(images, df["id"].to_numpy())
+    if imgs.shape[1] != imgs.shape[2]:
+        raise InputError(f"{images}: images must be square, got {imgs.shape[1]}×{imgs.shape[2]}")
+    image_size = int(imgs.shape[1])
+    is_train = (df["split"] == "train").to_numpy()
+    mean, std = A.channel_stats(imgs[is_train])
+    transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
+    device = pick_device(cfg.device)
+    x_all = torch.from_numpy(np.ascontiguousarray(imgs))
+    if device.type == "cuda":
+        x_all = x_all.to(device)
+    labels = df["label"].to_numpy(int)
+
+    saved_levels, tables = [], []
+    for lv in levels:
+        y = lv.target[labels]
+        tr = np.flatnonzero(is_train & (y >= 0))
+        va = np.flatnonzero(~is_train & (y >= 0))
+        smoothing = lv.label_smoothing if kind == "hiwl" else 0.0
+        torch.manual_seed(cfg.seed)
+        model = create_model(cfg.backbone, len(lv.classes), image_size, pretrained=cfg.pretrained, **cfg.model_kwargs)
+        loss = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
+        # a level trained for its rare class keeps the epoch with the best mean per-class recall
+        monitor = "val_balanced_accuracy" if lv.weighted else "val_accuracy"
+        hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
+        meta = {"model": cfg.backbone, "model_config": model.config, "classes": lv.classes,
+                "fingerprint": fingerprint(df["id"].to_numpy()[tr], y[tr], df["id"].to_numpy()[va], y[va],
+                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor)}
+        print(f"[{kind}/{lv.name}] {len(tr)} train / {len(va)} val images, classes {lv.classes}, "
+              f"label smoothing {smoothing}, weighted sampling {lv.weighted}", file=sys.stderr)
+        ytr, yva = torch.as_tensor(y[tr]), torch.as_tensor(y[va])
+        idx_tr = torch.as_tensor(tr, device=x_all.device)
+        idx_va = torch.as_tensor(va, device=x_all.device)
+        result = fit(
+            model, loss, (x_all[idx_tr], ytr.to(x_all.device)), (x_all[idx_va], yva),
+            epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+            optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum,
+                                                weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+            scheduler=cosine_schedule(warmup_steps=cfg.warmup_epochs * max(1, len(tr) // cfg.batch_size)),
+            transform=transform, metrics_fn=accuracy_metrics, monitor=monitor, mode="max",
+            patience=cfg.patience, sample_weights=sample_weights(y[tr], len(lv.classes)) if lv.weighted else None,
+            checkpoint_dir=Path(checkpoint_dir) / lv.name if checkpoint_dir else None, meta=meta,
+            device=device, amp=cfg.amp, progress=cfg.progress)
+        model.cpu()
+        saved_levels.append({"name": lv.name, "classes": lv.classes, "model": cfg.backbone,
+                             "model_config": model.config, "state_dict": model.state_dict(),
+                             "label_smoothing": smoothing, "weighted_sampling": lv.weighted,
+                             "best_epoch": result.best_epoch, "monitor": monitor, "best_val_metric": result.best_metric,
+                             "epochs_run": len(result.history), "n_train": len(tr), "n_val": len(va)})
+        tables += [{"level": lv.name, **row} for row in result.history]
+
+    bundle = {"format": MODEL_FORMAT, "kind": kind, "cut": cut, "classes": classes, "image_size": image_size,
+              "norm": {"mean": mean, "std": std}, "levels": saved_levels,
+              "preprocess": _preprocess_meta(images), "config": asdict(cfg)}
+    if metrics_path:
+        write_table(Path(metrics_path), tables)
+    save_model(bundle, out)
+    return {k: v for k, v in bundle.items() if k != "levels"} | {
+        "levels": [{k: v for k, v in lv.items() if k != "state_dict"} for lv in saved_levels]}
+
+
+def _preprocess_meta(images) -> dict:
+    """Crop fraction etc. recorded by the curation stage in the image table, if any."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(images).metadata or {}
+    out = {}
+    for key in (b"gzmorph.crop_fraction", b"gzmorph.preprocess"):
+        if key in meta:
+            val = json.loads(meta[key])
+            out.update(val if isinstance(val, dict) else {key.decode().split(".", 1)[1]: val})
+    return out
+
+
+# --------------------------------------------------------------------------- the model file
+
+
+def save_model(bundle: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(bundle, tmp)
+
+
+class TrainedClassifier:
+    """A loaded ``model.pt``: ``predict_proba(uint8 N×S×S×3) -> (probs N×K, predicted label N)``."""
+
+    def __init__(self, bundle: dict, path: str = "model", device=None):
+        from .models import create_model
+        from .train import pick_device
+
+        self.path, self.bundle = path, bundle
+        self.kind, self.classes, self.cut = bundle["kind"], list(bundle["classes"]), bundle.get("cut")
+        self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
+        self.device = pick_device(device)
+        self.models = {}
+        for lv in bundle["levels"]:
+            cfg = dict(lv["model_config"])
+            name = cfg.pop("name")
+            model = create_model(name, cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+            try:
+                model.load_state_dict(lv["state_dict"])
+            except RuntimeError as err:
+                first = str(err).splitlines()[0:2]
+                raise InputError(f"{path}: the weights of level {lv['name']!r} do not fit model {name!r} "
+                                 f"with {len(lv['classes'])} classes: {' '.join(first)}") from None
+            if len(lv["classes"]) != lv["model_config"]["num_classes"]:
+                raise InputError(f"{path}: level {lv['name']!r} has {len(lv['classes'])} class names for a "
+                                 f"{lv['model_config']['num_classes']}-way model")
+            self.models[lv["name"]] = model.to(self.device).eval()
+        expected = ["flat"] if self.kind == "flat" else ["coarse", "fine"]
+        if sorted(self.models) != sorted(expected):
+            raise InputError(f"{path}: a {self.kind!r} model needs levels {expected}, found {sorted(self.models)}")
+
+    def _probs(self, name: str, x: torch.Tensor, batch_size: int) -> np.ndarray:
+        from .augment import BatchTransform
+        from .train import predict_tensor
+
+        out = predict_tensor(self.models[name], x, BatchTransform(self.norm["mean"], self.norm["std"]),
+                             batch_size=batch_size, device=self.device)
+        return torch.softmax(out, 1).numpy() if len(x) else np.zeros((0, len(self.models[name].head[-1].bias)))
+
+    def check_images(self, images: np.ndarray, where: str = "images") -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise InputError(f"{where}: expected uint8 N×H×W×3 images, got {images.dtype} {images.shape}")
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise InputError(f"{where}: images are {images.shape[1]}×{images.shape[2]} px but model {self.path} "
+                             f"expects {self.image_size}×{self.image_size} px")
+
+    def predict_proba(self, images: np.ndarray, batch_size: int = 256, where: str = "images"):
+        images = np.asarray(images)
+        self.check_images(images, where)
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        if self.kind == "flat":
+            p = self._probs("flat", x, batch_size)
+            return p, p.argmax(1)
+        return compose_hiwl(self._probs("coarse", x, batch_size), self._probs("fine", x, batch_size), self.classes)
+
+
+def compose_hiwl(p4: np.ndarray, p2: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """5-class probabilities and hierarchical predictions from the coarse (P4) and fine (P2) models.
+
+    P(c) = P4(c) for the unmerged classes and P4(merged) × P2(c) for cigar/edge-on; the prediction
+    is the coarse argmax, replaced by the fine argmax where the coarse argmax is the merged class.
+    """
+    p4, p2 = np.asarray(p4, float), np.asarray(p2, float)
+    probs = np.zeros((len(p4), len(classes)))
+    m = COARSE_CLASSES.index(MERGED)
+    for k, c in enumerate(classes):
+        probs[:, k] = p4[:, m] * p2[:, FINE_CLASSES.index(c)] if c in FINE_CLASSES else p4[:, COARSE_CLASSES.index(c)]
+    coarse_pred = p4.argmax(1)
+    names = np.array(COARSE_CLASSES, dtype=object)[coarse_pred]
+    fine_names = np.array(FINE_CLASSES, dtype=object)[p2.argmax(1)]
+    names = np.where(coarse_pred == m, fine_names, names)
+    pos = {c: i for i, c in enumerate(classes)}
+    return probs, np.array([pos[n] for n in names], dtype=int)
+
+
+def load_model(path: str | Path, device=None, expect_classes: list[str] | None = None) -> TrainedClassifier:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file
+        raise InputError(f"{path}: cannot read model file ({err})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+        found = bundle.get("format", "no format key") if isinstance(bundle, dict) else type(bundle).__name__
+        hint = " (a training checkpoint? use model.pt)" if isinstance(bundle, dict) and "optimizer" in bundle else ""
+        raise InputError(f"{path}: not a gzmorph classifier model file ({found}){hint}")
+    if expect_classes is not None and list(expect_classes) != list(bundle["classes"]):
+        raise InputError(f"{path}: model classes {bundle['classes']} differ from the expected {list(expect_classes)}")
+    return TrainedClassifier(bundle, str(path), device)
+
+
+# --------------------------------------------------------------------------- prediction and metrics
+
+
+def _as_model(model, device=None) -> TrainedClassifier:
+    return model if isinstance(model, TrainedClassifier) else load_model(model, device)
+
+
+def predict_images(model, images: np.ndarray, ids=None, batch_size: int = 256, device=None,
+                   where: str = "images") -> pd.DataFrame:
+    """Predictions for an image array: ``id``, ``pred_label``, ``pred_name``, ``p_<class>``."""
+    clf = _as_model(model, device)
+    probs, pred = clf.predict_proba(images, batch_size, where)
+    out = pd.DataFrame({"id": np.arange(len(pred)) if ids is None else np.asarray(ids),
+                        "pred_label": pred.astype(np.int64),
+                        "pred_name": np.array(clf.classes, dtype=object)[pred] if len(pred) else []})
+    for k, c in enumerate(clf.classes):
+        out[f"p_{c}"] = probs[:, k].astype(np.float32)
+    return out
+
+
+def predict(model, catalogue: str | Path, images: str | Path, split: str | None = "test",
+            batch_size: int = 256, device=None) -> pd.DataFrame:
+    """Predict the galaxies of ``split`` (None: all) of a curated catalogue; adds ``label``,
+    ``label_name``, ``correct`` (labels in the model's class order) where the catalogue has labels."""
+    clf = _as_model(model, device)
+    df, classes, _ = read_catalogue(catalogue)
+    if split is not None:
+        df = df[df["split"] == split].reset_index(drop=True)
+    has_labels = "label" in df.columns and df["label"].notna().all()
+    if has_labels:
+        names = np.array(classes, dtype=object)[df["label"].to_numpy(int)]
+        unknown = sorted(set(names) - set(clf.classes))
+        if unknown:
+            raise InputError(f"{catalogue}: labels {unknown} are not classes of model {clf.path} ({clf.classes})")
+    imgs = load_images(images, df["id"].to_numpy(), clf.image_size)
+    out = predict_images(clf, imgs, df["id"].to_numpy(), batch_size, where=str(images))
+    if has_labels:
+        pos = {c: i for i, c in enumerate(clf.classes)}
+        out.insert(1, "label", np.array([pos[n] for n in names], dtype=np.int64))
+        out.insert(2, "label_name", names)
+        out["correct"] = out["label"] == out["pred_label"]
+    if "split" in df.columns:
+        out["split"] = df["split"].to_numpy()
+    return out
+
+
+def metrics_from_predictions(pred: pd.DataFrame, classes: list[str]) -> dict:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    y, p = pred["label"].to_numpy(int), pred["pred_label"].to_numpy(int)
+    labels = list(range(len(classes)))
+    prec, rec, f1, sup = precision_recall_fscore_support(y, p, labels=labels, zero_division=0)
+    return {
+        "accuracy": float((y == p).mean()) if len(y) else float("nan"),
+        "macro_f1": float(np.mean(f1)),
+        "per_class": {c: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
+                          "support": int(sup[k])} for k, c in enumerate(classes)},
+        "confusion": confusion_matrix(y, p, labels=labels).tolist(),
+        "classes": list(classes),
+        "n_test": int(len(y)),
+    }
+
+
+def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "test",
+             predictions_out: str | Path | None = None, metrics_out: str | Path | None = None,
+             device=None) -> dict:
+    """Metrics of ``model`` on ``split``: accuracy, macro_f1, per_class, confusion, classes, n_test."""
+    clf = _as_model(model, device)
+    df, classes, _ = read_catalogue(catalogue)
+    sub = df[df["split"] == split]
+    if sub.empty:
+        raise InputError(f"{catalogue}: no galaxies in split {split!r}")
+    present = set(np.array(classes, dtype=object)[sub["label"].to_numpy(int)])
+    empty = [c for c in classes if c not in present and c in clf.classes]
+    if empty:
+        raise InputError(f"{catalogue}: no {split} galaxies of class(es) {empty}: cannot evaluate them")
+    pred = predict(clf, catalogue, images, split, device=device)
+    result = metrics_from_predictions(pred, clf.classes)
+    result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path)})
+    if predictions_out:
+        with atomic_path(predictions_out) as tmp:
+            pred.to_parquet(tmp, index=False)
+    if metrics_out:
+        write_json(metrics_out, result)
+    return result
+
+
+def classify_source(model, source: str, data_dir: str | Path, out: str | Path, *, crop_fraction: float | None = None,
+                    workers: int | None = None, max_bad_image_fraction: float = 0.01, batch_size: int = 256,
+                    device=None, **source_options) -> pd.DataFrame:
+    """Apply ``model`` to every galaxy of a source catalogue (``gzmorph.sources.read_source``);
+    images are preprocessed like the curation stage; unreadable images are dropped (up to
+    ``max_bad_image_fraction``, else an error) and listed in the ``bad_images`` metadata."""
+    from .preprocess import apply_bad_image_policy, preprocess_images
+    from .sources import read_source
+
+    clf = _as_model(model, device)
+    cat = read_source(source, data_dir, **source_options)
+    crop = crop_fraction if crop_fraction is not None else clf.bundle.get("preprocess", {}).get("crop_fraction", 0.5)
+    imgs, bad = preprocess_images(cat["image_path"].tolist(), clf.image_size, crop, workers)
+    apply_bad_image_policy(bad, len(cat), max_bad_image_fraction, where=f"{source} {data_dir}: ")
+    keep = np.ones(len(cat), bool)
+    keep[[i for i, _ in bad]] = False
+    pred = predict_images(clf, imgs[keep], cat["id"].to_numpy()[keep], batch_size, where=str(data_dir))
+    pred.insert(1, "image_path", cat["image_path"].to_numpy()[keep])
+    with atomic_path(out) as tmp:
+        pred.to_parquet(tmp, index=False)
+    return pred
+
+
+# --------------------------------------------------------------------------- report figures
+
+
+def confusion_figure(metrics: dict, title: str = "", normalise: bool = True):
+    """Confusion matrix (rows true, columns predicted; row-normalised colours, counts written)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion"], float)
+    classes = metrics["classes"]
+    frac = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 1.8, 1.0 * len(classes) + 1.4))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"{metrics.get('model', '')} accuracy {metrics['accuracy']:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(tables: dict[str, str | Path | pd.DataFrame]):
+    """Train/val loss and val accuracy per epoch; ``tables`` maps a model name to its metrics TSV."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, t in tables.items():
+        t = t if isinstance(t, pd.DataFrame) else pd.read_csv(t, sep="\t")
+        for level, g in t.groupby("level", sort=False) if "level" in t.columns else [(name, t)]:
+            label = name if level == name else f"{name}/{level}"
+            line, = ax1.plot(g["epoch"], g["train_loss"], "o-", ms=3, label=f"{label} train")
+            if "val_loss" in g:
+                ax1.plot(g["epoch"], g["val_loss"], "s--", ms=3, color=line.get_color(), label=f"{label} val")
+            if "val_accuracy" in g:
+                ax2.plot(g["epoch"], g["val_accuracy"], "o-", ms=3, color=line.get_color(), label=label)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss (log scale)")
+    ax1.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val accuracy")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(pred: pd.DataFrame, images: str | Path, n: int = 16) -> tuple[np.ndarray, list[str]]:
+    """The ``n`` wrong predictions with the highest predicted probability: (images, titles)."""
+    wrong = pred[~pred["correct"]].copy()
+    pcols = [c for c in pred.columns if c.startswith("p_")]
+    wrong["p_pred"] = wrong[pcols].to_numpy().max(1) if len(wrong) else []
+    wrong = wrong.sort_values("p_pred", ascending=False).head(n)
+    if wrong.empty:
+        return np.zeros((0, 1, 1, 3), np.uint8), []
+    imgs = load_images(images, wrong["id"].to_numpy())
+    titles = [f"{r.id}\ntrue {r.label_name}\npred {r.pred_name} {r.p_pred:.2f}" for r in wrong.itertuples()]
+    return imgs, titles
+
+
+def report_section(models: dict[str, dict], tables: dict[str, str | Path], predictions: dict[str, str | Path],
+                   images: str | Path, out: str | Path, n_mistakes: int = 16):
+    """Write the classification report fragment.  ``models`` maps model name to its metrics dict."""
+    from .report import ORDER, Section, columns, figure, image_grid, metrics as metrics_block, note, paragraph, table
+    from .report import write_fragment
+
+    sec = Section("Classification", anchor="classification", order=ORDER["classification"])
+    first = next(iter(models.values()))
+    sec.summary = ", ".join(f"{k} {m['accuracy']:.3f}" for k, m in models.items())
+    sec.add(paragraph(f"Test-split classification of the {first.get('cut') or ''} cut "
+                      f"({first['n_test']} galaxies, {len(first['classes'])} classes)."))
+    if "hiwl" not in models:
+        sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
+                     f"{HIWL_CLASSES}, this cut has {first['classes']}."))
+    sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
+                          | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}"))
+    rows = [{"class": c, **{f"{k} {s}": m["per_class"][c][s] for k, m in models.items()
+                            for s in ("precision", "recall", "f1")},
+             "support": first["per_class"][c]["support"]} for c in first["classes"]]
+    rows.append({"class": "all (accuracy)", **{f"{k} f1": m["accuracy"] for k, m in models.items()},
+                 "support": first["n_test"]})
+    sec.add(table(pd.DataFrame(rows), caption="Per-class precision, recall and F1 on the test split",
+                  float_format="{:.3f}"))
+    sec.add(columns(*[figure(confusion_figure(m, f"{k}: accuracy {m['accuracy']:.3f}"), f"Confusion matrix, {k}")
+                      for k, m in models.items()]))
+    if tables:
+        sec.add(figure(training_curves_figure(tables), "Training curves (per level for hiwl)"))
+    for k, p in predictions.items():
+        imgs, titles = confident_mistakes(pd.read_parquet(p), images, n_mistakes)
+        sec.add(image_grid(imgs, titles, caption=f"Most confident mistakes of {k}", label=k))
+    write_fragment(sec, out)
+    return sec

@@ -1,0 +1,128 @@
+"""Model registry (timm-style): ``create_model(name, num_classes, image_size, pretrained=None, **kw)``.
+
+Every model is a ``Classifier``: ``features(x)`` gives the penultimate
+embedding (N × ``num_features``; the representation stage uses it) and
+``forward(x) = head(features(x))``.  The torchvision backbones are built with
+``weights=None`` (trained from scratch); ImageNet initialisation comes only
+from a local weights file the user names (``pretrained="/path/file.pth"``,
+a torchvision state dict) — never a download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .io import InputError
+
+_REGISTRY: dict[str, Callable] = {}
+DEFAULT_IMAGE_SIZE: dict[str, int] = {}
+
+
+def register_model(name: str, image_size: int = 224):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        DEFAULT_IMAGE_SIZE[name] = image_size
+        return fn
+    return deco
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class Classifier(nn.Module):
+    """``backbone`` maps N×3×H×W to N×``num_features``; ``head`` to logits."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes)) \
+            if num_classes else nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def create_model(name: str, num_classes: int, image_size: int | None = None, pretrained: str | None = None,
+                 **kwargs) -> Classifier:
+    """Build a registered model; ``model.config`` holds what is needed to build it again."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if pretrained is not None and not Path(pretrained).is_file():
+        raise InputError(f"pretrained weights file {pretrained} does not exist "
+                         "(gzmorph never downloads weights: give the path of a local torchvision .pth file)")
+    image_size = int(image_size or DEFAULT_IMAGE_SIZE[name])
+    model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, pretrained=pretrained, **kwargs)
+    model.config = {"name": name, "num_classes": num_classes, "image_size": image_size, **kwargs}
+    return model
+
+
+def _load_pretrained(net: nn.Module, path: str, skip_prefixes: tuple[str, ...]) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
+    own = {k for k in net.state_dict() if not k.startswith(skip_prefixes)}
+    missing, unexpected = own - set(state), set(state) - own
+    if missing or unexpected:
+        raise InputError(f"pretrained weights file {path} does not fit {type(net).__name__}: "
+                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    net.load_state_dict(state, strict=False)
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+@register_model("cnn", image_size=64)
+def cnn(num_classes: int, image_size: int, pretrained=None, widths=(32, 64, 128, 256), dropout: float = 0.2):
+    """Compact CNN for laptops: a stride-2 stem, then per stage two conv-BN-ReLU (the first of each
+    later stage with stride 2), global average pooling.  At 64 px: 32 -> 16 -> 8 -> 4 px maps."""
+    if pretrained:
+        raise InputError("model 'cnn' has no pretrained weights; leave pretrained empty")
+    layers, cin = [conv_bn(3, widths[0], stride=2)], widths[0]
+    for i, w in enumerate(widths):
+        layers += [conv_bn(cin, w, stride=1 if i == 0 else 2), conv_bn(w, w)]
+        cin = w
+    backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Classifier(backbone, widths[-1], num_classes, dropout)
+
+
+def _efficientnet(variant: str, num_classes, pretrained, dropout):
+    import torchvision
+
+    net = getattr(torchvision.models, variant)(weights=None)
+    if pretrained:
+        _load_pretrained(net, pretrained, ("classifier.",))
+    num_features = net.classifier[-1].in_features
+    backbone = nn.Sequential(net.features, net.avgpool, nn.Flatten())
+    return Classifier(backbone, num_features, num_classes, dropout if dropout is not None else net.classifier[0].p)
+
+
+@register_model("efficientnet_b0", image_size=224)
+def efficientnet_b0(num_classes: int, image_size: int, pretrained=None, dropout: float | None = None):
+    return _efficientnet("efficientnet_b0", num_classes, pretrained, dropout)
+
+
+@register_model("efficientnet_b1", image_size=240)
+def efficientnet_b1(num_classes: int, image_size: int, pretrained=None, dropout: float | None = None):
+    return _efficientnet("efficientnet_b1", num_classes, pretrained, dropout)
+
+
+@register_model("resnet18", image_size=224)
+def resnet18(num_classes: int, image_size: int, pretrained=None, dropout: float = 0.0):
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    if pretrained:
+        _load_pretrained(net, pretrained, ("fc.",))
+    backbone = nn.Sequential(*(list(net.children())[:-1]), nn.Flatten())
+    return Classifier(backbone, net.fc.in_features, num_classes, dropout)

@@ -1,0 +1,265 @@
+"""The one training loop of gzmorph (classifier, distillation experts, representation, fine-tuning).
+
+``fit`` takes everything that differs between those models as arguments: the
+model, a loss function ``loss_fn(outputs, targets) -> scalar``, the data as
+in-memory tensors (``x`` usually uint8 N×H×W×3, ``y`` anything indexable by
+batch: labels, vote counts), a ``transform(x_batch, generator, train)`` that
+turns a uint8 batch into model input (float conversion, augmentation and
+normalisation happen on the whole batch, on the training device), optimizer
+and scheduler factories, and a ``metrics_fn(outputs, targets) -> dict`` run on
+the whole validation set.
+
+Reproducibility: every random choice of epoch ``e`` (sampling order, the
+augmentation generator, dropout) is seeded from ``(seed, e)``, so training
+resumed from the end-of-epoch checkpoint gives the same weights as an
+uninterrupted run (bit-identical on CPU).  The checkpoint ``last.pt`` (model,
+optimizer, scheduler, scaler, RNG states, history, best metric, ``meta``) is
+written atomically after every epoch, the best weights to ``best.pt`` and the
+per-epoch table to ``metrics.tsv`` in the same directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .io import InputError, atomic_path
+
+# meta keys that must agree between a checkpoint and the run resuming from it
+RESUME_KEYS = ("model", "model_config", "classes", "fingerprint")
+
+
+@dataclass
+class FitResult:
+    history: list[dict]  # one row per epoch (the metrics table)
+    best_epoch: int | None
+    best_metric: float | None
+    stopped_early: bool
+    checkpoint_dir: Path | None
+    meta: dict = field(default_factory=dict)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``None``/``"auto"``: CUDA if available, else CPU."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def amp_dtype(device: torch.device, amp: str | bool = "auto"):
+    """Autocast dtype: bf16 (or fp16 without bf16 support) on CUDA; ``None`` (fp32) on CPU."""
+    if device.type != "cuda" or amp in (False, "off", "none", None):
+        return None
+    if amp == "fp16" or (amp in (True, "auto") and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (int(seed) * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+def batch_order(n: int, batch_size: int, gen: torch.Generator, sample_weights=None) -> list[torch.Tensor]:
+    """Index batches of one epoch: a permutation, or weighted draws with replacement; drops a last batch of 1."""
+    if sample_weights is None:
+        order = torch.randperm(n, generator=gen)
+    else:
+        order = torch.multinomial(sample_weights, n, replacement=True, generator=gen)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
+        batches.pop()
+    return batches
+
+
+def _rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, keys, delimiter="\t", restval="")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def check_resumable(ckpt: dict, meta: dict, path: Path) -> None:
+    old = ckpt.get("meta", {})
+    diff = [k for k in RESUME_KEYS if k in old or k in meta if old.get(k) != meta.get(k)]
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {meta.get(k)!r}" for k in diff)
+        raise InputError(f"{path}: checkpoint was written by a different run ({detail}); "
+                         f"delete {path.parent} to start afresh")
+
+
+@torch.no_grad()
+def predict_tensor(model, x, transform=None, batch_size=256, device=None, amp="auto") -> torch.Tensor:
+    """Model outputs (float32, CPU) for all of ``x``, in order, in eval mode."""
+    device = device or next(model.parameters()).device
+    dtype = amp_dtype(device, amp)
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        xb = transform(xb, None, False) if transform else xb
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outs.append(model(xb).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | None = None, *,
+        epochs: int = 10, batch_size: int = 64, seed: int = 0,
+        optimizer: Callable = lambda params: torch.optim.AdamW(params, lr=1e-3),
+        scheduler: Callable | None = None, transform: Callable | None = None,
+        metrics_fn: Callable | None = None, monitor: str = "val_loss", mode: str = "min",
+        patience: int | None = None, restore_best: bool = True, sample_weights=None,
+        checkpoint_dir: str | Path | None = None, resume: bool = True, meta: dict | None = None,
+        device: str | None = None, amp: str | bool = "auto", progress: bool = True,
+        on_step: Callable | None = None, on_epoch_end: Callable | None = None,
+        eval_batch_size: int = 256) -> FitResult:
+    """Train ``model`` in place; return the per-epoch history.  See the module docstring.
+
+    Early stopping: training stops after ``patience`` epochs in a row without an improvement of
+    ``monitor`` (a key of the per-epoch row: ``val_loss`` or ``val_<metric>``); with ``restore_best``
+    the model ends with the weights of the best epoch.
+    ``scheduler(optimizer, steps_per_epoch, epochs)`` returns a scheduler stepped after every
+    optimizer step.  ``on_step(epoch, step, loss)`` and ``on_epoch_end(epoch, row, model)`` are
+    callbacks (raising from one stops training; the last checkpoint stays resumable).
+    """
+    meta = dict(meta or {})
+    device = pick_device(device)
+    dtype = amp_dtype(device, amp)
+    x, y = train
+    sign = 1.0 if mode == "min" else -1.0
+    weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.double)
+    steps_per_epoch = len(batch_order(len(x), batch_size, torch.Generator().manual_seed(0)))
+
+    torch.manual_seed(seed)  # initial weights are the caller's; this seeds anything built below
+    model.to(device)
+    opt = optimizer(model.parameters())
+    sched = scheduler(opt, steps_per_epoch, epochs) if scheduler else None
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "done": False}
+
+    ckdir = Path(checkpoint_dir) if checkpoint_dir else None
+    last = ckdir / "last.pt" if ckdir else None
+    if last and resume and last.exists():
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        check_resumable(ck, meta, last)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched and ck.get("scheduler"):
+            sched.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        _set_rng_states(ck["rng"])
+        state = ck["state"]
+        print(f"resumed from {last} after epoch {state['epoch']}", file=sys.stderr)
+
+    def save_checkpoint():
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
+              "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
+              "rng": _rng_states(), "state": state, "meta": meta}
+        with atomic_path(last) as tmp:
+            torch.save(ck, tmp)
+        write_table(ckdir / "metrics.tsv", state["history"])
+
+    best_state = None
+    while state["epoch"] < epochs and not state["done"]:
+        epoch = state["epoch"] + 1
+        t0 = time.perf_counter()
+        torch.manual_seed(epoch_seed(seed, epoch))  # dropout etc.
+        gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # sampling order
+        aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(seed + 1, epoch))  # augmentation
+        model.train()
+        total, count = 0.0, 0
+        bar = _tqdm(batch_order(len(x), batch_size, gen, weights), desc=f"epoch {epoch}/{epochs}",
+                    disable=not progress)
+        for step, idx in enumerate(bar):
+            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            if transform:
+                xb = transform(xb, aug_gen, True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if sched:
+                sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+            if on_step:
+                on_step(epoch, step, loss.item())
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+        if val is not None and len(val[0]):
+            out = predict_tensor(model, val[0], transform, eval_batch_size, device, amp)
+            row["val_loss"] = float(loss_fn(out, val[1].to(out.device)))
+            row.update({f"val_{k}": float(v) for k, v in (metrics_fn(out, val[1]) if metrics_fn else {}).items()})
+        row["seconds"] = round(time.perf_counter() - t0, 3)
+        value = row.get(monitor)
+        improved = value is not None and (state["best_metric"] is None
+                                          or sign * value < sign * state["best_metric"])
+        if improved:
+            state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        state["history"].append(row)
+        state["done"] = patience is not None and value is not None and state["bad_epochs"] >= patience
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+              file=sys.stderr)
+        if ckdir:
+            if improved:
+                with atomic_path(ckdir / "best.pt") as tmp:
+                    torch.save({"model": best_state, "epoch": epoch, "metric": value, "meta": meta}, tmp)
+            save_checkpoint()
+        if on_epoch_end:
+            on_epoch_end(epoch, row, model)
+
+    if restore_best and state["best_epoch"] is not None:
+        if best_state is None and ckdir and (ckdir / "best.pt").exists():
+            best_state = torch.load(ckdir / "best.pt", map_location="cpu", weights_only=False)["model"]
+        if best_state is not None:
+            model.load_state_dict(best_state)
+    return FitResult(state["history"], state["best_epoch"], state["best_metric"],
+                     state["done"], ckdir, meta)
+
+
+def _tqdm(it, **kw):
+    from tqdm.auto import tqdm
+
+    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(it, file=sys.stderr, leave=False, mininterval=0.5 if interactive else 30, **kw)
+
+
+def cosine_schedule(warmup_steps: int = 0):
+    """Scheduler factory: linear warm-up then cosine decay to 0 over all steps."""
+    def make(opt, steps_per_epoch, epochs):
+        total = max(1, steps_per_epoch * epochs)
+
+        def factor(step):
+            if step < warmup_steps:
+                return (step + 1) / warmup_steps
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))))
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return make

@@ -1,0 +1,279 @@
+"""HIWL and flat classifiers: planning, probability composition, the model file, errors, predict/evaluate, CLI."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from gzmorph import classify as C
+from gzmorph.imageset import write_images
+from gzmorph.io import InputError
+
+torch.set_num_threads(1)
+HIWL = C.HIWL_CLASSES
+TINY = dict(epochs=2, batch_size=8, lr=0.05, patience=None, model_kwargs={"widths": [4, 8]}, progress=False,
+            device="cpu")
+
+
+def blob_images(labels, size=16, seed=0):
+    """Class k: an ellipse with axis ratio depending on k, plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    out = np.empty((len(labels), size, size, 3), np.uint8)
+    for i, k in enumerate(labels):
+        q = 1.0 - 0.18 * k
+        r = np.sqrt(xx ** 2 + (yy / q) ** 2)
+        img = 200 * np.exp(-r / 3)[..., None] + rng.normal(0, 10, (size, size, 3))
+        out[i] = np.clip(img, 0, 255)
+    return out
+
+
+def write_curated(d, classes=HIWL, counts=None, size=16, cut="hiwl5", label_names=None):
+    """A curated catalogue + image table like the curation stage writes."""
+    counts = counts or {c: (8, 2, 2) for c in classes}
+    counts = {c: counts.get(c, (8, 2, 2)) for c in classes}
+    rows = []
+    for k, c in enumerate(classes):
+        for split, n in zip(("train", "val", "test"), counts[c]):
+            rows += [{"label": k, "label_name": c, "split": split}] * n
+    df = pd.DataFrame(rows)
+    df.insert(0, "id", np.arange(1000, 1000 + len(df), dtype=np.int64))
+    df["confidence"] = 0.9
+    d.mkdir(parents=True, exist_ok=True)
+    t = pa.Table.from_pandas(df, preserve_index=False)
+    t = t.replace_schema_metadata({**t.schema.metadata, b"gzmorph.classes": json.dumps(classes).encode(),
+                                   b"gzmorph.cut": json.dumps(cut).encode()})
+    pq.write_table(t, d / "catalogue.parquet")
+    write_images(d / "images.parquet", df["id"], blob_images(df["label"], size), {"crop_fraction": 0.5})
+    return d / "catalogue.parquet", d / "images.parquet"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("curated")
+    cat, imgs = write_curated(d, counts={"cigar": (2, 1, 2), "edge-on": (10, 2, 2)})  # cigar rare: 2 < 0.25 * 10
+    out = {}
+    for kind in ("hiwl", "flat"):
+        k = d / kind
+        summary = C.train(cat, imgs, k / "model.pt", kind=kind, checkpoint_dir=k / "checkpoints",
+                          metrics_path=k / "training.tsv", **TINY)
+        out[kind] = (k / "model.pt", summary)
+    return cat, imgs, out
+
+
+def test_compose_hiwl_on_a_hand_made_case():
+    classes = ["round", "in-between", "cigar", "edge-on", "spiral"]
+    # coarse order: in-between, cigar|edge-on, round, spiral
+    p4 = np.array([[0.1, 0.6, 0.2, 0.1],     # merged -> fine decides: cigar
+                   [0.1, 0.4, 0.35, 0.15],   # merged argmax although edge-on prob 0.2 < round 0.35
+                   [0.7, 0.1, 0.1, 0.1]])    # in-between
+    p2 = np.array([[0.8, 0.2], [0.5 - 1e-3, 0.5 + 1e-3], [0.9, 0.1]])
+    probs, pred = C.compose_hiwl(p4, p2, classes)
+    np.testing.assert_allclose(probs[0], [0.2, 0.1, 0.48, 0.12, 0.1])
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    assert [classes[i] for i in pred] == ["cigar", "edge-on", "in-between"]
+    # class order of the catalogue is respected
+    probs2, pred2 = C.compose_hiwl(p4, p2, classes[::-1])
+    np.testing.assert_allclose(probs2, probs[:, ::-1])
+    assert [classes[::-1][i] for i in pred2] == ["cigar", "edge-on", "in-between"]
+
+
+def test_levels_smoothing_and_weighted_sampling_configured():
+    cfg = C.TrainConfig()
+    labels = np.repeat(np.arange(5), [80, 80, 5, 40, 80])  # cigar rare
+    coarse, fine = C.plan_levels("hiwl", HIWL, labels, cfg)
+    assert coarse.classes == C.COARSE_CLASSES and fine.classes == ["cigar", "edge-on"]
+    assert coarse.label_smoothing == fine.label_smoothing == 0.05
+    assert fine.weighted and not coarse.weighted
+    assert list(coarse.target) == [2, 0, 1, 1, 3] and list(fine.target) == [-1, -1, 0, 1, -1]
+    (flat,) = C.plan_levels("flat", HIWL, labels, cfg)
+    assert flat.label_smoothing == 0.0 and not flat.weighted
+    never = C.plan_levels("hiwl", HIWL, labels, C.TrainConfig(weighted_sampling="never", label_smoothing=0.1))
+    assert not any(lv.weighted for lv in never) and never[0].label_smoothing == 0.1
+    w = C.sample_weights(np.array([0, 0, 0, 1]), 2)
+    assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
+
+
+def test_trained_model_file_and_training_outputs(trained):
+    cat, imgs, out = trained
+    path, summary = out["hiwl"]
+    bundle = torch.load(path, weights_only=False)
+    assert bundle["format"] == C.MODEL_FORMAT and bundle["cut"] == "hiwl5" and bundle["classes"] == HIWL
+    assert bundle["image_size"] == 16 and len(bundle["norm"]["mean"]) == 3
+    assert bundle["preprocess"] == {"crop_fraction": 0.5}
+    coarse, fine = bundle["levels"]
+    assert (coarse["name"], fine["name"]) == ("coarse", "fine")
+    assert fine["weighted_sampling"] and fine["label_smoothing"] == 0.05 and fine["n_train"] == 2 + 10
+    assert out["flat"][1]["levels"][0]["label_smoothing"] == 0.0
+    tsv = pd.read_csv(path.parent / "training.tsv", sep="\t")
+    assert list(tsv["level"].unique()) == ["coarse", "fine"] and {"epoch", "train_loss", "val_accuracy"} <= set(tsv)
+    assert (path.parent / "checkpoints" / "coarse" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("kind", ["hiwl", "flat"])
+def test_predict_and_evaluate(trained, kind):
+    cat, imgs, out = trained
+    pred = C.predict(out[kind][0], cat, imgs)
+    assert list(pred.columns[:3]) == ["id", "label", "label_name"]
+    assert {"pred_label", "pred_name", "correct", *(f"p_{c}" for c in HIWL)} <= set(pred.columns)
+    assert len(pred) == 10 and pred["label_name"].value_counts()["cigar"] == 2
+    np.testing.assert_allclose(pred[[f"p_{c}" for c in HIWL]].sum(axis=1), 1.0, atol=1e-5)
+    m = C.evaluate(out[kind][0], cat, imgs)
+    assert {"accuracy", "per_class", "confusion", "classes", "n_test", "macro_f1"} <= set(m)
+    assert m["classes"] == HIWL and m["n_test"] == 10
+    assert np.array(m["confusion"]).sum() == 10
+    assert np.array(m["confusion"]).sum(1).tolist() == [m["per_class"][c]["support"] for c in HIWL]
+    assert m["accuracy"] == pytest.approx(pred["correct"].mean())
+    assert set(m["per_class"]["cigar"]) == {"precision", "recall", "f1", "support"}
+
+
+def test_metrics_from_predictions_by_hand():
+    pred = pd.DataFrame({"label": [0, 0, 1, 1], "pred_label": [0, 1, 1, 1]})
+    m = C.metrics_from_predictions(pred, ["a", "b"])
+    assert m["accuracy"] == 0.75 and m["confusion"] == [[1, 1], [0, 2]]
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+
+
+def test_hiwl_needs_the_hiwl5_classes(tmp_path):
+    cat, imgs = write_curated(tmp_path, classes=["smooth", "disk"], cut="two")
+    with pytest.raises(InputError, match="hiwl.*use 'flat'"):
+        C.train(cat, imgs, tmp_path / "m.pt", kind="hiwl", **TINY)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_too_few_examples_names_the_class(tmp_path):
+    cat, imgs = write_curated(tmp_path, counts={"cigar": (1, 1, 1), "spiral": (5, 0, 2)})
+    with pytest.raises(InputError, match=r"'cigar' \(train 1, val 1, test 1\).*'spiral' \(train 5, val 0"):
+        C.train(cat, imgs, tmp_path / "m.pt", kind="flat", **TINY)
+    assert not (tmp_path / "m.pt").exists() and not list(tmp_path.glob("*.tmp"))
+
+
+def test_wrong_image_size_is_a_clear_error(trained, tmp_path):
+    cat, _, out = trained
+    _, big = write_curated(tmp_path, counts={"cigar": (3, 1, 2)}, size=24)
+    with pytest.raises(InputError, match="24×24 px but the model expects 16×16"):
+        C.evaluate(out["flat"][0], cat, big)
+    clf = C.load_model(out["flat"][0])
+    with pytest.raises(InputError, match="expects 16×16"):
+        clf.predict_proba(np.zeros((1, 32, 32, 3), np.uint8))
+
+
+def test_labels_the_model_does_not_know(trained, tmp_path):
+    _, _, out = trained
+    cat, imgs = write_curated(tmp_path, classes=["round", "merger", "spiral"], cut="other")
+    with pytest.raises(InputError, match=r"labels \['merger'\] are not classes of model"):
+        C.evaluate(out["flat"][0], cat, imgs)
+
+
+def test_model_file_errors(trained, tmp_path):
+    _, _, out = trained
+    with pytest.raises(InputError, match="not a gzmorph classifier model file.*training checkpoint"):
+        C.load_model(out["hiwl"][0].parent / "checkpoints" / "coarse" / "last.pt")
+    with pytest.raises(InputError, match="model file not found"):
+        C.load_model(tmp_path / "nope.pt")
+    with pytest.raises(InputError, match="differ from the expected"):
+        C.load_model(out["flat"][0], expect_classes=["round", "spiral"])
+    bundle = torch.load(out["flat"][0], weights_only=False)
+    bundle["levels"][0]["model_config"]["num_classes"] = 3  # weights of a 5-way head, a 3-way model
+    C.save_model(bundle, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="do not fit model 'cnn'"):
+        C.load_model(tmp_path / "bad.pt")
+
+
+def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
+    cat, imgs, out = trained
+    ck = out["flat"][0].parent / "checkpoints"
+    with pytest.raises(InputError, match="different run.*delete"):
+        C.train(cat, imgs, tmp_path / "m.pt", kind="flat", checkpoint_dir=ck, **{**TINY, "model_kwargs": {"widths": [4, 4]}})
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_rerun_resumes_finished_training(trained, tmp_path):
+    cat, imgs, out = trained
+    ck = out["flat"][0].parent / "checkpoints"
+    C.train(cat, imgs, tmp_path / "again.pt", kind="flat", checkpoint_dir=ck, **TINY)
+    a = torch.load(out["flat"][0], weights_only=False)["levels"][0]["state_dict"]
+    b = torch.load(tmp_path / "again.pt", weights_only=False)["levels"][0]["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_classifies_a_folder_of_jpegs(trained, tmp_path):
+    from PIL import Image
+
+    from gzmorph.cli import main
+
+    _, _, out = trained
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    big = blob_images([0, 2, 3], size=32, seed=3)
+    for name, img in zip(["587", "12345", "my galaxy"], big):
+        Image.fromarray(np.pad(img, ((16, 16), (16, 16), (0, 0)))).save(folder / f"{name}.jpg", quality=95)
+    (folder / "notes.txt").write_text("not an image")
+    dest = tmp_path / "pred.parquet"
+    assert main(["classify", str(out["hiwl"][0]), str(folder), "-o", str(dest), "--device", "cpu"]) == 0
+    pred = pd.read_parquet(dest)
+    assert sorted(pred["id"]) == sorted(["12345", "587", "my galaxy.jpg"])
+    assert {"path", "pred_name", *(f"p_{c}" for c in HIWL)} <= set(pred.columns)
+    assert set(pred["pred_name"]) <= set(HIWL)
+    # numeric names only -> int64 ids
+    assert main(["classify", str(out["flat"][0]), str(folder / "587.jpg"), str(folder / "12345.jpg"),
+                 "-o", str(dest)]) == 0
+    assert pd.read_parquet(dest)["id"].tolist() == [587, 12345]
+
+
+def test_cli_bad_image_names_the_file(trained, tmp_path, capsys):
+    from gzmorph.cli import main
+
+    _, _, out = trained
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    dest = tmp_path / "pred.parquet"
+    assert main(["classify", str(out["flat"][0]), str(bad), "-o", str(dest)]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+    assert not dest.exists()
+    assert main(["classify", str(out["flat"][0]), str(tmp_path / "missing"), "-o", str(dest)]) == 2
+
+
+def test_classify_source_applies_the_model_to_a_real_catalogue(trained, tiny_kaggle, tmp_path):
+    _, _, out = trained
+    first = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[0]
+    first.write_bytes(b"garbage")
+    dest = tmp_path / "apply.parquet"
+    with pytest.raises(InputError, match=first.name):
+        C.classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1)
+    assert not dest.exists()
+    pred = C.classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1, max_bad_image_fraction=0.05)
+    assert len(pred) == 59 and int(first.stem) not in set(pred["id"])
+    assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pd.read_parquet(dest).columns)
+
+
+def test_report_section_fragment(trained, tmp_path):
+    cat, imgs, out = trained
+    metrics, preds, tables = {}, {}, {}
+    for kind in ("hiwl", "flat"):
+        d = out[kind][0].parent
+        metrics[kind] = C.evaluate(out[kind][0], cat, imgs, predictions_out=tmp_path / f"{kind}.parquet")
+        preds[kind], tables[kind] = tmp_path / f"{kind}.parquet", d / "training.tsv"
+    frag = tmp_path / "classification.html"
+    C.report_section(metrics, tables, preds, imgs, frag, n_mistakes=4)
+    text = frag.read_text()
+    assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
+    assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
+    only_flat = tmp_path / "flat_only.html"
+    C.report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
+    assert "Only the flat classifier applies" in only_flat.read_text()
+
+
+def test_bad_options_are_input_errors(tmp_path):
+    with pytest.raises(InputError, match="weighted_sampling"):
+        C.TrainConfig.from_params({"weighted_sampling": "yes"})
+    with pytest.raises(InputError, match="unknown option.*'lrate'"):
+        C.TrainConfig.from_params({"lrate": 0.1})
+    with pytest.raises(InputError, match="augment.*'shear'"):
+        C.TrainConfig.from_params({"augment": {"shear": 0.1}})
+    with pytest.raises(InputError, match="flat"):
+        C.plan_levels("deep", HIWL, np.zeros(3, int), C.TrainConfig())

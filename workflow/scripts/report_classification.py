@@ -1,0 +1,11 @@
+"""Report section of the classification stage: accuracy table, confusion matrices, mistakes, curves."""
+from gzmorph.classify import report_section
+from gzmorph.io import read_json
+from gzmorph.smk import rule_context
+
+with rule_context(snakemake) as (params, log):
+    models = params["models"]
+    report_section({m: read_json(p) for m, p in zip(models, snakemake.input.metrics)},
+                   dict(zip(models, snakemake.input.training)),
+                   dict(zip(models, snakemake.input.predictions)),
+                   snakemake.input.images, snakemake.output[0], n_mistakes=params["n_mistakes"])
