@@ -1,0 +1,427 @@
+"""Zoobot-style representation (Walmsley et al. 2022): one model answers every question at once.
+
+The model is any backbone of the registry (:func:`gzmorph.models.create_model`) with one output
+per answer of the decision tree (37 for the Kaggle layout).  Output ``x`` becomes a Dirichlet
+concentration ``alpha = 1 + 100 * sigmoid(x)``; the loss of one galaxy is the negative log
+Dirichlet-multinomial likelihood of each question's vote counts ``k`` (``N = sum k``), summed
+over questions, zero for questions nobody reached (``N = 0``)::
+
+    log p(k | alpha) = log N! - sum log k_i! + log G(A) - log G(N + A) + sum [log G(k_i + a_i) - log G(a_i)]
+
+with ``A = sum alpha`` over the answers of the question.  The representation is the pooled
+penultimate layer (``model.features``).
+
+Vote counts
+-----------
+* A catalogue with per-answer counts (GZ2 ``t01_..._a01_smooth_count`` ...) gives them directly.
+* A catalogue with only Kaggle cumulative fractions gets *approximate* counts: the conditional
+  fraction of each answer x the question's reach x ``n_volunteers`` (default 40, about the
+  median number of GZ2 classifications per galaxy), rounded.  Question 6 ("odd?") has reach 1 by
+  the Kaggle convention; NaN fractions (unknown, e.g. ``Class8.*`` of the Zoobot GZ2 release)
+  become zero counts, i.e. that question does not enter the loss.
+
+Training (:func:`train_representation`) uses the one training loop :func:`gzmorph.train.fit`,
+on every galaxy of the source (not only a curated cut); a random ``val_fraction`` monitors the
+loss.  The model file (``model.pt``) holds everything needed to embed new images.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .io import InputError, atomic_path
+from .tree import GZ2_TREE, DecisionTree
+
+MODEL_FORMAT = "gzmorph.representation/1"
+DEFAULT_VOLUNTEERS = 40
+
+# --------------------------------------------------------------------------- votes
+
+
+def question_columns(tree: DecisionTree = GZ2_TREE) -> list[tuple[int, list[str]]]:
+    """``[(question number, [its answers' Kaggle columns]), ...]`` in tree order."""
+    return [(q.number, [a.kaggle for a in q.answers]) for q in tree.questions]
+
+
+def membership_matrix(tree: DecisionTree = GZ2_TREE) -> np.ndarray:
+    """answers × questions 0/1 matrix: ``M[i, j] = 1`` when answer ``i`` belongs to question ``j``."""
+    cols = tree.kaggle_columns
+    groups = question_columns(tree)
+    m = np.zeros((len(cols), len(groups)), dtype=np.float32)
+    for j, (_, answers) in enumerate(groups):
+        for a in answers:
+            m[cols.index(a), j] = 1.0
+    return m
+
+
+def check_vote_table(df: pd.DataFrame, tol: float = 0.02, where: str = "catalogue",
+                     tree: DecisionTree = GZ2_TREE) -> None:
+    """Raise an ``InputError`` naming the problem when ``df`` cannot train the representation.
+
+    Needs every Kaggle-layout answer column; values in [0, 1] (NaN = unknown); each question's
+    cumulative fractions must add up to its reach within ``tol`` (:meth:`DecisionTree.sum_violations`).
+    """
+    missing = [c for c in tree.kaggle_columns if c not in df.columns]
+    if missing:
+        qs = sorted({tree.question_of(c).number for c in missing})
+        raise InputError(f"{where}: the decision tree expects vote-fraction columns that are missing: "
+                         f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''} "
+                         f"(question(s) {', '.join(map(str, qs))})")
+    frac = df[tree.kaggle_columns].apply(pd.to_numeric, errors="coerce")
+    vals = frac.to_numpy(float)
+    bad = np.isfinite(vals) & ((vals < -1e-6) | (vals > 1 + 1e-6))
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        ident = df["id"].iloc[r] if "id" in df.columns else df.index[r]
+        raise InputError(f"{where}: {int(bad.sum())} vote fractions outside [0, 1], e.g. "
+                         f"{tree.kaggle_columns[c]} = {vals[r, c]:g} for id {ident}")
+    viol = tree.sum_violations(frac, tol=tol)
+    if len(viol):
+        ids = df["id"].to_numpy() if "id" in df.columns else df.index.to_numpy()
+        pos = {k: i for i, k in enumerate(df.index)}
+        per_q = viol["question"].value_counts().sort_index()
+        examples = "; ".join(
+            f"id {ids[pos[r.row]]} question {r.question}: sum {r.sum:.3f}, expected {r.expected:.3f}"
+            for r in viol.head(5).itertuples())
+        raise InputError(
+            f"{where}: the vote fractions of {viol['row'].nunique()} of {len(df)} galaxies break the "
+            f"decision tree's sums by more than {tol} ({len(viol)} question sums; per question "
+            f"{', '.join(f'Q{q}: {n}' for q, n in per_q.items())}). First: {examples}")
+
+
+def count_columns(df: pd.DataFrame, tree: DecisionTree = GZ2_TREE) -> list[str] | None:
+    """The per-answer GZ2 count columns (``<gz2 answer>_count``) when all are present, else ``None``."""
+    cols = [f"{a.gz2}_count" for a in tree.answers]
+    return cols if all(c in df.columns for c in cols) else None
+
+
+def vote_counts(df: pd.DataFrame, n_volunteers: int = DEFAULT_VOLUNTEERS,
+                tree: DecisionTree = GZ2_TREE) -> tuple[np.ndarray, str]:
+    """Per-answer vote counts (N × answers, int64) and where they came from (``counts``/``fractions``)."""
+    cols = count_columns(df, tree)
+    if cols is not None:
+        k = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        return np.rint(np.nan_to_num(k, nan=0.0)).clip(0).astype(np.int64), "counts"
+    if n_volunteers < 1:
+        raise InputError(f"n_volunteers must be >= 1, got {n_volunteers}")
+    frac = df[tree.kaggle_columns].apply(pd.to_numeric, errors="coerce")
+    known = frac.notna()
+    cond = tree.to_conditional(frac.fillna(0.0))
+    reach = tree.reach(frac.fillna(0.0))
+    out = np.zeros((len(df), len(tree.kaggle_columns)), dtype=np.int64)
+    for j, c in enumerate(tree.kaggle_columns):
+        q = tree.question_of(c).number
+        v = cond[c].to_numpy(float) * reach[q].to_numpy(float) * n_volunteers
+        out[:, j] = np.where(known[c].to_numpy(), np.rint(np.clip(v, 0, None)), 0)
+    # a question with any unknown answer is left out entirely
+    for q, answers in question_columns(tree):
+        idx = [tree.kaggle_columns.index(a) for a in answers]
+        unknown = ~known[answers].all(axis=1).to_numpy()
+        out[np.ix_(unknown, idx)] = 0
+    return out, "fractions"
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def concentrations(logits: torch.Tensor) -> torch.Tensor:
+    """Dirichlet concentrations ``1 + 100 * sigmoid(logits)`` (in float32)."""
+    return 1.0 + 100.0 * torch.sigmoid(logits.float())
+
+
+def dirichlet_multinomial_nll(logits: torch.Tensor, counts: torch.Tensor, membership: torch.Tensor,
+                              per_question: bool = False) -> torch.Tensor:
+    """Negative log Dirichlet-multinomial likelihood per galaxy (N,) or per question (N × Q).
+
+    ``membership`` is the answers × questions matrix of :func:`membership_matrix`.  Questions
+    with no votes contribute exactly 0.
+    """
+    alpha = concentrations(logits)
+    k = counts.to(alpha.dtype)
+    m = membership.to(alpha.device, alpha.dtype)
+    n_q = k @ m
+    a_q = alpha @ m
+    per_answer = torch.lgamma(k + alpha) - torch.lgamma(alpha) - torch.lgamma(k + 1.0)
+    ll = torch.lgamma(n_q + 1.0) + torch.lgamma(a_q) - torch.lgamma(n_q + a_q) + per_answer @ m
+    ll = torch.where(n_q > 0, ll, torch.zeros_like(ll))
+    return -ll if per_question else -ll.sum(1)
+
+
+class DirichletMultinomialLoss(torch.nn.Module):
+    """``loss(logits, counts)``: the mean over galaxies of :func:`dirichlet_multinomial_nll`."""
+
+    def __init__(self, tree: DecisionTree = GZ2_TREE):
+        super().__init__()
+        self.register_buffer("membership", torch.from_numpy(membership_matrix(tree)))
+
+    def forward(self, logits: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        return dirichlet_multinomial_nll(logits, counts, self.membership).mean()
+
+
+def expected_fractions(logits: torch.Tensor, tree: DecisionTree = GZ2_TREE) -> torch.Tensor:
+    """Mean conditional vote fraction of each answer under the predicted Dirichlet (alpha / A)."""
+    alpha = concentrations(logits)
+    m = torch.from_numpy(membership_matrix(tree)).to(alpha.device)
+    return alpha / (alpha @ m @ m.T)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class RepresentConfig:
+    backbone: str = "cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    patience: int | None = None
+    augment: bool | dict = True
+    n_volunteers: int = DEFAULT_VOLUNTEERS
+    sum_tolerance: float = 0.02
+    pretrained: str | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> "RepresentConfig":
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"represent: unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**params)
+
+
+def fit_representation(images: np.ndarray, counts: np.ndarray, cfg: RepresentConfig,
+                       checkpoint_dir: str | Path | None = None, meta: dict | None = None):
+    """Train a registry backbone with one output per answer on ``images`` (uint8 N×S×S×3).
+
+    Returns ``(model, norm, history)``; the model is on the CPU in eval mode.
+    """
+    from . import augment as A
+    from .models import create_model
+    from .train import cosine_schedule, fit, pick_device
+
+    n = len(images)
+    if n < 4:
+        raise InputError(f"need at least 4 galaxies to train the representation, got {n}")
+    if len(counts) != n:
+        raise ValueError(f"{len(counts)} count rows for {n} images")
+    rng = np.random.default_rng(cfg.seed)
+    perm = rng.permutation(n)
+    n_val = int(round(cfg.val_fraction * n)) if cfg.val_fraction > 0 else 0
+    n_val = min(n_val, n - 2)
+    va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    mean, std = A.channel_stats(images[tr])
+    transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    n_out = counts.shape[1]
+    model = create_model(cfg.backbone, n_out, int(images.shape[1]), pretrained=cfg.pretrained,
+                         **cfg.model_kwargs)
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    y = torch.from_numpy(counts.astype(np.float32))
+    if device.type == "cuda":
+        x, y = x.to(device), y.to(device)
+    loss = DirichletMultinomialLoss()
+    steps = max(1, len(tr) // cfg.batch_size)
+    val = (x[torch.as_tensor(va, device=x.device)], y[torch.as_tensor(va, device=y.device)]) if n_val else None
+    print(f"[represent] {cfg.backbone} at {images.shape[1]} px: {len(tr)} train / {n_val} val galaxies, "
+          f"{n_out} answers, {cfg.epochs} epochs", file=sys.stderr)
+    result = fit(model, loss, (x[torch.as_tensor(tr, device=x.device)], y[torch.as_tensor(tr, device=y.device)]),
+                 val, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                 optimizer=lambda p: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay),
+                 scheduler=cosine_schedule(warmup_steps=min(steps, 100)), transform=transform,
+                 monitor="val_loss", mode="min", patience=cfg.patience or None,
+                 checkpoint_dir=checkpoint_dir, meta=meta, device=device, amp=cfg.amp,
+                 progress=cfg.progress)
+    model.cpu().eval()
+    return model, {"mean": mean, "std": std}, result.history
+
+
+def train_representation(images: str | Path, catalogue: str | Path, out: str | Path, *,
+                         checkpoint_dir: str | Path | None = None, metrics_path: str | Path | None = None,
+                         **params) -> dict:
+    """Train on every galaxy of ``images`` (an image table) with votes from ``catalogue``
+    (the source table); write the model file ``out``.  Returns a summary dict."""
+    from .classify import fingerprint
+    from .imageset import read_images
+    from .train import write_table
+
+    cfg = RepresentConfig.from_params(params)
+    df = pd.read_parquet(catalogue)
+    if "id" not in df.columns:
+        raise InputError(f"{catalogue}: no 'id' column")
+    check_vote_table(df, cfg.sum_tolerance, where=str(catalogue))
+    ids, imgs = read_images(images)
+    pos = pd.Series(np.arange(len(df)), index=df["id"].to_numpy())
+    missing = [int(i) for i in ids if i not in pos.index]
+    if missing:
+        raise InputError(f"{images}: image ids not in {catalogue}: {missing[:10]}")
+    df = df.iloc[pos.loc[ids].to_numpy()].reset_index(drop=True)
+    counts, count_source = vote_counts(df, cfg.n_volunteers)
+    hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
+    meta = {"model": cfg.backbone, "classes": GZ2_TREE.kaggle_columns,
+            "fingerprint": fingerprint(ids, counts, hyper)}
+    model, norm, history = fit_representation(imgs, counts, cfg, checkpoint_dir, meta)
+    bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(imgs.shape[1]),
+              "norm": norm, "model_config": model.config, "num_features": int(model.num_features),
+              "state_dict": model.state_dict(), "config": asdict(cfg), "count_source": count_source,
+              "n_galaxies": int(len(ids)), "history": history,
+              "mean_votes": float(counts.reshape(len(counts), -1)[:, :3].sum(1).mean())}
+    if metrics_path:
+        write_table(Path(metrics_path), history)
+    with atomic_path(out) as tmp:
+        torch.save(bundle, tmp)
+    return {k: v for k, v in bundle.items() if k != "state_dict"}
+
+
+class Representation:
+    """A loaded ``model.pt``: :meth:`embed` images to vectors, :meth:`predict` expected vote fractions."""
+
+    def __init__(self, bundle: dict, path: str = "model", device=None):
+        from .models import create_model
+        from .train import pick_device
+
+        cfg = dict(bundle["model_config"])
+        self.bundle, self.path = bundle, path
+        self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
+        self.model = create_model(cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+        self.model.load_state_dict(bundle["state_dict"])
+        self.device = pick_device(device)
+        self.model.to(self.device).eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.num_features)
+
+    @property
+    def transform(self):
+        from .augment import BatchTransform
+
+        return BatchTransform(self.norm["mean"], self.norm["std"])
+
+    def check_images(self, images: np.ndarray, where: str = "images") -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise InputError(f"{where}: expected uint8 N×H×W×3 images, got {images.dtype} {images.shape}")
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise InputError(f"{where}: images are {images.shape[1]}×{images.shape[2]} px but the "
+                             f"representation {self.path} expects {self.image_size}×{self.image_size} px")
+
+    @torch.no_grad()
+    def _run(self, images, fn, batch_size: int, progress: bool, desc: str) -> np.ndarray:
+        from tqdm.auto import tqdm
+
+        from .train import amp_dtype
+
+        images = np.asarray(images)
+        self.check_images(images)
+        dtype = amp_dtype(self.device, "auto")
+        out = []
+        tf = self.transform
+        for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress,
+                      file=sys.stderr, mininterval=5):
+            xb = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(self.device)
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                out.append(fn(tf(xb)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+    def embed(self, images, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Pooled-feature vectors (N × dim, float32)."""
+        return self._run(images, self.model.features, batch_size, progress, "embed").astype(np.float32)
+
+    def predict(self, images, batch_size: int = 256) -> np.ndarray:
+        """Expected conditional vote fraction of every answer (N × answers)."""
+        logits = self._run(images, self.model, batch_size, False, "predict")
+        return expected_fractions(torch.from_numpy(logits)).numpy()
+
+
+def load_representation(path: str | Path, device=None) -> Representation:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: representation model file not found")
+    bundle = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path}: not a gzmorph representation model file")
+    return Representation(bundle, str(path), device)
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict | None = None) -> None:
+    """``id`` (int64) + ``embedding`` (fixed-size list<float32>) Parquet, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.asarray(ids, dtype=np.int64)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"{len(ids)} ids for vectors of shape {vectors.shape}")
+    d = vectors.shape[1]
+    col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), d)
+    meta = {b"gzmorph.embedding_dim": str(d).encode()}
+    for k, v in (metadata or {}).items():
+        meta[f"gzmorph.{k}".encode()] = json.dumps(v).encode()
+    table = pa.table({"id": ids, "embedding": col}).replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors N × d float32)`` of an embeddings table."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if "embedding" not in table.column_names or "id" not in table.column_names:
+        raise InputError(f"{path}: not an embeddings table (needs 'id' and 'embedding' columns)")
+    col = table.column("embedding").combine_chunks()
+    ids = table.column("id").to_numpy()
+    if len(col) == 0:
+        return ids, np.zeros((0, 0), np.float32)
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return ids, flat.reshape(len(col), -1)
+
+
+def embed_table(model: str | Path | Representation, images: str | Path, out: str | Path,
+                batch_size: int = 256, device=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Embed every galaxy of an image table into ``out``; return ``(ids, vectors)``."""
+    from .imageset import read_images
+
+    rep = model if isinstance(model, Representation) else load_representation(model, device)
+    ids, imgs = read_images(images)
+    vec = rep.embed(imgs, batch_size=batch_size, progress=progress)
+    write_embeddings(out, ids, vec, {"model": rep.path, "dim": rep.dim})
+    return ids, vec
+
+
+def embedding_map(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D map of the embeddings: UMAP when ``umap-learn`` is installed (``auto``/``umap``), else PCA."""
+    from sklearn.decomposition import PCA
+
+    if method not in ("auto", "pca", "umap"):
+        raise InputError(f"map method {method!r}: choose auto, pca or umap")
+    if method in ("auto", "umap") and len(vectors) > 15:
+        try:
+            import umap  # type: ignore
+
+            return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "umap"
+        except ImportError:
+            if method == "umap":
+                raise InputError("map method 'umap' needs the umap-learn package (pip install umap-learn)") from None
+    n_comp = min(2, vectors.shape[1], len(vectors))
+    xy = PCA(n_components=n_comp, random_state=seed).fit_transform(vectors)
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    return xy, "pca"

@@ -1,0 +1,212 @@
+# Stage 5: Zoobot-style representation (gzmorph.represent) and its downstream uses
+# (gzmorph.downstream): similarity search, personalised anomaly detection, fine-tuning from few labels.
+#
+# The representation is trained on EVERY galaxy of the source (source/catalogue.parquet), not only
+# the curated cut.  train_representation resumes from results/<dataset>/represent/checkpoints/ after a
+# kill (deliberately not a declared output, as in the classify stage); delete it to start afresh.
+
+from gzmorph.downstream import workflow_options
+
+# defaults: gzmorph.downstream.WORKFLOW_DEFAULTS (documented in config.yaml and the schema)
+REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config.get("represent", {}), config["seed"])
+REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
+_REPORT_CODE = {"code": code("downstream", "represent", "report/html")}
+REPRESENT_REPORT_INPUTS = {
+    "embeddings": _REPORT_CODE | {"map": res("embed/map.parquet"), "training": res("represent/training.tsv"),
+                                  "model": res("represent/model.pt"), "curated": res("curated/catalogue.parquet"),
+                                  "source": res("source/catalogue.parquet"), "qc": res("represent/image_qc.json")},
+    "similarity": _REPORT_CODE | {"metrics": res("similarity/metrics.json"),
+                                  "neighbours": res("similarity/neighbours.parquet"),
+                                  "images": res("represent/images.parquet")},
+    "anomalies": _REPORT_CODE | {"metrics": res("anomalies/metrics.json"), "curves": res("anomalies/curves.tsv"),
+                                 "ranking": res("anomalies/ranking.parquet"), "images": res("represent/images.parquet")},
+    "finetune": _REPORT_CODE | {"metrics": res("finetune/metrics.json"), "runs": res("finetune/runs.tsv")},
+}
+
+TARGETS.extend([res("embed/embeddings.parquet"), res("similarity/metrics.json"),
+                res("anomalies/metrics.json"), res("finetune/metrics.json")])
+REPORT_SECTIONS.extend(res(f"report/sections/represent_{p}.html") for p in REPRESENT_PARTS)
+
+
+rule represent_images:
+    output:
+        images=res("represent/images.parquet"),
+        qc=res("represent/image_qc.json"),
+    input:
+        selection=res("source/catalogue.parquet"),  # every source galaxy (the curation script, reused)
+        code=code("preprocess", "imageset"),
+    params:
+        image_size=config["image_size"],
+        crop_fraction=config["crop_fraction"],
+        max_bad_fraction=config["max_bad_image_fraction"],
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    log:
+        log_path("represent_images"),
+    benchmark:
+        bench_path("represent_images")
+    conda:
+        ENV
+    script:
+        "../scripts/preprocess_images.py"
+
+
+rule train_representation:
+    output:
+        model=res("represent/model.pt"),
+        training=res("represent/training.tsv"),
+    input:
+        images=res("represent/images.parquet"),
+        source=res("source/catalogue.parquet"),
+        code=code("represent", "train", "models", "augment", "tree"),
+    params:
+        checkpoint_dir=res("represent/checkpoints"),
+        options=REPRESENT_TRAIN_OPTIONS,
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=REPRESENT["gpu_mem_mb"],
+        runtime=REPRESENT["runtime"],
+    log:
+        log_path("train_representation"),
+    benchmark:
+        bench_path("train_representation")
+    conda:
+        ENV
+    script:
+        "../scripts/train_representation.py"
+
+
+rule embed:
+    output:
+        embeddings=res("embed/embeddings.parquet"),
+        map=res("embed/map.parquet"),
+    input:
+        model=res("represent/model.pt"),
+        images=res("represent/images.parquet"),
+        code=code("represent", "models"),
+    params:
+        batch_size=REPRESENT["embed_batch_size"],
+        device=REPRESENT["device"],
+        map_method=REPRESENT["map_method"],
+        seed=config["seed"],
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    log:
+        log_path("embed"),
+    benchmark:
+        bench_path("embed")
+    conda:
+        ENV
+    script:
+        "../scripts/embed.py"
+
+
+rule similarity:
+    output:
+        neighbours=res("similarity/neighbours.parquet"),
+        metrics=res("similarity/metrics.json"),
+        gallery=res("similarity/gallery.png"),
+    input:
+        embeddings=res("embed/embeddings.parquet"),
+        curated=res("curated/catalogue.parquet"),
+        source=res("source/catalogue.parquet"),
+        images=res("represent/images.parquet"),
+        code=code("downstream", "represent"),
+    params:
+        **REPRESENT["similarity"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    log:
+        log_path("similarity"),
+    benchmark:
+        bench_path("similarity")
+    conda:
+        ENV
+    script:
+        "../scripts/similarity.py"
+
+
+rule anomalies:
+    output:
+        metrics=res("anomalies/metrics.json"),
+        curves=res("anomalies/curves.tsv"),
+        ranking=res("anomalies/ranking.parquet"),
+    input:
+        embeddings=res("embed/embeddings.parquet"),
+        source=res("source/catalogue.parquet"),
+        code=code("downstream", "represent"),
+    params:
+        **REPRESENT["anomalies"],
+        seed=config["seed"],
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    log:
+        log_path("anomalies"),
+    benchmark:
+        bench_path("anomalies")
+    conda:
+        ENV
+    script:
+        "../scripts/anomalies.py"
+
+
+rule finetune:
+    output:
+        metrics=res("finetune/metrics.json"),
+        runs=res("finetune/runs.tsv"),
+    input:
+        model=res("represent/model.pt"),
+        embeddings=res("embed/embeddings.parquet"),
+        images=res("represent/images.parquet"),
+        source=res("source/catalogue.parquet"),
+        code=code("downstream", "represent", "train", "models", "augment"),
+    params:
+        **REPRESENT["finetune"],
+        seed=config["seed"],
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    log:
+        log_path("finetune"),
+    benchmark:
+        bench_path("finetune")
+    conda:
+        ENV
+    script:
+        "../scripts/finetune.py"
+
+
+rule report_represent:
+    output:
+        res("report/sections/represent_{part}.html"),
+    input:
+        unpack(lambda wc: REPRESENT_REPORT_INPUTS[wc.part]),
+    params:
+        part=lambda wc: wc.part,
+    wildcard_constraints:
+        part="|".join(REPRESENT_PARTS),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    log:
+        log_path("report_represent_{part}"),
+    benchmark:
+        bench_path("report_represent_{part}")
+    conda:
+        ENV
+    script:
+        "../scripts/report_represent.py"

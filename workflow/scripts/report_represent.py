@@ -1,0 +1,8 @@
+"""Report section of one part of the representation stage (embeddings | similarity | anomalies | finetune)."""
+from gzmorph.smk import rule_context
+
+with rule_context(snakemake) as (params, log):
+    from gzmorph.downstream import represent_section
+    from gzmorph.report import write_fragment
+
+    write_fragment(represent_section(params["part"], dict(snakemake.input.items())), snakemake.output[0])
