@@ -21,8 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.e2e
 
+# every stage at toy scale: the point is that the whole DAG runs, not the numbers
 TINY = {"synthetic": {"n_galaxies": 150, "stamp_size": 96}, "image_size": 32,
-        "report": {"examples_per_class": 4}}
+        "report": {"examples_per_class": 4},
+        "classify": {"epochs": 2, "patience": 0},
+        "distill": {"n_experts": 1, "expert": {"epochs": 2}, "mtt": {"iterations": 4, "max_start_epoch": 1,
+                                                                       "expert_epochs": 1},
+                    "stm": {"iterations": 4}, "eval": {"n_nets": 1, "epochs": 10, "full_epochs": 2}},
+        "represent": {"epochs": 1, "anomalies": {"seeds": 1, "budget": 30},
+                      "finetune": {"seeds": 1, "steps": 5, "head_steps": 20, "min_budget": 2}}}
 
 
 def copy_workflow(dest: Path) -> Path:
@@ -73,10 +80,16 @@ def test_synthetic_run_writes_curated_parquet_and_report(synthetic_run):
     assert set(cat["split"]) == {"train", "val", "test"}
     ids, images = read_images(res / "curated" / "images.parquet")
     assert sorted(ids) == sorted(cat["id"]) and images.shape[1:] == (32, 32, 3)
+    for out in ("classify/hiwl/metrics.json", "classify/flat/metrics.json", "distill/mtt/ipc1/eval.json",
+                "distill/stm/ipc1/eval.json", "similarity/metrics.json", "anomalies/metrics.json",
+                "finetune/metrics.json", "embed/embeddings.parquet"):
+        assert (res / out).exists(), out
     stats = json.loads((res / "curated" / "stats.json").read_text())
     assert stats["n_source"] == 150 and stats["truth_match"] >= 0.9
     html = (res / "report" / "index.html").read_text()
     assert "Curation" in html and "truth" in html.lower() and 'src="http' not in html
+    for section in ('id="classification"', 'id="distillation"', "Similarity", "Anomal"):
+        assert section in html, section
     for rule in ("simulate_galaxies", "select", "preprocess_images", "split", "report"):
         assert (res / "logs" / f"{rule}.log").exists() and (res / "benchmarks" / f"{rule}.tsv").exists()
     assert "synthetic galaxies" in (res / "logs" / "simulate_galaxies.log").read_text()  # tqdm progress
@@ -87,8 +100,10 @@ def test_nothing_to_do_when_nothing_changed(synthetic_run):
 
 
 def test_parameter_change_reruns_only_affected_rules(synthetic_run):
-    jobs = planned_jobs(smk(synthetic_run, "-n", config={**TINY, "max_bad_image_fraction": 0.2}))
-    assert set(jobs) == {"preprocess_images", "split", "report_curation", "report", "all"}
+    jobs = planned_jobs(smk(synthetic_run, "-n", config={**TINY, "report": {"examples_per_class": 5}}))
+    assert set(jobs) == {"report_curation", "report", "all"}
+    jobs = planned_jobs(smk(synthetic_run, "-n", config={**TINY, "classify": {**TINY["classify"], "lr": 0.01}}))
+    assert set(jobs) == {"train_classifier", "evaluate_classifier", "report_classification", "report", "all"}
 
 
 def test_code_change_reruns_its_rules(synthetic_run):
@@ -98,8 +113,9 @@ def test_code_change_reruns_its_rules(synthetic_run):
         jobs = planned_jobs(smk(synthetic_run, "-n", config=TINY))
     finally:
         lib.write_text(lib.read_text().replace("\n# edited\n", ""))
-    # the rule that runs the edited module and everything downstream of it; nothing upstream
-    assert set(jobs) == {"preprocess_images", "split", "report_curation", "report", "all"}
+    # the rules that run the edited module and everything downstream of them; nothing upstream
+    assert {"preprocess_images", "represent_images", "split", "train_classifier", "report"} <= set(jobs)
+    assert not {"simulate_galaxies", "source_table", "select"} & set(jobs)
 
 
 def test_single_target_builds_only_what_it_needs(tmp_path, kaggle_dir):

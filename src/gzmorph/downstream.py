@@ -52,6 +52,8 @@ from .io import InputError
 
 #: Defaults of the ``represent:`` config block (workflow/rules/represent.smk); laptop scale: the
 #: synthetic default run's whole stage takes about 2.5 minutes on 2 CPU cores.
+from .settings import deep_merge
+
 WORKFLOW_DEFAULTS = {
     "backbone": "cnn", "model_kwargs": {}, "pretrained": "", "epochs": 3, "batch_size": 64, "lr": 0.002,
     "weight_decay": 0.0001, "val_fraction": 0.1, "patience": 0, "augment": True, "n_volunteers": 40,
@@ -69,18 +71,10 @@ _TRAIN_KEYS = ("backbone", "model_kwargs", "epochs", "batch_size", "lr", "weight
                "augment", "n_volunteers", "sum_tolerance", "device", "amp")
 
 
-def _merge(defaults: dict, given: dict | None) -> dict:
-    out = dict(defaults)
-    for k, v in (given or {}).items():
-        nested = isinstance(defaults.get(k), dict) and isinstance(v, dict) and k != "model_kwargs"
-        out[k] = _merge(defaults[k], v) if nested else v
-    return out
-
-
 def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:
     """The ``represent:`` config merged over :data:`WORKFLOW_DEFAULTS`, and the keyword
     arguments of :func:`train_representation` it implies."""
-    rep = _merge(WORKFLOW_DEFAULTS, given)
+    rep = deep_merge(WORKFLOW_DEFAULTS, given)
     opts = {k: rep[k] for k in _TRAIN_KEYS}
     opts["pretrained"] = rep["pretrained"] or None
     opts["patience"] = rep["patience"] or None
@@ -502,6 +496,13 @@ def finetune_experiment(rep, images: np.ndarray, embeddings: np.ndarray, labels:
 
     ``rep`` is a :class:`gzmorph.represent.Representation`.  Returns ``(runs table, summary dict)``.
     """
+    from .represent import flush_denormal
+
+    with flush_denormal():
+        return _finetune_experiment(rep, images, embeddings, labels, budgets, cfg, progress)
+
+
+def _finetune_experiment(rep, images, embeddings, labels, budgets, cfg, progress):
     import torch
 
     from .models import create_model

@@ -32,7 +32,7 @@ DISTILL_PRESETS = {
                 "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
                 "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
         "ipc_overrides": {},
-        "eval": {"n_nets": 2, "epochs": 150, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
+        "eval": {"n_nets": 2, "epochs": 80, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
                  "batch_size": 256, "full_batch_size": 64},
     },
 }
