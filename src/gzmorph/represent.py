@@ -203,12 +203,32 @@ class RepresentConfig:
         return cls(**params)
 
 
+import contextlib
+
+
+@contextlib.contextmanager
+def flush_denormal():
+    """Flush denormal floats to zero while training on the CPU (small batches of a CNN can be
+    several times slower with denormals); restored to the default (off) afterwards."""
+    ok = torch.set_flush_denormal(True)
+    try:
+        yield ok
+    finally:
+        if ok:
+            torch.set_flush_denormal(False)
+
+
 def fit_representation(images: np.ndarray, counts: np.ndarray, cfg: RepresentConfig,
                        checkpoint_dir: str | Path | None = None, meta: dict | None = None):
     """Train a registry backbone with one output per answer on ``images`` (uint8 N×S×S×3).
 
     Returns ``(model, norm, history)``; the model is on the CPU in eval mode.
     """
+    with flush_denormal():
+        return _fit_representation(images, counts, cfg, checkpoint_dir, meta)
+
+
+def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     from . import augment as A
     from .models import create_model
     from .train import cosine_schedule, fit, pick_device
