@@ -88,8 +88,9 @@ def test_synthetic_run_writes_curated_parquet_and_report(synthetic_run):
     assert stats["n_source"] == 150 and stats["truth_match"] >= 0.9
     html = (res / "report" / "index.html").read_text()
     assert "Curation" in html and "truth" in html.lower() and 'src="http' not in html
-    for section in ('id="classification"', 'id="distillation"', "Similarity", "Anomal"):
-        assert section in html, section
+    for anchor in ("classification", "distillation", "represent-embeddings", "represent-similarity",
+                   "represent-anomalies", "represent-finetune"):
+        assert f'id="{anchor}"' in html, anchor
     for rule in ("simulate_galaxies", "select", "preprocess_images", "split", "report"):
         assert (res / "logs" / f"{rule}.log").exists() and (res / "benchmarks" / f"{rule}.tsv").exists()
     assert "synthetic galaxies" in (res / "logs" / "simulate_galaxies.log").read_text()  # tqdm progress
