@@ -203,3 +203,10 @@ def test_fit_representation_learns_votes():
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     with pytest.raises(InputError, match="at least 4"):
         fit_representation(imgs[:2], counts[:2], cfg)
+
+
+def test_vote_check_accepts_reached_but_unanswered_questions(gz2_dir):
+    """Real GZ2 weighted fractions: a question reached by a small share with no answers is fine."""
+    from gzmorph.sources import read_source
+
+    check_vote_table(read_source("gz2", gz2_dir), where="gz2 sample")

@@ -22,6 +22,15 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.e2e
 
 # every stage at toy scale: the point is that the whole DAG runs, not the numbers
+# real-data runs build the curation outputs and its report section (the later stages are tested
+# on synthetic data above and in their own unit tests)
+CURATION = ("curated/catalogue.parquet", "report/sections/curation.html")
+
+
+def curation_targets(dataset):
+    return [f"results/{dataset}/{t}" for t in CURATION]
+
+
 TINY = {"synthetic": {"n_galaxies": 150, "stamp_size": 96}, "image_size": 32,
         "report": {"examples_per_class": 4},
         "classify": {"epochs": 2, "patience": 0},
@@ -128,7 +137,7 @@ def test_single_target_builds_only_what_it_needs(tmp_path, kaggle_dir):
 
 def test_kaggle_hiwl5_real_sample_exact_counts(tmp_path, kaggle_dir):
     wd = copy_workflow(tmp_path)
-    smk(wd, config={"source": "kaggle", "data_dir": str(kaggle_dir), "cut": "hiwl5"})
+    smk(wd, *curation_targets("kaggle-hiwl5"), config={"source": "kaggle", "data_dir": str(kaggle_dir), "cut": "hiwl5"})
     raw = pd.read_csv(kaggle_dir / "training_solutions_rev1.csv")
     s, f = raw["Class1.1"] > 0.469, raw["Class1.2"] > 0.430
     expected = {"round": s & (raw["Class7.1"] > 0.5), "in-between": s & (raw["Class7.2"] > 0.5),
@@ -138,15 +147,15 @@ def test_kaggle_hiwl5_real_sample_exact_counts(tmp_path, kaggle_dir):
     assert classes == list(expected)
     for name, mask in expected.items():
         assert set(cat["id"][cat["label_name"] == name]) == set(raw["GalaxyID"][mask]), name
-    assert (wd / "results/kaggle-hiwl5/report/index.html").stat().st_size > 10_000
+    assert (wd / "results/kaggle-hiwl5/report/sections/curation.html").stat().st_size > 10_000
 
 
 def test_gz2_guan9_real_sample(tmp_path, gz2_dir):
     wd = copy_workflow(tmp_path)
-    smk(wd, config={"source": "gz2", "data_dir": str(gz2_dir), "cut": "guan9"})
+    smk(wd, *curation_targets("gz2-guan9"), config={"source": "gz2", "data_dir": str(gz2_dir), "cut": "guan9"})
     cat, classes = read_catalogue(wd / "results/gz2-guan9/curated/catalogue.parquet")
     assert len(classes) == 9 and set(cat["label_name"]) == set(classes) and len(cat) == 500
-    assert (wd / "results/gz2-guan9/report/index.html").exists()
+    assert (wd / "results/gz2-guan9/report/sections/curation.html").exists()
 
 
 @pytest.mark.parametrize("config_args, message", [
@@ -171,7 +180,8 @@ def test_bad_catalogue_fails_cleanly_with_no_output(tmp_path, tiny_kaggle):
     lines[7] = ",".join(cells)
     csv.write_text("\n".join(lines) + "\n")
     wd = copy_workflow(tmp_path / "wf")
-    out = smk(wd, config={"source": "kaggle", "data_dir": str(tiny_kaggle), "dataset": "bad"}, check=False)
+    out = smk(wd, *curation_targets("bad"), config={"source": "kaggle", "data_dir": str(tiny_kaggle), "dataset": "bad"},
+              check=False)
     assert out.returncode != 0
     assert "line 8, column 'Class2.2'" in out.stderr + out.stdout
     assert not (wd / "results/bad/source/catalogue.parquet").exists()
@@ -184,14 +194,15 @@ def test_corrupt_images_are_skipped_below_the_limit_and_fatal_above(tmp_path, ti
            "cut": "few", "cuts": {"few": {"classes": {"smooth": ["Class1.1 > 0.5"], "featured": ["Class1.2 > 0.5"]}}}}
     first = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[0]
     first.write_bytes(b"\xff\xd8 broken")
-    smk(wd, config=cfg)
+    smk(wd, *curation_targets("c"), config=cfg)
     stats = json.loads((wd / "results/c/curated/stats.json").read_text())
     assert stats["n_corrupt_images"] == 1 and stats["corrupt_ids"] == [int(first.stem)]
     cat, _ = read_catalogue(wd / "results/c/curated/catalogue.parquet")
     assert int(first.stem) not in set(cat["id"])
-    assert "Corrupt images" in (wd / "results/c/report/index.html").read_text()
+    assert "Corrupt images" in (wd / "results/c/report/sections/curation.html").read_text()
 
-    out = smk(wd, config={**cfg, "dataset": "c0", "max_bad_image_fraction": 0.0}, check=False)
+    out = smk(wd, *curation_targets("c0"), config={**cfg, "dataset": "c0", "max_bad_image_fraction": 0.0},
+              check=False)
     assert out.returncode != 0 and f"{first.name}: cannot decode image" in out.stdout + out.stderr
     assert not (wd / "results/c0/curated/images.parquet").exists()
 

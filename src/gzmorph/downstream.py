@@ -778,7 +778,7 @@ def _anomalies_section(inp, R):
         f"{len(met['seeds'])} seeds. Precision in the top N uses N = min(N, number of anomalies) "
         f"({', '.join(f'{k}: {v}' for k, v in met['top_n'].items())})."))
     if met.get("note"):
-        sec.add(R.note(met["note"], kind="warning"))
+        sec.add(R.note(met["note"], kind="warn"))
     rows = []
     for m, vals in met["methods"].items():
         rows.append({"method": names.get(m, m), **{k: _fmt_ms(v) for k, v in vals.items()}})

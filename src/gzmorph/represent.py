@@ -66,7 +66,9 @@ def check_vote_table(df: pd.DataFrame, tol: float = 0.02, where: str = "catalogu
     """Raise an ``InputError`` naming the problem when ``df`` cannot train the representation.
 
     Needs every Kaggle-layout answer column; values in [0, 1] (NaN = unknown); each question's
-    cumulative fractions must add up to its reach within ``tol`` (:meth:`DecisionTree.sum_violations`).
+    answers, as fractions of those who reached it, must add up to 1 within ``tol`` -- or to 0
+    where nobody answered it, as real GZ2 weighted fractions have for a few galaxies
+    (:meth:`DecisionTree.sum_violations` on conditional fractions).
     """
     missing = [c for c in tree.kaggle_columns if c not in df.columns]
     if missing:
@@ -82,7 +84,7 @@ def check_vote_table(df: pd.DataFrame, tol: float = 0.02, where: str = "catalogu
         ident = df["id"].iloc[r] if "id" in df.columns else df.index[r]
         raise InputError(f"{where}: {int(bad.sum())} vote fractions outside [0, 1], e.g. "
                          f"{tree.kaggle_columns[c]} = {vals[r, c]:g} for id {ident}")
-    viol = tree.sum_violations(frac, tol=tol)
+    viol = tree.sum_violations(tree.to_conditional(frac), tol=tol, conditional=True)
     if len(viol):
         ids = df["id"].to_numpy() if "id" in df.columns else df.index.to_numpy()
         pos = {k: i for i, k in enumerate(df.index)}
