@@ -68,10 +68,9 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"classify: unknown option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
-        cfg = cls(**params)
+        from .settings import options
+
+        cfg = options(cls, params, "classify")
         if cfg.weighted_sampling not in ("rare", "always", "never"):
             raise InputError(f"classify.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
         if not 0 <= cfg.label_smoothing < 1:

@@ -198,11 +198,9 @@ class RepresentConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> "RepresentConfig":
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputError(f"represent: unknown option(s) {sorted(unknown)}; "
-                             f"known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**params)
+        from .settings import options
+
+        return options(cls, params, "represent")
 
 
 import contextlib

@@ -8,6 +8,15 @@ from __future__ import annotations
 from .io import InputError
 
 
+def options(cls, params: dict, where: str):
+    """``cls(**params)`` for a dataclass of options; unknown keys are one clear error naming them."""
+    known = set(cls.__dataclass_fields__)
+    unknown = set(params) - known
+    if unknown:
+        raise InputError(f"{where}: unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**params)
+
+
 def deep_merge(base: dict, over: dict | None) -> dict:
     """``base`` with ``over``'s keys replacing it, recursing into dicts present in both."""
     out = dict(base)
