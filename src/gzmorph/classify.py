@@ -86,21 +86,10 @@ class TrainConfig:
 # --------------------------------------------------------------------------- data
 
 
-def catalogue_meta(path: str | Path) -> tuple[list[str], str | None]:
-    """Ordered class names (schema metadata ``gzmorph.classes``) and cut name of a curated catalogue."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(path).metadata or {}
-    if b"gzmorph.classes" not in meta:
-        raise InputError(f"{path}: no gzmorph.classes in the Parquet metadata (not a curated catalogue)")
-    classes = json.loads(meta[b"gzmorph.classes"])
-    cut = meta.get(b"gzmorph.cut", b"").decode() or None
-    if cut and cut.startswith('"'):  # JSON-encoded by some writers
-        cut = json.loads(cut)
-    return classes, cut
-
-
 def read_catalogue(path: str | Path) -> tuple[pd.DataFrame, list[str], str | None]:
+    """The curated catalogue checked for training: its classes and cut name come with it."""
+    from .curate import catalogue_meta
+
     classes, cut = catalogue_meta(path)
     df = pd.read_parquet(path)
     missing = [c for c in ("id", "label", "split") if c not in df.columns]

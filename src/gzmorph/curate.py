@@ -139,10 +139,18 @@ def write_catalogue(df: pd.DataFrame, path, classes: list[str], cut_name: str) -
         pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
-def read_catalogue(path) -> tuple[pd.DataFrame, list[str]]:
-    """The curated catalogue and its ordered class names."""
-    table = pq.read_table(path)
-    meta = table.schema.metadata or {}
+def catalogue_meta(path) -> tuple[list[str], str | None]:
+    """Ordered class names and cut name written by :func:`write_catalogue` (schema only)."""
+    meta = pq.read_schema(path).metadata or {}
     if META_CLASSES not in meta:
         raise InputError(f"{path}: not a curated gzmorph catalogue (no class list in its metadata)")
-    return table.to_pandas(), json.loads(meta[META_CLASSES])
+    cut = meta.get(META_CUT, b"").decode() or None
+    if cut and cut.startswith('"'):  # a JSON-encoded name, as other writers store it
+        cut = json.loads(cut)
+    return json.loads(meta[META_CLASSES]), cut
+
+
+def read_catalogue(path) -> tuple[pd.DataFrame, list[str]]:
+    """The curated catalogue and its ordered class names."""
+    classes, _ = catalogue_meta(path)
+    return pd.read_parquet(path), classes
