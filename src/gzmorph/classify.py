@@ -363,17 +363,9 @@ def compose_hiwl(p4: np.ndarray, p2: np.ndarray, classes: list[str]) -> tuple[np
 
 
 def load_model(path: str | Path, device=None, expect_classes: list[str] | None = None) -> TrainedClassifier:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: model file not found")
-    try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file
-        raise InputError(f"{path}: cannot read model file ({err})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        found = bundle.get("format", "no format key") if isinstance(bundle, dict) else type(bundle).__name__
-        hint = " (a training checkpoint? use model.pt)" if isinstance(bundle, dict) and "optimizer" in bundle else ""
-        raise InputError(f"{path}: not a gzmorph classifier model file ({found}){hint}")
+    from .io import load_bundle
+
+    bundle = load_bundle(path, MODEL_FORMAT, "classifier model file")
     if expect_classes is not None and list(expect_classes) != list(bundle["classes"]):
         raise InputError(f"{path}: model classes {bundle['classes']} differ from the expected {list(expect_classes)}")
     return TrainedClassifier(bundle, str(path), device)

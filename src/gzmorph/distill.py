@@ -57,7 +57,7 @@ import torch.nn.functional as F
 
 from .experts import (Data, Preprocess, Student, accuracy, build_convnet, expected_meta, load_expert,
                       make_preprocess, step_generator)
-from .io import InputError, atomic_path, write_json
+from .io import InputError, atomic_path
 
 SYNTHETIC_FORMAT = "gzmorph.synthetic/1"
 METHODS = ("mtt", "stm")
@@ -487,12 +487,10 @@ def write_outputs(result: dict, data: Data, synthetic_path, grid_path, history_p
 
 
 def load_synthetic(path, data: Data | None = None) -> dict:
+    from .io import load_bundle
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"synthetic set {path} does not exist")
-    s = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(s, dict) or s.get("format") != SYNTHETIC_FORMAT:
-        raise InputError(f"{path}: not a gzmorph synthetic set")
+    s = load_bundle(path, SYNTHETIC_FORMAT, "synthetic set")
     if data is not None and (s["classes"] != data.classes or s["image_size"] != data.image_size):
         raise InputError(f"{path}: synthetic set for classes {s['classes']} at {s['image_size']} px, "
                          f"this run has {data.classes} at {data.image_size} px")

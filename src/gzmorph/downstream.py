@@ -661,11 +661,11 @@ def represent_section(part: str, inputs: dict):
 def _embeddings_section(inp, R):
     import json
 
-    import torch
-
     from .curate import read_catalogue
+    from .io import load_bundle
+    from .represent import MODEL_FORMAT
 
-    bundle = torch.load(inp["model"], map_location="cpu", weights_only=False)
+    bundle = load_bundle(inp["model"], MODEL_FORMAT, "representation model file")
     m = pd.read_parquet(inp["map"])
     curated, classes = read_catalogue(inp["curated"])
     source = pd.read_parquet(inp["source"], columns=["id", "Class6.1"])

@@ -365,15 +365,10 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
 
 def load_expert(path, *, expect: dict | None = None, min_epochs: int = 0) -> dict:
     """Read an expert file; clear ``InputError`` if it is missing, too short or from another set-up."""
+    from .io import load_bundle
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"expert trajectory {path} does not exist (run the train_expert rule first)")
-    try:
-        ex = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
-        raise InputError(f"expert trajectory {path} cannot be read: {err}") from None
-    if not isinstance(ex, dict) or ex.get("format") != EXPERT_FORMAT:
-        raise InputError(f"{path}: not a gzmorph expert trajectory (format {EXPERT_FORMAT})")
+    ex = load_bundle(path, EXPERT_FORMAT, "expert trajectory", " (run the train_expert rule first)")
     epochs = len(ex["trajectory"]) - 1
     if epochs < min_epochs:
         raise InputError(f"{path}: the expert has {epochs} epochs but {min_epochs} are needed "

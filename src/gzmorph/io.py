@@ -41,6 +41,27 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
+def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -> dict:
+    """A torch-saved dict tagged ``format == fmt`` (models, experts, synthetic sets).
+
+    Missing, unreadable or foreign files are one ``InputError`` naming the file and ``what``.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found: the file does not exist{missing_hint}")
+    try:
+        bundle = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file
+        raise InputError(f"{path}: {what} cannot be read ({err})") from None
+    if not isinstance(bundle, dict) or bundle.get("format") != fmt:
+        found = bundle.get("format", "no format key") if isinstance(bundle, dict) else type(bundle).__name__
+        hint = " (a training checkpoint?)" if isinstance(bundle, dict) and "optimizer" in bundle else ""
+        raise InputError(f"{path}: not a gzmorph {what} ({found}){hint}")
+    return bundle
+
+
 def _json_default(o):
     import numpy as np
 

@@ -368,13 +368,9 @@ class Representation:
 
 
 def load_representation(path: str | Path, device=None) -> Representation:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: representation model file not found")
-    bundle = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(bundle, dict) or bundle.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path}: not a gzmorph representation model file")
-    return Representation(bundle, str(path), device)
+    from .io import load_bundle
+
+    return Representation(load_bundle(path, MODEL_FORMAT, "representation model file"), str(path), device)
 
 
 # --------------------------------------------------------------------------- embeddings
