@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from gzmorph.downstream import (
-    FinetuneConfig, RingRule, anomaly_experiment, base_rate, expected_improvement, finetune_experiment,
+    FOREST_COMBINES, FinetuneConfig, RingRule, anomaly_experiment, astronomaly_combine, base_rate,
+    expected_improvement, finetune_experiment, forest_active_learning,
     gp_active_learning, plan_budgets, precision_at_k, ranking_metrics, ring_labels, similarity_search,
 )
 from gzmorph.io import InputError
@@ -86,13 +87,36 @@ def test_anomaly_experiment_reports_all_methods():
     metrics, curves, first = anomaly_experiment(x, odd, n_components=4, budget=30, seeds=(0, 1), tops=(5, 20),
                                                 progress=False)
     assert metrics["n_anomalies"] == 8 and metrics["top_n"] == {"top5": 5, "top20": 8}
-    for m in ("gp", "isolation_forest_rf", "isolation_forest"):
+    for m in ("gp", "astronomaly", "isolation_forest_rf", "isolation_forest"):
         ap = metrics["methods"][m]["average_precision"]
         assert 0 <= ap["mean"] <= 1 and ap["sd"] >= 0
-    assert set(curves["method"]) == {"gp", "isolation_forest_rf"} and curves["n_labels"].max() == 30
-    assert set(first) == {"gp", "isolation_forest_rf", "isolation_forest"}
+    assert set(curves["method"]) == {"gp", "astronomaly", "isolation_forest_rf"} and curves["n_labels"].max() == 30
+    assert set(first) == {"gp", "astronomaly", "isolation_forest_rf", "isolation_forest"}
+    assert metrics["ap_ratio_gp_vs_astronomaly"] == pytest.approx(
+        metrics["methods"]["gp"]["average_precision"]["mean"] / metrics["methods"]["astronomaly"]["average_precision"]["mean"])
     none, _, _ = anomaly_experiment(x, odd * 0, n_components=4, budget=20, seeds=(0,), progress=False)
     assert none["n_anomalies"] == 0 and "threshold" in none["note"]
+
+
+def test_astronomaly_combination_follows_labels_near_and_anomaly_score_far():
+    s = np.array([0.8, 0.8, 0.8])
+    u = np.array([0.0, 5.0, 0.0])
+    near = astronomaly_combine(s, u, np.zeros(3), alpha=1.0)
+    assert near == pytest.approx(s * (0.1 + 0.85 * u / 5))  # at a label: anomaly score x f(interest)
+    far = astronomaly_combine(s, u, np.full(3, 10.0), alpha=1.0)
+    assert far == pytest.approx(s, rel=1e-6)  # far from every label: the anomaly score alone
+    mid = astronomaly_combine(s, u, np.full(3, 0.5), alpha=1.0)
+    assert np.all(near <= mid) and np.all(mid <= far + 1e-12)
+
+
+def test_forest_active_learning_labels_its_top_ranked_and_rejects_unknown_combine():
+    x, odd, anom = planted()
+    interest = np.rint(5 * odd)
+    for combine in FOREST_COMBINES:
+        scores, asked = forest_active_learning(x, interest, budget=30, batch=10, seed=0, combine=combine)
+        assert len(asked) == 30 == len(set(asked)) and scores.shape == (len(x),)
+    with pytest.raises(InputError, match="combine"):
+        forest_active_learning(x, interest, budget=10, combine="magic")
 
 
 def test_ring_labels_rule():

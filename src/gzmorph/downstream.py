@@ -14,12 +14,16 @@ Anomalies
     standardise -> Gaussian-process regression (RationalQuadratic + White kernel) of the user's
     scores; ``initial`` random galaxies, then batches of ``batch`` chosen by expected
     improvement, up to ``budget`` labels.  *Isolation forest*: sklearn ``IsolationForest`` on the
-    same features, no labels.  *Isolation forest + RF* (Astronomaly-style baseline): the user
-    labels the ``batch`` galaxies ranked highest by the current score (starting from the
+    same features, no labels.  *Astronomaly* (Lochner & Bassett 2021, the paper's baseline): the
+    user labels the ``batch`` galaxies ranked highest by the current score (starting from the
     isolation-forest ranking); a random-forest regressor predicts interest ``u`` from the
-    features and the score becomes ``s_IF x (0.1 + u / 5)`` (``s_IF`` the isolation-forest score
-    rescaled to [0, 1]).  Every method ranks the galaxies it has labels for by the user's score
-    and the others by its prediction.  Metrics: precision in the top 50 / top 200 (the number of
+    features and the score becomes ``S tanh(exp(d / alpha) - 1 + artanh(0.1 + 0.85 u / 5))`` with
+    ``S`` the isolation-forest score rescaled to [0, 1] and ``d`` the distance to the nearest
+    labelled galaxy; ``alpha`` (``astronomaly_alpha``) is in units of the median distance between
+    nearest neighbours, so the prediction matters near labels and the anomaly score elsewhere.
+    *Isolation forest + RF trusted everywhere*: the same loop with ``S x (0.1 + u / 5)``, a
+    stronger variant reported beside it.  Every method ranks the galaxies it has labels for by the
+    user's score and the others by its prediction.  Metrics: precision in the top 50 / top 200 (the
     true anomalies when that is smaller), recall in the top 200, average precision.
 
 Fine-tuning (rings)
@@ -60,7 +64,8 @@ WORKFLOW_DEFAULTS = {
     "sum_tolerance": 0.02, "device": "auto", "amp": "auto", "threads": 2, "gpu_mem_mb": 16000, "runtime": 240,
     "embed_batch_size": 256, "map_method": "auto",
     "similarity": {"n_components": 10, "k": 10, "query_ids": []},
-    "anomalies": {"n_components": 40, "threshold": 0.9, "initial": 10, "batch": 10, "budget": 200, "seeds": 3},
+    "anomalies": {"n_components": 40, "threshold": 0.9, "initial": 10, "batch": 10, "budget": 200, "seeds": 3,
+                  "astronomaly_alpha": 1.0},
     "finetune": {"ring_min": 0.25, "not_ring_max": 0.05, "min_odd": 0.3, "min_face_on": 0.5,
                  "budgets": "auto", "min_budget": 8, "max_budget": 256, "budget_factor": 4,
                  "test_fraction": 0.3, "seeds": 2, "steps": 30, "head_steps": 200, "batch_size": 32,
@@ -273,13 +278,46 @@ def isolation_forest_scores(features: np.ndarray, seed: int = 0) -> np.ndarray:
     return (s - s.min()) / span if span > 0 else np.zeros_like(s)
 
 
+def nearest_spacing(features: np.ndarray) -> float:
+    """Median distance from a galaxy to its nearest other galaxy: the unit of Astronomaly's alpha."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(features).query(features, k=2)
+    return float(np.median(d[:, 1])) or 1.0
+
+
+def astronomaly_combine(s_if: np.ndarray, u: np.ndarray, distance: np.ndarray, alpha: float) -> np.ndarray:
+    """Lochner & Bassett (2021) trained score: ``S tanh(exp(d / alpha) - 1 + artanh(0.1 + 0.85 u / 5))``.
+
+    Near a labelled galaxy (``d`` -> 0) the score is the anomaly score scaled by the predicted
+    interest; far from every label it returns to the anomaly score.
+    """
+    f_u = 0.1 + 0.85 * np.clip(u, 0, 5) / 5.0
+    return s_if * np.tanh(np.expm1(np.minimum(distance / alpha, 50.0)) + np.arctanh(f_u))
+
+
+#: How the isolation-forest + random-forest baseline combines the anomaly score with the predicted
+#: interest ``u``: ``astronomaly`` weights the prediction by the distance to the nearest label
+#: (Astronomaly's own rule, the paper's baseline); ``everywhere`` trusts it everywhere,
+#: ``s_IF x (0.1 + u / 5)``, a stronger variant reported beside it.
+FOREST_COMBINES = ("astronomaly", "everywhere")
+
+
 def forest_active_learning(features: np.ndarray, interest: np.ndarray, budget: int = 200, batch: int = 10,
-                           seed: int = 0, callback=None, if_scores=None) -> tuple[np.ndarray, list[int]]:
-    """Astronomaly-style baseline: isolation forest + random-forest relevance (see module docs)."""
+                           seed: int = 0, callback=None, if_scores=None, combine: str = "astronomaly",
+                           alpha: float = 1.0) -> tuple[np.ndarray, list[int]]:
+    """Isolation forest + random-forest relevance active learning (see the module docstring).
+
+    ``alpha`` is in units of :func:`nearest_spacing` (``combine="astronomaly"`` only).
+    """
+    from scipy.spatial import cKDTree
     from sklearn.ensemble import RandomForestRegressor
 
+    if combine not in FOREST_COMBINES:
+        raise InputError(f"unknown combine {combine!r}; expected one of {FOREST_COMBINES}")
     n = len(features)
     s_if = isolation_forest_scores(features, seed) if if_scores is None else if_scores
+    scale = alpha * nearest_spacing(features) if combine == "astronomaly" else 1.0
     score = s_if.copy()
     asked: list[int] = []
     mask = np.zeros(n, bool)
@@ -294,11 +332,13 @@ def forest_active_learning(features: np.ndarray, interest: np.ndarray, budget: i
         rf = RandomForestRegressor(n_estimators=100, random_state=seed, n_jobs=1)
         rf.fit(features[lab], interest[lab])
         u = rf.predict(features)
-        score = s_if * (0.1 + u / 5.0)
-        # labelled galaxies: their known interest puts them ahead of / behind the predictions
-        ranked = score.copy()
-        ranked[mask] = s_if[mask] * (0.1 + interest[mask] / 5.0)
-        score = ranked
+        u[mask] = interest[mask]  # labelled galaxies: the user's own score
+        if combine == "astronomaly":
+            dist = cKDTree(features[lab]).query(features)[0]
+            dist[mask] = 0.0
+            score = astronomaly_combine(s_if, u, dist, scale)
+        else:
+            score = s_if * (0.1 + u / 5.0)
         if callback:
             callback(len(asked), score)
     return score, asked
@@ -323,19 +363,24 @@ def ranking_metrics(scores: np.ndarray, is_anomaly: np.ndarray, tops=(50, 200)) 
     return out
 
 
+#: Methods of :func:`anomaly_experiment`, in report order; ``astronomaly`` is the paper's baseline.
+ANOMALY_METHODS = {"gp": "GP + expected improvement",
+                   "astronomaly": "isolation forest + RF active learning (Astronomaly)",
+                   "isolation_forest_rf": "isolation forest + RF trusted everywhere",
+                   "isolation_forest": "isolation forest (no labels)"}
+
+
 def anomaly_experiment(vectors: np.ndarray, odd_fraction, *, threshold: float = 0.9, n_components: int = 40,
                        budget: int = 200, initial: int = 10, batch: int = 10, seeds=(0, 1, 2),
-                       tops=(50, 200), progress: bool = True):
-    """Run the three methods over ``seeds``; return ``(metrics, curves table, final GP/IF scores of seed 0)``."""
+                       tops=(50, 200), alpha: float = 1.0, progress: bool = True):
+    """Run every method of :data:`ANOMALY_METHODS` over ``seeds``; return ``(metrics, curves table,
+    final scores of the first seed per method)``."""
     interest, is_anom = simulated_user(odd_fraction, threshold)
     n_anom = int(is_anom.sum())
     feats = anomaly_features(vectors, n_components, seed=0)
     per_seed, curves, first = [], [], {}
     tp = min(tops)
     for s in seeds:
-        row = {"seed": int(s)}
-        s_if = isolation_forest_scores(feats, s)
-        row.update({f"isolation_forest_{k}": v for k, v in ranking_metrics(s_if, is_anom, tops).items()})
 
         def record(method):
             def cb(n_labels, sc):
@@ -343,32 +388,31 @@ def anomaly_experiment(vectors: np.ndarray, odd_fraction, *, threshold: float = 
                                f"precision_top{tp}": ranking_metrics(sc, is_anom, (tp,))[f"precision_top{tp}"]})
             return cb
 
-        gp_scores, _ = gp_active_learning(feats, interest, budget, initial, batch, s, record("gp"))
-        row.update({f"gp_{k}": v for k, v in ranking_metrics(gp_scores, is_anom, tops).items()})
-        rf_scores, _ = forest_active_learning(feats, interest, budget, batch, s, record("isolation_forest_rf"),
-                                              if_scores=s_if)
-        row.update({f"isolation_forest_rf_{k}": v for k, v in ranking_metrics(rf_scores, is_anom, tops).items()})
-        per_seed.append(row)
+        s_if = isolation_forest_scores(feats, s)
+        scores = {"gp": gp_active_learning(feats, interest, budget, initial, batch, s, record("gp"))[0]}
+        for method, combine in (("astronomaly", "astronomaly"), ("isolation_forest_rf", "everywhere")):
+            scores[method] = forest_active_learning(feats, interest, budget, batch, s, record(method),
+                                                    if_scores=s_if, combine=combine, alpha=alpha)[0]
+        scores["isolation_forest"] = s_if
+        row = {m: ranking_metrics(scores[m], is_anom, tops) for m in ANOMALY_METHODS}
+        per_seed.append({"seed": int(s), **{f"{m}_{k}": v for m, r in row.items() for k, v in r.items()}})
         if progress:
-            print(f"[anomalies] seed {s}: AP gp {row['gp_average_precision']:.3f}, IF+RF "
-                  f"{row['isolation_forest_rf_average_precision']:.3f}, IF {row['isolation_forest_average_precision']:.3f}",
+            print(f"[anomalies] seed {s}: AP " + ", ".join(f"{m} {r['average_precision']:.3f}" for m, r in row.items()),
                   file=sys.stderr)
         if not first:
-            first = {"gp": gp_scores, "isolation_forest_rf": rf_scores, "isolation_forest": s_if}
-    df = pd.DataFrame(per_seed)
+            first = scores
     methods = {}
-    for m in ("gp", "isolation_forest_rf", "isolation_forest"):
-        cols = [c for c in df.columns if c.startswith(m + "_") and not c.endswith("_n")
-                and not (m == "isolation_forest" and c.startswith(("isolation_forest_rf_",)))]
-        methods[m] = {c[len(m) + 1:]: {"mean": float(df[c].mean()), "sd": float(df[c].std(ddof=1)) if len(df) > 1 else 0.0}
-                      for c in cols}
+    for m in ANOMALY_METHODS:
+        keys = [k for k in ranking_metrics(first[m], is_anom, tops) if not k.endswith("_n")]
+        vals = {k: np.array([r[f"{m}_{k}"] for r in per_seed], float) for k in keys}
+        methods[m] = {k: {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+                      for k, v in vals.items()}
     metrics = {"n_galaxies": int(len(vectors)), "threshold": threshold, "n_anomalies": n_anom,
                "anomaly_share": n_anom / max(1, len(vectors)), "budget": budget, "initial": initial,
-               "batch": batch, "n_components": int(feats.shape[1]), "seeds": [int(s) for s in seeds],
-               "top_n": {f"top{t}": max(1, min(t, n_anom)) for t in tops},
+               "batch": batch, "n_components": int(feats.shape[1]), "astronomaly_alpha": alpha,
+               "seeds": [int(s) for s in seeds], "top_n": {f"top{t}": max(1, min(t, n_anom)) for t in tops},
                "methods": methods, "per_seed": per_seed,
-               "ap_ratio_gp_vs_isolation_forest_rf": _ratio(methods, "gp", "isolation_forest_rf"),
-               "ap_ratio_gp_vs_isolation_forest": _ratio(methods, "gp", "isolation_forest")}
+               **{f"ap_ratio_gp_vs_{m}": _ratio(methods, "gp", m) for m in ANOMALY_METHODS if m != "gp"}}
     if n_anom == 0:
         metrics["note"] = (f"no galaxy has odd fraction > {threshold}: lower represent.anomalies.threshold "
                            "to get true anomalies")
@@ -765,11 +809,11 @@ def _anomalies_section(inp, R):
     met = json.loads(open(inp["metrics"]).read())
     curves = pd.read_csv(inp["curves"], sep="\t")
     rank = pd.read_parquet(inp["ranking"])
-    names = {"gp": "GP + expected improvement", "isolation_forest_rf": "isolation forest + RF active learning",
-             "isolation_forest": "isolation forest (no labels)"}
+    names = ANOMALY_METHODS
+    base = "astronomaly" if "astronomaly" in met["methods"] else "isolation_forest_rf"
     sec = R.Section("Personalised anomaly detection", anchor="represent-anomalies", order=R.ORDER["embeddings"] + 2,
                     summary=f"AP {met['methods']['gp']['average_precision']['mean']:.3f} (GP) vs "
-                            f"{met['methods']['isolation_forest_rf']['average_precision']['mean']:.3f} (baseline)")
+                            f"{met['methods'][base]['average_precision']['mean']:.3f} (Astronomaly baseline)")
     sec.add(R.paragraph(
         f"A simulated user rates interest as round(5 × odd fraction); true anomalies: odd fraction > "
         f"{met['threshold']} ({met['n_anomalies']} of {met['n_galaxies']:,} galaxies). Representation → PCA "
@@ -797,7 +841,7 @@ def _anomalies_section(inp, R):
         ax.legend(frameon=False, fontsize=8)
         R.style_axes(ax)
         sec.add(R.figure(fig, "Precision of the top-ranked galaxies vs the number of labels (seed mean ± sd)."))
-    for m in ("gp", "isolation_forest_rf"):
+    for m in ("gp", base):
         top = rank.sort_values(f"score_{m}", ascending=False).head(16)
         _, imgs = read_images(inp["images"], top["id"].to_numpy())
         sec.add(R.image_grid(imgs, [f"{i}\nodd {o:.2f}" for i, o in zip(top["id"], top["odd_fraction"])],

@@ -14,11 +14,9 @@ with rule_context(snakemake) as (params, log):
     seeds = [params["seed"] + i for i in range(params["seeds"])]
     metrics, curves, first = anomaly_experiment(
         vec, odd, threshold=params["threshold"], n_components=params["n_components"], budget=params["budget"],
-        initial=params["initial"], batch=params["batch"], seeds=seeds)
-    m = metrics["methods"]
-    log.info("%d anomalies (odd > %s); AP gp %.3f, IF+RF %.3f, IF %.3f", metrics["n_anomalies"],
-             params["threshold"], m["gp"]["average_precision"]["mean"],
-             m["isolation_forest_rf"]["average_precision"]["mean"], m["isolation_forest"]["average_precision"]["mean"])
+        initial=params["initial"], batch=params["batch"], seeds=seeds, alpha=params["astronomaly_alpha"])
+    log.info("%d anomalies (odd > %s); average precision %s", metrics["n_anomalies"], params["threshold"],
+             ", ".join(f"{k} {v['average_precision']['mean']:.3f}" for k, v in metrics["methods"].items()))
     write_json(snakemake.output.metrics, metrics)
     curves.to_csv(snakemake.output.curves, sep="\t", index=False)
     with atomic_path(snakemake.output.ranking) as tmp:
