@@ -225,6 +225,27 @@ def test_cli_classifies_a_folder_of_jpegs(trained, tmp_path):
     assert pd.read_parquet(dest)["id"].tolist() == [587, 12345]
 
 
+def test_cli_on_real_jpegs_matches_predictions_on_the_curated_tensors(trained, kaggle_dir, tmp_path):
+    """What ``gzmorph classify`` sees of a JPEG is what the curation stage stored for it: the same
+    galaxies give the same labels and probabilities either way (hence the same accuracy)."""
+    from gzmorph.cli import main
+    from gzmorph.preprocess import preprocess_images
+
+    _, _, out = trained
+    jpegs = sorted((kaggle_dir / "images_training_rev1").glob("*.jpg"))[:40]
+    tensors, bad = preprocess_images(jpegs, 16, 0.5, workers=1, progress=False)  # as rule preprocess_images
+    assert not bad
+    ids = [int(p.stem) for p in jpegs]
+    dest = tmp_path / "cli.parquet"
+    for kind in ("hiwl", "flat"):
+        ref = C.predict_images(out[kind][0], tensors, ids)
+        assert main(["classify", str(out[kind][0]), *map(str, jpegs), "-o", str(dest), "--device", "cpu"]) == 0
+        cli = pd.read_parquet(dest).set_index("id").loc[ids]
+        assert cli["pred_name"].tolist() == ref["pred_name"].tolist()
+        np.testing.assert_allclose(cli[[f"p_{c}" for c in HIWL]].to_numpy(),
+                                   ref[[f"p_{c}" for c in HIWL]].to_numpy(), atol=1e-6)
+
+
 def test_cli_bad_image_names_the_file(trained, tmp_path, capsys):
     from gzmorph.cli import main
 
