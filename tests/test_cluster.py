@@ -155,7 +155,7 @@ def runs(cluster, tmp_path_factory):
     # phase 1: the workflow and, beside it, the job that outlives its time limit
     main = smk_slurm(wd, env, *targets)
     killed = smk_slurm(to, env)
-    main_rc, main_out = finish(main)
+    main_rc, main_out = finish(main, timeout=2400 if FULL else 600)
     t_main = time.monotonic() - t0
     killed_rc, killed_out = finish(killed)
     main_rows, killed_rows = sacct(env, wd), sacct(env, to)

@@ -61,6 +61,17 @@ def test_expert_trajectory_and_resume(tmp_path, tiny_data):
     assert torch.allclose(resumed["trajectory"], full["trajectory"], atol=1e-6)
 
 
+def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, capfd):
+    cfg = ExpertConfig(epochs=2, lr=0.05, batch_size=16, width=4)
+    train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "lr": 0.2}), index=0,
+                 work_dir=tmp_path / "b.work")  # a finished run with another lr in the same folder
+    fresh = train_expert(tiny_data, tmp_path / "a.pt", cfg, index=0)
+    again = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
+    assert "training from scratch" in capfd.readouterr().err
+    assert torch.allclose(again["trajectory"], fresh["trajectory"], atol=1e-6)
+    assert again["meta"]["lr"] == 0.05
+
+
 def test_load_expert_errors(tmp_path, tiny_data):
     cfg = ExpertConfig(epochs=1, lr=0.05, batch_size=16, width=4)
     train_expert(tiny_data, tmp_path / "e.pt", cfg)

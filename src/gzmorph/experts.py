@@ -321,8 +321,10 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
         ck = torch.load(last, map_location="cpu", weights_only=False)
         done = ck["state"]["epoch"]
         saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
-        if saved is None or saved.get("meta", {}).get("model_config") != mcfg or len(saved["trajectory"]) < done:
-            print(f"{work}: checkpoint without a matching trajectory; training from scratch", file=sys.stderr)
+        if saved is None or saved.get("meta") != meta or len(saved["trajectory"]) < done:
+            # another model, data or setting (lr, batch size, augmentation, seed): never continue it
+            print(f"{work}: checkpoint of other settings or without a matching trajectory; training from scratch",
+                  file=sys.stderr)
             last.unlink()
         else:
             traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]

