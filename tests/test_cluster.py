@@ -32,7 +32,7 @@ CLUSTER = REPO / "tests" / "cluster"
 SLURM_DIR = Path(os.environ.get("GZMORPH_SLURM_DIR", "/tmp/gzmorph-slurm"))
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile")]
 SACCT_FIELDS = "JobID,JobName,Comment,State,AllocTRES,Elapsed,WorkDir"
-# The whole tiny workflow runs through Slurm (34 jobs, ~4 min here, most of it the two snakemake
+# The whole tiny workflow runs through Slurm (31 jobs + 2 GPU probes, ~4 min here, most of it the two snakemake
 # start-ups and status polling of every job). GZMORPH_CLUSTER_FULL=0 runs it --until these rules
 # instead: all of curation, a multi-instance GPU rule (train_expert, one job per expert), the
 # classifiers and the two gpu_probe jobs.
