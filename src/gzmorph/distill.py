@@ -373,7 +373,7 @@ def distill(data: Data, expert_paths, cfg: DistillConfig, model_config: dict, *,
             n_rollbacks += 1
             why = ("non-finite loss/gradient" if not (math.isfinite(loss) and g_syn is not None
                                                        and torch.isfinite(g_syn).all() and torch.isfinite(g_a))
-                   else f"alpha {float(alpha[ai]):.3g} outside (0, {cfg.alpha_max}]")
+                   else f"alpha {float(alpha.detach()[ai]):.3g} outside (0, {cfg.alpha_max}]")
             with torch.no_grad():
                 syn.copy_(last_good[0])
                 alpha.copy_(last_good[1])
