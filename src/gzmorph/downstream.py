@@ -305,10 +305,11 @@ FOREST_COMBINES = ("astronomaly", "everywhere")
 
 def forest_active_learning(features: np.ndarray, interest: np.ndarray, budget: int = 200, batch: int = 10,
                            seed: int = 0, callback=None, if_scores=None, combine: str = "astronomaly",
-                           alpha: float = 1.0) -> tuple[np.ndarray, list[int]]:
+                           alpha: float = 1.0, spacing: float | None = None) -> tuple[np.ndarray, list[int]]:
     """Isolation forest + random-forest relevance active learning (see the module docstring).
 
-    ``alpha`` is in units of :func:`nearest_spacing` (``combine="astronomaly"`` only).
+    ``alpha`` is in units of ``spacing`` (default :func:`nearest_spacing` of the features;
+    ``combine="astronomaly"`` only).
     """
     from scipy.spatial import cKDTree
     from sklearn.ensemble import RandomForestRegressor
@@ -317,7 +318,8 @@ def forest_active_learning(features: np.ndarray, interest: np.ndarray, budget: i
         raise InputError(f"unknown combine {combine!r}; expected one of {FOREST_COMBINES}")
     n = len(features)
     s_if = isolation_forest_scores(features, seed) if if_scores is None else if_scores
-    scale = alpha * nearest_spacing(features) if combine == "astronomaly" else 1.0
+    if combine == "astronomaly":
+        scale = alpha * (nearest_spacing(features) if spacing is None else spacing)
     score = s_if.copy()
     asked: list[int] = []
     mask = np.zeros(n, bool)
@@ -333,10 +335,8 @@ def forest_active_learning(features: np.ndarray, interest: np.ndarray, budget: i
         rf.fit(features[lab], interest[lab])
         u = rf.predict(features)
         u[mask] = interest[mask]  # labelled galaxies: the user's own score
-        if combine == "astronomaly":
-            dist = cKDTree(features[lab]).query(features)[0]
-            dist[mask] = 0.0
-            score = astronomaly_combine(s_if, u, dist, scale)
+        if combine == "astronomaly":  # labelled galaxies are at distance 0 from themselves
+            score = astronomaly_combine(s_if, u, cKDTree(features[lab]).query(features)[0], scale)
         else:
             score = s_if * (0.1 + u / 5.0)
         if callback:
@@ -378,7 +378,8 @@ def anomaly_experiment(vectors: np.ndarray, odd_fraction, *, threshold: float = 
     interest, is_anom = simulated_user(odd_fraction, threshold)
     n_anom = int(is_anom.sum())
     feats = anomaly_features(vectors, n_components, seed=0)
-    per_seed, curves, first = [], [], {}
+    spacing = nearest_spacing(feats)
+    rows, curves, first = [], [], {}
     tp = min(tops)
     for s in seeds:
 
@@ -392,10 +393,11 @@ def anomaly_experiment(vectors: np.ndarray, odd_fraction, *, threshold: float = 
         scores = {"gp": gp_active_learning(feats, interest, budget, initial, batch, s, record("gp"))[0]}
         for method, combine in (("astronomaly", "astronomaly"), ("isolation_forest_rf", "everywhere")):
             scores[method] = forest_active_learning(feats, interest, budget, batch, s, record(method),
-                                                    if_scores=s_if, combine=combine, alpha=alpha)[0]
+                                                    if_scores=s_if, combine=combine, alpha=alpha,
+                                                    spacing=spacing)[0]
         scores["isolation_forest"] = s_if
         row = {m: ranking_metrics(scores[m], is_anom, tops) for m in ANOMALY_METHODS}
-        per_seed.append({"seed": int(s), **{f"{m}_{k}": v for m, r in row.items() for k, v in r.items()}})
+        rows.append(row)
         if progress:
             print(f"[anomalies] seed {s}: AP " + ", ".join(f"{m} {r['average_precision']:.3f}" for m, r in row.items()),
                   file=sys.stderr)
@@ -403,10 +405,11 @@ def anomaly_experiment(vectors: np.ndarray, odd_fraction, *, threshold: float = 
             first = scores
     methods = {}
     for m in ANOMALY_METHODS:
-        keys = [k for k in ranking_metrics(first[m], is_anom, tops) if not k.endswith("_n")]
-        vals = {k: np.array([r[f"{m}_{k}"] for r in per_seed], float) for k in keys}
+        vals = {k: np.array([r[m][k] for r in rows], float) for k in rows[0][m] if not k.endswith("_n")}
         methods[m] = {k: {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
                       for k, v in vals.items()}
+    per_seed = [{"seed": int(s), **{f"{m}_{k}": v for m, r in row.items() for k, v in r.items()}}
+                for s, row in zip(seeds, rows)]
     metrics = {"n_galaxies": int(len(vectors)), "threshold": threshold, "n_anomalies": n_anom,
                "anomaly_share": n_anom / max(1, len(vectors)), "budget": budget, "initial": initial,
                "batch": batch, "n_components": int(feats.shape[1]), "astronomaly_alpha": alpha,
@@ -810,7 +813,7 @@ def _anomalies_section(inp, R):
     curves = pd.read_csv(inp["curves"], sep="\t")
     rank = pd.read_parquet(inp["ranking"])
     names = ANOMALY_METHODS
-    base = "astronomaly" if "astronomaly" in met["methods"] else "isolation_forest_rf"
+    base = "astronomaly"
     sec = R.Section("Personalised anomaly detection", anchor="represent-anomalies", order=R.ORDER["embeddings"] + 2,
                     summary=f"AP {met['methods']['gp']['average_precision']['mean']:.3f} (GP) vs "
                             f"{met['methods'][base]['average_precision']['mean']:.3f} (Astronomaly baseline)")
