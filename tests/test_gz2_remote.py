@@ -17,11 +17,8 @@ from PIL import Image
 
 from gzmorph.download import GZ2_FILES, RemoteFile
 from gzmorph.io import InputError
-from gzmorph.sources.gz2_remote import (
-    ZOOBOT_COUNT_COLUMNS,
-    download_gz2,
-    read_gz2_remote,
-)
+from gzmorph.sources.gz2_download import download_gz2
+from gzmorph.sources.gz2_remote import ZOOBOT_COUNT_COLUMNS, read_gz2_remote
 from gzmorph.tree import GZ2_TREE, KAGGLE_COLUMNS
 
 # question -> answers, in the order of galaxy-datasets' label_metadata.gz2_ortho_pairs

@@ -1,4 +1,5 @@
-"""Galaxy Zoo 2 as released for Zoobot: download it, and read it into the standard table.
+"""Galaxy Zoo 2 as released for Zoobot: read it into the standard table (it is fetched by
+:mod:`gzmorph.sources.gz2_download`).
 
 What the real files look like
 -----------------------------
@@ -62,12 +63,11 @@ registry.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from ..download import GZ2_FILES, RemoteFile, extract, fetch_remote
 from ..io import InputError
 from ..tree import GZ2_TREE
 from .validate import require_columns
@@ -117,36 +117,6 @@ ID_COLUMN = "id_str"
 IMAGE_ROOTS = ("images", "images_gz2", ".")
 
 
-# ------------------------------------------------------------------ download
-def download_gz2(dest_dir: str | Path, *, include_images: bool = True, progress: bool = True,
-                 files: Mapping[str, RemoteFile] | None = None, keep_archive: bool = True,
-                 **fetch_kwargs) -> Path:
-    """Fetch the Zoobot GZ2 catalogues (+ the image archive, unpacked) into ``dest_dir``.
-
-    Every file is md5-checked, transfers resume, mirrors are tried in order (see
-    :func:`gzmorph.download.fetch`; ``fetch_kwargs`` go there).  ``files``
-    replaces registry entries by name (e.g. a local mirror).  With
-    ``keep_archive=False`` the 3 GB tarball is deleted once unpacked; the
-    extraction marker then stands for it.  Returns ``dest_dir``; read it with
-    :func:`read_gz2_remote`.
-    """
-    dest_dir = Path(dest_dir)
-    registry = {**GZ2_FILES, **(files or {})}
-    for name in CATALOGUES.values():
-        fetch_remote(registry[name], dest_dir, progress=progress, **fetch_kwargs)
-    if include_images:
-        remote = registry[IMAGES_ARCHIVE]
-        archive = dest_dir / remote.name
-        marker = dest_dir / f".{remote.name}.extracted"
-        if archive.exists() or not marker.exists():
-            fetch_remote(remote, dest_dir, progress=progress, **fetch_kwargs)
-            extract(archive, dest_dir, progress=progress)
-            if not keep_archive:
-                archive.unlink()
-    return dest_dir
-
-
-# ---------------------------------------------------------------------- read
 def _parse_ids(values: pd.Series, file: Path) -> np.ndarray:
     """dr7objids (> 2**53) must not pass through float: parse ints or strings exactly."""
     if pd.api.types.is_integer_dtype(values.dtype) and not values.isna().any():
@@ -176,7 +146,7 @@ def _relative_image_paths(df: pd.DataFrame, ids: np.ndarray) -> list[str]:
 def _read_catalogue(file: Path) -> pd.DataFrame:
     if not file.is_file():
         raise InputError(f"{file}: Zoobot GZ2 catalogue not found; run "
-                         f"gzmorph.sources.gz2_remote.download_gz2({str(file.parent)!r}) or copy it there")
+                         f"gzmorph.sources.gz2_download.download_gz2({str(file.parent)!r}) or copy it there")
     try:
         df = pd.read_parquet(file)
     except Exception as err:  # pyarrow raises several types for a damaged file
