@@ -12,6 +12,7 @@ import torch
 from gzmorph import classify as C
 from gzmorph.imageset import write_images
 from gzmorph.io import InputError
+from gzmorph.report.classify import report_section
 
 torch.set_num_threads(1)
 HIWL = C.HIWL_CLASSES
@@ -280,12 +281,12 @@ def test_report_section_fragment(trained, tmp_path):
         metrics[kind] = C.evaluate(out[kind][0], cat, imgs, predictions_out=tmp_path / f"{kind}.parquet")
         preds[kind], tables[kind] = tmp_path / f"{kind}.parquet", d / "training.tsv"
     frag = tmp_path / "classification.html"
-    C.report_section(metrics, tables, preds, imgs, frag, n_mistakes=4)
+    report_section(metrics, tables, preds, imgs, frag, n_mistakes=4)
     text = frag.read_text()
     assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
-    C.report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
+    report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
     assert "Only the flat classifier applies" in only_flat.read_text()
 
 

@@ -1,6 +1,6 @@
 """Report section of the classification stage: accuracy table, confusion matrices, mistakes, curves."""
-from gzmorph.classify import report_section
 from gzmorph.io import read_json
+from gzmorph.report.classify import report_section
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):

@@ -1,0 +1,110 @@
+"""The classification report section: accuracy table, confusion matrices, training curves and
+the most confident mistakes of each classifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..classify import HIWL_CLASSES, load_images
+from .html import (ORDER, Section, columns, figure, image_grid, metrics as metrics_block, note, paragraph, table,
+                   write_fragment)
+
+
+def confusion_figure(metrics: dict, title: str = "", normalise: bool = True):
+    """Confusion matrix (rows true, columns predicted; row-normalised colours, counts written)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion"], float)
+    classes = metrics["classes"]
+    frac = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    fig, ax = plt.subplots(figsize=(1.1 * len(classes) + 1.8, 1.0 * len(classes) + 1.4))
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=9,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=35, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or f"{metrics.get('model', '')} accuracy {metrics['accuracy']:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(tables: dict[str, str | Path | pd.DataFrame]):
+    """Train/val loss and val accuracy per epoch; ``tables`` maps a model name to its metrics TSV."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, t in tables.items():
+        t = t if isinstance(t, pd.DataFrame) else pd.read_csv(t, sep="\t")
+        for level, g in t.groupby("level", sort=False) if "level" in t.columns else [(name, t)]:
+            label = name if level == name else f"{name}/{level}"
+            line, = ax1.plot(g["epoch"], g["train_loss"], "o-", ms=3, label=f"{label} train")
+            if "val_loss" in g:
+                ax1.plot(g["epoch"], g["val_loss"], "s--", ms=3, color=line.get_color(), label=f"{label} val")
+            if "val_accuracy" in g:
+                ax2.plot(g["epoch"], g["val_accuracy"], "o-", ms=3, color=line.get_color(), label=label)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss (log scale)")
+    ax1.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("val accuracy")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def confident_mistakes(pred: pd.DataFrame, images: str | Path, n: int = 16) -> tuple[np.ndarray, list[str]]:
+    """The ``n`` wrong predictions with the highest predicted probability: (images, titles)."""
+    wrong = pred[~pred["correct"]].copy()
+    pcols = [c for c in pred.columns if c.startswith("p_")]
+    wrong["p_pred"] = wrong[pcols].to_numpy().max(1) if len(wrong) else []
+    wrong = wrong.sort_values("p_pred", ascending=False).head(n)
+    if wrong.empty:
+        return np.zeros((0, 1, 1, 3), np.uint8), []
+    imgs = load_images(images, wrong["id"].to_numpy())
+    titles = [f"{r.id}\ntrue {r.label_name}\npred {r.pred_name} {r.p_pred:.2f}" for r in wrong.itertuples()]
+    return imgs, titles
+
+
+def report_section(models: dict[str, dict], tables: dict[str, str | Path], predictions: dict[str, str | Path],
+                   images: str | Path, out: str | Path, n_mistakes: int = 16):
+    """Write the classification report fragment.  ``models`` maps model name to its metrics dict."""
+    sec = Section("Classification", anchor="classification", order=ORDER["classification"])
+    first = next(iter(models.values()))
+    sec.summary = ", ".join(f"{k} {m['accuracy']:.3f}" for k, m in models.items())
+    sec.add(paragraph(f"Test-split classification of the {first.get('cut') or ''} cut "
+                      f"({first['n_test']} galaxies, {len(first['classes'])} classes)."))
+    if "hiwl" not in models:
+        sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
+                     f"{HIWL_CLASSES}, this cut has {first['classes']}."))
+    sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
+                          | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}"))
+    rows = [{"class": c, **{f"{k} {s}": m["per_class"][c][s] for k, m in models.items()
+                            for s in ("precision", "recall", "f1")},
+             "support": first["per_class"][c]["support"]} for c in first["classes"]]
+    rows.append({"class": "all (accuracy)", **{f"{k} f1": m["accuracy"] for k, m in models.items()},
+                 "support": first["n_test"]})
+    sec.add(table(pd.DataFrame(rows), caption="Per-class precision, recall and F1 on the test split",
+                  float_format="{:.3f}"))
+    sec.add(columns(*[figure(confusion_figure(m, f"{k}: accuracy {m['accuracy']:.3f}"), f"Confusion matrix, {k}")
+                      for k, m in models.items()]))
+    if tables:
+        sec.add(figure(training_curves_figure(tables), "Training curves (per level for hiwl)"))
+    for k, p in predictions.items():
+        imgs, titles = confident_mistakes(pd.read_parquet(p), images, n_mistakes)
+        sec.add(image_grid(imgs, titles, caption=f"Most confident mistakes of {k}", label=k))
+    write_fragment(sec, out)
+    return sec
