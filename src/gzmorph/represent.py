@@ -28,6 +28,7 @@ loss.  The model file (``model.pt``) holds everything needed to embed new images
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ import torch
 
 from .io import InputError, atomic_path
 from .tree import GZ2_TREE, DecisionTree
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "gzmorph.representation/1"
 DEFAULT_VOLUNTEERS = 40
@@ -257,8 +260,8 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     loss = DirichletMultinomialLoss()
     steps = max(1, len(tr) // cfg.batch_size)
     val = (x[torch.as_tensor(va, device=x.device)], y[torch.as_tensor(va, device=y.device)]) if n_val else None
-    print(f"[represent] {cfg.backbone} at {images.shape[1]} px: {len(tr)} train / {n_val} val galaxies, "
-          f"{n_out} answers, {cfg.epochs} epochs", file=sys.stderr)
+    log.info("%s at %d px: %d train / %d val galaxies, %d answers, %d epochs", cfg.backbone, images.shape[1],
+             len(tr), n_val, n_out, cfg.epochs)
     result = fit(model, loss, (x[torch.as_tensor(tr, device=x.device)], y[torch.as_tensor(tr, device=y.device)]),
                  val, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                  optimizer=lambda p: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay),
