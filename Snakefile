@@ -17,6 +17,9 @@ include: "workflow/rules/represent.smk"
 include: "workflow/rules/distill.smk"
 
 
+check_code_inputs()
+
+
 rule all:
     input:
         all_targets(),

@@ -32,7 +32,7 @@ rule train_classifier:
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("classify", "train", "models", "augment"),
+        code=code_of("train_classifier"),
     params:
         kind=lambda wc: wc.model,
         checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
@@ -62,7 +62,7 @@ rule evaluate_classifier:
         model=res("classify/{model}/model.pt"),
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("classify", "models", "augment"),
+        code=code_of("evaluate_classifier"),
     params:
         split="test",
         device=CLASSIFY["device"],
@@ -88,7 +88,7 @@ rule report_classification:
         predictions=expand(res("classify/{model}/predictions.parquet"), model=CLASSIFY_MODELS),
         training=expand(res("classify/{model}/training.tsv"), model=CLASSIFY_MODELS),
         images=res("curated/images.parquet"),
-        code=code("classify", "report/html"),
+        code=code_of("report_classification"),
     params:
         models=CLASSIFY_MODELS,
         n_mistakes=16,
@@ -113,7 +113,7 @@ rule classify_catalogue:
         res("classify/{model}/apply/{name}.parquet"),
     input:
         model=res("classify/{model}/model.pt"),
-        code=code("classify", "preprocess", "sources"),
+        code=code_of("classify_catalogue"),
     params:
         source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
         data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),

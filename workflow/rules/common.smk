@@ -4,8 +4,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from gzmorph.codedeps import import_closure
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
+from gzmorph.manifest import refresh_manifest
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -20,6 +22,10 @@ DATASET = config["dataset"]
 RESULTS = f"results/{DATASET}"
 REPO = Path(workflow.basedir)
 ENV = "../../envs/gzmorph.yaml"
+# size and mtime of every source image (gzmorph.manifest): re-stat here, at every DAG build, so
+# that a replaced, restored, added or removed image reruns the rules that decode images
+IMAGE_MANIFEST = f"{RESULTS}/source/images.manifest.tsv"
+refresh_manifest(IMAGE_MANIFEST)
 
 
 def res(path):
@@ -35,15 +41,23 @@ def bench_path(name):
     return f"{RESULTS}/benchmarks/{name}.tsv"
 
 
-def code(*modules):
-    """The library files a rule runs, declared as inputs so that editing them reruns it."""
-    files = []
-    for m in modules:
-        p = REPO / "src" / "gzmorph" / f"{m}.py"
-        if not p.exists():
-            p = REPO / "src" / "gzmorph" / m / "__init__.py"
-        files.append(str(p))
-    return files
+def code_of(script):
+    """A rule's code inputs: its script and the library modules the script imports, directly or
+    transitively (gzmorph.codedeps reads the imports; nothing is listed by hand), so that editing
+    a module reruns exactly the rules whose scripts import it."""
+    path = REPO / "workflow" / "scripts" / f"{script}.py"
+    return [str(path), *import_closure(path, REPO / "src")]
+
+
+def check_code_inputs():
+    """Every rule declares the code of its own script (a rule naming another script fails here)."""
+    for rule in workflow.rules:
+        if rule.script is None:
+            continue
+        script = Path(rule.script).stem
+        declared = rule.input.get("code")
+        if declared is None or sorted(map(str, declared)) != sorted(code_of(script)):
+            raise WorkflowError(f"rule {rule.name}: input 'code' must be code_of({script!r})")
 
 
 def source_data_dir():

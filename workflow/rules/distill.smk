@@ -37,7 +37,7 @@ rule train_expert:
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("experts", "train", "models", "augment"),
+        code=code_of("train_expert"),
     params:
         index=lambda wc: int(wc.expert.split("_")[1]),
         work_dir=lambda wc: res(f"experts/{wc.expert}.work"),
@@ -73,7 +73,7 @@ rule distill:
         experts=expand(res("experts/{expert}.pt"), expert=EXPERTS),
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("distill", "experts", "augment", "settings"),
+        code=code_of("distill"),
     params:
         method=lambda wc: wc.method,
         ipc=lambda wc: int(wc.ipc),
@@ -107,7 +107,7 @@ rule evaluate_baseline:
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("distill", "experts", "train"),
+        code=code_of("evaluate_distilled"),
     params:
         kind=lambda wc: wc.baseline,
         ipc=lambda wc: int(wc.ipc),
@@ -163,7 +163,7 @@ rule evaluate_distilled:
         experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
-        code=code("distill", "experts", "train"),
+        code=code_of("evaluate_distilled"),
     params:
         kind="distilled",
         data=DISTILL_DATA,
@@ -194,7 +194,7 @@ rule report_distill:
         evals=expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
         synthetic=expand(res("distill/{method}/ipc{ipc}/synthetic.pt"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
         experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
-        code=code("distill", "report/html"),
+        code=code_of("report_distill"),
     params:
         augment=DISTILL["augment"],
         cutout=DISTILL["cutout"],

@@ -10,7 +10,7 @@ rule report_curation:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         stats=res("curated/stats.json"),
-        code=code("report/curation", "report/html"),
+        code=code_of("report_curation"),
     params:
         examples=config["report"]["examples_per_class"],
         seed=config["seed"],
@@ -37,7 +37,7 @@ rule report:
         ),
     input:
         fragments=report_fragments,
-        code=code("report/html"),
+        code=code_of("report"),
     params:
         title=config["report"]["title"],
         dataset=DATASET,

@@ -10,17 +10,15 @@ from gzmorph.downstream import workflow_options
 # defaults: gzmorph.downstream.WORKFLOW_DEFAULTS (documented in config.yaml and the schema)
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config.get("represent", {}), config["seed"])
 REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
-_REPORT_CODE = {"code": code("downstream", "represent", "report/html")}
 REPRESENT_REPORT_INPUTS = {
-    "embeddings": _REPORT_CODE | {"map": res("embed/map.parquet"), "training": res("represent/training.tsv"),
-                                  "model": res("represent/model.pt"), "curated": res("curated/catalogue.parquet"),
-                                  "source": res("source/catalogue.parquet"), "qc": res("represent/image_qc.json")},
-    "similarity": _REPORT_CODE | {"metrics": res("similarity/metrics.json"),
-                                  "neighbours": res("similarity/neighbours.parquet"),
-                                  "images": res("represent/images.parquet")},
-    "anomalies": _REPORT_CODE | {"metrics": res("anomalies/metrics.json"), "curves": res("anomalies/curves.tsv"),
-                                 "ranking": res("anomalies/ranking.parquet"), "images": res("represent/images.parquet")},
-    "finetune": _REPORT_CODE | {"metrics": res("finetune/metrics.json"), "runs": res("finetune/runs.tsv")},
+    "embeddings": {"map": res("embed/map.parquet"), "training": res("represent/training.tsv"),
+                   "model": res("represent/model.pt"), "curated": res("curated/catalogue.parquet"),
+                   "source": res("source/catalogue.parquet"), "qc": res("represent/image_qc.json")},
+    "similarity": {"metrics": res("similarity/metrics.json"), "neighbours": res("similarity/neighbours.parquet"),
+                   "images": res("represent/images.parquet")},
+    "anomalies": {"metrics": res("anomalies/metrics.json"), "curves": res("anomalies/curves.tsv"),
+                  "ranking": res("anomalies/ranking.parquet"), "images": res("represent/images.parquet")},
+    "finetune": {"metrics": res("finetune/metrics.json"), "runs": res("finetune/runs.tsv")},
 }
 
 TARGETS.extend([res("embed/embeddings.parquet"), res("similarity/metrics.json"),
@@ -34,7 +32,8 @@ rule represent_images:
         qc=res("represent/image_qc.json"),
     input:
         selection=res("source/catalogue.parquet"),  # every source galaxy (the curation script, reused)
-        code=code("preprocess", "imageset"),
+        manifest=IMAGE_MANIFEST,
+        code=code_of("preprocess_images"),
     params:
         image_size=config["image_size"],
         crop_fraction=config["crop_fraction"],
@@ -60,7 +59,7 @@ rule train_representation:
     input:
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
-        code=code("represent", "train", "models", "augment", "tree"),
+        code=code_of("train_representation"),
     params:
         checkpoint_dir=res("represent/checkpoints"),
         options=REPRESENT_TRAIN_OPTIONS,
@@ -86,7 +85,7 @@ rule embed:
     input:
         model=res("represent/model.pt"),
         images=res("represent/images.parquet"),
-        code=code("represent", "models"),
+        code=code_of("embed"),
     params:
         batch_size=REPRESENT["embed_batch_size"],
         device=REPRESENT["device"],
@@ -117,7 +116,7 @@ rule similarity:
         curated=res("curated/catalogue.parquet"),
         source=res("source/catalogue.parquet"),
         images=res("represent/images.parquet"),
-        code=code("downstream", "represent"),
+        code=code_of("similarity"),
     params:
         **REPRESENT["similarity"],
         seed=config["seed"],
@@ -143,7 +142,7 @@ rule anomalies:
     input:
         embeddings=res("embed/embeddings.parquet"),
         source=res("source/catalogue.parquet"),
-        code=code("downstream", "represent"),
+        code=code_of("anomalies"),
     params:
         **REPRESENT["anomalies"],
         seed=config["seed"],
@@ -170,7 +169,7 @@ rule finetune:
         embeddings=res("embed/embeddings.parquet"),
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
-        code=code("downstream", "represent", "train", "models", "augment"),
+        code=code_of("finetune"),
     params:
         **REPRESENT["finetune"],
         seed=config["seed"],
@@ -194,6 +193,7 @@ rule report_represent:
         res("report/sections/represent_{part}.html"),
     input:
         unpack(lambda wc: REPRESENT_REPORT_INPUTS[wc.part]),
+        code=code_of("report_represent"),
     params:
         part=lambda wc: wc.part,
     wildcard_constraints:
