@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gzmorph import classify as C
-from gzmorph.imageset import write_images
+from gzmorph.imageset import read_images, write_images
 from gzmorph.io import InputError
 from gzmorph.report.classify import report_section
 
@@ -112,7 +112,7 @@ def test_trained_model_file_and_training_outputs(trained):
     assert out["flat"][1]["levels"][0]["label_smoothing"] == 0.0
     tsv = pd.read_csv(path.parent / "training.tsv", sep="\t")
     assert list(tsv["level"].unique()) == ["coarse", "fine"] and {"epoch", "train_loss", "val_accuracy"} <= set(tsv)
-    assert (path.parent / "checkpoints" / "coarse" / "last.pt").exists()
+    assert not (path.parent / "checkpoints").exists()  # a finished run keeps no checkpoint
 
 
 @pytest.mark.parametrize("kind", ["hiwl", "flat"])
@@ -172,8 +172,10 @@ def test_labels_the_model_does_not_know(trained, tmp_path):
 
 def test_model_file_errors(trained, tmp_path):
     _, _, out = trained
+    checkpoint = tmp_path / "last.pt"  # what gzmorph.train.fit writes during training
+    torch.save({"model": {}, "optimizer": {}, "state": {"epoch": 1}, "meta": {}}, checkpoint)
     with pytest.raises(InputError, match="not a gzmorph classifier model file.*training checkpoint"):
-        C.load_model(out["hiwl"][0].parent / "checkpoints" / "coarse" / "last.pt")
+        C.load_model(checkpoint)
     with pytest.raises(InputError, match="model file not found"):
         C.load_model(tmp_path / "nope.pt")
     with pytest.raises(InputError, match="differ from the expected"):
@@ -185,21 +187,43 @@ def test_model_file_errors(trained, tmp_path):
         C.load_model(tmp_path / "bad.pt")
 
 
-def test_checkpoint_of_another_model_is_refused(trained, tmp_path):
-    cat, imgs, out = trained
-    ck = out["flat"][0].parent / "checkpoints"
-    with pytest.raises(InputError, match="different run.*delete"):
-        C.train(cat, imgs, tmp_path / "m.pt", kind="flat", checkpoint_dir=ck, **{**TINY, "model_kwargs": {"widths": [4, 4]}})
-    assert not (tmp_path / "m.pt").exists()
+def level_weights(path):
+    return torch.load(path, weights_only=False)["levels"][0]["state_dict"]
 
 
-def test_rerun_resumes_finished_training(trained, tmp_path):
-    cat, imgs, out = trained
-    ck = out["flat"][0].parent / "checkpoints"
-    C.train(cat, imgs, tmp_path / "again.pt", kind="flat", checkpoint_dir=ck, **TINY)
-    a = torch.load(out["flat"][0], weights_only=False)["levels"][0]["state_dict"]
-    b = torch.load(tmp_path / "again.pt", weights_only=False)["levels"][0]["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def same_state(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finished_training_leaves_no_checkpoint(trained):
+    _, _, out = trained
+    for kind in ("hiwl", "flat"):
+        assert not (out[kind][0].parent / "checkpoints").exists(), kind
+
+
+def test_rerun_after_an_epochs_change_trains_afresh(trained, tmp_path):
+    """A changed setting never meets a checkpoint that blocks it or that it resumes."""
+    cat, imgs, _ = trained
+    ck = tmp_path / "checkpoints"
+    C.train(cat, imgs, tmp_path / "two.pt", kind="flat", checkpoint_dir=ck, **TINY)
+    C.train(cat, imgs, tmp_path / "three.pt", kind="flat", checkpoint_dir=ck, **{**TINY, "epochs": 3})
+    C.train(cat, imgs, tmp_path / "fresh.pt", kind="flat", checkpoint_dir=tmp_path / "fresh", **{**TINY, "epochs": 3})
+    assert same_state(level_weights(tmp_path / "three.pt"), level_weights(tmp_path / "fresh.pt"))
+
+
+def test_new_pixels_of_the_same_galaxies_train_a_new_model(trained, tmp_path):
+    """Changing crop_fraction (or image_size) changes only the pixels: the model must follow them."""
+    cat, imgs, _ = trained
+    ids, _ = read_images(imgs)
+    labels = pd.read_parquet(cat).set_index("id").loc[ids, "label"].to_numpy()
+    other = tmp_path / "images-crop09.parquet"
+    write_images(other, ids, blob_images(labels, seed=7), {"crop_fraction": 0.9})
+    ck = tmp_path / "checkpoints"
+    C.train(cat, imgs, tmp_path / "a.pt", kind="flat", checkpoint_dir=ck, **TINY)
+    C.train(cat, other, tmp_path / "b.pt", kind="flat", checkpoint_dir=ck, **TINY)
+    C.train(cat, other, tmp_path / "fresh.pt", kind="flat", checkpoint_dir=tmp_path / "fresh", **TINY)
+    assert same_state(level_weights(tmp_path / "b.pt"), level_weights(tmp_path / "fresh.pt"))
+    assert not same_state(level_weights(tmp_path / "a.pt"), level_weights(tmp_path / "b.pt"))
 
 
 def test_cli_classifies_a_folder_of_jpegs(trained, tmp_path):

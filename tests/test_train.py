@@ -1,15 +1,18 @@
 """The shared training loop: learning, seeding, kill-and-resume, early stopping, metrics table."""
 
 import csv
+import logging
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import gzmorph.train as train_module
+
 from gzmorph.augment import AugmentConfig, BatchTransform
-from gzmorph.io import InputError
 from gzmorph.models import create_model
-from gzmorph.train import cosine_schedule, fit
+from gzmorph.train import cosine_schedule, fingerprint, fit
 
 torch.set_num_threads(1)
 
@@ -113,10 +116,47 @@ def test_finished_run_is_not_retrained(tmp_path):
     assert calls == [] and same_weights(m, again)
 
 
-def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
-    img_fit(tiny_cnn(), tmp_path, epochs=1, meta={"model": "cnn", "classes": ["a", "b"]})
-    with pytest.raises(InputError, match="classes"):
-        img_fit(tiny_cnn(), tmp_path, epochs=2, meta={"model": "cnn", "classes": ["a", "c"]})
+def killed_run(tmp, meta, epoch=2):
+    """A run killed during ``epoch``: its checkpoint of epoch - 1 stays behind."""
+    def kill(e, step, loss):
+        if e == epoch and step == 1:
+            raise Kill
+    with pytest.raises(Kill):
+        img_fit(tiny_cnn(), tmp, restore_best=False, on_step=kill, meta=meta)
+
+
+@pytest.mark.parametrize("change", ["classes", "fingerprint", "code_version"])
+def test_a_checkpoint_of_another_run_is_set_aside(tmp_path, monkeypatch, caplog, change):
+    """Another model, other data or settings (the fingerprint), or other code: train afresh, say why."""
+    meta = {"model": "cnn", "classes": ["a", "b"], "fingerprint": "f1"}
+    killed_run(tmp_path / "run", meta)
+    if change == "code_version":
+        monkeypatch.setattr(train_module, "package_hash", lambda: "edited")
+    else:
+        meta = {**meta, change: "other"}
+    fresh = tiny_cnn()
+    img_fit(fresh, tmp_path / "fresh", restore_best=False, meta=meta)
+    with caplog.at_level(logging.INFO, logger="gzmorph.train"):
+        again = tiny_cnn()
+        img_fit(again, tmp_path / "run", restore_best=False, meta=meta)
+    assert same_weights(again, fresh)
+    assert f"checkpoint of another run ({change} differ); training from scratch" in caplog.text
+
+
+def test_a_truncated_checkpoint_is_set_aside(tmp_path, caplog):
+    killed_run(tmp_path, {"fingerprint": "f"})
+    (tmp_path / "last.pt").write_bytes((tmp_path / "last.pt").read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="gzmorph.train"):
+        res = img_fit(tiny_cnn(), tmp_path, meta={"fingerprint": "f"})
+    assert len(res.history) == 3 and "unreadable checkpoint" in caplog.text
+
+
+def test_fingerprint_depends_on_every_part():
+    ids = np.arange(5)
+    base = fingerprint(ids, {"lr": 0.1}, "pixels-a")
+    assert base == fingerprint(ids.copy(), {"lr": 0.1}, "pixels-a")
+    assert len({base, fingerprint(ids + 1, {"lr": 0.1}, "pixels-a"), fingerprint(ids, {"lr": 0.2}, "pixels-a"),
+                fingerprint(ids, {"lr": 0.1}, "pixels-b")}) == 4
 
 
 def test_early_stopping_stops_and_keeps_best(tmp_path):

@@ -24,7 +24,6 @@ model name, its config and weights (see :func:`save_model` / :func:`load_model`)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -179,14 +178,6 @@ def accuracy_metrics(out: torch.Tensor, y: torch.Tensor) -> dict:
             "balanced_accuracy": torch.stack(recalls).mean().item() if recalls else float("nan")}
 
 
-def fingerprint(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
-                 json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -201,7 +192,8 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     """
     from . import augment as A
     from .models import create_model
-    from .train import cosine_schedule, fit, pick_device, write_table
+    from .imageset import content_hash
+    from .train import cosine_schedule, discard_checkpoints, fingerprint, fit, pick_device, write_table
 
     cfg = TrainConfig.from_params(params)
     df, classes, cut = read_catalogue(catalogue)
@@ -220,6 +212,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     if device.type == "cuda":
         x_all = x_all.to(device)
     labels = df["label"].to_numpy(int)
+    pixels = content_hash(images)  # a checkpoint belongs to these images only
 
     saved_levels, tables = [], []
     for lv in levels:
@@ -235,7 +228,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
         meta = {"model": cfg.backbone, "model_config": model.config, "classes": lv.classes,
                 "fingerprint": fingerprint(df["id"].to_numpy()[tr], y[tr], df["id"].to_numpy()[va], y[va],
-                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor)}
+                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels)}
         log.info("%s/%s: %d train / %d val images, classes %s, label smoothing %s, weighted sampling %s",
                  kind, lv.name, len(tr), len(va), lv.classes, smoothing, lv.weighted)
         ytr, yva = torch.as_tensor(y[tr]), torch.as_tensor(y[va])
@@ -265,6 +258,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     if metrics_path:
         write_table(Path(metrics_path), tables)
     save_model(bundle, out)
+    discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "levels"} | {
         "levels": [{k: v for k, v in lv.items() if k != "state_dict"} for lv in saved_levels]}
 

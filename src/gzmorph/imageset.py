@@ -3,11 +3,13 @@
 Layout of ``curated/images.parquet``: one row per galaxy, columns ``id``
 (int64) and ``image`` (binary, the C-ordered H×W×3 uint8 pixels), row groups
 of a few thousand rows, and the shape in the schema metadata under
-``gzmorph.image_shape``.  Training reads the whole table into one array.
+``gzmorph.image_shape``, and a SHA-256 of the ids and pixels under ``gzmorph.content_hash``
+(what a training checkpoint records of its images).  Training reads the whole table into one array.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 from .io import atomic_path
 
 SHAPE_KEY = b"gzmorph.image_shape"
+HASH_KEY = b"gzmorph.content_hash"
 
 
 def write_images(path: str | Path, ids, images: np.ndarray, extra_metadata: dict | None = None) -> None:
@@ -31,7 +34,10 @@ def write_images(path: str | Path, ids, images: np.ndarray, extra_metadata: dict
     n, h, w, c = images.shape
     flat = images.reshape(n, h * w * c)
     col = pa.array([row.tobytes() for row in flat], type=pa.large_binary())
-    meta = {SHAPE_KEY: json.dumps([h, w, c]).encode()}
+    digest = hashlib.sha256(ids.tobytes())
+    digest.update(json.dumps([h, w, c]).encode())
+    digest.update(memoryview(flat).cast("B"))
+    meta = {SHAPE_KEY: json.dumps([h, w, c]).encode(), HASH_KEY: digest.hexdigest().encode()}
     for k, v in (extra_metadata or {}).items():
         meta[f"gzmorph.{k}".encode()] = json.dumps(v).encode()
     table = pa.table({"id": ids, "image": col}).replace_schema_metadata(meta)
@@ -44,6 +50,14 @@ def image_shape(path: str | Path) -> tuple[int, int, int]:
     if SHAPE_KEY not in meta:
         raise ValueError(f"{path}: not a gzmorph image table (no {SHAPE_KEY.decode()} metadata)")
     return tuple(json.loads(meta[SHAPE_KEY]))
+
+
+def content_hash(path: str | Path) -> str:
+    """The SHA-256 of an image table's ids and pixels, recorded when it was written."""
+    meta = pq.read_schema(path).metadata or {}
+    if HASH_KEY not in meta:
+        raise ValueError(f"{path}: image table without {HASH_KEY.decode()}: rerun the rule that wrote it")
+    return meta[HASH_KEY].decode()
 
 
 def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:

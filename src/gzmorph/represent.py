@@ -278,9 +278,8 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
                          **params) -> dict:
     """Train on every galaxy of ``images`` (an image table) with votes from ``catalogue``
     (the source table); write the model file ``out``.  Returns a summary dict."""
-    from .classify import fingerprint
-    from .imageset import read_images
-    from .train import write_table
+    from .imageset import content_hash, read_images
+    from .train import discard_checkpoints, fingerprint, write_table
 
     cfg = RepresentConfig.from_params(params)
     df = pd.read_parquet(catalogue)
@@ -296,7 +295,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     counts, count_source = vote_counts(df, cfg.n_volunteers)
     hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
     meta = {"model": cfg.backbone, "classes": GZ2_TREE.kaggle_columns,
-            "fingerprint": fingerprint(ids, counts, hyper)}
+            "fingerprint": fingerprint(ids, counts, hyper, content_hash(images))}
     model, norm, history = fit_representation(imgs, counts, cfg, checkpoint_dir, meta)
     bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(imgs.shape[1]),
               "norm": norm, "model_config": model.config, "num_features": int(model.num_features),
@@ -307,6 +306,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
         write_table(Path(metrics_path), history)
     with atomic_path(out) as tmp:
         torch.save(bundle, tmp)
+    discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "state_dict"}
 
 

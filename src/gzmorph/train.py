@@ -16,13 +16,23 @@ uninterrupted run (bit-identical on CPU).  The checkpoint ``last.pt`` (model,
 optimizer, scheduler, scaler, RNG states, history, best metric, ``meta``) is
 written atomically after every epoch, the best weights to ``best.pt`` and the
 per-epoch table to ``metrics.tsv`` in the same directory.
+
+A checkpoint is resumed only by the run that wrote it: its ``meta`` (model, config, classes and
+the caller's ``fingerprint`` of settings, ids, labels and image content) and the library's code
+version must equal the resuming run's.  Any other checkpoint is set aside with one log line and
+training starts afresh.  Callers remove the checkpoints once the finished model is written
+(:func:`discard_checkpoints`), so a later run never mistakes them for its own.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import logging
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,10 +42,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .io import InputError, atomic_path
+from .codedeps import package_hash
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
 
 # meta keys that must agree between a checkpoint and the run resuming from it
-RESUME_KEYS = ("model", "model_config", "classes", "fingerprint")
+RESUME_KEYS = ("model", "model_config", "classes", "fingerprint", "code_version")
 
 
 @dataclass
@@ -101,13 +114,39 @@ def write_table(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
-def check_resumable(ckpt: dict, meta: dict, path: Path) -> None:
-    old = ckpt.get("meta", {})
-    diff = [k for k in RESUME_KEYS if k in old or k in meta if old.get(k) != meta.get(k)]
+def fingerprint(*parts) -> str:
+    """A short hash of a run's defining parts: arrays by their bytes, anything else as JSON."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
+                 json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def resume_mismatch(ckpt: dict, meta: dict) -> list[str]:
+    """The ``RESUME_KEYS`` on which a checkpoint's run differs from this one (empty: same run)."""
+    old = ckpt.get("meta", {}) if isinstance(ckpt, dict) else {}
+    return [k for k in RESUME_KEYS if old.get(k) != meta.get(k)]
+
+
+def load_checkpoint(last: Path, meta: dict) -> dict | None:
+    """The checkpoint at ``last`` if this run wrote it; else ``None``, with one log line saying why."""
+    try:
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file is not a checkpoint
+        log.warning("%s: unreadable checkpoint (%s); training from scratch", last, err)
+        return None
+    diff = resume_mismatch(ck, meta)
     if diff:
-        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r} vs now {meta.get(k)!r}" for k in diff)
-        raise InputError(f"{path}: checkpoint was written by a different run ({detail}); "
-                         f"delete {path.parent} to start afresh")
+        log.info("%s: checkpoint of another run (%s differ); training from scratch", last, ", ".join(diff))
+        return None
+    return ck
+
+
+def discard_checkpoints(checkpoint_dir: str | Path | None) -> None:
+    """Remove a finished run's checkpoints: only an unfinished run is ever resumed."""
+    if checkpoint_dir:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 @torch.no_grad()
@@ -144,7 +183,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     optimizer step.  ``on_step(epoch, step, loss)`` and ``on_epoch_end(epoch, row, model)`` are
     callbacks (raising from one stops training; the last checkpoint stays resumable).
     """
-    meta = dict(meta or {})
+    meta = {**(meta or {}), "code_version": package_hash()}
     device = pick_device(device)
     dtype = amp_dtype(device, amp)
     x, y = train
@@ -161,9 +200,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
 
     ckdir = Path(checkpoint_dir) if checkpoint_dir else None
     last = ckdir / "last.pt" if ckdir else None
-    if last and resume and last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        check_resumable(ck, meta, last)
+    ck = load_checkpoint(last, meta) if last and resume and last.exists() else None
+    if ck is not None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         if sched and ck.get("scheduler"):
@@ -171,7 +209,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         scaler.load_state_dict(ck["scaler"])
         _set_rng_states(ck["rng"])
         state = ck["state"]
-        print(f"resumed from {last} after epoch {state['epoch']}", file=sys.stderr)
+        log.info("resumed from %s after epoch %d", last, state["epoch"])
 
     def save_checkpoint():
         ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -226,8 +264,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         state["epoch"] = epoch
         state["history"].append(row)
         state["done"] = patience is not None and value is not None and state["bad_epochs"] >= patience
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-              file=sys.stderr)
+        if progress:
+            log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if ckdir:
             if improved:
                 with atomic_path(ckdir / "best.pt") as tmp:
