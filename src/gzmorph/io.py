@@ -9,6 +9,17 @@ import tempfile
 from pathlib import Path
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files -rw------- whatever the umask says; outputs get the mode the user's
+# umask gives any new file (read once: os.umask can only be read by setting it)
+FILE_MODE = 0o666 & ~_process_umask()
+
+
 class InputError(ValueError):
     """Bad user input (a file, row, column or config key); the message names it."""
 
@@ -25,6 +36,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
