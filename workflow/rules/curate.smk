@@ -9,7 +9,7 @@ rule select:
         stats=res("curated/selection.json"),
     input:
         source=res("source/catalogue.parquet"),
-        code=code("curate", "cuts", "tree"),
+        code=code_of("select"),
     params:
         cut=config["cut"],
         user_cuts=config["cuts"],
@@ -34,7 +34,8 @@ rule preprocess_images:
         qc=res("curated/image_qc.json"),
     input:
         selection=res("curated/selection.parquet"),
-        code=code("preprocess", "imageset"),
+        manifest=IMAGE_MANIFEST,
+        code=code_of("preprocess_images"),
     params:
         image_size=config["image_size"],
         crop_fraction=config["crop_fraction"],
@@ -61,7 +62,7 @@ rule split:
         selection=res("curated/selection.parquet"),
         select_stats=res("curated/selection.json"),
         qc=res("curated/image_qc.json"),
-        code=code("curate"),
+        code=code_of("split"),
     params:
         fractions=config["split"],
         seed=config["seed"],

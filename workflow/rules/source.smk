@@ -5,7 +5,7 @@ rule simulate_galaxies:
     output:
         directory(res("source/synthetic")),
     input:
-        code=code("sources/synthetic", "tree"),
+        code=code_of("simulate_galaxies"),
     params:
         n=config["synthetic"]["n_galaxies"],
         stamp_size=config["synthetic"]["stamp_size"],
@@ -27,10 +27,11 @@ rule simulate_galaxies:
 
 rule source_table:
     output:
-        res("source/catalogue.parquet"),
+        catalogue=res("source/catalogue.parquet"),
+        manifest=IMAGE_MANIFEST,
     input:
         catalogue=source_catalogue_input,
-        code=code("sources", "sources/kaggle", "sources/gz2", "sources/validate", "tree"),
+        code=code_of("source_table"),
     params:
         source=config["source"],
         data_dir=source_data_dir(),
@@ -53,7 +54,7 @@ rule download_gz2:
     output:
         touch("resources/gz2/download.done"),
     input:
-        code=code("download", "sources/gz2_remote"),
+        code=code_of("download_gz2"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,5 +1,6 @@
 """Read the source catalogue into the standard table (validated)."""
 from gzmorph.io import atomic_path
+from gzmorph.manifest import write_manifest
 from gzmorph.smk import rule_context
 from gzmorph.sources import read_source
 
@@ -10,5 +11,6 @@ with rule_context(snakemake) as (params, log):
                    "fraction_kind": params["gz2"]["fraction_kind"]}
     table = read_source(params["source"], params["data_dir"], **options)
     log.info("%d galaxies, %d columns from %s", len(table), table.shape[1], params["data_dir"])
-    with atomic_path(snakemake.output[0]) as tmp:
+    with atomic_path(snakemake.output.catalogue) as tmp:
         table.to_parquet(tmp, index=False)
+    write_manifest(snakemake.output.manifest, table["image_path"])
