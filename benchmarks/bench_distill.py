@@ -21,14 +21,14 @@ import torch
 
 
 def expert_images_per_s(image_size: int, width: int, device: str, threads: int, steps: int = 10) -> float:
-    from gzmorph.augment import AugmentConfig
-    from gzmorph.experts import Preprocess, build_convnet
+    from gzmorph.augment import AugmentConfig, BatchTransform
+    from gzmorph.models import build_convnet
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
     net = build_convnet(5, image_size, width=width).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
-    t = Preprocess([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
+    t = BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
     x = (torch.rand(256, image_size, image_size, 3) * 255).to(torch.uint8).to(dev)
     y = torch.randint(0, 5, (256,), device=dev)
     gen = torch.Generator(device=dev).manual_seed(0)

@@ -13,7 +13,10 @@ import torch
 from gzmorph.augment import AugmentConfig
 from gzmorph.distill import (DistillConfig, EvalConfig, STMConfig, check_ipc, distill, evaluate_baseline,
                              evaluate_synthetic, matching_loss, pearson, write_outputs)
-from gzmorph.experts import ExpertConfig, Preprocess, Student, build_convnet, flat_params, step_generator, train_expert
+from gzmorph.augment import BatchTransform
+from gzmorph.experts import ExpertConfig, step_generator, train_expert
+from gzmorph.models import build_convnet
+from gzmorph.student import Student, flat_params
 from gzmorph.io import InputError
 
 from test_experts import tiny_data  # noqa: F401  (fixture)
@@ -24,7 +27,7 @@ def _case(dtype, n_steps=7):
     net = build_convnet(3, 8, width=4).to(dtype)
     st = Student(net)
     th = flat_params(net).to(dtype)
-    t = Preprocess([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
+    t = BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
     syn = torch.randn(6, 3, 8, 8, dtype=dtype)
     lab = torch.tensor([0, 0, 1, 1, 2, 2])
     plan = []
@@ -53,10 +56,12 @@ def test_peak_memory_does_not_grow_with_steps():
 import json, torch
 torch.set_num_threads(1)
 from gzmorph.distill import matching_loss, _rss_bytes, reset_peak_rss, peak_rss_bytes
-from gzmorph.experts import build_convnet, Student, Preprocess, flat_params, step_generator
-from gzmorph.augment import AugmentConfig
+from gzmorph.experts import step_generator
+from gzmorph.models import build_convnet
+from gzmorph.student import Student, flat_params
+from gzmorph.augment import AugmentConfig, BatchTransform
 net = build_convnet(3, 32, width=16); st = Student(net); th = flat_params(net)
-t = Preprocess([0.5]*3, [0.25]*3, AugmentConfig(), cutout=0.5)
+t = BatchTransform([0.5]*3, [0.25]*3, AugmentConfig(), cutout=0.5)
 syn = torch.randn(12, 3, 32, 32); lab = torch.arange(3).repeat_interleave(4)
 assert reset_peak_rss()
 def run(n, mem):

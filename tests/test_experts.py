@@ -1,15 +1,15 @@
-"""ConvNet-D3, the functional student, the shared preprocessing and resumable expert training."""
+"""ConvNet-D3, the functional student, the shared input pipeline and resumable expert training."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from gzmorph.augment import AugmentConfig
-from gzmorph.experts import (Data, ExpertConfig, Preprocess, Student, build_convnet, expected_meta, flat_params,
-                             load_expert, step_generator, train_expert)
+from gzmorph.augment import AugmentConfig, BatchTransform
+from gzmorph.experts import Data, ExpertConfig, expected_meta, load_expert, step_generator, train_expert
 from gzmorph.io import InputError
-from gzmorph.models import list_models
+from gzmorph.models import build_convnet, list_models
+from gzmorph.student import Student, flat_params
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def test_convnet_registered_and_functional_student_matches():
 
 
 def test_same_draw_same_transform_for_real_and_synthetic():
-    t = Preprocess([0.3] * 3, [0.2] * 3, AugmentConfig(), cutout=0.5)
+    t = BatchTransform([0.3] * 3, [0.2] * 3, AugmentConfig(), cutout=0.5)
     real = (torch.rand(4, 8, 8, 3) * 255).to(torch.uint8)
     syn = t.apply(real, None)  # the same images in normalised space (as synthetic images are stored)
     p = t.sample(4, step_generator(1, 2, 3))
@@ -61,13 +61,13 @@ def test_expert_trajectory_and_resume(tmp_path, tiny_data):
     assert torch.allclose(resumed["trajectory"], full["trajectory"], atol=1e-6)
 
 
-def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, capfd):
+def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, caplog):
     cfg = ExpertConfig(epochs=2, lr=0.05, batch_size=16, width=4)
     train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "lr": 0.2}), index=0,
                  work_dir=tmp_path / "b.work")  # a finished run with another lr in the same folder
     fresh = train_expert(tiny_data, tmp_path / "a.pt", cfg, index=0)
     again = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
-    assert "training from scratch" in capfd.readouterr().err
+    assert "training from scratch" in caplog.text  # logged (gzmorph.experts), not printed
     assert torch.allclose(again["trajectory"], fresh["trajectory"], atol=1e-6)
     assert again["meta"]["lr"] == 0.05
 

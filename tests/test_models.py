@@ -13,6 +13,16 @@ def test_registry_lists_the_project_models():
     assert {"cnn", "efficientnet_b0", "efficientnet_b1", "resnet18"} <= set(list_models())
 
 
+def test_every_model_is_registered_on_import():
+    """timm-style: importing gzmorph.models alone registers every model (the distillation ConvNet too)."""
+    import subprocess
+    import sys
+
+    code = "import gzmorph.models as m, sys; print(' '.join(m.list_models())); print('gzmorph.experts' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert "convnet_d3" in out[0].split() and out[1] == "False"
+
+
 @pytest.mark.parametrize("name", ["cnn", "efficientnet_b0", "efficientnet_b1", "resnet18"])
 def test_create_each_model_output_and_feature_shapes(name):
     torch.manual_seed(0)

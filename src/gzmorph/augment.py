@@ -10,6 +10,10 @@ Randomness comes only from an explicit ``torch.Generator`` (or a ``seed``):
 applied to two batches (a synthetic and a real one, seeded per step).  With
 ``per_sample=False`` one transform is drawn for the whole batch, which makes
 the draw independent of the batch size.
+
+:class:`BatchTransform` is the one input pipeline built on these (uint8 or
+normalised float -> augmentation -> normalisation -> cutout -> ZCA) that
+classifiers, representations, distillation experts and students all use.
 """
 
 from __future__ import annotations
@@ -151,13 +155,62 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 class BatchTransform:
-    """The ``transform(x, generator, train)`` of ``train.fit``: uint8 -> float, augment (train only), normalise."""
+    """The one input pipeline of training (``train.fit``), experts, distillation and evaluation.
 
-    def __init__(self, mean, std, cfg: AugmentConfig | None = None):
-        self.mean, self.std, self.cfg = list(mean), list(std), cfg
+    ``transform(x, generator, train)``: input uint8 N×H×W×C (images as stored) or float N×C×H×W
+    already in *normalised* space (distilled images; denormalised to [0, 1] first, so that both
+    kinds get the very same transform) -> [0, 1] -> augmentation (``train`` only) -> per-channel
+    normalisation -> cutout (``train`` only; a ``cutout`` × side square set to 0, the mean
+    colour) -> optional ZCA whitening (``zca``: D×D matrix on flattened normalised images).
+    Differentiable in a float input.  ``sample`` draws a transform and ``apply`` applies it, so
+    a synthetic and a real batch can share one draw.
+    """
+
+    def __init__(self, mean, std, cfg: AugmentConfig | None = None, cutout: float = 0.0,
+                 zca: torch.Tensor | None = None):
+        self.mean, self.std, self.cfg, self.cutout, self.zca = list(mean), list(std), cfg, float(cutout), zca
+
+    def _v(self, vals, x):
+        return torch.as_tensor(vals, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images or normalised floats -> float N×C×H×W in [0, 1] (before augmentation; for display)."""
+        if x.dtype == torch.uint8:
+            return to_float(x)
+        return x * self._v(self.std, x) + self._v(self.mean, x)
+
+    def sample(self, n: int, generator: torch.Generator | None, device="cpu") -> dict | None:
+        """Draw the training transform of ``n`` images (``None`` when there is nothing to draw)."""
+        if self.cfg is None and not self.cutout:
+            return None
+        gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+        p = sample_params(n, gen, self.cfg, device=device) if self.cfg else {}
+        if self.cutout:
+            p["cut_centre"] = torch.rand(n, 2, generator=gen, device=gen.device).to(device)
+        return p
+
+    def _cutout(self, x: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1) + 0.5
+        xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) + 0.5
+        c = centre.to(x.dtype)
+        half_h, half_w = self.cutout * h / 2, self.cutout * w / 2
+        inside = ((ys - c[:, 0].view(-1, 1, 1) * h).abs() < half_h) & \
+                 ((xs - c[:, 1].view(-1, 1, 1) * w).abs() < half_w)
+        return x * (~inside).unsqueeze(1).to(x.dtype)  # 0 = the mean colour
+
+    def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
+        """Apply a drawn transform (``None``: no augmentation, as in evaluation)."""
+        x = self.denormalize(x)
+        if params is not None and self.cfg is not None:
+            x = apply(x, params, self.cfg)
+        x = normalize(x, self.mean, self.std)
+        if params is not None and self.cutout:
+            x = self._cutout(x, params["cut_centre"])
+        if self.zca is not None:
+            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
+        return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
-        x = to_float(x)
-        if train and self.cfg is not None:
-            x = augment(x, generator, self.cfg)
-        return normalize(x, self.mean, self.std)
+        params = self.sample(len(x), generator, x.device) if train else None
+        return self.apply(x, params)

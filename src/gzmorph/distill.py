@@ -55,8 +55,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .experts import (Data, Preprocess, Student, accuracy, build_convnet, expected_meta, load_expert,
-                      make_preprocess, step_generator)
+from .augment import BatchTransform
+from .experts import Data, accuracy, expected_meta, load_expert, step_generator
+from .models import build_convnet
+from .student import Student
 from .io import InputError, atomic_path
 
 SYNTHETIC_FORMAT = "gzmorph.synthetic/1"
@@ -106,7 +108,7 @@ def _reverse_states(theta0, n, step, leaf, cache):
     yield from rev(0, theta0, n)
 
 
-def matching_loss(student: Student, theta0, target, denom, syn, labels, alpha, plan, transform: Preprocess,
+def matching_loss(student: Student, theta0, target, denom, syn, labels, alpha, plan, transform: BatchTransform,
                   memory: str = "constant", leaf: int = 4, need_grad: bool = True):
     """Matching loss and its gradients w.r.t. the synthetic images and α.
 
@@ -242,7 +244,7 @@ def real_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch
     return torch.cat(xs), torch.cat(ys)
 
 
-def mean_per_class(data: Data, ipc: int, seed: int, transform: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_per_class(data: Data, ipc: int, seed: int, transform: BatchTransform) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-mean images (normalised floats): the means of ``ipc`` random disjoint parts of each class."""
     check_ipc(data, ipc)
     gen = torch.Generator().manual_seed(int(seed))
@@ -304,7 +306,7 @@ def distill(data: Data, expert_paths, cfg: DistillConfig, model_config: dict, *,
     if student.n_params != experts.traj[0].shape[1]:
         raise InputError(f"distill: trajectories have {experts.traj[0].shape[1]} parameters, "
                          f"the ConvNet {model_config} has {student.n_params}")
-    transform = make_preprocess(data, augment, cutout)
+    transform = data.transform(augment, cutout)
     x0, labels = real_per_class(data, cfg.ipc, cfg.seed)
     syn = transform.apply(x0.to(device), None).detach().clone()
     labels = labels.to(device)
@@ -446,7 +448,7 @@ def distill(data: Data, expert_paths, cfg: DistillConfig, model_config: dict, *,
             "final_cap": cap if stm else None, "expert_epochs": E}
 
 
-def to_uint8(images: torch.Tensor, transform: Preprocess) -> np.ndarray:
+def to_uint8(images: torch.Tensor, transform: BatchTransform) -> np.ndarray:
     """Normalised float N×3×H×W -> uint8 N×H×W×3 for display."""
     x = transform.denormalize(images.float()).clamp(0, 1)
     return (x.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -478,7 +480,7 @@ def write_outputs(result: dict, data: Data, synthetic_path, grid_path, history_p
 
     with atomic_path(synthetic_path) as tmp:
         torch.save(result, tmp)
-    transform = make_preprocess(data, augment, cutout)
+    transform = data.transform(augment, cutout)
     save_grid(to_uint8(result["images"], transform), result["labels"].numpy(), data.classes, grid_path)
     rows = result["history"] or [{"iteration": None}]
     write_table(Path(history_path), rows)
@@ -537,7 +539,7 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
     from .train import fit, pick_device, predict_tensor
 
     device = pick_device(cfg.device)
-    transform = make_preprocess(data, augment, cutout)
+    transform = data.transform(augment, cutout)
     accs = []
     for k in range(cfg.n_nets):
         torch.manual_seed(seed * 1009 + k)
@@ -581,7 +583,7 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
                                augment=augment, cutout=cutout, log=log)
     elif kind == "mean":
-        x, y = mean_per_class(data, ipc, seed + 17, make_preprocess(data, False, 0))
+        x, y = mean_per_class(data, ipc, seed + 17, data.transform(False, 0))
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
                                augment=augment, cutout=cutout, log=log)
     elif kind == "full":
@@ -703,7 +705,7 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     freed tensors leave the RSS (see :func:`probe_subprocess`).  CUDA: ``max_memory_allocated`` increment.
     """
     from .augment import AugmentConfig
-    from .experts import Preprocess, Student, build_convnet, flat_params, step_generator
+    from .student import flat_params
 
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -711,7 +713,7 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     student = Student(net)
     theta0 = flat_params(net).to(dev)
     target = theta0 + 0.01 * torch.randn_like(theta0)
-    transform = Preprocess([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
+    transform = BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
     syn = torch.randn(n_classes * ipc, 3, image_size, image_size, device=dev, requires_grad=True)
     labels = torch.arange(n_classes, device=dev).repeat_interleave(ipc)
     opt = torch.optim.SGD([syn], lr=100.0, momentum=0.5)

@@ -1,20 +1,15 @@
-"""Expert trajectories for dataset distillation: ConvNet-D3, data, augmentation, training.
+"""Expert trajectories for dataset distillation: data, expert training, expert files.
 
-* ``convnet_d3`` is added to the model registry of :mod:`gzmorph.models`
-  (``create_model("convnet_d3", num_classes, image_size, width=128, depth=3, norm="instance")``):
-  ``depth`` × [conv3×3 → norm → ReLU → avg-pool 2] → linear, the ConvNet of MTT/STM.
-* :class:`Student` evaluates such a net from a *flat* parameter vector
-  (``torch.func.functional_call`` on views of it), so distillation can unroll
-  many SGD steps of a student.
-* :class:`Preprocess` is the one input pipeline of experts, distillation and
-  evaluation: uint8 (or float already in normalised space) → the shared
-  differentiable augmentation of :mod:`gzmorph.augment` (rot90/flip, rotate,
-  scale, shift, brightness/contrast) + cutout (added here; ``augment`` has
-  none) → per-channel normalisation → optional ZCA whitening.  ``sample``
-  draws the transform, ``apply`` applies it (so a synthetic and a real batch can
-  share one draw, seeded per step by :func:`step_generator`).
-* :func:`train_expert` trains one expert with :func:`gzmorph.train.fit` (plain
-  SGD) and saves the flat parameters after every epoch; it resumes after a kill.
+* :func:`load_data`: the train and test splits of the curated catalogue at the
+  distillation image size (uint8), with normalisation statistics and an
+  optional ZCA whitening matrix; :meth:`Data.transform` is their input pipeline
+  (:class:`gzmorph.augment.BatchTransform` with cutout and ZCA), shared by the
+  experts, the distillation and the evaluation.  :func:`step_generator` seeds
+  one augmentation draw per distillation step.
+* :func:`train_expert` trains one ConvNet (``convnet_d3`` of
+  :mod:`gzmorph.models`) with :func:`gzmorph.train.fit` (plain SGD) and saves
+  its flat parameters (:mod:`gzmorph.student`) after every epoch; it resumes
+  after a kill.
 
 Expert file (``experts/<name>.pt``): ``{"format", "trajectory": (E+1)×P float32
 tensor (epoch 0 = initial weights), "history": per-epoch rows, "meta": model
@@ -24,97 +19,26 @@ config, classes, image size, normalisation, data fingerprint, ...}``.
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import augment as aug
 from .io import InputError, atomic_path
-from .models import Classifier, create_model, register_model
+from .models import build_convnet
+from .student import flat_params
 
 EXPERT_FORMAT = "gzmorph.expert/1"
-NORMS = ("instance", "layer", "none")
 # meta keys that must agree between an expert and the distillation that uses it
 COMPAT_KEYS = ("model_config", "classes", "image_size", "fingerprint", "zca")
+log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- model
-
-
-class _ConvNetBackbone(nn.Sequential):
-    pass
-
-
-def _norm(kind: str, width: int) -> nn.Module:
-    if kind == "instance":  # instance norm with affine parameters, as MTT's "instancenorm"
-        return nn.GroupNorm(width, width, affine=True)
-    if kind == "layer":
-        return nn.GroupNorm(1, width, affine=True)
-    if kind == "none":
-        return nn.Identity()
-    raise InputError(f"convnet_d3: norm must be one of {NORMS} (batch norm has running statistics "
-                     f"that an unrolled functional student cannot carry), not {kind!r}")
-
-
-@register_model("convnet_d3", image_size=32)
-def convnet_d3(num_classes: int, image_size: int, pretrained=None, width: int = 128, depth: int = 3,
-               norm: str = "instance") -> Classifier:
-    """ConvNet-D``depth``: ``depth`` × [conv3×3 (``width``) → norm → ReLU → avg-pool 2] → linear."""
-    if pretrained:
-        raise InputError("model 'convnet_d3' has no pretrained weights; leave pretrained empty")
-    if image_size % (2 ** depth):
-        raise InputError(f"convnet_d3: image size {image_size} is not divisible by 2^depth = {2 ** depth}")
-    layers, cin = [], 3
-    for _ in range(depth):
-        layers += [nn.Conv2d(cin, width, 3, padding=1), _norm(norm, width), nn.ReLU(),
-                   nn.AvgPool2d(2, 2)]
-        cin = width
-    side = image_size // 2 ** depth
-    backbone = _ConvNetBackbone(*layers, nn.Flatten())
-    return Classifier(backbone, width * side * side, num_classes, dropout=0.0)
-
-
-def build_convnet(num_classes: int, image_size: int, width: int = 128, depth: int = 3,
-                  norm: str = "instance") -> Classifier:
-    return create_model("convnet_d3", num_classes, image_size, width=int(width), depth=int(depth), norm=norm)
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float().cpu()
-
-
-def load_flat(model: nn.Module, theta: torch.Tensor) -> nn.Module:
-    torch.nn.utils.vector_to_parameters(theta.to(next(model.parameters()).device), model.parameters())
-    return model
-
-
-class Student:
-    """A net evaluated from a flat parameter vector: ``student(theta, x) -> logits``."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-        self.names = [n for n, _ in model.named_parameters()]
-        self.shapes = [p.shape for _, p in model.named_parameters()]
-        self.numels = [p.numel() for _, p in model.named_parameters()]
-        self.n_params = sum(self.numels)
-
-    def params(self, theta: torch.Tensor) -> dict:
-        out, i = {}, 0
-        for name, shape, n in zip(self.names, self.shapes, self.numels):
-            out[name] = theta[i:i + n].view(shape)
-            i += n
-        return out
-
-    def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self.model, self.params(theta), (x,))
-
-
-# --------------------------------------------------------------------------- data + preprocessing
+# --------------------------------------------------------------------------- data
 
 
 @dataclass
@@ -132,6 +56,12 @@ class Data:
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
+
+    def transform(self, augment=True, cutout: float = 0.5) -> aug.BatchTransform:
+        """The input pipeline of this data: normalisation and ZCA of the training split, ``augment``
+        (``AugmentConfig.from_value``) and, with augmentation only, ``cutout``."""
+        cfg = aug.AugmentConfig.from_value(augment)
+        return aug.BatchTransform(self.mean, self.std, cfg, cutout if cfg is not None else 0.0, self.zca)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -192,68 +122,6 @@ def step_generator(seed: int, iteration: int, step: int = 0, device="cpu") -> to
     return torch.Generator(device=device).manual_seed(s)
 
 
-class Preprocess:
-    """``transform(x, generator, train)`` for :func:`gzmorph.train.fit` and the distillation steps.
-
-    Input: uint8 N×H×W×3 (real images) or float N×3×H×W in *normalised* space
-    (synthetic images; denormalised to [0, 1] before the augmentation so both
-    kinds get the very same transform).  Output: normalised (and optionally
-    ZCA-whitened) float N×3×H×W, differentiable in a float input.
-    """
-
-    def __init__(self, mean, std, cfg: aug.AugmentConfig | None = None, cutout: float = 0.0,
-                 zca: torch.Tensor | None = None):
-        self.mean, self.std, self.cfg, self.cutout, self.zca = list(mean), list(std), cfg, float(cutout), zca
-
-    def _v(self, vals, x):
-        return torch.as_tensor(vals, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-
-    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            return aug.to_float(x)
-        return x * self._v(self.std, x) + self._v(self.mean, x)
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised float -> [0, 1] float (for display)."""
-        return self.to_unit(x)
-
-    def sample(self, n: int, generator: torch.Generator | None, device="cpu") -> dict | None:
-        if self.cfg is None and not self.cutout:
-            return None
-        gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
-        p = aug.sample_params(n, gen, self.cfg or aug.AugmentConfig(), device=device) if self.cfg else {}
-        if self.cutout:
-            p["cut_centre"] = torch.rand(n, 2, generator=gen, device=gen.device).to(device)
-        return p
-
-    def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
-        x = self.to_unit(x)
-        if params is not None and self.cfg is not None:
-            x = aug.apply(x, params, self.cfg)
-        x = aug.normalize(x, self.mean, self.std)
-        if params is not None and self.cutout:
-            h, w = x.shape[-2:]
-            ys = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1) + 0.5
-            xs = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) + 0.5
-            c = params["cut_centre"].to(x.dtype)
-            half_h, half_w = self.cutout * h / 2, self.cutout * w / 2
-            inside = ((ys - c[:, 0].view(-1, 1, 1) * h).abs() < half_h) & \
-                     ((xs - c[:, 1].view(-1, 1, 1) * w).abs() < half_w)
-            x = x * (~inside).unsqueeze(1).to(x.dtype)  # 0 = the mean colour
-        if self.zca is not None:
-            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
-        return x
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
-        params = self.sample(len(x), generator, x.device) if train else None
-        return self.apply(x, params)
-
-
-def make_preprocess(data: Data, augment=True, cutout: float = 0.5) -> Preprocess:
-    cfg = aug.AugmentConfig.from_value(augment)
-    return Preprocess(data.mean, data.std, cfg, cutout if cfg is not None else 0.0, data.zca)
-
-
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y.to(logits.device)).float().mean()) if len(y) else float("nan")
 
@@ -301,7 +169,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
             "fingerprint": data.fingerprint, "image_size": data.image_size, "mean": data.mean,
             "std": data.std, "zca": data.zca is not None, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "augment": cfg.augment, "cutout": cfg.cutout, "seed": seed, "index": index}
-    transform = make_preprocess(data, cfg.augment, cfg.cutout)
+    transform = data.transform(cfg.augment, cfg.cutout)
     device = pick_device(cfg.device)
     n_eval = min(len(data.x_train), cfg.train_eval_images)
     eval_idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_eval]
@@ -323,8 +191,8 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
         saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
         if saved is None or saved.get("meta") != meta or len(saved["trajectory"]) < done:
             # another model, data or setting (lr, batch size, augmentation, seed): never continue it
-            print(f"{work}: checkpoint of other settings or without a matching trajectory; training from scratch",
-                  file=sys.stderr)
+            log.warning("%s: checkpoint of other settings or without a matching trajectory; "
+                        "training from scratch", work)
             last.unlink()
         else:
             traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]
@@ -350,7 +218,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
                      "test_accuracy": row.get("val_accuracy"), "seconds": row["seconds"]})
         save_traj()
 
-    fit(model, nn.functional.cross_entropy, (data.x_train, data.y_train), (data.x_test, data.y_test),
+    fit(model, F.cross_entropy, (data.x_train, data.y_train), (data.x_test, data.y_test),
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
         optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
         transform=transform, metrics_fn=test_metrics, restore_best=False, checkpoint_dir=work,
@@ -389,12 +257,5 @@ def expected_meta(data: Data, model_config: dict) -> dict:
             "fingerprint": data.fingerprint, "zca": data.zca is not None}
 
 
-def n_params(model_config: dict) -> int:
-    cfg = {k: v for k, v in model_config.items() if k not in ("name", "num_classes", "image_size")}
-    m = build_convnet(model_config["num_classes"], model_config["image_size"], **cfg)
-    return sum(p.numel() for p in m.parameters())
-
-
-__all__ = ["Data", "ExpertConfig", "Preprocess", "Student", "build_convnet", "convnet_d3", "expected_meta",
-           "flat_params", "load_data", "load_expert", "load_flat", "make_preprocess", "resize_uint8",
-           "step_generator", "train_expert", "zca_matrix", "accuracy"]
+__all__ = ["COMPAT_KEYS", "Data", "ExpertConfig", "accuracy", "expected_meta", "load_data", "load_expert",
+           "resize_uint8", "step_generator", "train_expert", "zca_matrix"]

@@ -96,6 +96,45 @@ def cnn(num_classes: int, image_size: int, pretrained=None, widths=(32, 64, 128,
     return Classifier(backbone, widths[-1], num_classes, dropout)
 
 
+CONVNET_NORMS = ("instance", "layer", "none")
+
+
+def _convnet_norm(kind: str, width: int) -> nn.Module:
+    if kind == "instance":  # instance norm with affine parameters, as MTT's "instancenorm"
+        return nn.GroupNorm(width, width, affine=True)
+    if kind == "layer":
+        return nn.GroupNorm(1, width, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise InputError(f"convnet_d3: norm must be one of {CONVNET_NORMS} (batch norm has running statistics "
+                     f"that an unrolled functional student cannot carry), not {kind!r}")
+
+
+@register_model("convnet_d3", image_size=32)
+def convnet_d3(num_classes: int, image_size: int, pretrained=None, width: int = 128, depth: int = 3,
+               norm: str = "instance") -> Classifier:
+    """ConvNet-D``depth`` of MTT/STM (the distillation experts and students): ``depth`` × [conv3×3
+    (``width``) → norm → ReLU → avg-pool 2] → linear.  No batch norm, so that it can be evaluated
+    functionally from a flat parameter vector (:class:`gzmorph.student.Student`)."""
+    if pretrained:
+        raise InputError("model 'convnet_d3' has no pretrained weights; leave pretrained empty")
+    if image_size % (2 ** depth):
+        raise InputError(f"convnet_d3: image size {image_size} is not divisible by 2^depth = {2 ** depth}")
+    layers, cin = [], 3
+    for _ in range(depth):
+        layers += [nn.Conv2d(cin, width, 3, padding=1), _convnet_norm(norm, width), nn.ReLU(),
+                   nn.AvgPool2d(2, 2)]
+        cin = width
+    side = image_size // 2 ** depth
+    return Classifier(nn.Sequential(*layers, nn.Flatten()), width * side * side, num_classes, dropout=0.0)
+
+
+def build_convnet(num_classes: int, image_size: int, width: int = 128, depth: int = 3,
+                  norm: str = "instance") -> Classifier:
+    """``create_model("convnet_d3", ...)`` with the integer options of a saved ``model_config``."""
+    return create_model("convnet_d3", num_classes, image_size, width=int(width), depth=int(depth), norm=norm)
+
+
 def _efficientnet(variant: str, num_classes, pretrained, dropout):
     import torchvision
 

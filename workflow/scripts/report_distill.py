@@ -5,7 +5,7 @@ with rule_context(snakemake) as (params, log):
     import pandas as pd
 
     from gzmorph.distill import distill_section, load_synthetic, to_uint8
-    from gzmorph.experts import Preprocess
+    from gzmorph.augment import BatchTransform
     from gzmorph.io import read_json
     from gzmorph.report import write_fragment
 
@@ -14,7 +14,7 @@ with rule_context(snakemake) as (params, log):
     for path in snakemake.input.synthetic:
         s = load_synthetic(path)
         key = f"{s['method']} ipc {s['ipc']}"
-        t = Preprocess(s["mean"], s["std"])
+        t = BatchTransform(s["mean"], s["std"])
         grids[key] = (to_uint8(s["images"], t), [s["classes"][int(i)] for i in s["labels"]])
         histories[key] = s["history"]
         if s["method"] == "stm":
