@@ -11,13 +11,15 @@ import pytest
 import torch
 
 from gzmorph.augment import AugmentConfig
-from gzmorph.distill import (DistillConfig, EvalConfig, STMConfig, check_ipc, distill, evaluate_baseline,
-                             evaluate_synthetic, matching_loss, pearson, write_outputs)
+from gzmorph.distill import (DistillConfig, EvalConfig, STMConfig, check_ipc, distill, eval_record,
+                             evaluate_baseline, evaluate_synthetic, matching_loss, pearson, write_outputs)
 from gzmorph.augment import BatchTransform
 from gzmorph.experts import ExpertConfig, step_generator, train_expert
 from gzmorph.models import build_convnet
 from gzmorph.student import Student, flat_params
-from gzmorph.io import InputError
+from gzmorph.io import InputError, write_json
+from gzmorph.report import read_fragment
+from gzmorph.report.distill import report_section
 
 from test_experts import tiny_data  # noqa: F401  (fixture)
 
@@ -117,8 +119,15 @@ def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method):
     ec = EvalConfig(n_nets=2, epochs=3, full_epochs=1)
     acc = evaluate_synthetic(r, tiny_data, ec, 0)
     assert 0 <= acc["mean"] <= 1 and len(acc["runs"]) == 2
+    baselines = {kind: evaluate_baseline(kind, 2, tiny_data, MC, ec, 0) for kind in ("random", "mean")}
     for kind in ("random", "mean"):
-        assert 0 <= evaluate_baseline(kind, 2, tiny_data, MC, ec, 0)["mean"] <= 1
+        assert 0 <= baselines[kind]["mean"] <= 1
+    # the report section reads what the stage wrote
+    write_json(tmp_path / "eval.json", eval_record(r, acc, baselines, len(tiny_data.y_test)))
+    (tmp_path / "expert_000.tsv").write_text("epoch\ttrain_accuracy\ttest_accuracy\n1\t0.5\t0.4\n")
+    frag = read_fragment(report_section([tmp_path / "eval.json"], [tmp_path / "s.pt"], [tmp_path / "expert_000.tsv"],
+                                        tmp_path / "distillation.html"))
+    assert frag.anchor == "distillation" and "Prototypes" in frag.html
 
 
 def test_nan_rolls_back(tiny_data, experts):

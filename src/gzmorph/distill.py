@@ -604,65 +604,6 @@ def eval_record(syn: dict, acc: dict, baselines: dict, n_test: int, experts_fina
             "final_cap": syn.get("final_cap"), "image_size": syn["image_size"]}
 
 
-# --------------------------------------------------------------------------- report
-
-
-def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs: dict, expert_histories=None):
-    """Report section: prototype grids, accuracy table vs baselines, STM stage curves, loss and α curves."""
-    from .report import ORDER, Section, figure, image_grid, new_figure, note, paragraph, table
-
-    sec = Section("Dataset distillation", anchor="distillation", order=ORDER["distillation"],
-                  summary="expert trajectories → synthetic prototypes (MTT / STM)")
-    sec.add(paragraph(
-        "Synthetic galaxies distilled by matching expert training trajectories (MTT; STM with its "
-        "self-adaptive schedule). Each row of a grid is one class; images start from real training "
-        "galaxies. Accuracy: fresh ConvNets trained only on the synthetic set, tested on the real test split, "
-        "against `random` real images, `mean` class-mean images and the full training set."))
-    rows = []
-    for ev in evals:
-        b = ev["baselines"]
-        rows.append({"method": ev["method"], "ipc": ev["ipc"],
-                     "distilled": f"{ev['accuracy_mean']:.3f} ± {ev['accuracy_sd']:.3f}",
-                     **{k: f"{v['mean']:.3f} ± {v['sd']:.3f}" for k, v in b.items()},
-                     "n_test": ev["n_test"]})
-    if rows:
-        sec.add(table(rows, caption="Test accuracy (mean ± sd over evaluation nets)"))
-    else:
-        sec.add(note("no distillation results", kind="warn"))
-    for key, (u8, titles) in grids.items():
-        sec.add(image_grid(u8, titles, ncols=max(1, min(10, len(u8) // max(1, len(set(titles)))) or 1),
-                           caption=f"Prototypes {key}", cell_px=72, label=key))
-    for key, st in stage_logs.items():
-        if not st:
-            continue
-        fig = new_figure((6.4, 3.2))
-        ax = fig.add_subplot(1, 1, 1)
-        it = [r["iteration"] for r in st]
-        ax.plot(it, [r["next_epoch_loss"] for r in st], ".", ms=3, label="next-epoch loss")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("next-epoch matching loss")
-        ax2 = ax.twinx()
-        ax2.step(it, [r["cap"] for r in st], where="post", color="C3", label="start-epoch cap")
-        ax2.set_ylabel("cap")
-        sec.add(figure(fig, f"STM stages {key}: cap and next-epoch loss"))
-    for key, h in histories.items():
-        if not h:
-            continue
-        fig = new_figure((6.4, 2.8))
-        ax = fig.add_subplot(1, 2, 1)
-        ax.plot([r["iteration"] for r in h], [r["loss"] for r in h], lw=0.8)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("matching loss")
-        ax = fig.add_subplot(1, 2, 2)
-        ax.plot([r["iteration"] for r in h], [r["alpha"] for r in h], lw=0.8, color="C2")
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("α")
-        sec.add(figure(fig, f"Loss and learned step size {key}"))
-    if expert_histories:
-        sec.add(table(expert_histories, caption="Experts: final train / test accuracy"))
-    return sec
-
-
 # --------------------------------------------------------------------------- memory / speed probe
 
 
