@@ -1,0 +1,54 @@
+"""Atomic writes (modes, no leftovers) and the image manifest."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gzmorph.manifest import refresh_manifest, write_manifest
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_outputs_get_the_mode_the_umask_says(tmp_path, umask, mode):
+    code = ("from gzmorph.io import write_json; import sys; write_json(sys.argv[1], {'a': 1})")
+    out = tmp_path / "out.json"
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, preexec_fn=lambda: os.umask(umask))
+    assert out.stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def images(tmp_path, n=3):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"{i}.jpg"
+        p.write_bytes(bytes([i]) * (10 + i))
+        paths.append(str(p))
+    return paths
+
+
+def test_manifest_is_rewritten_only_when_an_image_changes(tmp_path):
+    paths = images(tmp_path)
+    manifest = tmp_path / "m.tsv"
+    write_manifest(manifest, paths)
+    before = manifest.read_text()
+    assert refresh_manifest(manifest) is False and manifest.read_text() == before
+
+    st = os.stat(paths[1])
+    Path(paths[1]).write_bytes(b"another image")  # replaced
+    assert refresh_manifest(manifest) is True and manifest.read_text() != before
+    Path(paths[1]).write_bytes(bytes([1]) * 11)  # restored, with its old time stamp
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert refresh_manifest(manifest) is True and manifest.read_text() == before
+
+    os.unlink(paths[2])  # removed
+    assert refresh_manifest(manifest) is True and f"-1\t-1\t{paths[2]}" in manifest.read_text()
+
+
+def test_refresh_leaves_missing_or_foreign_files_alone(tmp_path):
+    assert refresh_manifest(tmp_path / "none.tsv") is False
+    (tmp_path / "x.tsv").write_text("something else\n")
+    assert refresh_manifest(tmp_path / "x.tsv") is False and (tmp_path / "x.tsv").read_text() == "something else\n"
