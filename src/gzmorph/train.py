@@ -194,30 +194,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     torch.manual_seed(seed)  # initial weights are the caller's; this seeds anything built below
     model.to(device)
     opt = optimizer(model.parameters())
-    sched = scheduler(opt, steps_per_epoch, epochs) if scheduler else None
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    state = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0, "done": False}
-
+    loop = _Loop(model, loss_fn, opt, scheduler(opt, steps_per_epoch, epochs) if scheduler else None,
+                 torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), device, dtype, transform)
     ckdir = Path(checkpoint_dir) if checkpoint_dir else None
-    last = ckdir / "last.pt" if ckdir else None
-    ck = load_checkpoint(last, meta) if last and resume and last.exists() else None
-    if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        if sched and ck.get("scheduler"):
-            sched.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        _set_rng_states(ck["rng"])
-        state = ck["state"]
-        log.info("resumed from %s after epoch %d", last, state["epoch"])
-
-    def save_checkpoint():
-        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(),
-              "scheduler": sched.state_dict() if sched else None, "scaler": scaler.state_dict(),
-              "rng": _rng_states(), "state": state, "meta": meta}
-        with atomic_path(last) as tmp:
-            torch.save(ck, tmp)
-        write_table(ckdir / "metrics.tsv", state["history"])
+    state = loop.resume(ckdir / "last.pt", meta) if ckdir and resume and (ckdir / "last.pt").exists() else None
+    state = state or {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0,
+                      "done": False}
 
     best_state = None
     while state["epoch"] < epochs and not state["done"]:
@@ -226,32 +208,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout etc.
         gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # sampling order
         aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(seed + 1, epoch))  # augmentation
-        model.train()
-        total, count = 0.0, 0
-        bar = _tqdm(batch_order(len(x), batch_size, gen, weights), desc=f"epoch {epoch}/{epochs}",
-                    disable=not progress)
-        for step, idx in enumerate(bar):
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            if transform:
-                xb = transform(xb, aug_gen, True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if sched:
-                sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-            if on_step:
-                on_step(epoch, step, loss.item())
-        row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": opt.param_groups[0]["lr"]}
+        batches = _tqdm(batch_order(len(x), batch_size, gen, weights), desc=f"epoch {epoch}/{epochs}",
+                        disable=not progress)
+        row = {"epoch": epoch, "train_loss": loop.train_epoch(x, y, batches, aug_gen, epoch, on_step),
+               "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val[0]):
-            out = predict_tensor(model, val[0], transform, eval_batch_size, device, amp)
-            row["val_loss"] = float(loss_fn(out, val[1].to(out.device)))
-            row.update({f"val_{k}": float(v) for k, v in (metrics_fn(out, val[1]) if metrics_fn else {}).items()})
+            row.update(loop.validate(val, metrics_fn, eval_batch_size, amp))
         row["seconds"] = round(time.perf_counter() - t0, 3)
         value = row.get(monitor)
         improved = value is not None and (state["best_metric"] is None
@@ -267,10 +229,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         if progress:
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if ckdir:
-            if improved:
-                with atomic_path(ckdir / "best.pt") as tmp:
-                    torch.save({"model": best_state, "epoch": epoch, "metric": value, "meta": meta}, tmp)
-            save_checkpoint()
+            loop.save(ckdir, state, meta, best_state if improved else None)
         if on_epoch_end:
             on_epoch_end(epoch, row, model)
 
@@ -281,6 +240,76 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
             model.load_state_dict(best_state)
     return FitResult(state["history"], state["best_epoch"], state["best_metric"],
                      state["done"], ckdir, meta)
+
+
+@dataclass
+class _Loop:
+    """What one training run steps: the model, its loss, optimiser, scheduler and gradient scaler."""
+    model: torch.nn.Module
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    sched: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dtype: object
+    transform: Callable | None
+
+    def train_epoch(self, x, y, batches, aug_gen, epoch: int, on_step: Callable | None) -> float:
+        """One pass over ``batches`` (index tensors); the mean training loss."""
+        self.model.train()
+        total, count = 0.0, 0
+        for step, idx in enumerate(batches):
+            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+            if self.transform:
+                xb = self.transform(xb, aug_gen, True)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+                loss = self.loss_fn(self.model(xb), yb)
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            if self.sched:
+                self.sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+            batches.set_postfix(loss=f"{total / count:.4f}", refresh=False)
+            if on_step:
+                on_step(epoch, step, loss.item())
+        return total / max(count, 1)
+
+    def validate(self, val: tuple, metrics_fn: Callable | None, batch_size: int, amp) -> dict:
+        """``val_loss`` and ``val_<metric>`` of the whole validation set."""
+        out = predict_tensor(self.model, val[0], self.transform, batch_size, self.device, amp)
+        row = {"val_loss": float(self.loss_fn(out, val[1].to(out.device)))}
+        row.update({f"val_{k}": float(v) for k, v in (metrics_fn(out, val[1]) if metrics_fn else {}).items()})
+        return row
+
+    def resume(self, last: Path, meta: dict) -> dict | None:
+        """Restore the checkpoint ``last`` if this run wrote it; its training state, else ``None``."""
+        ck = load_checkpoint(last, meta)
+        if ck is None:
+            return None
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        if self.sched and ck.get("scheduler"):
+            self.sched.load_state_dict(ck["scheduler"])
+        self.scaler.load_state_dict(ck["scaler"])
+        _set_rng_states(ck["rng"])
+        log.info("resumed from %s after epoch %d", last, ck["state"]["epoch"])
+        return ck["state"]
+
+    def save(self, ckdir: Path, state: dict, meta: dict, best_state: dict | None) -> None:
+        """The end-of-epoch checkpoint ``last.pt`` (and ``best.pt`` when the epoch improved)."""
+        if best_state is not None:
+            with atomic_path(ckdir / "best.pt") as tmp:
+                torch.save({"model": best_state, "epoch": state["epoch"], "metric": state["best_metric"],
+                            "meta": meta}, tmp)
+        ck = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+              "scheduler": self.sched.state_dict() if self.sched else None, "scaler": self.scaler.state_dict(),
+              "rng": _rng_states(), "state": state, "meta": meta}
+        with atomic_path(ckdir / "last.pt") as tmp:
+            torch.save(ck, tmp)
+        write_table(ckdir / "metrics.tsv", state["history"])
 
 
 def _tqdm(it, **kw):
