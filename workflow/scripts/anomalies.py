@@ -5,17 +5,15 @@ from gzmorph.io import atomic_path, write_json
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
-    from gzmorph.downstream import anomaly_experiment
+    from gzmorph.anomalies import AnomalySettings, anomaly_experiment
     from gzmorph.represent import read_embeddings
 
     ids, vec = read_embeddings(snakemake.input.embeddings)
     source = pd.read_parquet(snakemake.input.source, columns=["id", "Class6.1"]).set_index("id")
     odd = source["Class6.1"].reindex(ids).to_numpy()
-    seeds = [params["seed"] + i for i in range(params["seeds"])]
-    metrics, curves, first = anomaly_experiment(
-        vec, odd, threshold=params["threshold"], n_components=params["n_components"], budget=params["budget"],
-        initial=params["initial"], batch=params["batch"], seeds=seeds, alpha=params["astronomaly_alpha"])
-    log.info("%d anomalies (odd > %s); average precision %s", metrics["n_anomalies"], params["threshold"],
+    seed = params.pop("seed")
+    metrics, curves, first = anomaly_experiment(vec, odd, AnomalySettings(**params), seed)
+    log.info("%d anomalies (odd > %s); average precision %s", metrics["n_anomalies"], metrics["threshold"],
              ", ".join(f"{k} {v['average_precision']['mean']:.3f}" for k, v in metrics["methods"].items()))
     write_json(snakemake.output.metrics, metrics)
     curves.to_csv(snakemake.output.curves, sep="\t", index=False)

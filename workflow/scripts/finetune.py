@@ -1,14 +1,13 @@
 """Fine-tuning from few labels (rings): frozen representation + head, fine-tuned, from scratch."""
-import pandas as pd
-
 from gzmorph.io import write_json
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
-    from gzmorph.downstream import run_finetune
+    from gzmorph.finetune import FinetuneSettings, run_finetune
 
+    seed = params.pop("seed")
     metrics, runs = run_finetune(snakemake.input.model, snakemake.input.images, snakemake.input.embeddings,
-                                 snakemake.input.source, params)
+                                 snakemake.input.source, FinetuneSettings(**params), seed)
     write_json(snakemake.output.metrics, metrics)
     runs.to_csv(snakemake.output.runs, sep="\t", index=False)
     for note in metrics["notes"]:

@@ -6,14 +6,14 @@ from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     from gzmorph.curate import read_catalogue
-    from gzmorph.downstream import similarity_search, similarity_gallery
     from gzmorph.represent import read_embeddings
+    from gzmorph.similarity import SimilaritySettings, similarity_gallery, similarity_search
 
     ids, vec = read_embeddings(snakemake.input.embeddings)
     curated, classes = read_catalogue(snakemake.input.curated)
     source = pd.read_parquet(snakemake.input.source)
-    table, metrics = similarity_search(ids, vec, curated, source, params["query_ids"] or None,
-                                       params["n_components"], params["k"], seed=params["seed"])
+    seed = params.pop("seed")
+    table, metrics = similarity_search(ids, vec, curated, source, SimilaritySettings(**params), seed)
     log.info("precision@%d %.3f (base rate %.3f) over %d labelled galaxies", metrics["k"],
              metrics["precision_at_k"], metrics["base_rate"], metrics["n_labelled"])
     with atomic_path(snakemake.output.neighbours) as tmp:

@@ -1,0 +1,204 @@
+"""Report sections of the representation stage: the embeddings, similarity search, anomaly
+detection and fine-tuning parts, each from the outputs of its rule."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..anomalies import ANOMALY_METHODS
+from ..curate import read_catalogue
+from ..imageset import read_images
+from ..io import load_bundle, read_json
+from . import html as R
+
+
+def represent_section(part: str, inputs: dict) -> R.Section:
+    """The report section of one part of the stage; ``inputs`` are the rule's input paths."""
+    builder = {"embeddings": _embeddings_section, "similarity": _similarity_section,
+               "anomalies": _anomalies_section, "finetune": _finetune_section}[part]
+    return builder(inputs)
+
+
+def _fmt_ms(d: dict) -> str:
+    """``mean ± sd`` of a metric summarised over seeds."""
+    return f"{d['mean']:.3f} ± {d['sd']:.3f}"
+
+
+def _embeddings_section(inp):
+    """The representation: what was trained, its training curve and the 2-D map of the embeddings."""
+    from ..represent import MODEL_FORMAT  # torch: only this part needs it
+
+    bundle = load_bundle(inp["model"], MODEL_FORMAT, "representation model file")
+    m = pd.read_parquet(inp["map"])
+    curated, classes = read_catalogue(inp["curated"])
+    source = pd.read_parquet(inp["source"], columns=["id", "Class6.1"])
+    training = pd.read_csv(inp["training"], sep="\t")
+    qc = read_json(inp["qc"])
+    sec = R.Section("Representation (Zoobot-style)", anchor="represent-embeddings",
+                    order=R.ORDER["embeddings"], summary="one model answering every decision-tree question")
+    cfg = bundle["config"]
+    last = training.iloc[-1] if len(training) else {}
+    sec.add(R.paragraph(
+        f"A {bundle['model_config']['name']} backbone at {bundle['image_size']} px with one output per answer "
+        f"({len(bundle['answers'])}) is trained on every galaxy of the source with the negative log "
+        "Dirichlet-multinomial likelihood of each question's vote counts (concentration 1 + 100·sigmoid). "
+        + ("Vote counts come from the catalogue." if bundle["count_source"] == "counts" else
+           f"The catalogue has only cumulative vote fractions: counts are conditional fraction × reach × "
+           f"{cfg['n_volunteers']} volunteers, rounded.") +
+        f" The {bundle['num_features']}-d pooled layer is the representation."))
+    sec.add(R.metrics({"galaxies": int(bundle["n_galaxies"]), "embedding dim": int(bundle["num_features"]),
+                       "epochs": int(len(training)), "final val loss": float(last.get("val_loss", float("nan"))),
+                       "skipped images": int(qc.get("n_corrupt_images", 0))}, float_format="{:.3f}"))
+    fig = R.new_figure((5.2, 3.0))
+    ax = fig.add_subplot()
+    ax.plot(training["epoch"], training["train_loss"], "o-", label="train")
+    if "val_loss" in training:
+        ax.plot(training["epoch"], training["val_loss"], "s-", label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per galaxy (−log likelihood)")
+    ax.legend(frameon=False)
+    R.style_axes(ax)
+    fig2 = R.new_figure((10, 4.2))
+    a1, a2 = fig2.subplots(1, 2)
+    lab = m.merge(curated[["id", "label_name"]], on="id", how="left")
+    a1.scatter(lab["x"], lab["y"], s=3, c="#c8ccd6", label="not in the cut")
+    for name in classes:
+        g = lab[lab["label_name"] == name]
+        a1.scatter(g["x"], g["y"], s=4, label=f"{name} ({len(g)})")
+    a1.legend(markerscale=3, fontsize=7, frameon=False)
+    a1.set_title("curated label", fontsize=9)
+    odd = m.merge(source, on="id", how="left")
+    sc = a2.scatter(odd["x"], odd["y"], s=3, c=odd["Class6.1"], cmap="viridis")
+    fig2.colorbar(sc, ax=a2, label="odd fraction (Class6.1)")
+    a2.set_title("odd fraction", fontsize=9)
+    for a in (a1, a2):
+        a.set_xlabel(f"{m['method'].iloc[0].upper()} 1")
+        a.set_ylabel(f"{m['method'].iloc[0].upper()} 2")
+        R.style_axes(a, grid=None)
+    sec.add(R.figure(fig2, f"Embedding map of all {len(m):,} galaxies ({m['method'].iloc[0].upper()} of the "
+                           "representation), coloured by curated label and by odd fraction."),
+            R.figure(fig, "Training curve."))
+    return sec
+
+
+def _similarity_section(inp):
+    """Similarity search: precision@k against the curated labels (and true kinds) and each query's neighbours."""
+    met = read_json(inp["metrics"])
+    tab = pd.read_parquet(inp["neighbours"])
+    sec = R.Section("Similarity search", anchor="represent-similarity", order=R.ORDER["embeddings"] + 1,
+                    summary=f"precision@{met['k']} {met['precision_at_k']:.3f} vs base rate {met['base_rate']:.3f}")
+    sec.add(R.paragraph(f"Representation → PCA ({met['n_components']} components) → Euclidean nearest neighbours "
+                        "(ball tree). Precision@k: every labelled (curated) galaxy is a query and its "
+                        f"{met['k']} nearest labelled neighbours are compared with its label; the base rate is the "
+                        "precision of random neighbours."))
+    vals = {f"precision@{met['k']}": met["precision_at_k"], "label base rate": met["base_rate"],
+            "lift": met["lift"], "labelled queries": int(met["n_labelled"])}
+    if "truth" in met:
+        vals[f"precision@{met['k']} by true {met['truth']['column']}"] = met["truth"]["precision_at_k"]
+        vals["true-kind base rate"] = met["truth"]["base_rate"]
+    sec.add(R.metrics(vals, float_format="{:.3f}"))
+    per = pd.DataFrame({"precision@k": met["precision_per_label"]})
+    per.index.name = "curated label"
+    blocks = [R.table(per, float_format="{:.3f}", caption="Precision by query label")]
+    if "truth" in met:
+        pt = pd.DataFrame({"precision@k": met["truth"]["precision_per_kind"]})
+        pt.index.name = met["truth"]["column"]
+        blocks.append(R.table(pt, float_format="{:.3f}", caption="Precision by true morphology (all galaxies)"))
+    sec.add(R.columns(*blocks))
+    for q in dict.fromkeys(tab["query_id"]):
+        t = tab[tab["query_id"] == q].sort_values("rank")
+        ids = [int(q)] + t["neighbour_id"].astype(int).tolist()
+        _, imgs = read_images(inp["images"], ids)
+        titles = [f"query {q}\n{t['query_label'].iloc[0]}"] + [
+            f"{r}: {lab if isinstance(lab, str) else '–'}\nd={d:.3g}"
+            for r, lab, d in zip(t["rank"], t["neighbour_label"], t["distance"])]
+        sec.add(R.image_grid(imgs, titles, ncols=len(ids), cell_px=64,
+                             label=f"Query {q} ({t['query_label'].iloc[0]}) and its nearest neighbours"))
+    return sec
+
+
+def _anomalies_section(inp):
+    """Anomaly detection: ranking metrics per method, learning curves and each method's top galaxies."""
+    met = read_json(inp["metrics"])
+    curves = pd.read_csv(inp["curves"], sep="\t")
+    rank = pd.read_parquet(inp["ranking"])
+    names = ANOMALY_METHODS
+    base = "astronomaly"
+    sec = R.Section("Personalised anomaly detection", anchor="represent-anomalies", order=R.ORDER["embeddings"] + 2,
+                    summary=f"AP {met['methods']['gp']['average_precision']['mean']:.3f} (GP) vs "
+                            f"{met['methods'][base]['average_precision']['mean']:.3f} (Astronomaly baseline)")
+    sec.add(R.paragraph(
+        f"A simulated user rates interest as round(5 × odd fraction); true anomalies: odd fraction > "
+        f"{met['threshold']} ({met['n_anomalies']} of {met['n_galaxies']:,} galaxies). Representation → PCA "
+        f"{met['n_components']} → standardise; the GP method asks {met['initial']} random galaxies, then batches of "
+        f"{met['batch']} by expected improvement, up to {met['budget']} labels; mean ± sd over "
+        f"{len(met['seeds'])} seeds. Precision in the top N uses N = min(N, number of anomalies) "
+        f"({', '.join(f'{k}: {v}' for k, v in met['top_n'].items())})."))
+    if met.get("note"):
+        sec.add(R.note(met["note"], kind="warn"))
+    rows = []
+    for m, vals in met["methods"].items():
+        rows.append({"method": names.get(m, m), **{k: _fmt_ms(v) for k, v in vals.items()}})
+    sec.add(R.table(pd.DataFrame(rows), caption="Ranking metrics, mean ± sd over seeds"))
+    if len(curves):
+        col = [c for c in curves.columns if c.startswith("precision_top")][0]
+        fig = R.new_figure((5.6, 3.2))
+        ax = fig.add_subplot()
+        for m, g in curves.groupby("method"):
+            s = g.groupby("n_labels")[col].agg(["mean", "std"]).fillna(0)
+            ax.plot(s.index, s["mean"], "o-", ms=3, label=names.get(m, m))
+            ax.fill_between(s.index, s["mean"] - s["std"], s["mean"] + s["std"], alpha=0.15)
+        ax.set_xlabel("labels given by the user")
+        ax.set_ylabel(col.replace("_", " "))
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(frameon=False, fontsize=8)
+        R.style_axes(ax)
+        sec.add(R.figure(fig, "Precision of the top-ranked galaxies vs the number of labels (seed mean ± sd)."))
+    for m in ("gp", base):
+        top = rank.sort_values(f"score_{m}", ascending=False).head(16)
+        _, imgs = read_images(inp["images"], top["id"].to_numpy())
+        sec.add(R.image_grid(imgs, [f"{i}\nodd {o:.2f}" for i, o in zip(top["id"], top["odd_fraction"])],
+                             ncols=8, cell_px=84, label=f"Top 16 by {names[m]} (first seed)"))
+    return sec
+
+
+def _finetune_section(inp):
+    """Fine-tuning from few labels: accuracy and ROC AUC per arm and label budget."""
+    met = read_json(inp["metrics"])
+    runs = pd.read_csv(inp["runs"], sep="\t")
+    sec = R.Section("Fine-tuning from few labels: rings", anchor="represent-finetune",
+                    order=R.ORDER["embeddings"] + 3, summary="label efficiency of the representation")
+    sec.add(R.paragraph(
+        f"Task: ring vs not ring, {met['rule']}. {met['n_rings']} rings, {met['n_not_rings']} non-rings; per seed a "
+        f"balanced test set of {met['n_test_per_class']} + {met['n_test_per_class']} galaxies is held out and the "
+        f"training sets are balanced (budget = rings = non-rings). Arms: frozen representation + linear head "
+        f"({met['head_steps']} steps), representation fine-tuned and the same architecture from scratch "
+        f"({met['steps']} steps each); mean ± sd over {len(met['seeds'])} seeds."))
+    if met["notes"]:
+        sec.add(R.note("; ".join(met["notes"]) + " (budgets: auto; an explicit list above the available rings "
+                       "is an error)."))
+    if not met["arms"]:
+        return sec
+    rows = []
+    for arm, per in met["arms"].items():
+        for b, v in per.items():
+            rows.append({"arm": arm, "budget (rings)": int(b),
+                         "accuracy": f"{v['accuracy_mean']:.3f} ± {v['accuracy_sd']:.3f}",
+                         "ROC AUC": f"{v['roc_auc_mean']:.3f} ± {v['roc_auc_sd']:.3f}"})
+    sec.add(R.table(pd.DataFrame(rows).sort_values(["budget (rings)", "arm"]).reset_index(drop=True),
+                    caption="Test accuracy and ROC AUC, mean ± sd over seeds"))
+    fig = R.new_figure((9, 3.2))
+    a1, a2 = fig.subplots(1, 2)
+    for arm, g in runs.groupby("arm", sort=False):
+        for ax, col in ((a1, "accuracy"), (a2, "roc_auc")):
+            s = g.groupby("budget")[col].agg(["mean", "std"]).fillna(0)
+            ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=arm)
+    for ax, col in ((a1, "accuracy"), (a2, "ROC AUC")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("rings in the training set")
+        ax.set_ylabel(f"test {col}")
+        ax.axhline(0.5, color="#9aa1b1", lw=0.8, ls="--")
+        R.style_axes(ax)
+    a1.legend(frameon=False, fontsize=8)
+    sec.add(R.figure(fig, "Label efficiency: test accuracy and ROC AUC vs number of labelled rings."))
+    return sec

@@ -1,0 +1,45 @@
+"""Similarity search in the representation: precision@k, queries, true kinds."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gzmorph.io import InputError
+from gzmorph.similarity import SimilaritySettings, base_rate, precision_at_k, similarity_search
+
+
+def blobs(n_per=40, k=3, dim=8, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (k, dim))
+    x = np.concatenate([c + rng.normal(0, spread, (n_per, dim)) for c in centres])
+    y = np.repeat(np.arange(k), n_per)
+    return x, y
+
+
+def test_precision_at_k_on_known_clusters():
+    x, y = blobs()
+    p = precision_at_k(x, y, k=10)
+    assert p["precision"] == pytest.approx(1.0)
+    assert p["base_rate"] == pytest.approx(39 / 119)
+    shuffled = np.random.default_rng(1).permutation(y)
+    assert precision_at_k(x, shuffled, 10)["precision"] < 0.5
+    assert base_rate(["a", "a", "b", "b"]) == pytest.approx(1 / 3)
+
+
+def test_similarity_search_queries_and_truth():
+    x, y = blobs(n_per=30)
+    ids = np.arange(500, 590)
+    names = np.array(["round", "spiral", "edge-on"])
+    curated = pd.DataFrame({"id": ids[::2], "label": y[::2], "label_name": names[y[::2]],
+                            "confidence": np.linspace(0, 1, 45)})
+    source = pd.DataFrame({"id": ids, "true_kind": names[y]})
+    table, m = similarity_search(ids, x, curated, source, SimilaritySettings(n_components=5, k=5))
+    assert len(m["query_ids"]) == 3  # one per class, the most confident
+    for name in names:
+        g = curated[curated["label_name"] == name]
+        assert g.sort_values("confidence")["id"].iloc[-1] in m["query_ids"]
+    assert len(table) == 15 and (table["query_id"] != table["neighbour_id"]).all()
+    assert m["precision_at_k"] == pytest.approx(1.0) and m["base_rate"] < 0.4
+    assert m["truth"]["column"] == "true_kind" and m["truth"]["precision_at_k"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match=r"query id\(s\) \[42\] do not exist"):
+        similarity_search(ids, x, curated, source, SimilaritySettings(query_ids=[500, 42]))
