@@ -10,6 +10,7 @@ from PIL import Image
 from gzmorph.io import InputError
 from gzmorph.sources import synthetic
 from gzmorph.sources.synthetic import CATALOGUE, IMAGES, TRUTH_COLUMNS, generate
+from gzmorph.sources.synthetic import catalogue as synthetic_catalogue
 from gzmorph.tree import GZ2_TREE, KAGGLE_COLUMNS
 
 STAMP = 96  # small stamps keep the tests fast
@@ -94,7 +95,7 @@ def test_truth_agreement_hiwl5():
     """
     rows, ideal = [], []
     for i in range(300):
-        rng_p, rng_r, rng_v, rng_n = synthetic._galaxy_rng(5, i)
+        rng_p, rng_r, rng_v, rng_n = synthetic_catalogue._galaxy_rng(5, i)
         p = synthetic.sample_galaxy(rng_p)
         _, meas = synthetic.render_galaxy(p, STAMP, rng_r, rng_n)
         meas["psf_fwhm"] = p["psf_fwhm"] * meas["s"]
@@ -138,7 +139,7 @@ def test_crash_leaves_no_catalogue(tmp_path, monkeypatch):
             raise RuntimeError("renderer failed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_galaxy", flaky)
+    monkeypatch.setattr(synthetic_catalogue, "render_galaxy", flaky)  # where generate looks it up
     with pytest.raises(RuntimeError, match="renderer failed"):
         generate(tmp_path, 20, 1, stamp_size=STAMP, workers=1, progress=False)
     assert not (tmp_path / CATALOGUE).exists()
