@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
+from .distill_settings import DistillSettings, ExpertConfig
 from .io import InputError, atomic_path
 from .models import build_convnet
 from .student import flat_params
@@ -57,7 +59,7 @@ class Data:
     def class_counts(self) -> list[int]:
         return torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
 
-    def transform(self, augment=True, cutout: float = 0.5) -> aug.BatchTransform:
+    def transform(self, augment=DistillSettings.augment, cutout: float = DistillSettings.cutout) -> aug.BatchTransform:
         """The input pipeline of this data: normalisation and ZCA of the training split, ``augment``
         (``AugmentConfig.from_value``) and, with augmentation only, ``cutout``."""
         cfg = aug.AugmentConfig.from_value(augment)
@@ -88,7 +90,8 @@ def zca_matrix(x_norm: torch.Tensor, reg: float = 0.1) -> torch.Tensor:
     return w.float()
 
 
-def load_data(catalogue, images, image_size: int = 32, zca: bool = False, zca_reg: float = 0.1) -> Data:
+def load_data(catalogue, images, image_size: int = DistillSettings.image_size, zca: bool = DistillSettings.zca,
+              zca_reg: float = 0.1) -> Data:
     """Train and test splits of the curated catalogue at ``image_size`` px, with normalisation stats."""
     from .augment import channel_stats
     from .curate import read_catalogue
@@ -129,27 +132,34 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- experts
 
 
-@dataclass
-class ExpertConfig:
-    epochs: int = 4
-    lr: float = 0.01
-    batch_size: int = 64
-    width: int = 128
-    depth: int = 3
-    norm: str = "instance"
-    augment: bool | dict = True
-    cutout: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    train_eval_images: int = 1024  # train accuracy per epoch on this many (fixed) training images
-
-    def model_config(self, n_classes: int, image_size: int) -> dict:
-        return {"name": "convnet_d3", "num_classes": int(n_classes), "image_size": int(image_size),
-                "width": int(self.width), "depth": int(self.depth), "norm": self.norm}
-
-
 def expert_seed(seed: int, index: int) -> int:
     return int(seed) * 7_777 + 1_000 * int(index) + 3
+
+
+def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accuracy, device, build) -> tuple:
+    """The trajectory and history rows so far, consistent with fit's own checkpoint (``last.pt``):
+    ``[initial], []`` without one; a checkpoint of other settings is removed (training from scratch)."""
+    last, traj_path = work / "last.pt", work / "trajectory.pt"
+    if not last.exists():
+        return [initial], []
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    done = ck["state"]["epoch"]
+    saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
+    if saved is None or saved.get("meta") != meta or len(saved["trajectory"]) < done:
+        # another model, data or setting (lr, batch size, augmentation, seed): never continue it
+        log.warning("%s: checkpoint of other settings or without a matching trajectory; training from scratch",
+                    work)
+        last.unlink()
+        return [initial], []
+    traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]
+    if len(traj) == done:  # killed between fit's checkpoint and the trajectory save
+        m = build()
+        m.load_state_dict(ck["model"])
+        traj.append(flat_params(m))
+        row = dict(ck["state"]["history"][-1])
+        rows.append({"epoch": done, "train_loss": row.get("train_loss"), "train_accuracy": train_accuracy(m.to(device)),
+                     "test_accuracy": row.get("val_accuracy"), "seconds": row.get("seconds")})
+    return traj, rows
 
 
 def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, work_dir=None,
@@ -163,7 +173,8 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     traj_path = work / "trajectory.pt"
     seed = expert_seed(cfg.seed, index)
     torch.manual_seed(seed)
-    model = build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+    build = partial(build_convnet, len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+    model = build()
     mcfg = cfg.model_config(len(data.classes), data.image_size)
     meta = {"model": "convnet_d3", "model_config": mcfg, "classes": data.classes,
             "fingerprint": data.fingerprint, "image_size": data.image_size, "mean": data.mean,
@@ -182,28 +193,8 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
         m.train()
         return accuracy(out, data.y_train[eval_idx])
 
-    # the trajectory so far, consistent with fit's own checkpoint (last.pt)
-    traj, rows = [flat_params(model)], []
+    traj, rows = _trajectory_so_far(work, meta, flat_params(model), train_accuracy, device, build)
     last = work / "last.pt"
-    if last.exists():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-        done = ck["state"]["epoch"]
-        saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
-        if saved is None or saved.get("meta") != meta or len(saved["trajectory"]) < done:
-            # another model, data or setting (lr, batch size, augmentation, seed): never continue it
-            log.warning("%s: checkpoint of other settings or without a matching trajectory; "
-                        "training from scratch", work)
-            last.unlink()
-        else:
-            traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]
-            if len(traj) == done:  # killed between fit's checkpoint and the trajectory save
-                m = build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
-                m.load_state_dict(ck["model"])
-                traj.append(flat_params(m))
-                row = dict(ck["state"]["history"][-1])
-                rows.append({"epoch": done, "train_loss": row.get("train_loss"),
-                             "train_accuracy": train_accuracy(m.to(device)),
-                             "test_accuracy": row.get("val_accuracy"), "seconds": row.get("seconds")})
 
     def save_traj():
         with atomic_path(traj_path) as tmp:

@@ -1,0 +1,185 @@
+"""The ``distill:`` config block as typed settings: the one place the stage's defaults live.
+
+:class:`DistillSettings` is the ``distill:`` config block; its defaults *are* the "default"
+preset (:func:`default_preset`, which ``gzmorph.settings.DISTILL_PRESETS`` uses; the other presets
+state what they change of it).  Its nested blocks are the options of one part of the stage:
+``expert`` (:class:`ExpertTraining`), ``mtt`` (:class:`MTTOptions`), ``stm`` (:class:`STMOptions`:
+the shared method keys plus the schedule's, :class:`STMConfig`) and ``eval`` (:class:`EvalOptions`).
+
+The run configurations extend them with what a run also needs, taking their defaults from the
+classes above: :class:`ExpertConfig` (``train_expert``), :class:`DistillConfig` (``distill``) and
+:class:`EvalConfig` (the evaluation), which :mod:`gzmorph.experts`, :mod:`gzmorph.distill` and
+:mod:`gzmorph.distill_eval` export.
+
+Standard library only: this module is read when the DAG is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .io import InputError
+
+METHODS = ("mtt", "stm")
+MEMORY_MODES = ("constant", "store", "unroll")
+
+
+# --------------------------------------------------------------------------- the blocks of `distill:`
+
+
+@dataclass
+class ExpertTraining:
+    """``distill.expert``: how every expert is trained (plain SGD, no momentum)."""
+
+    epochs: int = 4
+    lr: float = 0.01
+    batch_size: int = 32
+
+
+@dataclass
+class MethodOptions:
+    """The options ``distill.mtt`` and ``distill.stm`` share."""
+
+    syn_steps: int = 8  # N: student steps per iteration
+    iterations: int = 30  # MTT: iterations; STM: an upper bound
+    lr_img: float = 100.0
+    lr_alpha: float = 1e-5
+    alpha0: float = 0.01  # initial student step size α
+    batch_syn: int = 0  # synthetic images per student step; 0 = all
+
+
+@dataclass
+class MTTOptions(MethodOptions):
+    """``distill.mtt``."""
+
+    expert_epochs: int = 2  # M (STM uses 1)
+    max_start_epoch: int = 2  # T+: start epochs are drawn from [0, T+)
+
+
+@dataclass
+class STMConfig:
+    """The self-adaptive schedule of STM (:class:`gzmorph.stm.STMSchedule`)."""
+
+    check_every: int = 10  # iterations between trend tests
+    r_down: float = 5.0  # r < -r_down·σ: significant decrease -> cap + 1
+    r_up: float = 3.0  # r > r_up·σ: significant increase -> cap + 1
+    patience: int = 20  # iterations of a stage without a trend -> fine-tuning
+    ft_every: int = 5  # fine-tuning: image lr × ft_factor every ft_every iterations
+    ft_factor: float = 0.8
+    lr_floor: float = 60.0  # stop when the image lr falls below this
+    alpha_per_epoch: bool = False  # one learned α per start epoch (piecewise schedule at evaluation)
+
+
+@dataclass
+class STMOptions(STMConfig, MethodOptions):
+    """``distill.stm``: the shared method options and the schedule's, in one flat block."""
+
+    iterations: int = 40
+
+
+@dataclass
+class EvalOptions:
+    """``distill.eval``: fresh ConvNets trained on a synthetic set (or a baseline), tested on the test split."""
+
+    n_nets: int = 2
+    epochs: int = 80
+    batch_size: int = 256
+    baseline_lr: float = 0.01  # lr for the random / mean baselines
+    full_epochs: int = 4
+    full_lr: float = 0.01
+    full_batch_size: int = 64
+
+
+@dataclass
+class DistillSettings:
+    """The ``distill:`` config block; its defaults are the "default" preset."""
+
+    methods: list = field(default_factory=lambda: list(METHODS))
+    ipc: list = field(default_factory=lambda: [1])
+    n_experts: int = 2
+    image_size: int = 16
+    width: int = 16  # ConvNet-D3 of the experts and the students
+    depth: int = 3
+    norm: str = "instance"
+    zca: bool = False
+    augment: bool | dict = True  # gzmorph.augment.AugmentConfig.from_value
+    cutout: float = 0.5
+    memory: str = "constant"  # gzmorph.matching.MEMORY_MODES
+    leaf: int = 4
+    device: str = "auto"
+    threads: int = 2
+    gpu_mem_mb: int = 8000
+    runtime: int = 60
+    expert: ExpertTraining = field(default_factory=ExpertTraining)
+    mtt: MTTOptions = field(default_factory=MTTOptions)
+    stm: STMOptions = field(default_factory=STMOptions)
+    ipc_overrides: dict = field(default_factory=dict)  # {ipc: method options that replace the block's}
+    eval: EvalOptions = field(default_factory=EvalOptions)
+
+
+def default_preset() -> dict:
+    """The "default" preset: the defaults of :class:`DistillSettings` as a nested dict."""
+    return asdict(DistillSettings())
+
+
+# --------------------------------------------------------------------------- run configurations
+
+
+@dataclass
+class ExpertConfig(ExpertTraining):
+    """One expert's training run: ``distill.expert`` and the stage's model and input options."""
+
+    width: int = DistillSettings.width
+    depth: int = DistillSettings.depth
+    norm: str = DistillSettings.norm
+    augment: bool | dict = DistillSettings.augment
+    cutout: float = DistillSettings.cutout
+    seed: int = 0
+    device: str = DistillSettings.device
+    train_eval_images: int = 1024  # train accuracy per epoch on this many (fixed) training images
+
+    def model_config(self, n_classes: int, image_size: int) -> dict:
+        return {"name": "convnet_d3", "num_classes": int(n_classes), "image_size": int(image_size),
+                "width": int(self.width), "depth": int(self.depth), "norm": self.norm}
+
+
+@dataclass
+class DistillConfig(MTTOptions):
+    """One distillation run: a method's options (``distill.mtt`` or ``distill.stm``) and the stage's."""
+
+    method: str = "mtt"
+    ipc: int = 1
+    momentum: float = 0.5
+    memory: str = DistillSettings.memory
+    leaf: int = DistillSettings.leaf
+    alpha_max: float = 1.0  # a larger learned α rolls the iteration back
+    max_rollbacks: int = 20
+    seed: int = 0
+    device: str = DistillSettings.device
+    stm: STMConfig = field(default_factory=STMConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistillConfig:
+        """From a flat dict: a method block as the config has it (the STM schedule's keys beside the
+        others, as in ``distill.stm``) plus the run's keys; a nested ``stm`` dict is read too."""
+        d = dict(d)
+        stm = dict(d.pop("stm", {}))
+        stm.update({f.name: d.pop(f.name) for f in fields(STMConfig) if f.name in d})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(f"distill: unknown option(s) {sorted(unknown)}")
+        cfg = cls(**d, stm=STMConfig(**stm))
+        if cfg.method not in METHODS:
+            raise InputError(f"distill method must be one of {METHODS}, not {cfg.method!r}")
+        if cfg.memory not in MEMORY_MODES:
+            raise InputError(f"distill.memory must be one of {MEMORY_MODES}, not {cfg.memory!r}")
+        return cfg
+
+
+@dataclass
+class EvalConfig(EvalOptions):
+    """The evaluation protocol: ``distill.eval`` and the optimiser of the evaluation nets."""
+
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    device: str = DistillSettings.device
