@@ -10,16 +10,17 @@ import sys
 import pytest
 import torch
 
-from gzmorph.augment import AugmentConfig
-from gzmorph.distill import (DistillConfig, EvalConfig, STMConfig, check_ipc, distill, eval_record,
-                             evaluate_baseline, evaluate_synthetic, matching_loss, pearson, write_outputs)
-from gzmorph.augment import BatchTransform
+from gzmorph.augment import AugmentConfig, BatchTransform
+from gzmorph.distill import DistillConfig, STMConfig, check_ipc, distill, write_outputs
+from gzmorph.distill_eval import EvalConfig, eval_record, evaluate_baseline, evaluate_synthetic
 from gzmorph.experts import ExpertConfig, step_generator, train_expert
-from gzmorph.models import build_convnet
-from gzmorph.student import Student, flat_params
 from gzmorph.io import InputError, write_json
+from gzmorph.matching import matching_loss
+from gzmorph.models import build_convnet
 from gzmorph.report import read_fragment
 from gzmorph.report.distill import report_section
+from gzmorph.stm import STMSchedule, pearson
+from gzmorph.student import Student, flat_params
 
 from test_experts import tiny_data  # noqa: F401  (fixture)
 
@@ -55,9 +56,11 @@ def test_gradient_equals_plain_unroll(dtype, memory, leaf):
 def test_peak_memory_does_not_grow_with_steps():
     """Peak RSS increment (fresh process, glibc mmap threshold 64 KiB so freed tensors leave the RSS)."""
     code = r"""
-import json, torch
+import json, sys, torch
 torch.set_num_threads(1)
-from gzmorph.distill import matching_loss, _rss_bytes, reset_peak_rss, peak_rss_bytes
+sys.path.insert(0, sys.argv[1])
+from bench_distill import rss_bytes, reset_peak_rss, peak_rss_bytes
+from gzmorph.matching import matching_loss
 from gzmorph.experts import step_generator
 from gzmorph.models import build_convnet
 from gzmorph.student import Student, flat_params
@@ -68,7 +71,7 @@ syn = torch.randn(12, 3, 32, 32); lab = torch.arange(3).repeat_interleave(4)
 assert reset_peak_rss()
 def run(n, mem):
     plan = [(torch.arange(12), t.sample(12, step_generator(0, 0, k))) for k in range(n)]
-    reset_peak_rss(); base = _rss_bytes()
+    reset_peak_rss(); base = rss_bytes()
     matching_loss(st, th, th + 0.01, 1.0, syn, lab, torch.tensor(0.01), plan, t, mem)
     return peak_rss_bytes() - base
 run(1, "constant"); run(1, "unroll")
@@ -76,7 +79,8 @@ out = {"c10": run(10, "constant"), "c40": run(40, "constant"), "u10": run(10, "u
 print("RES" + json.dumps(out))
 """
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    proc = subprocess.run([sys.executable, "-c", code, bench], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RES")][-1][3:])
     assert r["c40"] <= 1.25 * max(r["c10"], 1), r
@@ -90,6 +94,65 @@ def test_pearson_and_config():
         DistillConfig.from_dict({"bogus": 1})
     with pytest.raises(InputError, match="method"):
         DistillConfig.from_dict({"method": "dc"})
+
+
+def test_stm_schedule_grows_the_cap_then_fine_tunes():
+    cfg = STMConfig(check_every=3, r_down=0.9, r_up=0.9, patience=4, ft_every=2, ft_factor=0.5, lr_floor=1.0)
+    s = STMSchedule(cfg, n_epochs=3)
+    assert (s.cap, s.mode, s.start_epoch(5), s.probing) == (1, "stage", 0, True)
+    steps = [s.update(it, loss) for it, loss in enumerate([3.0, 2.0, 1.0])]  # a significant decrease
+    assert s.cap == 2
+    assert steps[-1].events == [{"iteration": 2, "event": "cap", "cap": 2, "r": s.r, "sigma": 1.0}]
+    assert s.r == pytest.approx(-1) and s.start_epoch(9) == 0  # the stage restarts its cycle
+    steps = [s.update(it, 1.0) for it in range(3, 7)]  # no trend for `patience` iterations: fine-tuning
+    assert s.mode == "finetune" and steps[-1].events[0]["event"] == "finetune" and not s.probing
+    assert [s.update(it).lr_scale for it in range(7, 11)] == [1.0, 0.5, 1.0, 0.5]
+    assert s.start_epoch(7) == 1 and s.finished(0.9) and not s.finished(1.0)
+
+
+# the "default" preset as it was written out by hand before the dataclasses became its source
+DEFAULT_PRESET = {
+    "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
+    "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
+    "memory": "constant", "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
+    "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
+    "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
+            "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
+    "stm": {"syn_steps": 8, "iterations": 40, "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01,
+            "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
+            "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
+    "ipc_overrides": {},
+    "eval": {"n_nets": 2, "epochs": 80, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
+             "batch_size": 256, "full_batch_size": 64},
+}
+
+
+def test_default_preset_is_the_dataclass_defaults():
+    """The option dataclasses are the one source of defaults: the resolved "default" preset is theirs."""
+    from dataclasses import asdict, fields
+
+    from gzmorph.distill_settings import (DistillSettings, EvalOptions, ExpertTraining, MTTOptions, STMOptions,
+                                         default_preset)
+    from gzmorph.settings import DISTILL_PRESETS, distill_method_options, distill_settings
+
+    resolved = distill_settings({})
+    assert resolved == asdict(DistillSettings()) == default_preset() == DEFAULT_PRESET
+    assert resolved["expert"] == asdict(ExpertTraining()) and resolved["eval"] == asdict(EvalOptions())
+    assert resolved["mtt"] == asdict(MTTOptions()) and resolved["stm"] == asdict(STMOptions())
+    # the run configurations agree with the blocks they extend
+    exp, ev = ExpertConfig(), EvalConfig()
+    assert all(getattr(exp, k) == v for k, v in resolved["expert"].items())
+    assert all(getattr(exp, k) == resolved[k] for k in ("width", "depth", "norm", "augment", "cutout", "device"))
+    assert all(getattr(ev, k) == v for k, v in resolved["eval"].items()) and ev.device == resolved["device"]
+    for method in ("mtt", "stm"):
+        cfg = DistillConfig.from_dict({**distill_method_options(resolved, method, 1), "method": method})
+        assert all(getattr(cfg, k) == v for k, v in resolved[method].items() if not hasattr(cfg.stm, k))
+        assert asdict(cfg.stm) == {f.name: resolved["stm"][f.name] for f in fields(STMConfig)}
+        assert (cfg.memory, cfg.leaf, cfg.device) == (resolved["memory"], resolved["leaf"], resolved["device"])
+    # the other presets only change keys the dataclasses have
+    for preset in DISTILL_PRESETS.values():
+        assert set(preset) == set(resolved)
+        assert all(set(preset[b]) == set(resolved[b]) for b in ("expert", "mtt", "stm", "eval"))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ from gzmorph.smk import rule_context
 with rule_context(snakemake) as (params, log):
     import pandas as pd
 
-    from gzmorph.distill import EvalConfig, eval_record, evaluate_baseline, evaluate_synthetic, load_synthetic
+    from gzmorph.distill import load_synthetic
+    from gzmorph.distill_eval import EvalConfig, eval_record, evaluate_baseline, evaluate_synthetic
     from gzmorph.experts import load_data
     from gzmorph.io import read_json, write_json
 
@@ -13,7 +14,7 @@ with rule_context(snakemake) as (params, log):
     cfg = EvalConfig(**params["eval"], device=params["device"])
     if params["kind"] == "distilled":
         syn = load_synthetic(snakemake.input.synthetic, data)
-        acc = evaluate_synthetic(syn, data, cfg, params["seed"], params["augment"], params["cutout"], log=log)
+        acc = evaluate_synthetic(syn, data, cfg, params["seed"], params["augment"], params["cutout"])
         baselines = {k: read_json(snakemake.input[k]) for k in ("random", "mean", "full")}
         finals = [float(pd.read_csv(p, sep="\t")["test_accuracy"].iloc[-1]) for p in snakemake.input.experts]
         rec = eval_record(syn, acc, baselines, len(data.y_test),
@@ -26,6 +27,6 @@ with rule_context(snakemake) as (params, log):
         model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                         **params["model"]}
         rec = evaluate_baseline(params["kind"], params["ipc"], data, model_config, cfg, params["seed"],
-                                params["augment"], params["cutout"], log=log)
+                                params["augment"], params["cutout"])
         write_json(snakemake.output[0], rec)
         log.info("baseline %s ipc %s: %.4f ± %.4f", params["kind"], params["ipc"], rec["mean"], rec["sd"])
