@@ -5,6 +5,7 @@ Kept free of torch so that building the DAG stays fast.
 
 from __future__ import annotations
 
+from .distill_settings import default_preset
 from .io import InputError
 
 
@@ -27,24 +28,10 @@ def deep_merge(base: dict, over: dict | None) -> dict:
 
 # ------------------------------------------------------------------ settings
 # distill.preset picks one of these; every other key under `distill:` in the config overrides it.
-# "default": the small run inside the offline synthetic budget; "laptop": the CPU-scale real-data
-# run; "paper": the settings of Guan et al. (2023) for a GPU.
-DISTILL_PRESETS = {
-    "default": {
-        "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
-        "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
-        "memory": "constant", "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
-        "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
-        "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
-                "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
-        "stm": {"syn_steps": 8, "iterations": 40, "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01,
-                "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
-                "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
-        "ipc_overrides": {},
-        "eval": {"n_nets": 2, "epochs": 80, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
-                 "batch_size": 256, "full_batch_size": 64},
-    },
-}
+# "default": the small run inside the offline synthetic budget, the defaults of the option dataclasses
+# (gzmorph.distill_settings, their one source); "laptop": the CPU-scale real-data run; "paper": the
+# settings of Guan et al. (2023) for a GPU.
+DISTILL_PRESETS = {"default": default_preset()}  # gzmorph.distill_settings.DistillSettings()
 # The other presets: what they change of "default".
 DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {  # real data, 2 CPU cores (~10 min on Kaggle)
     "n_experts": 3, "width": 32, "ipc": [1, 10], "runtime": 240,
