@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .html import ORDER, Section, figure, image_grid, new_figure, note, paragraph, table, write_fragment
+from . import ORDER, Section, figure, image_grid, new_figure, note, paragraph, table, write_fragment
 
 
 def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs: dict, expert_histories=None):
