@@ -17,7 +17,7 @@ from gzmorph.report import (
     ORDER, Section, assemble, curation_section, figure, image_grid, metrics, new_figure, paragraph,
     read_fragment, table, write_fragment,
 )
-from gzmorph.report import html as rhtml
+from gzmorph.report import page as rpage
 from gzmorph.report.curation import counts_table
 
 CLASSES = ["smooth_round", "smooth_cigar", "edge_on", "spiral", "barred_spiral", "merger"]
@@ -177,7 +177,7 @@ def test_assemble_is_atomic(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(rhtml, "render_page", boom)
+    monkeypatch.setattr(rpage, "render_page", boom)  # where assemble looks it up
     with pytest.raises(RuntimeError, match="disk on fire"):
         assemble([frag], out)
     assert not out.exists()
