@@ -243,23 +243,49 @@ def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[s
     (no example grids); ``stats`` is the curation stats dict (every key is
     optional; unknown scalar keys are listed at the end).  Random examples are
     drawn with ``seed`` so the page is reproducible.
+
+    The section: overview, galaxies per class and split, selection rules, per-class
+    statistics, confidence per class, corrupt images, agreement with the truth, example
+    images per class, other statistics -- each part only where its data is there.
     """
-    df = catalogue_df
+    df = _checked_catalogue(catalogue_df)
+    stats = dict(stats or {})
+    class_names = list(class_names)
+    splits = _split_order(df["split"])
+    labels = [k for k in range(len(class_names))] + sorted({int(v) for v in df["label"].unique()}
+                                                           - set(range(len(class_names))))
+    sec = Section(title, anchor=anchor, order=ORDER["curation"],
+                  summary=f"{len(df):,} galaxies in {len(class_names)} classes")
+    sec.add(*_overview_blocks(df, class_names, stats, splits))
+    sec.add(*_counts_blocks(df, class_names, splits))
+    sec.add(*_selection_blocks(stats))
+    pc = _per_class_block(stats.get("per_class"))
+    if pc is not None:
+        sec.add(details("Per-class statistics", pc))
+    sec.add(heading("Confidence per class"))
+    sec.add(figure(_confidence_figure(df, class_names, labels, splits),
+                   "Distribution of the label confidence per class, stacked by split."))
+    sec.add(*_corrupt_blocks(stats))
+    sec.add(*_truth_blocks(df, class_names, stats))
+    if images is not None:
+        sec.add(*_examples_blocks(df, images, class_names, labels, n_confident, n_random, seed))
+    sec.add(*_other_stats_blocks(stats))
+    return sec
+
+
+def _checked_catalogue(df: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue, which must have ``id``, ``label`` and ``confidence``; without ``split``, all in ``all``."""
     for col in ("id", "label", "confidence"):
         if col not in df:
             raise ValueError(f"catalogue has no {col!r} column (columns: {list(df.columns)[:12]})")
     if "split" not in df:
         df = df.assign(split="all")
-    stats = dict(stats or {})
-    class_names = list(class_names)
-    splits = _split_order(df["split"])
-    counts = counts_table(df, class_names)
-    labels = [k for k in range(len(class_names))] + sorted({int(v) for v in df["label"].unique()}
-                                                           - set(range(len(class_names))))
+    return df
 
-    sec = Section(title, anchor=anchor, order=ORDER["curation"],
-                  summary=f"{len(df):,} galaxies in {len(class_names)} classes")
 
+def _overview_blocks(df: pd.DataFrame, class_names: list[str], stats: Mapping[str, Any],
+                     splits: list[str]) -> list[Block]:
+    """One sentence on the catalogue and the headline numbers (source, selected, per split ...)."""
     head = {}
     for key, name in (("n_source", "source galaxies"), ("n_selected", "selected"),
                       ("n_ambiguous", "ambiguous (dropped)"), ("n_corrupt_images", "corrupt images")):
@@ -273,68 +299,78 @@ def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[s
     intro = (f"The curated catalogue holds {len(df):,} galaxies labelled with one of "
              f"{len(class_names)} classes")
     intro += f" by the cut `{stats['cut']}`." if stats.get("cut") else "."
-    sec.add(paragraph(intro), metrics(head))
+    return [paragraph(intro), metrics(head)]
 
-    sec.add(heading("Galaxies per class and split"))
-    sec.add(columns(table(counts, float_format="{:.1%}", total_row=True,
+
+def _counts_blocks(df: pd.DataFrame, class_names: list[str], splits: list[str]) -> list[Block]:
+    """Galaxies per class and split: the table and the stacked bar chart side by side."""
+    counts = counts_table(df, class_names)
+    return [heading("Galaxies per class and split"),
+            columns(table(counts, float_format="{:.1%}", total_row=True,
                           caption="Galaxies per class and split; share is of the whole catalogue."),
-                    figure(_counts_figure(counts, splits), "Galaxies per class, stacked by split.")))
+                    figure(_counts_figure(counts, splits), "Galaxies per class, stacked by split."))]
 
-    if stats.get("cut_description") or stats.get("cut"):
-        sec.add(heading(f"Selection rules{' – ' + str(stats['cut']) if stats.get('cut') else ''}"))
-        desc = stats.get("cut_description")
-        if isinstance(desc, Mapping) and desc:
-            sec.add(definition_list(desc))
-        elif isinstance(desc, (list, tuple)) and desc:
-            sec.add(bullet_list(desc))
-        elif desc:
-            sec.add(paragraph(str(desc)))
-        if isinstance(stats.get("cut_rules"), Mapping) and stats["cut_rules"]:
-            sec.add(definition_list({str(k): f"`{v}`" for k, v in stats["cut_rules"].items()}))
-        if stats.get("max_per_class"):
-            sec.add(paragraph(f"At most {stats['max_per_class']} galaxies per class are kept, "
-                              "the most confident first."))
-        for w in stats.get("warnings") or []:
-            sec.add(note(str(w), kind="warn"))
-    pc = _per_class_block(stats.get("per_class"))
-    if pc is not None:
-        sec.add(details("Per-class statistics", pc))
 
-    sec.add(heading("Confidence per class"))
-    sec.add(figure(_confidence_figure(df, class_names, labels, splits),
-                   "Distribution of the label confidence per class, stacked by split."))
+def _selection_blocks(stats: Mapping[str, Any]) -> list[Block]:
+    """The cut's description and rules, the per-class cap and the curation warnings (if there is a cut)."""
+    if not (stats.get("cut_description") or stats.get("cut")):
+        return []
+    blocks = [heading(f"Selection rules{' – ' + str(stats['cut']) if stats.get('cut') else ''}")]
+    desc = stats.get("cut_description")
+    if isinstance(desc, Mapping) and desc:
+        blocks.append(definition_list(desc))
+    elif isinstance(desc, (list, tuple)) and desc:
+        blocks.append(bullet_list(desc))
+    elif desc:
+        blocks.append(paragraph(str(desc)))
+    if isinstance(stats.get("cut_rules"), Mapping) and stats["cut_rules"]:
+        blocks.append(definition_list({str(k): f"`{v}`" for k, v in stats["cut_rules"].items()}))
+    if stats.get("max_per_class"):
+        blocks.append(paragraph(f"At most {stats['max_per_class']} galaxies per class are kept, "
+                                "the most confident first."))
+    for w in stats.get("warnings") or []:
+        blocks.append(note(str(w), kind="warn"))
+    return blocks
 
+
+def _corrupt_blocks(stats: Mapping[str, Any]) -> list[Block]:
+    """How many source images could not be read, the policy and their ids (nothing when none)."""
     n_corrupt = stats.get("n_corrupt_images")
     corrupt_ids = list(stats.get("corrupt_ids") or [])
-    if n_corrupt or corrupt_ids:
-        n = int(n_corrupt if n_corrupt is not None else len(corrupt_ids))
-        policy = stats.get("corrupt_policy") or ("Galaxies whose source image could not be decoded are "
-                                                 "left out of the curated catalogue and image table.")
-        text = f"{n:,} source image{'s' if n != 1 else ''} could not be read. {policy}"
-        if corrupt_ids:
-            shown = ", ".join(str(i) for i in corrupt_ids[:40])
-            text += f" Ids: {shown}{' …' if len(corrupt_ids) > 40 else ''}"
-        sec.add(heading("Corrupt images"), note(text, kind="warn"))
+    if not (n_corrupt or corrupt_ids):
+        return []
+    n = int(n_corrupt if n_corrupt is not None else len(corrupt_ids))
+    policy = stats.get("corrupt_policy") or ("Galaxies whose source image could not be decoded are "
+                                             "left out of the curated catalogue and image table.")
+    text = f"{n:,} source image{'s' if n != 1 else ''} could not be read. {policy}"
+    if corrupt_ids:
+        shown = ", ".join(str(i) for i in corrupt_ids[:40])
+        text += f" Ids: {shown}{' …' if len(corrupt_ids) > 40 else ''}"
+    return [heading("Corrupt images"), note(text, kind="warn")]
 
-    sec.add(*_truth_blocks(df, class_names, stats))
 
-    if images is not None:
-        source = _ImageSource(images, df["id"].to_numpy())
-        sec.add(heading("Examples per class"))
-        sec.add(paragraph(f"For each class the {n_confident} most confident galaxies and {n_random} random "
-                          f"test-split galaxies; the captions give the galaxy id and its confidence.",
-                          muted=True))
-        sec.add(*_example_blocks(df, source, class_names, labels, n_confident, n_random, seed))
+def _examples_blocks(df: pd.DataFrame, images, class_names: Sequence[str], labels: list[int],
+                     n_confident: int, n_random: int, seed: int) -> list[Block]:
+    """Example images per class, under a heading and a line saying what they are."""
+    source = _ImageSource(images, df["id"].to_numpy())
+    return [heading("Examples per class"),
+            paragraph(f"For each class the {n_confident} most confident galaxies and {n_random} random "
+                      f"test-split galaxies; the captions give the galaxy id and its confidence.",
+                      muted=True),
+            *_example_blocks(df, source, class_names, labels, n_confident, n_random, seed)]
 
+
+def _other_stats_blocks(stats: Mapping[str, Any]) -> list[Block]:
+    """The statistics without a place of their own, in a collapsed table (nested ones as short JSON)."""
     other = {k: v for k, v in stats.items()
              if k not in _KNOWN_STATS and not isinstance(v, (Mapping, list, tuple))}
     nested = {k: v for k, v in stats.items() if k not in _KNOWN_STATS and isinstance(v, (Mapping, list, tuple))}
-    if other or nested:
-        rows = [{"statistic": k, "value": str(v) if not isinstance(v, (int, float)) else v}
-                for k, v in other.items()]
-        rows += [{"statistic": k, "value": _short(v)} for k, v in nested.items()]
-        sec.add(details("Other curation statistics", table(pd.DataFrame(rows).astype({"value": object}))))
-    return sec
+    if not (other or nested):
+        return []
+    rows = [{"statistic": k, "value": str(v) if not isinstance(v, (int, float)) else v}
+            for k, v in other.items()]
+    rows += [{"statistic": k, "value": _short(v)} for k, v in nested.items()]
+    return [details("Other curation statistics", table(pd.DataFrame(rows).astype({"value": object})))]
 
 
 def _short(v: Any, limit: int = 200) -> str:
