@@ -22,28 +22,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from .io import InputError
+from .represent_settings import AnomalySettings
 from .similarity import pca_reduce
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class AnomalySettings:
-    """The ``represent.anomalies`` config block."""
 
-    n_components: int = 40
-    threshold: float = 0.9  # anomaly = odd fraction (Class6.1) above this
-    initial: int = 10
-    batch: int = 10
-    budget: int = 200  # labels asked of the simulated user
-    seeds: int = 2
-    astronomaly_alpha: float = 1.0  # Astronomaly's trust radius, in median nearest-neighbour spacings
 
 
 #: Methods of :func:`anomaly_experiment`, in report order; ``astronomaly`` is the paper's baseline.

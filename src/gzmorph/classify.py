@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from .classify_settings import ClassifySettings
 from .io import InputError, atomic_path, write_json
 
 log = logging.getLogger(__name__)
@@ -47,39 +48,17 @@ MIN_TRAIN_PER_CLASS = 2
 
 
 @dataclass
-class TrainConfig:
-    backbone: str = "cnn"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05  # hiwl only; flat always uses 0
-    weighted_sampling: str = "rare"  # hiwl only: "rare" | "always" | "never"; flat never
-    rare_ratio: float = 0.25
-    patience: int | None = 8  # epochs without improvement of val accuracy; None = no early stopping
-    warmup_epochs: int = 1
-    augment: bool | dict = True  # see gzmorph.augment.AugmentConfig
-    pretrained: str | None = None  # local torchvision weights file (ImageNet init)
-    model_kwargs: dict = field(default_factory=dict)
-    device: str = "auto"
-    amp: str = "auto"
+class TrainConfig(ClassifySettings):
+    """The settings of one training run: the ``classify:`` settings plus its seed and progress bar."""
+
     seed: int = 0
     progress: bool = True
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
-        from .settings import options
-
-        cfg = options(cls, params, "classify")
-        if cfg.weighted_sampling not in ("rare", "always", "never"):
-            raise InputError(f"classify.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
-        if not 0 <= cfg.label_smoothing < 1:
-            raise InputError(f"classify.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
-        if cfg.epochs < 1 or cfg.batch_size < 2:
-            raise InputError(f"classify: epochs ({cfg.epochs}) must be >= 1 and batch_size ({cfg.batch_size}) >= 2")
         from .augment import AugmentConfig
 
+        cfg = cls.from_config(params)
         AugmentConfig.from_value(cfg.augment)  # InputError naming unknown augment options
         return cfg
 
@@ -221,11 +200,12 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         va = np.flatnonzero(~is_train & (y >= 0))
         smoothing = lv.label_smoothing if kind == "hiwl" else 0.0
         torch.manual_seed(cfg.seed)
-        model = create_model(cfg.backbone, len(lv.classes), image_size, pretrained=cfg.pretrained, **cfg.model_kwargs)
+        model = create_model(cfg.backbone, len(lv.classes), image_size, pretrained=cfg.pretrained or None,
+                             **cfg.model_kwargs)
         loss = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
         # a level trained for its rare class keeps the epoch with the best mean per-class recall
         monitor = "val_balanced_accuracy" if lv.weighted else "val_accuracy"
-        hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
+        hyper = cfg.identity()
         meta = {"model": cfg.backbone, "model_config": model.config, "classes": lv.classes,
                 "fingerprint": fingerprint(df["id"].to_numpy()[tr], y[tr], df["id"].to_numpy()[va], y[va],
                                            hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels)}
@@ -241,7 +221,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
                                                 weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
             scheduler=cosine_schedule(warmup_steps=cfg.warmup_epochs * max(1, len(tr) // cfg.batch_size)),
             transform=transform, metrics_fn=accuracy_metrics, monitor=monitor, mode="max",
-            patience=cfg.patience, sample_weights=sample_weights(y[tr], len(lv.classes)) if lv.weighted else None,
+            patience=cfg.patience or None, sample_weights=sample_weights(y[tr], len(lv.classes)) if lv.weighted else None,
             checkpoint_dir=Path(checkpoint_dir) / lv.name if checkpoint_dir else None, meta=meta,
             device=device, amp=cfg.amp, progress=cfg.progress)
         model.cpu()

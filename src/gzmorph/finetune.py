@@ -15,49 +15,18 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .io import InputError
+from .represent_settings import ARMS, FinetuneSettings
 
 log = logging.getLogger(__name__)
 
-ARMS = ("frozen", "finetuned", "scratch")
 RUN_COLUMNS = ["seed", "budget", "arm", "n_train", "n_test", "accuracy", "roc_auc"]
 
 
-@dataclass
-class FinetuneSettings:
-    """The ``represent.finetune`` config block: which galaxies are rings, the label budgets, and
-    how the arms train."""
-
-    ring_min: float = 0.25
-    not_ring_max: float = 0.05
-    min_odd: float = 0.3
-    min_face_on: float = 0.5
-    #: ``auto``: ``min_budget x budget_factor^i <= max_budget`` (see :func:`plan_budgets`), or a list
-    budgets: str | list[int] = "auto"
-    min_budget: int = 8
-    max_budget: int = 256
-    budget_factor: float = 4
-    test_fraction: float = 0.3
-    seeds: int = 1
-    steps: int = 30  # optimiser steps of the image arms (fine-tuned, from scratch)
-    head_steps: int = 200  # optimiser steps of the linear head on the frozen representation
-    batch_size: int = 32
-    lr: float = 0.001  # from-scratch model and the new head of the fine-tuned arm
-    lr_finetune: float = 0.0003  # the backbone of the fine-tuned representation
-    lr_head: float = 0.01  # the linear head on the frozen representation
-    augment: bool | dict = True
-    arms: list[str] = field(default_factory=lambda: list(ARMS))
-
-    def describe_rings(self) -> str:
-        """The ring / not-ring rule in words."""
-        return (f"featured face-on galaxies (Class2.2 >= {self.min_face_on}); ring: Class6.1 >= {self.min_odd} "
-                f"and ring share of the odd votes Class8.1/Class6.1 > {self.ring_min}; not ring: "
-                f"Class8.1/Class6.1 < {self.not_ring_max} (0 where nobody called it odd)")
 
 
 def ring_labels(df: pd.DataFrame, settings: FinetuneSettings | None = None) -> np.ndarray:

@@ -27,6 +27,7 @@ loss.  The model file (``model.pt``) holds everything needed to embed new images
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -38,12 +39,14 @@ import pandas as pd
 import torch
 
 from .io import InputError, atomic_path
+from .represent_settings import RepresentSettings
 from .tree import GZ2_TREE, DecisionTree
+
+_DEFAULTS = RepresentSettings()  # the one place the represent: defaults live
 
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "gzmorph.representation/1"
-DEFAULT_VOLUNTEERS = 40
 
 # --------------------------------------------------------------------------- votes
 
@@ -107,7 +110,7 @@ def count_columns(df: pd.DataFrame, tree: DecisionTree = GZ2_TREE) -> list[str] 
     return cols if all(c in df.columns for c in cols) else None
 
 
-def vote_counts(df: pd.DataFrame, n_volunteers: int = DEFAULT_VOLUNTEERS,
+def vote_counts(df: pd.DataFrame, n_volunteers: int = _DEFAULTS.n_volunteers,
                 tree: DecisionTree = GZ2_TREE) -> tuple[np.ndarray, str]:
     """Per-answer vote counts (N × answers, int64) and where they came from (``counts``/``fractions``)."""
     cols = count_columns(df, tree)
@@ -182,20 +185,23 @@ def expected_fractions(logits: torch.Tensor, tree: DecisionTree = GZ2_TREE) -> t
 
 @dataclass
 class RepresentConfig:
-    backbone: str = "cnn"
-    model_kwargs: dict = field(default_factory=dict)
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.1
-    patience: int | None = None
-    augment: bool | dict = True
-    n_volunteers: int = DEFAULT_VOLUNTEERS
-    sum_tolerance: float = 0.02
-    pretrained: str | None = None
-    device: str = "auto"
-    amp: str = "auto"
+    """The options of one training run: the training keys of the ``represent:`` settings (their
+    defaults are :class:`~gzmorph.represent_settings.RepresentSettings`'), its seed and progress bar."""
+
+    backbone: str = _DEFAULTS.backbone
+    model_kwargs: dict = field(default_factory=lambda: dict(_DEFAULTS.model_kwargs))
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    lr: float = _DEFAULTS.lr
+    weight_decay: float = _DEFAULTS.weight_decay
+    val_fraction: float = _DEFAULTS.val_fraction
+    patience: int | None = _DEFAULTS.patience  # 0 or None: no early stopping
+    augment: bool | dict = _DEFAULTS.augment
+    n_volunteers: int = _DEFAULTS.n_volunteers
+    sum_tolerance: float = _DEFAULTS.sum_tolerance
+    pretrained: str | None = _DEFAULTS.pretrained
+    device: str = _DEFAULTS.device
+    amp: str = _DEFAULTS.amp
     seed: int = 0
     progress: bool = True
 
@@ -204,9 +210,6 @@ class RepresentConfig:
         from .settings import options
 
         return options(cls, params, "represent")
-
-
-import contextlib
 
 
 @contextlib.contextmanager
@@ -251,7 +254,7 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     n_out = counts.shape[1]
-    model = create_model(cfg.backbone, n_out, int(images.shape[1]), pretrained=cfg.pretrained,
+    model = create_model(cfg.backbone, n_out, int(images.shape[1]), pretrained=cfg.pretrained or None,
                          **cfg.model_kwargs)
     x = torch.from_numpy(np.ascontiguousarray(images))
     y = torch.from_numpy(counts.astype(np.float32))

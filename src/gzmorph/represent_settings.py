@@ -1,6 +1,6 @@
-"""The ``represent:`` config block as typed settings: the representation's training options and
-resources, and the settings of each downstream task (:class:`~gzmorph.similarity.SimilaritySettings`,
-:class:`~gzmorph.anomalies.AnomalySettings`, :class:`~gzmorph.finetune.FinetuneSettings`).
+"""The ``represent:`` config block as typed settings, the one place its defaults live: the
+representation's training options and resources, and the settings of each downstream task
+(similarity search, anomalies, fine-tuning), which their modules import from here.
 
 Read when the DAG is built (workflow/rules/represent.smk), so it imports no torch.
 """
@@ -9,10 +9,64 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .anomalies import AnomalySettings
-from .finetune import FinetuneSettings
 from .settings import options
-from .similarity import SimilaritySettings
+
+ARMS = ("frozen", "finetuned", "scratch")  # the fine-tuning arms
+
+
+@dataclass
+class SimilaritySettings:
+    """The ``represent.similarity`` config block."""
+
+    n_components: int = 10
+    k: int = 10
+    #: empty: the most confident galaxy of each curated class (:func:`default_queries`)
+    query_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class AnomalySettings:
+    """The ``represent.anomalies`` config block."""
+
+    n_components: int = 40
+    threshold: float = 0.9  # anomaly = odd fraction (Class6.1) above this
+    initial: int = 10
+    batch: int = 10
+    budget: int = 200  # labels asked of the simulated user
+    seeds: int = 2
+    astronomaly_alpha: float = 1.0  # Astronomaly's trust radius, in median nearest-neighbour spacings
+
+
+@dataclass
+class FinetuneSettings:
+    """The ``represent.finetune`` config block: which galaxies are rings, the label budgets, and
+    how the arms train."""
+
+    ring_min: float = 0.25
+    not_ring_max: float = 0.05
+    min_odd: float = 0.3
+    min_face_on: float = 0.5
+    #: ``auto``: ``min_budget x budget_factor^i <= max_budget`` (see :func:`plan_budgets`), or a list
+    budgets: str | list[int] = "auto"
+    min_budget: int = 8
+    max_budget: int = 256
+    budget_factor: float = 4
+    test_fraction: float = 0.3
+    seeds: int = 1
+    steps: int = 30  # optimiser steps of the image arms (fine-tuned, from scratch)
+    head_steps: int = 200  # optimiser steps of the linear head on the frozen representation
+    batch_size: int = 32
+    lr: float = 0.001  # from-scratch model and the new head of the fine-tuned arm
+    lr_finetune: float = 0.0003  # the backbone of the fine-tuned representation
+    lr_head: float = 0.01  # the linear head on the frozen representation
+    augment: bool | dict = True
+    arms: list[str] = field(default_factory=lambda: list(ARMS))
+
+    def describe_rings(self) -> str:
+        """The ring / not-ring rule in words."""
+        return (f"featured face-on galaxies (Class2.2 >= {self.min_face_on}); ring: Class6.1 >= {self.min_odd} "
+                f"and ring share of the odd votes Class8.1/Class6.1 > {self.ring_min}; not ring: "
+                f"Class8.1/Class6.1 < {self.not_ring_max} (0 where nobody called it odd)")
 
 #: The keys of :class:`RepresentSettings` that are options of ``gzmorph.represent.train_representation``
 #: as they are (``pretrained``, ``patience`` and ``seed`` are translated by :func:`workflow_options`).

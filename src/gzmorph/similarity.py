@@ -9,22 +9,15 @@ galaxies the same is computed over all galaxies with their true morphology (``tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from .io import InputError, atomic_path
+from .represent_settings import SimilaritySettings
 
 
-@dataclass
-class SimilaritySettings:
-    """The ``represent.similarity`` config block."""
 
-    n_components: int = 10
-    k: int = 10
-    #: empty: the most confident galaxy of each curated class (:func:`default_queries`)
-    query_ids: list[int] = field(default_factory=list)
 
 
 def pca_reduce(vectors: np.ndarray, n_components: int, seed: int = 0) -> np.ndarray:

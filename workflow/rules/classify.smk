@@ -2,20 +2,20 @@
 #
 # train_classifier resumes from results/<dataset>/classify/<model>/checkpoints/ after a kill:
 # that folder is deliberately not a declared output (Snakemake deletes outputs before it reruns a
-# job, which would throw the checkpoints away).  Delete it to force training from scratch.
+# job, which would throw the checkpoints away).  A checkpoint of other settings, images or code is
+# set aside automatically (gzmorph.train), and a finished run removes it.
 
-# defaults and types: workflow/schemas/config.schema.yaml (classify:)
-CLASSIFY = config["classify"]
+# the classify: block over its defaults (gzmorph.classify_settings, the one place they live)
+try:
+    _CLASSIFY = ClassifySettings.from_config(config["classify"])
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+CLASSIFY = asdict(_CLASSIFY)
 # the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
 CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]
-CLASSIFY_TRAIN = {
-    **{k: CLASSIFY[k] for k in ("backbone", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                                "label_smoothing", "weighted_sampling", "rare_ratio", "warmup_epochs",
-                                "augment", "device", "amp")},
-    "pretrained": CLASSIFY["pretrained"] or None,
-    "patience": CLASSIFY["patience"] or None,  # 0 = no early stopping
-    "seed": config["seed"],
-}
+# what the training script gets: the settings that determine the weights, and the device to use
+CLASSIFY_TRAIN = {**_CLASSIFY.identity(), "device": CLASSIFY["device"], "amp": CLASSIFY["amp"],
+                  "seed": config["seed"]}
 
 TARGETS.extend(expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS))
 TARGETS.extend(expand(res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS,

@@ -1,9 +1,11 @@
 # Helpers shared by the workflow: config validation, paths, code dependencies, targets.
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from gzmorph.classify_settings import ClassifySettings
 from gzmorph.codedeps import import_closure
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError

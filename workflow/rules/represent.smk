@@ -1,13 +1,15 @@
-# Stage 5: Zoobot-style representation (gzmorph.represent) and its downstream uses
-# (gzmorph.downstream): similarity search, personalised anomaly detection, fine-tuning from few labels.
+# Stage 5: Zoobot-style representation (gzmorph.represent) and its downstream uses: similarity
+# search (gzmorph.similarity), personalised anomaly detection (gzmorph.anomalies) and fine-tuning
+# from few labels (gzmorph.finetune).
 #
 # The representation is trained on EVERY galaxy of the source (source/catalogue.parquet), not only
 # the curated cut.  train_representation resumes from results/<dataset>/represent/checkpoints/ after a
-# kill (deliberately not a declared output, as in the classify stage); delete it to start afresh.
+# kill (deliberately not a declared output, as in the classify stage); a checkpoint of other
+# settings, data or code is set aside automatically, and a finished run removes it.
 
-from gzmorph.downstream import workflow_options
+from gzmorph.represent_settings import workflow_options
 
-# defaults: gzmorph.downstream.WORKFLOW_DEFAULTS (documented in config.yaml and the schema)
+# the represent: block over its defaults (gzmorph.represent_settings, the one place they live)
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config.get("represent", {}), config["seed"])
 REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
 REPRESENT_REPORT_INPUTS = {

@@ -1,0 +1,58 @@
+"""The ``classify:`` config block as typed settings: the one place its defaults live.
+
+``config.yaml`` shows these values and the schema checks their types and ranges; a test fails
+when either disagrees with this class.  Read when the DAG is built, so it imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .io import InputError
+from .settings import options
+
+#: keys that say where and how a job runs, not what it computes: never part of a run's identity
+RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "runtime", "progress")
+
+
+@dataclass
+class ClassifySettings:
+    """Classifiers of the curated cut; laptop scale (the default synthetic run trains both in ~1 min)."""
+
+    models: list = field(default_factory=lambda: ["hiwl", "flat"])  # hiwl runs for the hiwl5 cut only
+    backbone: str = "cnn"  # any model of gzmorph.models
+    pretrained: str = ""  # a local ImageNet weights file for torchvision backbones; "" = from scratch
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 0.05  # SGD, cosine schedule after a linear warm-up
+    momentum: float = 0.9
+    weight_decay: float = 0.0001
+    label_smoothing: float = 0.05  # hiwl only; flat always uses 0
+    weighted_sampling: str = "rare"  # hiwl only: rare | always | never
+    rare_ratio: float = 0.25  # "rare": a class under this share of the largest class's examples
+    patience: int = 3  # epochs without improvement on validation; 0 = no early stopping
+    warmup_epochs: int = 1
+    augment: bool | dict = True  # or overrides of gzmorph.augment.AugmentConfig
+    model_kwargs: dict = field(default_factory=dict)
+    device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
+    amp: str = "auto"  # mixed precision on GPU: auto | bf16 | fp16 | off
+    threads: int = 8
+    gpu_mem_mb: int = 16000
+    runtime: int = 240  # minutes (Slurm)
+    apply_to: dict = field(default_factory=dict)  # other catalogues to classify: {name: {source, data_dir, ...}}
+
+    @classmethod
+    def from_config(cls, given: dict | None, where: str = "classify"):
+        """The defaults updated by ``given``; unknown keys and impossible values are one clear error."""
+        cfg = options(cls, dict(given or {}), where)
+        if cfg.weighted_sampling not in ("rare", "always", "never"):
+            raise InputError(f"{where}.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
+        if not 0 <= cfg.label_smoothing < 1:
+            raise InputError(f"{where}.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
+        if cfg.epochs < 1 or cfg.batch_size < 2:
+            raise InputError(f"{where}: epochs ({cfg.epochs}) must be >= 1 and batch_size ({cfg.batch_size}) >= 2")
+        return cfg
+
+    def identity(self) -> dict:
+        """The settings that determine the trained weights (what a checkpoint must agree on)."""
+        return {k: v for k, v in asdict(self).items() if k not in RUN_KEYS}

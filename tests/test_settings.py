@@ -1,0 +1,77 @@
+"""One place for each default: the settings classes, config.yaml and the schema agree.
+
+The stage blocks' defaults live in their settings classes; config.yaml shows them (every key, the
+same value); the schema checks types and ranges and holds no default of its own.  Distillation
+presets state only what they change of the default preset, which is the settings class itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from gzmorph.classify_settings import ClassifySettings
+from gzmorph.represent_settings import RepresentSettings
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+STAGES = {"classify": ClassifySettings, "represent": RepresentSettings}
+
+
+def schema_keys(node: dict) -> dict:
+    """Property name -> nested property names (or None for a leaf) of a schema object."""
+    return {k: schema_keys(v) if "properties" in v else None for k, v in node.get("properties", {}).items()}
+
+
+def class_keys(cls) -> dict:
+    return {f.name: class_keys(f.default_factory) if callable(getattr(f, "default_factory", None))
+            and is_dataclass(f.default_factory) else None for f in fields(cls)}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_config_yaml_shows_every_default_of_the_stage(stage):
+    assert CONFIG[stage] == asdict(STAGES[stage]())
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_schema_names_exactly_the_settings_keys(stage):
+    assert schema_keys(SCHEMA["properties"][stage]) == class_keys(STAGES[stage])
+
+
+def test_schema_holds_no_defaults():
+    def defaults(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "default":
+                    yield path
+                yield from defaults(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from defaults(v, f"{path}[{i}]")
+    assert list(defaults(SCHEMA)) == []
+
+
+def test_config_yaml_is_valid_and_complete_at_the_top_level():
+    jsonschema.validate(CONFIG, SCHEMA)
+    assert set(CONFIG) == set(SCHEMA["properties"])  # every top-level key has its value in config.yaml
+
+
+def test_training_options_take_their_defaults_from_the_settings():
+    from gzmorph.classify import TrainConfig
+
+    base = asdict(ClassifySettings())
+    assert {k: v for k, v in asdict(TrainConfig()).items() if k in base} == base
+
+
+def test_representation_training_options_take_their_defaults_from_the_settings():
+    from gzmorph.represent import RepresentConfig
+    from gzmorph.represent_settings import TRAIN_KEYS
+
+    cfg, settings = asdict(RepresentConfig()), asdict(RepresentSettings())
+    assert {k: cfg[k] for k in (*TRAIN_KEYS, "pretrained", "patience")} == {
+        k: settings[k] for k in (*TRAIN_KEYS, "pretrained", "patience")}
