@@ -42,8 +42,11 @@ def _module_name(root: Path, path: Path) -> str:
     return ".".join(parts)
 
 
-def imported_names(path: Path, module: str | None = None, is_package: bool = False) -> set[str]:
-    """Every module name ``path`` may import (absolute, relative resolved), including ``from x import sub``."""
+@lru_cache(maxsize=None)
+def imported_names(path: Path, module: str | None = None, is_package: bool = False) -> frozenset[str]:
+    """Every module name ``path`` may import (absolute, relative resolved), including ``from x import sub``.
+
+    Each file is parsed once per process: the closures of all scripts share its modules."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = (module if is_package else module.rpartition(".")[0]) if module else ""
     names: set[str] = set()
@@ -61,7 +64,7 @@ def imported_names(path: Path, module: str | None = None, is_package: bool = Fal
                 names.add(base)
             # `from pkg import sub` imports the submodule when there is one
             names.update(f"{base}.{alias.name}" if base else alias.name for alias in node.names)
-    return names
+    return frozenset(names)
 
 
 @lru_cache(maxsize=None)

@@ -67,8 +67,8 @@ def rule_context(snakemake):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     gpu_claim = None
+    logger = logging.getLogger(f"gzmorph.{snakemake.rule}")
     try:
-        logger = logging.getLogger(f"gzmorph.{snakemake.rule}")
         n_gpus = rule_gpus(snakemake)
         if n_gpus > 0:  # a GPU rule of a local run gets its own device (gzmorph.gpu), before CUDA starts
             from .gpu import acquire_gpus
@@ -79,9 +79,9 @@ def rule_context(snakemake):
         seed_everything(int(snakemake.config.get("seed", 0)))
         yield dict(snakemake.params.items()), logger
     except InputError as err:
-        print(f"ERROR: {err}", file=log_file)
+        logger.error("%s", err)
         sys.stderr = old_stderr
-        print(f"gzmorph: rule {snakemake.rule}: {err}", file=sys.stderr)
+        sys.stderr.write(f"gzmorph: rule {snakemake.rule}: {err}\n")  # the one line on the console
         sys.exit(1)
     except BaseException:
         traceback.print_exc(file=log_file)
