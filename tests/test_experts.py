@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import gzmorph.train as train_module
+
 from gzmorph.augment import AugmentConfig, BatchTransform
 from gzmorph.experts import Data, ExpertConfig, expected_meta, load_expert, step_generator, train_expert
 from gzmorph.io import InputError
@@ -49,27 +51,36 @@ def test_same_draw_same_transform_for_real_and_synthetic():
     assert s.grad is not None and torch.isfinite(s.grad).all()
 
 
-def test_expert_trajectory_and_resume(tmp_path, tiny_data):
+def test_expert_trajectory_and_resume(tmp_path, tiny_data, monkeypatch, caplog):
     cfg = ExpertConfig(epochs=3, lr=0.05, batch_size=16, width=4)
     full = train_expert(tiny_data, tmp_path / "a.pt", cfg, index=0)
     assert full["trajectory"].shape[0] == 4
     assert {"train_accuracy", "test_accuracy"} <= set(full["history"][0])
-    # "killed" after 2 epochs, then resumed to 3: the same trajectory as the uninterrupted run
-    train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "epochs": 2}), index=0,
-                 work_dir=tmp_path / "b.work")
-    resumed = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
+    # "killed" after 2 epochs (its checkpoint left behind), then resumed to 3: the same trajectory
+    # as the uninterrupted run
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "discard_checkpoints", lambda d: None)
+        train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "epochs": 2}), index=0,
+                     work_dir=tmp_path / "b.work")
+    with caplog.at_level("INFO", logger="gzmorph.train"):
+        resumed = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
+    assert "after epoch 2" in caplog.text
     assert torch.allclose(resumed["trajectory"], full["trajectory"], atol=1e-6)
 
 
-def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, caplog):
+def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, caplog, monkeypatch):
     cfg = ExpertConfig(epochs=2, lr=0.05, batch_size=16, width=4)
-    train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "lr": 0.2}), index=0,
-                 work_dir=tmp_path / "b.work")  # a finished run with another lr in the same folder
+    with monkeypatch.context() as m:  # a run with another lr, killed before it could clean up
+        m.setattr(train_module, "discard_checkpoints", lambda d: None)
+        train_expert(tiny_data, tmp_path / "b.pt", ExpertConfig(**{**cfg.__dict__, "lr": 0.2}), index=0,
+                     work_dir=tmp_path / "b.work")
+    assert (tmp_path / "b.work" / "last.pt").exists()
     fresh = train_expert(tiny_data, tmp_path / "a.pt", cfg, index=0)
     again = train_expert(tiny_data, tmp_path / "b.pt", cfg, index=0, work_dir=tmp_path / "b.work")
     assert "training from scratch" in caplog.text  # logged (gzmorph.experts), not printed
     assert torch.allclose(again["trajectory"], fresh["trajectory"], atol=1e-6)
     assert again["meta"]["lr"] == 0.05
+    assert not (tmp_path / "b.work").exists()  # a finished expert leaves no checkpoint behind
 
 
 def test_load_expert_errors(tmp_path, tiny_data):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from . import augment as aug
 from .distill_settings import DistillSettings, ExpertConfig
+from .codedeps import package_hash
 from .io import InputError, atomic_path
 from .models import build_convnet
 from .student import flat_params
@@ -95,7 +96,7 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     """Train and test splits of the curated catalogue at ``image_size`` px, with normalisation stats."""
     from .augment import channel_stats
     from .curate import read_catalogue
-    from .imageset import read_images
+    from .imageset import content_hash, read_images
 
     df, classes = read_catalogue(catalogue)
     if int(image_size) < 8:
@@ -110,8 +111,10 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
                         torch.as_tensor(sub["label"].to_numpy().copy(), dtype=torch.long))
     x_tr, y_tr = parts["train"]
     mean, std = channel_stats(x_tr)
-    h = hashlib.sha1()
+    h = hashlib.sha1()  # what the experts are trained on: ids, labels, pixels, size and classes
     h.update(np.ascontiguousarray(df[df["split"] == "train"]["id"].to_numpy(np.int64)).tobytes())
+    h.update(y_tr.numpy().tobytes())
+    h.update(content_hash(images).encode())
     h.update(str((int(image_size), classes)).encode())
     data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), h.hexdigest()[:16])
     if zca:
@@ -165,7 +168,7 @@ def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accu
 def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, work_dir=None,
                  history_path=None, progress: bool = False) -> dict:
     """Train one expert; save its parameters after every epoch (resumable); write ``out_path``."""
-    from .train import fit, pick_device, predict_tensor, write_table
+    from .train import discard_checkpoints, fit, pick_device, predict_tensor, write_table
 
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
@@ -179,7 +182,8 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     meta = {"model": "convnet_d3", "model_config": mcfg, "classes": data.classes,
             "fingerprint": data.fingerprint, "image_size": data.image_size, "mean": data.mean,
             "std": data.std, "zca": data.zca is not None, "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "augment": cfg.augment, "cutout": cfg.cutout, "seed": seed, "index": index}
+            "augment": cfg.augment, "cutout": cfg.cutout, "seed": seed, "index": index,
+            "code_version": package_hash()}
     transform = data.transform(cfg.augment, cfg.cutout)
     device = pick_device(cfg.device)
     n_eval = min(len(data.x_train), cfg.train_eval_images)
@@ -221,6 +225,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
         torch.save(result, tmp)
     if history_path:
         write_table(Path(history_path), rows)
+    discard_checkpoints(work)  # the trajectory is written: only an unfinished expert is ever resumed
     return result
 
 
