@@ -21,6 +21,6 @@ check_code_inputs()
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

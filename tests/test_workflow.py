@@ -105,6 +105,21 @@ def test_synthetic_run_writes_curated_parquet_and_report(synthetic_run):
     assert "synthetic galaxies" in (res / "logs" / "simulate_galaxies.log").read_text()  # tqdm progress
 
 
+def test_results_table_is_built_from_the_run(synthetic_run, tmp_path):
+    from gzmorph.report.summary import BEGIN, END, results_table, update_readme
+
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    table = results_table(res)
+    for stage in ("classification, hiwl", "classification, flat", "distillation, mtt IPC 1",
+                  "distillation, stm IPC 1", "similarity search", "anomalies", "fine-tuning"):
+        assert f"| {stage}" in table, stage
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    update_readme(readme, res)
+    update_readme(readme, res)  # idempotent
+    assert readme.read_text() == f"# x\n\n{BEGIN}\n{table}{END}\n\nafter\n"
+
+
 def test_nothing_to_do_when_nothing_changed(synthetic_run):
     assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}
 
@@ -116,16 +131,99 @@ def test_parameter_change_reruns_only_affected_rules(synthetic_run):
     assert set(jobs) == {"train_classifier", "evaluate_classifier", "report_classification", "report", "all"}
 
 
-def test_code_change_reruns_its_rules(synthetic_run):
-    lib = synthetic_run / "src" / "gzmorph" / "preprocess.py"
-    lib.write_text(lib.read_text() + "\n# edited\n")
+def rule_scripts(workdir: Path) -> dict[str, str]:
+    """Rule name -> the stem of its script, read from the .smk files."""
+    out, derived = {}, {}
+    for f in (workdir / "workflow" / "rules").glob("*.smk"):
+        text = f.read_text()
+        for m in re.finditer(r'^rule (\w+):.*?script:\s*"\.\./scripts/(\w+)\.py"', text, re.M | re.S):
+            out[m.group(1)] = m.group(2)
+        derived.update((m.group(2), m.group(1)) for m in re.finditer(r"^use rule (\w+) as (\w+)", text, re.M))
+    return out | {new: out[base] for new, base in derived.items()}
+
+
+def rule_edges(workdir: Path, config: dict) -> list[tuple[str, str]]:
+    """(producer, consumer) rule pairs of the whole DAG, from ``snakemake --rulegraph``."""
+    dot = smk(workdir, "--rulegraph", "-F", config=config).stdout
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', dot, re.M))
+    return [(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)]
+
+
+def downstream(edges, rules: set[str]) -> set[str]:
+    """``rules`` and every rule that consumes their outputs, directly or not."""
+    out, todo = set(rules), list(rules)
+    while todo:
+        r = todo.pop()
+        for a, b in edges:
+            if a == r and b not in out:
+                out.add(b)
+                todo.append(b)
+    return out
+
+
+def test_each_module_edit_reruns_exactly_the_rules_importing_it(synthetic_run):
+    """Every library module in turn gets a content change: the dry run plans exactly the rules whose
+    scripts import it (directly or transitively) and what consumes their outputs, nothing else."""
+    from gzmorph.codedeps import import_closure, library_modules
+
+    src = synthetic_run / "src"
+    scripts = rule_scripts(synthetic_run)
+    in_run = set(planned_jobs(smk(synthetic_run, "-n", "-F", config=TINY))) - {"all"}
+    edges = rule_edges(synthetic_run, TINY)
+    closure = {r: set(import_closure(synthetic_run / "workflow" / "scripts" / f"{scripts[r]}.py", src))
+               for r in in_run}
+    pairs = 0
+    for module in library_modules(src):
+        importers = {r for r in in_run if str(module) in closure[r]}
+        text = module.read_text()
+        module.write_text(text + "\n# edited\n")
+        try:
+            planned = set(planned_jobs(smk(synthetic_run, "-n", config=TINY))) - {"all"}
+        finally:
+            module.write_text(text)
+        assert planned == downstream(edges, importers) - {"all"}, module
+        pairs += len(importers)
+    assert pairs > 100 and len(in_run) >= 20  # every rule of the default run was checked
+    assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # the originals back: nothing to do
+
+
+def test_one_module_edit_plans_its_rules_and_what_follows_them(synthetic_run):
+    lib = synthetic_run / "src" / "gzmorph" / "augment.py"
+    text = lib.read_text()
+    lib.write_text(text + "\n# edited\n")
     try:
         jobs = planned_jobs(smk(synthetic_run, "-n", config=TINY))
     finally:
-        lib.write_text(lib.read_text().replace("\n# edited\n", ""))
-    # the rules that run the edited module and everything downstream of them; nothing upstream
+        lib.write_text(text)
+    # the networks trained with this augmentation (classifiers, experts, distillation and its
+    # evaluations, the representation) and what follows them; never the curation upstream
+    assert {"train_classifier", "train_expert", "distill", "evaluate_baseline", "evaluate_full",
+            "evaluate_distilled", "train_representation", "report"} <= set(jobs)
+    assert not {"simulate_galaxies", "source_table", "select", "preprocess_images", "split"} & set(jobs)
+
+
+def test_a_replaced_image_reruns_preprocessing(synthetic_run):
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    first, second = sorted((res / "source" / "synthetic").rglob("*.jpg"))[:2]
+    original, st = first.read_bytes(), first.stat()
+    first.write_bytes(second.read_bytes())
+    try:
+        jobs = planned_jobs(smk(synthetic_run, "-n", config=TINY))
+    finally:
+        first.write_bytes(original)
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert {"preprocess_images", "represent_images", "split", "train_classifier", "report"} <= set(jobs)
     assert not {"simulate_galaxies", "source_table", "select"} & set(jobs)
+    assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # restored as it was: nothing to do
+
+
+def test_outputs_are_readable_as_the_umask_says(synthetic_run):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    files = [p for p in (synthetic_run / "results").rglob("*") if p.is_file()]
+    assert len(files) > 50
+    assert {str(p.relative_to(synthetic_run)): oct(p.stat().st_mode & 0o777) for p in files
+            if p.stat().st_mode & 0o777 != 0o666 & ~umask} == {}
 
 
 def test_single_target_builds_only_what_it_needs(tmp_path, kaggle_dir):
@@ -212,3 +310,6 @@ def test_dry_run_and_lint_in_the_repo():
     assert dry.returncode == 0 and "simulate_galaxies" in dry.stdout + dry.stderr
     lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr

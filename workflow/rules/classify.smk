@@ -14,124 +14,132 @@ CLASSIFY = asdict(_CLASSIFY)
 # the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
 CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]
 # what the training script gets: the settings that determine the weights, and the device to use
-CLASSIFY_TRAIN = {**_CLASSIFY.identity(), "device": CLASSIFY["device"], "amp": CLASSIFY["amp"],
-                  "seed": config["seed"]}
+CLASSIFY_TRAIN = {
+    **_CLASSIFY.identity(),
+    "device": CLASSIFY["device"],
+    "amp": CLASSIFY["amp"],
+    "seed": config["seed"],
+}
 
 TARGETS.extend(expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS))
-TARGETS.extend(expand(res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS,
-                      name=list(CLASSIFY["apply_to"])))
+TARGETS.extend(
+    expand(
+        res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS, name=list(CLASSIFY["apply_to"])
+    )
+)
 REPORT_SECTIONS.append(res("report/sections/classification.html"))
 
 
 rule train_classifier:
-    wildcard_constraints:
-        model="hiwl|flat",
-    output:
-        model=res("classify/{model}/model.pt"),
-        training=res("classify/{model}/training.tsv"),
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("train_classifier"),
-    params:
-        kind=lambda wc: wc.model,
-        checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
-        options=CLASSIFY_TRAIN,
+    output:
+        model=res("classify/{model}/model.pt"),
+        training=res("classify/{model}/training.tsv"),
+    log:
+        log_path("train_classifier_{model}"),
+    benchmark:
+        bench_path("train_classifier_{model}")
+    wildcard_constraints:
+        model="hiwl|flat",
+    conda:
+        ENV
     threads: CLASSIFY["threads"]
     resources:
         gpu=1,
         mem_mb=CLASSIFY["gpu_mem_mb"],
         runtime=CLASSIFY["runtime"],
-    log:
-        log_path("train_classifier_{model}"),
-    benchmark:
-        bench_path("train_classifier_{model}")
-    conda:
-        ENV
+    params:
+        kind=lambda wc: wc.model,
+        checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
+        options=CLASSIFY_TRAIN,
     script:
         "../scripts/train_classifier.py"
 
 
 rule evaluate_classifier:
-    wildcard_constraints:
-        model="hiwl|flat",
-    output:
-        metrics=res("classify/{model}/metrics.json"),
-        predictions=res("classify/{model}/predictions.parquet"),
     input:
         model=res("classify/{model}/model.pt"),
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("evaluate_classifier"),
-    params:
-        split="test",
-        device=CLASSIFY["device"],
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=20,
+    output:
+        metrics=res("classify/{model}/metrics.json"),
+        predictions=res("classify/{model}/predictions.parquet"),
     log:
         log_path("evaluate_classifier_{model}"),
     benchmark:
         bench_path("evaluate_classifier_{model}")
+    wildcard_constraints:
+        model="hiwl|flat",
     conda:
         ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        split="test",
+        device=CLASSIFY["device"],
     script:
         "../scripts/evaluate_classifier.py"
 
 
 rule report_classification:
-    output:
-        res("report/sections/classification.html"),
     input:
         metrics=expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS),
         predictions=expand(res("classify/{model}/predictions.parquet"), model=CLASSIFY_MODELS),
         training=expand(res("classify/{model}/training.tsv"), model=CLASSIFY_MODELS),
         images=res("curated/images.parquet"),
         code=code_of("report_classification"),
-    params:
-        models=CLASSIFY_MODELS,
-        n_mistakes=16,
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
+    output:
+        res("report/sections/classification.html"),
     log:
         log_path("report_classification"),
     benchmark:
         bench_path("report_classification")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        models=CLASSIFY_MODELS,
+        n_mistakes=16,
     script:
         "../scripts/report_classification.py"
 
 
 rule classify_catalogue:
-    wildcard_constraints:
-        model="hiwl|flat",
-    output:
-        res("classify/{model}/apply/{name}.parquet"),
     input:
         model=res("classify/{model}/model.pt"),
         code=code_of("classify_catalogue"),
-    params:
-        source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
-        data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),
-        options=lambda wc: {k: v for k, v in CLASSIFY["apply_to"][wc.name].items()
-                            if k not in ("source", "data_dir")},
-        crop_fraction=config["crop_fraction"],
-        max_bad_image_fraction=config["max_bad_image_fraction"],
-        device=CLASSIFY["device"],
+    output:
+        res("classify/{model}/apply/{name}.parquet"),
+    log:
+        log_path("classify_catalogue_{model}_{name}"),
+    benchmark:
+        bench_path("classify_catalogue_{model}_{name}")
+    wildcard_constraints:
+        model="hiwl|flat",
+    conda:
+        ENV
     threads: 4
     resources:
         gpu=1,
         mem_mb=8000,
         runtime=60,
-    log:
-        log_path("classify_catalogue_{model}_{name}"),
-    benchmark:
-        bench_path("classify_catalogue_{model}_{name}")
-    conda:
-        ENV
+    params:
+        source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
+        data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),
+        options=lambda wc: {
+            k: v for k, v in CLASSIFY["apply_to"][wc.name].items() if k not in ("source", "data_dir")
+        },
+        crop_fraction=config["crop_fraction"],
+        max_bad_image_fraction=config["max_bad_image_fraction"],
+        device=CLASSIFY["device"],
     script:
         "../scripts/classify_catalogue.py"

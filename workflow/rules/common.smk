@@ -11,7 +11,6 @@ from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 try:  # a misspelt or malformed cut fails before any job runs
     CUT = get_cut(config["cut"], config["cuts"])
@@ -53,13 +52,13 @@ def code_of(script):
 
 def check_code_inputs():
     """Every rule declares the code of its own script (a rule naming another script fails here)."""
-    for rule in workflow.rules:
-        if rule.script is None:
+    for each in workflow.rules:
+        if each.script is None:
             continue
-        script = Path(rule.script).stem
-        declared = rule.input.get("code")
+        script = Path(each.script).stem
+        declared = each.input.get("code")
         if declared is None or sorted(map(str, declared)) != sorted(code_of(script)):
-            raise WorkflowError(f"rule {rule.name}: input 'code' must be code_of({script!r})")
+            raise WorkflowError(f"{each.name}: its input 'code' must be code_of({script!r})")
 
 
 def source_data_dir():

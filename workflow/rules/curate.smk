@@ -4,77 +4,77 @@ TARGETS.extend([res("curated/catalogue.parquet"), res("curated/images.parquet")]
 
 
 rule select:
-    output:
-        selection=res("curated/selection.parquet"),
-        stats=res("curated/selection.json"),
     input:
         source=res("source/catalogue.parquet"),
         code=code_of("select"),
-    params:
-        cut=config["cut"],
-        user_cuts=config["cuts"],
-        max_per_class=config["max_per_class"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
+    output:
+        selection=res("curated/selection.parquet"),
+        stats=res("curated/selection.json"),
     log:
         log_path("select"),
     benchmark:
         bench_path("select")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        cut=config["cut"],
+        user_cuts=config["cuts"],
+        max_per_class=config["max_per_class"],
     script:
         "../scripts/select.py"
 
 
 rule preprocess_images:
-    output:
-        images=res("curated/images.parquet"),
-        qc=res("curated/image_qc.json"),
     input:
         selection=res("curated/selection.parquet"),
         manifest=IMAGE_MANIFEST,
         code=code_of("preprocess_images"),
-    params:
-        image_size=config["image_size"],
-        crop_fraction=config["crop_fraction"],
-        max_bad_fraction=config["max_bad_image_fraction"],
-    threads: 4
-    resources:
-        mem_mb=8000,
-        runtime=60,
+    output:
+        images=res("curated/images.parquet"),
+        qc=res("curated/image_qc.json"),
     log:
         log_path("preprocess_images"),
     benchmark:
         bench_path("preprocess_images")
     conda:
         ENV
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        image_size=config["image_size"],
+        crop_fraction=config["crop_fraction"],
+        max_bad_fraction=config["max_bad_image_fraction"],
     script:
         "../scripts/preprocess_images.py"
 
 
 rule split:
-    output:
-        catalogue=res("curated/catalogue.parquet"),
-        stats=res("curated/stats.json"),
     input:
         selection=res("curated/selection.parquet"),
         select_stats=res("curated/selection.json"),
         qc=res("curated/image_qc.json"),
         code=code_of("split"),
-    params:
-        fractions=config["split"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
+    output:
+        catalogue=res("curated/catalogue.parquet"),
+        stats=res("curated/stats.json"),
     log:
         log_path("split"),
     benchmark:
         bench_path("split")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        fractions=config["split"],
+        seed=config["seed"],
     script:
         "../scripts/split.py"

@@ -2,11 +2,13 @@
 #
 # train_expert resumes from results/<dataset>/experts/<expert>.work/ after a kill (fit's last.pt +
 # the trajectory saved after every epoch); that folder is deliberately not a declared output
-# (Snakemake deletes outputs before it reruns a job).  Delete it to retrain from scratch.
+# (Snakemake deletes outputs before it reruns a job).  A checkpoint of other settings, images or code
+# is set aside automatically, and a finished expert removes it.
 #
-# Settings: distill.preset picks a block of defaults (gzmorph.settings.DISTILL_PRESETS); every other key
-# under distill: overrides it.  "default" is the small run inside the offline synthetic budget, "laptop" the
-# CPU-scale real-data run, "paper" the settings of Guan et al. (2023) for a GPU.
+# Settings: the defaults are gzmorph.distill_settings.DistillSettings (the "default" preset);
+# distill.preset picks a preset (gzmorph.settings.DISTILL_PRESETS: "laptop" for real data on a CPU,
+# "paper" for Guan et al. 2023 on a GPU, each stating what it changes), and every other key under
+# distill: overrides it.
 
 from gzmorph.settings import distill_method_options, distill_settings
 
@@ -31,13 +33,24 @@ wildcard_constraints:
 
 
 rule train_expert:
-    output:
-        expert=res("experts/{expert}.pt"),
-        history=res("experts/{expert}.tsv"),
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("train_expert"),
+    output:
+        expert=res("experts/{expert}.pt"),
+        history=res("experts/{expert}.tsv"),
+    log:
+        log_path("train_expert_{expert}"),
+    benchmark:
+        bench_path("train_expert_{expert}")
+    conda:
+        ENV
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
     params:
         index=lambda wc: int(wc.expert.split("_")[1]),
         work_dir=lambda wc: res(f"experts/{wc.expert}.work"),
@@ -48,32 +61,32 @@ rule train_expert:
         cutout=DISTILL["cutout"],
         device=DISTILL["device"],
         seed=config["seed"],
-    threads: DISTILL["threads"]
-    resources:
-        gpu=1,
-        mem_mb=DISTILL["gpu_mem_mb"],
-        runtime=DISTILL["runtime"],
-    log:
-        log_path("train_expert_{expert}"),
-    benchmark:
-        bench_path("train_expert_{expert}")
-    conda:
-        ENV
     script:
         "../scripts/train_expert.py"
 
 
 rule distill:
-    output:
-        synthetic=res("distill/{method}/ipc{ipc}/synthetic.pt"),
-        grid=res("distill/{method}/ipc{ipc}/prototypes.png"),
-        history=res("distill/{method}/ipc{ipc}/history.tsv"),
-        stages=res("distill/{method}/ipc{ipc}/stages.tsv"),
     input:
         experts=expand(res("experts/{expert}.pt"), expert=EXPERTS),
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("distill"),
+    output:
+        synthetic=res("distill/{method}/ipc{ipc}/synthetic.pt"),
+        grid=res("distill/{method}/ipc{ipc}/prototypes.png"),
+        history=res("distill/{method}/ipc{ipc}/history.tsv"),
+        stages=res("distill/{method}/ipc{ipc}/stages.tsv"),
+    log:
+        log_path("distill_{method}_ipc{ipc}"),
+    benchmark:
+        bench_path("distill_{method}_ipc{ipc}")
+    conda:
+        ENV
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
     params:
         method=lambda wc: wc.method,
         ipc=lambda wc: int(wc.ipc),
@@ -86,28 +99,28 @@ rule distill:
         leaf=DISTILL["leaf"],
         device=DISTILL["device"],
         seed=config["seed"],
-    threads: DISTILL["threads"]
-    resources:
-        gpu=1,
-        mem_mb=DISTILL["gpu_mem_mb"],
-        runtime=DISTILL["runtime"],
-    log:
-        log_path("distill_{method}_ipc{ipc}"),
-    benchmark:
-        bench_path("distill_{method}_ipc{ipc}")
-    conda:
-        ENV
     script:
         "../scripts/distill.py"
 
 
 rule evaluate_baseline:
-    output:
-        res("distill/baselines/{baseline}_ipc{ipc}.json"),
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("evaluate_distilled"),
+    output:
+        res("distill/baselines/{baseline}_ipc{ipc}.json"),
+    log:
+        log_path("evaluate_baseline_{baseline}_ipc{ipc}"),
+    benchmark:
+        bench_path("evaluate_baseline_{baseline}_ipc{ipc}")
+    conda:
+        ENV
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
     params:
         kind=lambda wc: wc.baseline,
         ipc=lambda wc: int(wc.ipc),
@@ -118,17 +131,6 @@ rule evaluate_baseline:
         cutout=DISTILL["cutout"],
         device=DISTILL["device"],
         seed=config["seed"],
-    threads: DISTILL["threads"]
-    resources:
-        gpu=1,
-        mem_mb=DISTILL["gpu_mem_mb"],
-        runtime=DISTILL["runtime"],
-    log:
-        log_path("evaluate_baseline_{baseline}_ipc{ipc}"),
-    benchmark:
-        bench_path("evaluate_baseline_{baseline}_ipc{ipc}")
-    conda:
-        ENV
     script:
         "../scripts/evaluate_distilled.py"
 
@@ -136,6 +138,10 @@ rule evaluate_baseline:
 use rule evaluate_baseline as evaluate_full with:
     output:
         res("distill/baselines/full.json"),
+    log:
+        log_path("evaluate_full"),
+    benchmark:
+        bench_path("evaluate_full")
     params:
         kind="full",
         ipc=0,
@@ -146,15 +152,9 @@ use rule evaluate_baseline as evaluate_full with:
         cutout=DISTILL["cutout"],
         device=DISTILL["device"],
         seed=config["seed"],
-    log:
-        log_path("evaluate_full"),
-    benchmark:
-        bench_path("evaluate_full")
 
 
 rule evaluate_distilled:
-    output:
-        res("distill/{method}/ipc{ipc}/eval.json"),
     input:
         synthetic=res("distill/{method}/ipc{ipc}/synthetic.pt"),
         random=res("distill/baselines/random_ipc{ipc}.json"),
@@ -164,6 +164,19 @@ rule evaluate_distilled:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         code=code_of("evaluate_distilled"),
+    output:
+        res("distill/{method}/ipc{ipc}/eval.json"),
+    log:
+        log_path("evaluate_distilled_{method}_ipc{ipc}"),
+    benchmark:
+        bench_path("evaluate_distilled_{method}_ipc{ipc}")
+    conda:
+        ENV
+    threads: DISTILL["threads"]
+    resources:
+        gpu=1,
+        mem_mb=DISTILL["gpu_mem_mb"],
+        runtime=DISTILL["runtime"],
     params:
         kind="distilled",
         data=DISTILL_DATA,
@@ -172,41 +185,29 @@ rule evaluate_distilled:
         cutout=DISTILL["cutout"],
         device=DISTILL["device"],
         seed=config["seed"],
-    threads: DISTILL["threads"]
-    resources:
-        gpu=1,
-        mem_mb=DISTILL["gpu_mem_mb"],
-        runtime=DISTILL["runtime"],
-    log:
-        log_path("evaluate_distilled_{method}_ipc{ipc}"),
-    benchmark:
-        bench_path("evaluate_distilled_{method}_ipc{ipc}")
-    conda:
-        ENV
     script:
         "../scripts/evaluate_distilled.py"
 
 
 rule report_distill:
-    output:
-        res("report/sections/distillation.html"),
     input:
         evals=expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
-        synthetic=expand(res("distill/{method}/ipc{ipc}/synthetic.pt"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]),
+        synthetic=expand(
+            res("distill/{method}/ipc{ipc}/synthetic.pt"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]
+        ),
         experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
         code=code_of("report_distill"),
-    params:
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
+    output:
+        res("report/sections/distillation.html"),
     log:
         log_path("report_distill"),
     benchmark:
         bench_path("report_distill")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     script:
         "../scripts/report_distill.py"

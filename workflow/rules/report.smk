@@ -4,53 +4,53 @@ REPORT_SECTIONS.append(res("report/sections/curation.html"))
 
 
 rule report_curation:
-    output:
-        res("report/sections/curation.html"),
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
         stats=res("curated/stats.json"),
         code=code_of("report_curation"),
-    params:
-        examples=config["report"]["examples_per_class"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
+    output:
+        res("report/sections/curation.html"),
     log:
         log_path("report_curation"),
     benchmark:
         bench_path("report_curation")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        examples=config["report"]["examples_per_class"],
+        seed=config["seed"],
     script:
         "../scripts/report_curation.py"
 
 
 rule report:
+    input:
+        fragments=report_fragments,
+        code=code_of("report"),
     output:
         report(
             res("report/index.html"),
             caption="../report/index.rst",
             category="Report",
         ),
-    input:
-        fragments=report_fragments,
-        code=code_of("report"),
-    params:
-        title=config["report"]["title"],
-        dataset=DATASET,
-        config=config,
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     log:
         log_path("report"),
     benchmark:
         bench_path("report")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        title=config["report"]["title"],
+        dataset=DATASET,
+        config=config,
     script:
         "../scripts/report.py"

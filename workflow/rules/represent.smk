@@ -13,202 +13,220 @@ from gzmorph.represent_settings import workflow_options
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config.get("represent", {}), config["seed"])
 REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
 REPRESENT_REPORT_INPUTS = {
-    "embeddings": {"map": res("embed/map.parquet"), "training": res("represent/training.tsv"),
-                   "model": res("represent/model.pt"), "curated": res("curated/catalogue.parquet"),
-                   "source": res("source/catalogue.parquet"), "qc": res("represent/image_qc.json")},
-    "similarity": {"metrics": res("similarity/metrics.json"), "neighbours": res("similarity/neighbours.parquet"),
-                   "images": res("represent/images.parquet")},
-    "anomalies": {"metrics": res("anomalies/metrics.json"), "curves": res("anomalies/curves.tsv"),
-                  "ranking": res("anomalies/ranking.parquet"), "images": res("represent/images.parquet")},
+    "embeddings": {
+        "map": res("embed/map.parquet"),
+        "training": res("represent/training.tsv"),
+        "model": res("represent/model.pt"),
+        "curated": res("curated/catalogue.parquet"),
+        "source": res("source/catalogue.parquet"),
+        "qc": res("represent/image_qc.json"),
+    },
+    "similarity": {
+        "metrics": res("similarity/metrics.json"),
+        "neighbours": res("similarity/neighbours.parquet"),
+        "images": res("represent/images.parquet"),
+    },
+    "anomalies": {
+        "metrics": res("anomalies/metrics.json"),
+        "curves": res("anomalies/curves.tsv"),
+        "ranking": res("anomalies/ranking.parquet"),
+        "images": res("represent/images.parquet"),
+    },
     "finetune": {"metrics": res("finetune/metrics.json"), "runs": res("finetune/runs.tsv")},
 }
 
-TARGETS.extend([res("embed/embeddings.parquet"), res("similarity/metrics.json"),
-                res("anomalies/metrics.json"), res("finetune/metrics.json")])
+TARGETS.extend(
+    [
+        res("embed/embeddings.parquet"),
+        res("similarity/metrics.json"),
+        res("anomalies/metrics.json"),
+        res("finetune/metrics.json"),
+    ]
+)
 REPORT_SECTIONS.extend(res(f"report/sections/represent_{p}.html") for p in REPRESENT_PARTS)
 
 
 rule represent_images:
-    output:
-        images=res("represent/images.parquet"),
-        qc=res("represent/image_qc.json"),
     input:
         selection=res("source/catalogue.parquet"),  # every source galaxy (the curation script, reused)
         manifest=IMAGE_MANIFEST,
         code=code_of("preprocess_images"),
-    params:
-        image_size=config["image_size"],
-        crop_fraction=config["crop_fraction"],
-        max_bad_fraction=config["max_bad_image_fraction"],
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=60,
+    output:
+        images=res("represent/images.parquet"),
+        qc=res("represent/image_qc.json"),
     log:
         log_path("represent_images"),
     benchmark:
         bench_path("represent_images")
     conda:
         ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        image_size=config["image_size"],
+        crop_fraction=config["crop_fraction"],
+        max_bad_fraction=config["max_bad_image_fraction"],
     script:
         "../scripts/preprocess_images.py"
 
 
 rule train_representation:
-    output:
-        model=res("represent/model.pt"),
-        training=res("represent/training.tsv"),
     input:
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
         code=code_of("train_representation"),
-    params:
-        checkpoint_dir=res("represent/checkpoints"),
-        options=REPRESENT_TRAIN_OPTIONS,
-    threads: REPRESENT["threads"]
-    resources:
-        gpu=1,
-        mem_mb=REPRESENT["gpu_mem_mb"],
-        runtime=REPRESENT["runtime"],
+    output:
+        model=res("represent/model.pt"),
+        training=res("represent/training.tsv"),
     log:
         log_path("train_representation"),
     benchmark:
         bench_path("train_representation")
     conda:
         ENV
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=REPRESENT["gpu_mem_mb"],
+        runtime=REPRESENT["runtime"],
+    params:
+        checkpoint_dir=res("represent/checkpoints"),
+        options=REPRESENT_TRAIN_OPTIONS,
     script:
         "../scripts/train_representation.py"
 
 
 rule embed:
-    output:
-        embeddings=res("embed/embeddings.parquet"),
-        map=res("embed/map.parquet"),
     input:
         model=res("represent/model.pt"),
         images=res("represent/images.parquet"),
         code=code_of("embed"),
-    params:
-        batch_size=REPRESENT["embed_batch_size"],
-        device=REPRESENT["device"],
-        map_method=REPRESENT["map_method"],
-        seed=config["seed"],
-    threads: REPRESENT["threads"]
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
+    output:
+        embeddings=res("embed/embeddings.parquet"),
+        map=res("embed/map.parquet"),
     log:
         log_path("embed"),
     benchmark:
         bench_path("embed")
     conda:
         ENV
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        batch_size=REPRESENT["embed_batch_size"],
+        device=REPRESENT["device"],
+        map_method=REPRESENT["map_method"],
+        seed=config["seed"],
     script:
         "../scripts/embed.py"
 
 
 rule similarity:
-    output:
-        neighbours=res("similarity/neighbours.parquet"),
-        metrics=res("similarity/metrics.json"),
-        gallery=res("similarity/gallery.png"),
     input:
         embeddings=res("embed/embeddings.parquet"),
         curated=res("curated/catalogue.parquet"),
         source=res("source/catalogue.parquet"),
         images=res("represent/images.parquet"),
         code=code_of("similarity"),
-    params:
-        **REPRESENT["similarity"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
+    output:
+        neighbours=res("similarity/neighbours.parquet"),
+        metrics=res("similarity/metrics.json"),
+        gallery=res("similarity/gallery.png"),
     log:
         log_path("similarity"),
     benchmark:
         bench_path("similarity")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        **REPRESENT["similarity"],
+        seed=config["seed"],
     script:
         "../scripts/similarity.py"
 
 
 rule anomalies:
-    output:
-        metrics=res("anomalies/metrics.json"),
-        curves=res("anomalies/curves.tsv"),
-        ranking=res("anomalies/ranking.parquet"),
     input:
         embeddings=res("embed/embeddings.parquet"),
         source=res("source/catalogue.parquet"),
         code=code_of("anomalies"),
-    params:
-        **REPRESENT["anomalies"],
-        seed=config["seed"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
+    output:
+        metrics=res("anomalies/metrics.json"),
+        curves=res("anomalies/curves.tsv"),
+        ranking=res("anomalies/ranking.parquet"),
     log:
         log_path("anomalies"),
     benchmark:
         bench_path("anomalies")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        **REPRESENT["anomalies"],
+        seed=config["seed"],
     script:
         "../scripts/anomalies.py"
 
 
 rule finetune:
-    output:
-        metrics=res("finetune/metrics.json"),
-        runs=res("finetune/runs.tsv"),
     input:
         model=res("represent/model.pt"),
         embeddings=res("embed/embeddings.parquet"),
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
         code=code_of("finetune"),
-    params:
-        **REPRESENT["finetune"],
-        seed=config["seed"],
-    threads: REPRESENT["threads"]
-    resources:
-        gpu=1,
-        mem_mb=8000,
-        runtime=60,
+    output:
+        metrics=res("finetune/metrics.json"),
+        runs=res("finetune/runs.tsv"),
     log:
         log_path("finetune"),
     benchmark:
         bench_path("finetune")
     conda:
         ENV
+    threads: REPRESENT["threads"]
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    params:
+        **REPRESENT["finetune"],
+        seed=config["seed"],
     script:
         "../scripts/finetune.py"
 
 
 rule report_represent:
-    output:
-        res("report/sections/represent_{part}.html"),
     input:
         unpack(lambda wc: REPRESENT_REPORT_INPUTS[wc.part]),
         code=code_of("report_represent"),
-    params:
-        part=lambda wc: wc.part,
-    wildcard_constraints:
-        part="|".join(REPRESENT_PARTS),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=10,
+    output:
+        res("report/sections/represent_{part}.html"),
     log:
         log_path("report_represent_{part}"),
     benchmark:
         bench_path("report_represent_{part}")
+    wildcard_constraints:
+        part="|".join(REPRESENT_PARTS),
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        part=lambda wc: wc.part,
     script:
         "../scripts/report_represent.py"

@@ -2,69 +2,69 @@
 
 
 rule simulate_galaxies:
-    output:
-        directory(res("source/synthetic")),
     input:
         code=code_of("simulate_galaxies"),
-    params:
-        n=config["synthetic"]["n_galaxies"],
-        stamp_size=config["synthetic"]["stamp_size"],
-        n_volunteers=config["synthetic"]["n_volunteers"],
-        seed=config["seed"],
-    threads: 4
-    resources:
-        mem_mb=2000,
-        runtime=30,
+    output:
+        directory(res("source/synthetic")),
     log:
         log_path("simulate_galaxies"),
     benchmark:
         bench_path("simulate_galaxies")
     conda:
         ENV
+    threads: 4
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        n=config["synthetic"]["n_galaxies"],
+        stamp_size=config["synthetic"]["stamp_size"],
+        n_volunteers=config["synthetic"]["n_volunteers"],
+        seed=config["seed"],
     script:
         "../scripts/simulate_galaxies.py"
 
 
 rule source_table:
-    output:
-        catalogue=res("source/catalogue.parquet"),
-        manifest=IMAGE_MANIFEST,
     input:
         catalogue=source_catalogue_input,
         code=code_of("source_table"),
-    params:
-        source=config["source"],
-        data_dir=source_data_dir(),
-        gz2=config["gz2"],
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
+    output:
+        catalogue=res("source/catalogue.parquet"),
+        manifest=IMAGE_MANIFEST,
     log:
         log_path("source_table"),
     benchmark:
         bench_path("source_table")
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        source=config["source"],
+        data_dir=source_data_dir(),
+        gz2=config["gz2"],
     script:
         "../scripts/source_table.py"
 
 
 rule download_gz2:
-    output:
-        touch("resources/gz2/download.done"),
     input:
         code=code_of("download_gz2"),
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=600,
-    retries: 2
+    output:
+        touch("resources/gz2/download.done"),
     log:
         "logs/download_gz2.log",
     benchmark:
         "benchmarks/download_gz2.tsv"
+    retries: 2
     conda:
         ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=600,
     script:
         "../scripts/download_gz2.py"
