@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from gzmorph import classify as C
+from gzmorph.apply import classify_source
 from gzmorph.imageset import read_images, write_images
 from gzmorph.io import InputError
 from gzmorph.report.classify import report_section
@@ -290,9 +291,9 @@ def test_classify_source_applies_the_model_to_a_real_catalogue(trained, tiny_kag
     first.write_bytes(b"garbage")
     dest = tmp_path / "apply.parquet"
     with pytest.raises(InputError, match=first.name):
-        C.classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1)
+        classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1)
     assert not dest.exists()
-    pred = C.classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1, max_bad_image_fraction=0.05)
+    pred = classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1, max_bad_image_fraction=0.05)
     assert len(pred) == 59 and int(first.stem) not in set(pred["id"])
     assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pd.read_parquet(dest).columns)
 

@@ -133,7 +133,7 @@ def test_default_preset_is_the_dataclass_defaults():
 
     from gzmorph.distill_settings import (DistillSettings, EvalOptions, ExpertTraining, MTTOptions, STMOptions,
                                          default_preset)
-    from gzmorph.settings import DISTILL_PRESETS, distill_method_options, distill_settings
+    from gzmorph.distill_settings import DISTILL_PRESETS, distill_method_options, distill_settings
 
     resolved = distill_settings({})
     assert resolved == asdict(DistillSettings()) == default_preset() == DEFAULT_PRESET

@@ -79,7 +79,7 @@ def test_representation_training_options_take_their_defaults_from_the_settings()
 
 def test_distill_schema_names_the_settings_keys_and_the_default_preset_is_the_class():
     from gzmorph.distill_settings import DistillSettings
-    from gzmorph.settings import DISTILL_PRESETS, distill_settings
+    from gzmorph.distill_settings import DISTILL_PRESETS, distill_settings
 
     assert set(SCHEMA["properties"]["distill"]["properties"]) == {f.name for f in fields(DistillSettings)} | {"preset"}
     assert CONFIG["distill"] == {"preset": "default"}

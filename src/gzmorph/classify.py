@@ -350,14 +350,14 @@ def load_model(path: str | Path, device=None, expect_classes: list[str] | None =
 # --------------------------------------------------------------------------- prediction and metrics
 
 
-def _as_model(model, device=None) -> TrainedClassifier:
+def as_classifier(model, device=None) -> TrainedClassifier:
     return model if isinstance(model, TrainedClassifier) else load_model(model, device)
 
 
 def predict_images(model, images: np.ndarray, ids=None, batch_size: int = 256, device=None,
                    where: str = "images") -> pd.DataFrame:
     """Predictions for an image array: ``id``, ``pred_label``, ``pred_name``, ``p_<class>``."""
-    clf = _as_model(model, device)
+    clf = as_classifier(model, device)
     probs, pred = clf.predict_proba(images, batch_size, where)
     out = pd.DataFrame({"id": np.arange(len(pred)) if ids is None else np.asarray(ids),
                         "pred_label": pred.astype(np.int64),
@@ -371,7 +371,7 @@ def predict(model, catalogue: str | Path, images: str | Path, split: str | None 
             batch_size: int = 256, device=None) -> pd.DataFrame:
     """Predict the galaxies of ``split`` (None: all) of a curated catalogue; adds ``label``,
     ``label_name``, ``correct`` (labels in the model's class order) where the catalogue has labels."""
-    clf = _as_model(model, device)
+    clf = as_classifier(model, device)
     df, classes, _ = read_catalogue(catalogue)
     if split is not None:
         df = df[df["split"] == split].reset_index(drop=True)
@@ -414,7 +414,7 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
              predictions_out: str | Path | None = None, metrics_out: str | Path | None = None,
              device=None) -> dict:
     """Metrics of ``model`` on ``split``: accuracy, macro_f1, per_class, confusion, classes, n_test."""
-    clf = _as_model(model, device)
+    clf = as_classifier(model, device)
     df, classes, _ = read_catalogue(catalogue)
     sub = df[df["split"] == split]
     if sub.empty:
@@ -432,26 +432,3 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
     if metrics_out:
         write_json(metrics_out, result)
     return result
-
-
-def classify_source(model, source: str, data_dir: str | Path, out: str | Path, *, crop_fraction: float | None = None,
-                    workers: int | None = None, max_bad_image_fraction: float = 0.01, batch_size: int = 256,
-                    device=None, **source_options) -> pd.DataFrame:
-    """Apply ``model`` to every galaxy of a source catalogue (``gzmorph.sources.read_source``);
-    images are preprocessed like the curation stage; unreadable images are dropped (up to
-    ``max_bad_image_fraction``, else an error) and listed in the ``bad_images`` metadata."""
-    from .preprocess import apply_bad_image_policy, preprocess_images
-    from .sources import read_source
-
-    clf = _as_model(model, device)
-    cat = read_source(source, data_dir, **source_options)
-    crop = crop_fraction if crop_fraction is not None else clf.bundle.get("preprocess", {}).get("crop_fraction", 0.5)
-    imgs, bad = preprocess_images(cat["image_path"].tolist(), clf.image_size, crop, workers)
-    apply_bad_image_policy(bad, len(cat), max_bad_image_fraction, where=f"{source} {data_dir}: ")
-    keep = np.ones(len(cat), bool)
-    keep[[i for i, _ in bad]] = False
-    pred = predict_images(clf, imgs[keep], cat["id"].to_numpy()[keep], batch_size, where=str(data_dir))
-    pred.insert(1, "image_path", cat["image_path"].to_numpy()[keep])
-    with atomic_path(out) as tmp:
-        pred.to_parquet(tmp, index=False)
-    return pred

@@ -6,11 +6,11 @@
 # is set aside automatically, and a finished expert removes it.
 #
 # Settings: the defaults are gzmorph.distill_settings.DistillSettings (the "default" preset);
-# distill.preset picks a preset (gzmorph.settings.DISTILL_PRESETS: "laptop" for real data on a CPU,
+# distill.preset picks a preset (gzmorph.distill_settings.DISTILL_PRESETS: "laptop" for real data on a CPU,
 # "paper" for Guan et al. 2023 on a GPU, each stating what it changes), and every other key under
 # distill: overrides it.
 
-from gzmorph.settings import distill_method_options, distill_settings
+from gzmorph.distill_settings import distill_method_options, distill_settings
 
 try:
     DISTILL = distill_settings(config.get("distill") or {})

@@ -2,7 +2,7 @@
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
-    from gzmorph.classify import classify_source
+    from gzmorph.apply import classify_source
 
     pred = classify_source(snakemake.input.model, params["source"], params["data_dir"], snakemake.output[0],
                            crop_fraction=params["crop_fraction"], workers=snakemake.threads,
