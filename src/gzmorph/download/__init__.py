@@ -19,8 +19,10 @@ Public API
 ``extract(archive, dest_dir) -> Path``
     Unpack a ``.tar.gz``/``.tgz``/``.tar``/``.zip`` archive with a completion
     marker (an interrupted extraction is redone on the next call) and
-    path-traversal protection (absolute names, ``..``, links leaving
-    ``dest_dir`` and special files are refused before anything is written).
+    path-traversal protection: every member's final path is resolved, links
+    included, before anything is written, and an archive with any member
+    landing outside ``dest_dir`` (absolute names, ``..``, links leaving it,
+    chains of links) or with special files is refused whole, naming the member.
 
 ``GZ2_FILES`` / ``RemoteFile``
     Registry of the Galaxy Zoo 2 remote files (URLs + mirrors, pinned md5).

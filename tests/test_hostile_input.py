@@ -1,0 +1,134 @@
+"""Hostile and careless input (issue 15): archives that try to write outside their destination,
+images that would exhaust memory, catalogues in every shape they are distributed in, and the
+temporary files a killed job leaves behind."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gzmorph.download import ArchiveError, extract
+
+
+# ----------------------------------------------------------------- archives
+def _tar(path: Path, members: list[tuple]) -> Path:
+    """``members``: (name, bytes) files, ("sym"|"hard", name, linkname) links, ("dir", name),
+    ("chr"|"blk"|"fifo", name) special files."""
+    kinds = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE,
+             "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE, "fifo": tarfile.FIFOTYPE}
+    with tarfile.open(path, "w:gz") as tf:
+        for m in members:
+            if isinstance(m[1], bytes):
+                info = tarfile.TarInfo(m[0])
+                info.size = len(m[1])
+                tf.addfile(info, io.BytesIO(m[1]))
+                continue
+            info = tarfile.TarInfo(m[1])
+            info.type = kinds[m[0]]
+            if m[0] in ("sym", "hard"):
+                info.linkname = m[2]
+            tf.addfile(info)
+    return path
+
+
+def _zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data)
+    return path
+
+
+def _everything_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+GOOD = ("images/ok.jpg", b"ok")
+
+HOSTILE_TARS = {
+    "absolute": ([GOOD, ("/abs/escape.txt", b"x")], "/abs/escape.txt"),
+    "dotdot": ([GOOD, ("images/../../escape.txt", b"x")], "images/../../escape.txt"),
+    "symlink out": ([GOOD, ("sym", "images/link", "../../escape.txt")], "images/link"),
+    "absolute symlink": ([GOOD, ("sym", "images/link", "/etc/passwd")], "images/link"),
+    # sub/l -> .. is the destination itself; sub/l/m is then written at the top, so its ".." leaves
+    "chain: member written through an inner link": (
+        [GOOD, ("sym", "sub/l", ".."), ("sym", "sub/l/m", ".."), ("m/escape.txt", b"x")], "sub/l/m"),
+    "chain: link to a link ending outside": (
+        [GOOD, ("dir", "d"), ("sym", "d/up", ".."), ("sym", "x", "d/up/..")], "x"),
+    "chain: a file written through links": (
+        [GOOD, ("sym", "a", "b"), ("sym", "b", "."), ("sym", "c", "a/.."), ("c/escape.txt", b"x")], "c"),
+    "hardlink out": ([GOOD, ("hard", "images/h", "../escape.txt")], "images/h"),
+    "hardlink through an inner link": (
+        [GOOD, ("sym", "sub/l", ".."), ("hard", "h", "sub/l/../secret")], "h"),
+    "character device": ([GOOD, ("chr", "dev/tty0")], "dev/tty0"),
+    "block device": ([GOOD, ("blk", "dev/sda")], "dev/sda"),
+    "fifo": ([GOOD, ("fifo", "images/pipe")], "images/pipe"),
+    "link loop": ([GOOD, ("sym", "a", "b"), ("sym", "b", "a"), ("a/x", b"x")], "a/x"),
+    "file under a file": ([GOOD, ("images/ok.jpg/x", b"x")], "images/ok.jpg/x"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_TARS))
+def test_hostile_tar_is_refused_whole_before_any_write(tmp_path, case):
+    members, culprit = HOSTILE_TARS[case]
+    archive = _tar(tmp_path / "evil.tar.gz", members)
+    (tmp_path / "box").mkdir()
+    out = tmp_path / "box" / "out"
+    with pytest.raises(ArchiveError) as err:
+        extract(archive, out, progress=False)
+    message = str(err.value)
+    assert repr(culprit) in message and "refusing" in message and "\n" not in message
+    assert _everything_under(out) == []  # not even images/ok.jpg, the first member
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["box", "evil.tar.gz"]
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/abs/escape.txt", "images/../../escape.txt",
+                                  "C:/escape.txt", "..\\escape.txt", "images\\..\\..\\escape.txt"])
+def test_hostile_zip_is_refused_whole_before_any_write(tmp_path, name):
+    archive = _zip(tmp_path / "evil.zip", [GOOD, (name, b"x")])
+    (tmp_path / "box").mkdir()
+    out = tmp_path / "box" / "out"
+    with pytest.raises(ArchiveError, match="outside") as err:
+        extract(archive, out, progress=False)
+    assert repr(name) in str(err.value)
+    assert _everything_under(out) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["box", "evil.zip"]
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_link_already_in_the_destination_is_followed_too(tmp_path, kind):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").symlink_to(elsewhere)
+    members = [("a.jpg", b"a"), ("images/b.jpg", b"b")]
+    archive = _tar(tmp_path / "a.tar.gz", members) if kind == "tar" else _zip(tmp_path / "a.zip", members)
+    with pytest.raises(ArchiveError, match="'images/b.jpg'.*outside"):
+        extract(archive, out, progress=False)
+    assert not any(elsewhere.iterdir()) and sorted(os.listdir(out)) == ["images"]
+
+
+def test_benign_tar_with_inner_links_extracts(tmp_path):
+    archive = _tar(tmp_path / "ok.tar.gz", [
+        ("dir", "v1"), ("v1/a.jpg", b"a"), ("sym", "latest", "v1"), ("latest/b.jpg", b"b"),
+        ("hard", "v1/a-again.jpg", "v1/a.jpg"), ("sym", "v1/up", "../v1/a.jpg")])
+    out = tmp_path / "out"
+    extract(archive, out, progress=False)
+    assert (out / "v1/b.jpg").read_bytes() == b"b" and (out / "latest").is_symlink()
+    assert (out / "v1/a-again.jpg").read_bytes() == b"a" and (out / "v1/up").read_bytes() == b"a"
+    assert (out / ".ok.tar.gz.extracted").exists()
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_benign_archive_extracts(tmp_path, kind):
+    members = [("./images/587722/587722981741363294.jpg", b"jpg1"), ("images/588009/x.jpg", b"jpg2")]
+    archive = _tar(tmp_path / "a.tar.gz", members) if kind == "tar" else _zip(tmp_path / "a.zip", members)
+    out = tmp_path / "out"
+    extract(archive, out, progress=False)
+    assert (out / "images/587722/587722981741363294.jpg").read_bytes() == b"jpg1"
+    assert (out / "images/588009/x.jpg").read_bytes() == b"jpg2"
