@@ -56,9 +56,9 @@ rule download_gz2:
     output:
         touch("resources/gz2/download.done"),
     log:
-        "logs/download_gz2.log",
+        "resources/gz2/download_gz2.log",
     benchmark:
-        "benchmarks/download_gz2.tsv"
+        "resources/gz2/download_gz2.benchmark.tsv"
     retries: 2
     conda:
         ENV
