@@ -132,3 +132,85 @@ def test_benign_archive_extracts(tmp_path, kind):
     extract(archive, out, progress=False)
     assert (out / "images/587722/587722981741363294.jpg").read_bytes() == b"jpg1"
     assert (out / "images/588009/x.jpg").read_bytes() == b"jpg2"
+
+
+# ----------------------------------------------------------------- images
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header declares ``width`` × ``height`` pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def _good_images(folder: Path, n: int) -> list[Path]:
+    import numpy as np
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        arr = np.full((48, 48, 3), 20 + 30 * i, dtype=np.uint8)
+        Image.fromarray(arr).save(folder / f"good{i}.jpg")
+        paths.append(folder / f"good{i}.jpg")
+    return paths
+
+
+@pytest.mark.parametrize("width,height,expect", [
+    # above max_image_pixels (and above Pillow's warning limit): our limit names the size
+    (10_000, 10_000, "image of 10000×10000 pixels exceeds max_image_pixels=50000000"),
+    # above twice Pillow's limit: Pillow refuses before the header is returned
+    (100_000, 100_000, "image too large to decode"),
+])
+def test_decompression_bomb_is_an_unreadable_image(tmp_path, width, height, expect):
+    import warnings
+
+    from gzmorph.io import InputError
+    from gzmorph.preprocess import apply_bad_image_policy, load_image, preprocess_images
+
+    paths = _good_images(tmp_path, 6)
+    bomb = _png_claiming(tmp_path / "bomb.png", width, height)
+    paths.insert(3, bomb)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        with pytest.raises(InputError, match=f"^{bomb}: {expect}"):
+            load_image(bomb, 16)
+    images, bad = preprocess_images(paths, 16, workers=2, progress=False, chunk=2)
+    assert [i for i, _ in bad] == [3] and bad[0][1].startswith(f"{bomb}: {expect}")
+    assert "\n" not in bad[0][1]
+    assert all(images[i].any() for i in range(7) if i != 3) and not images[3].any()
+    apply_bad_image_policy(bad, len(paths), 0.2)  # 1 of 7 under 20 %: skipped and listed
+    with pytest.raises(InputError, match="bomb.png"):
+        apply_bad_image_policy(bad, len(paths), 0.01)
+
+
+def test_max_image_pixels_is_configurable(tmp_path):
+    from gzmorph.preprocess import preprocess_images
+
+    paths = _good_images(tmp_path, 3)
+    _, bad = preprocess_images(paths, 16, workers=1, progress=False, max_pixels=48 * 48)
+    assert bad == []
+    _, bad = preprocess_images(paths, 16, workers=1, progress=False, max_pixels=48 * 48 - 1)
+    assert [msg for _, msg in bad] == [
+        f"{p}: image of 48×48 pixels exceeds max_image_pixels={48 * 48 - 1}" for p in paths]
+
+
+def test_any_decoder_failure_is_an_unreadable_image(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from gzmorph.io import InputError
+    from gzmorph.preprocess import load_image
+
+    path = _good_images(tmp_path, 1)[0]
+
+    def broken(self, *args, **kwargs):
+        raise ZeroDivisionError("a decoder bug\non two lines")
+
+    monkeypatch.setattr(Image.Image, "convert", broken)
+    with pytest.raises(InputError, match=r"good0.jpg: cannot decode image \(ZeroDivisionError: a decoder bug on two"):
+        load_image(path, 16)

@@ -9,10 +9,17 @@ Workers are forked processes fed chunks of paths (no GIL contention; unlike
 ``spawn`` they do not re-import a Snakemake script's ``__main__``); where
 ``fork`` is unavailable, threads (Pillow releases the GIL while decoding).
 
-Policy for bad images (missing, unreadable, not a JPEG/PNG): they are
-collected, not raised one by one; :func:`apply_bad_image_policy` drops them
-when they are at most ``max_fraction`` of the images (the report lists them)
-and raises one error naming the first few otherwise.
+Policy for bad images (missing, unreadable, not a JPEG/PNG, any decoding
+failure, or larger than ``max_pixels``): they are collected, not raised one by
+one; :func:`apply_bad_image_policy` drops them when they are at most
+``max_fraction`` of the images (the report lists them) and raises one error
+naming the first few otherwise.
+
+Size limit: an image whose header declares more than ``max_pixels`` pixels
+(config ``max_image_pixels``) is unreadable and never decoded, so one huge file
+(a decompression bomb) cannot exhaust memory.  Pillow's own limit
+(``PIL.Image.MAX_IMAGE_PIXELS``; twice it is an error before the header can be
+read) still applies on top: an image above it is unreadable too.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,15 +37,27 @@ from PIL import Image, UnidentifiedImageError
 from .io import InputError
 
 DEFAULT_CROP_FRACTION = 0.5
+#: the largest image (width × height, as its header declares) that is decoded; config max_image_pixels
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
-               fast: bool = True) -> np.ndarray:
-    """Decode ``path``, keep the central ``crop_fraction`` of each side, resize to ``image_size``."""
+               fast: bool = True, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode ``path``, keep the central ``crop_fraction`` of each side, resize to ``image_size``.
+
+    Any failure to read or decode it, including an image of more than ``max_pixels`` pixels,
+    is an :class:`InputError` naming the file.
+    """
     if not 0 < crop_fraction <= 1:
         raise InputError(f"crop_fraction {crop_fraction} must be in (0, 1]")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():  # max_pixels decides below, not Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise InputError(f"{path}: image of {w}×{h} pixels exceeds max_image_pixels={max_pixels}")
             if fast:
                 need = math.ceil(image_size / crop_fraction)
                 im.draft("RGB", (need, need))
@@ -47,18 +67,28 @@ def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT
             box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
             out = im.resize((image_size, image_size), Image.Resampling.BOX, box=box)
             return np.asarray(out, dtype=np.uint8)
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: image file not found") from None
+    except Image.DecompressionBombError as err:
+        raise InputError(f"{path}: image too large to decode ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{path}: cannot decode image ({err})") from None
+        raise InputError(f"{path}: cannot decode image ({_one_line(err)})") from None
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes a decoder raise
+        raise InputError(f"{path}: cannot decode image ({type(err).__name__}: {_one_line(err)})") from None
 
 
-def _load_chunk(paths, image_size, crop_fraction, fast):
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def _load_chunk(paths, image_size, crop_fraction, fast, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
     out = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     bad = []
     for i, p in enumerate(paths):
         try:
-            out[i] = load_image(p, image_size, crop_fraction, fast)
+            out[i] = load_image(p, image_size, crop_fraction, fast, max_pixels)
         except InputError as err:
             bad.append((i, str(err)))
     return out, bad
@@ -72,11 +102,12 @@ def _pool(workers: int):
 
 def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
                       workers: int | None = None, fast: bool = True, progress: bool = True,
-                      chunk: int = 32):
+                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
     """Decode many images in parallel.
 
     Returns ``(images, bad)``: ``images`` is N×S×S×3 uint8 (zeros where bad) and
-    ``bad`` a list of ``(index, message)`` in index order.
+    ``bad`` a list of ``(index, message)`` in index order; an image that cannot be read
+    or decoded, or has more than ``max_pixels`` pixels, is bad.
     """
     from tqdm.auto import tqdm
 
@@ -87,7 +118,7 @@ def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CRO
     if not paths:
         return images, bad
     starts = range(0, len(paths), chunk)
-    args = [(paths[s:s + chunk], image_size, crop_fraction, fast) for s in starts]
+    args = [(paths[s:s + chunk], image_size, crop_fraction, fast, max_pixels) for s in starts]
     with tqdm(total=len(paths), desc="preprocess", unit="img", disable=not progress,
               mininterval=2.0) as bar:
         with _pool(workers) as pool:

@@ -68,6 +68,7 @@ rule represent_images:
         image_size=config["image_size"],
         crop_fraction=config["crop_fraction"],
         max_bad_fraction=config["max_bad_image_fraction"],
+        max_image_pixels=config["max_image_pixels"],
     script:
         "../scripts/preprocess_images.py"
 
