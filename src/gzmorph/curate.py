@@ -72,7 +72,7 @@ def assign_splits(labels: np.ndarray, ids: np.ndarray, fractions: dict, seed: in
     for every split fill train first, then test, then val."""
     fr = np.array([fractions.get(s, 0.0) for s in SPLITS], dtype=float)
     if (fr < 0).any() or not np.isclose(fr.sum(), 1.0) or fr[0] <= 0:
-        raise InputError(f"config split: fractions {dict(zip(SPLITS, fr))} must be ≥ 0, sum to 1, "
+        raise InputError(f"config split: fractions {dict(zip(SPLITS, fr.tolist()))} must be ≥ 0, sum to 1, "
                          "and give train a positive share")
     out = np.empty(len(labels), dtype=object)
     rng = np.random.default_rng(seed)

@@ -161,6 +161,8 @@ def cut_from_config(name: str, spec: dict) -> Cut:
         if kind == "threshold":
             if isinstance(rule, (list, str)):
                 rule = {"conditions": rule}
+            if not isinstance(rule, dict):
+                raise InputError(f"{w}: {rule!r} is not a list of conditions; write e.g. ['Class7.1 > 0.5']")
             conds = rule.get("conditions")
             conds = [conds] if isinstance(conds, str) else conds
             if not conds:
@@ -181,7 +183,7 @@ def cut_from_config(name: str, spec: dict) -> Cut:
             rules.append(ClassRule(str(cname), (), parse_product(expr, w, conditional=True)))
             text[str(cname)] = str(expr)
     top_k = spec.get("top_k")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise InputError(f"{where}.top_k: {top_k!r} is not a positive integer")
     return Cut(name, kind, tuple(rules), top_k, spec.get("description", ""), text)
 

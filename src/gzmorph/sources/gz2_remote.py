@@ -161,7 +161,8 @@ def _check_counts(df: pd.DataFrame, file: Path, row_offset: int) -> None:
         bad = ~np.isfinite(v) | (v < 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{file}: row {i + row_offset}, column {col!r}: vote count {df[col].iloc[i]!r} "
+            value = df[col].iloc[i:i + 1].tolist()[0]  # a plain Python value: nan, not np.float64(nan)
+            raise InputError(f"{file}: row {i + row_offset}, column {col!r}: vote count {value!r} "
                              f"is not a non-negative number ({int(bad.sum())} bad value(s) in this column)")
 
 

@@ -28,9 +28,11 @@ def read_kaggle(data_dir: str | Path) -> pd.DataFrame:
     check_ids(df["GalaxyID"], file)
     check_fractions(df, KAGGLE_COLUMNS, file)
     ids = pd.to_numeric(df["GalaxyID"], errors="coerce")
-    if ids.isna().any() or (ids != ids.round()).any():
-        row = int(ids.isna().to_numpy().nonzero()[0][0]) if ids.isna().any() else 0
-        raise InputError(f"{file}: line {row + 2}: GalaxyID {df['GalaxyID'].iloc[row]!r} is not an integer")
+    not_int = (ids.isna() | (ids != ids.round())).to_numpy()
+    if not_int.any():
+        row = int(not_int.nonzero()[0][0])  # data row i is line i + 2 of the file (header = line 1)
+        value = df["GalaxyID"].iloc[row:row + 1].tolist()[0]  # plain: 1.5, not np.float64(1.5)
+        raise InputError(f"{file}: line {row + 2}: GalaxyID {value!r} is not an integer")
     votes = df[KAGGLE_COLUMNS].astype(float)
     check_tree_sums(votes, file, df["GalaxyID"])
     out = pd.DataFrame({
