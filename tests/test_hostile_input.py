@@ -214,3 +214,150 @@ def test_any_decoder_failure_is_an_unreadable_image(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "convert", broken)
     with pytest.raises(InputError, match=r"good0.jpg: cannot decode image \(ZeroDivisionError: a decoder bug on two"):
         load_image(path, 16)
+
+
+# ----------------------------------------------------------------- catalogues
+def _kaggle_table(n: int = 4):
+    """``n`` galaxies in the Kaggle layout whose vote fractions pass every check."""
+    import pandas as pd
+
+    from gzmorph.tree import GZ2_TREE, KAGGLE_COLUMNS
+
+    conditional = pd.DataFrame(0.0, index=range(n), columns=KAGGLE_COLUMNS)
+    for q in GZ2_TREE.questions:
+        conditional[q.answers[0].kaggle] = 1.0
+    table = GZ2_TREE.to_cumulative(conditional)
+    table.insert(0, "GalaxyID", [100008 + i for i in range(n)])
+    return table
+
+
+def _write_kaggle(folder: Path, form: str, table=None) -> Path:
+    import gzip
+
+    table = _kaggle_table() if table is None else table
+    text = table.to_csv(index=False)
+    path = folder / f"training_solutions_rev1{form}"
+    if form == ".csv":
+        path.write_text(text)
+    elif form == ".csv.gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    elif form == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("training_solutions_rev1.csv", text)
+            zf.writestr("__MACOSX/._training_solutions_rev1.csv", b"\x00\x05junk")  # a Mac's zip
+    elif form == ".parquet":
+        table.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("form", [".csv", ".csv.gz", ".zip", ".parquet"])
+def test_kaggle_catalogue_in_every_form_reads_the_same(tmp_path, form):
+    from gzmorph.sources import read_source
+    from gzmorph.sources.kaggle import find_catalogue
+
+    path = _write_kaggle(tmp_path, form)
+    assert find_catalogue(tmp_path) == path
+    df = read_source("kaggle", tmp_path)
+    assert df["id"].tolist() == [100008, 100009, 100010, 100011]
+    assert df["image_path"].iloc[0] == str(tmp_path.resolve() / "images_training_rev1" / "100008.jpg")
+    assert df["Class1.1"].tolist() == [1.0] * 4
+
+
+def test_two_kaggle_catalogues_are_named(tmp_path):
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+
+    _write_kaggle(tmp_path, ".csv")
+    _write_kaggle(tmp_path, ".zip")
+    with pytest.raises(InputError, match=r"2 Kaggle catalogues, training_solutions_rev1.csv and "
+                                         r"training_solutions_rev1.zip; keep one"):
+        read_source("kaggle", tmp_path)
+
+
+@pytest.mark.parametrize("entries,listed", [
+    ({}, "it holds 0 (0 entries: nothing)"),
+    ({"readme.txt": "hello"}, "it holds 0 (1 entries: readme.txt)"),
+    ({"a.csv": "x\n1\n", "b/training_solutions_rev1.csv": "x\n1\n"},
+     "it holds 2 (2 entries: a.csv, b/training_solutions_rev1.csv)"),
+])
+def test_zip_without_exactly_one_csv_lists_what_is_inside(tmp_path, entries, listed):
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+
+    with zipfile.ZipFile(tmp_path / "training_solutions_rev1.zip", "w") as zf:
+        for name, text in entries.items():
+            zf.writestr(name, text)
+    with pytest.raises(InputError) as err:
+        read_source("kaggle", tmp_path)
+    assert str(err.value) == (f"{tmp_path.resolve() / 'training_solutions_rev1.zip'}: a zipped catalogue "
+                              f"must hold exactly one .csv file; {listed}")
+
+
+@pytest.mark.parametrize("form", [".csv", ".csv.gz", ".zip", ".parquet"])
+def test_empty_and_header_only_catalogues_each_have_their_message(tmp_path, form):
+    import gzip
+
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+
+    path = tmp_path / f"training_solutions_rev1{form}"
+    path.write_bytes(b"")  # empty: 0 bytes in every form
+    with pytest.raises(InputError, match=r"empty file \(0 bytes\): no header line and no rows") as err:
+        read_source("kaggle", tmp_path)
+    assert str(err.value).startswith(str(path.resolve())) and "\n" not in str(err.value)
+    if form == ".csv.gz":  # a gzip of nothing: still empty
+        path.write_bytes(gzip.compress(b""))
+        with pytest.raises(InputError, match=r"training_solutions_rev1.csv.gz: empty file: no header"):
+            read_source("kaggle", tmp_path)
+    path.unlink()
+    _write_kaggle(tmp_path, form, _kaggle_table(0))  # header only
+    with pytest.raises(InputError, match=r"header only, no rows \(columns GalaxyID, Class1.1") as err:
+        read_source("kaggle", tmp_path)
+    assert str(err.value).startswith(str(path.resolve())) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("form,what", [(".csv.gz", "not a readable gzipped CSV"),
+                                       (".zip", "not a readable zip archive"),
+                                       (".parquet", "not a readable Parquet file")])
+def test_corrupt_compressed_catalogue_is_named(tmp_path, form, what):
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+
+    (tmp_path / f"training_solutions_rev1{form}").write_bytes(b"PK\x03\x04 this is not it" * 3)
+    with pytest.raises(InputError, match=f"training_solutions_rev1{form}: {what}") as err:
+        read_source("kaggle", tmp_path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("form", [".csv", ".csv.gz", ".zip", ".parquet"])
+def test_gz2_local_catalogue_in_every_form(tmp_path, form):
+    import gzip
+
+    import pandas as pd
+
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+    from gzmorph.tree import GZ2_TREE
+
+    row = {"dr7objid": 587722981741363294, "asset_id": 7}
+    for q in GZ2_TREE.questions:
+        for j, a in enumerate(q.answers):
+            row[f"{a.gz2}_weighted_fraction"] = 1.0 if j == 0 else 0.0
+    table = pd.DataFrame([row, {**row, "dr7objid": 587722981741363295, "asset_id": 8}])
+    path = tmp_path / f"gz2_hart16{form}"
+    text = table.to_csv(index=False)
+    if form == ".csv":
+        path.write_text(text)
+    elif form == ".csv.gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    elif form == ".zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("gz2_hart16.csv", text)
+    else:
+        table.to_parquet(path)
+    df = read_source("gz2", tmp_path)
+    assert df["id"].tolist() == [587722981741363294, 587722981741363295]  # exact: never through float
+    assert df["image_path"].iloc[1].endswith("images/8.jpg")
+    path.write_text("") if form != ".parquet" else path.write_bytes(b"")
+    with pytest.raises(InputError, match=f"gz2_hart16{form}: empty file"):
+        read_source("gz2", tmp_path)

@@ -20,10 +20,10 @@ import pandas as pd
 
 from ..io import InputError
 from ..tree import GZ2_TREE
-from .validate import check_fractions, check_ids, check_tree_sums, require_columns
+from .validate import check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns
 
 FRACTION_KINDS = ("weighted_fraction", "fraction", "debiased")
-CATALOGUE_GLOBS = ("gz2_hart16*.csv", "gz2_hart16*.csv.gz", "gz2_hart16*.parquet")
+CATALOGUE_GLOBS = ("gz2_hart16*.csv", "gz2_hart16*.csv.gz", "gz2_hart16*.zip", "gz2_hart16*.parquet")
 
 
 def find_catalogue(data_dir: Path, catalogue: str | None = None) -> Path:
@@ -48,7 +48,7 @@ def read_gz2(data_dir: str | Path, catalogue: str | None = None,
     if fraction_kind not in FRACTION_KINDS:
         raise InputError(f"gz2.fraction_kind {fraction_kind!r}: choose one of {FRACTION_KINDS}")
     file = find_catalogue(data_dir, catalogue)
-    df = pd.read_parquet(file) if file.suffix == ".parquet" else pd.read_csv(file, low_memory=False)
+    df = read_catalogue(file)  # .csv, .csv.gz, .zip holding one CSV, or .parquet
     gz2_cols = [f"{a.gz2}_{fraction_kind}" for a in GZ2_TREE.answers]
     require_columns(df, ["dr7objid", "asset_id", *gz2_cols], file)
     check_ids(df["dr7objid"], file)

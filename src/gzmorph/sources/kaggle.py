@@ -1,4 +1,9 @@
-"""The Kaggle Galaxy Zoo challenge layout (also written by the synthetic source)."""
+"""The Kaggle Galaxy Zoo challenge layout (also written by the synthetic source).
+
+``data_dir`` holds ``training_solutions_rev1`` as ``.csv``, ``.csv.gz``, ``.zip`` (one CSV inside,
+as Kaggle distributes it) or ``.parquet`` (exactly one of them), and
+``images_training_rev1/<GalaxyID>.jpg``.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,32 @@ import pandas as pd
 
 from ..io import InputError
 from ..tree import KAGGLE_COLUMNS
-from .validate import check_fractions, check_ids, check_tree_sums, require_columns
+from .validate import (CATALOGUE_SUFFIXES, check_fractions, check_ids, check_tree_sums,
+                       read_catalogue, require_columns)
 
 CATALOGUE = "training_solutions_rev1.csv"
 IMAGES = "images_training_rev1"
+#: the catalogue as distributed (Kaggle serves training_solutions_rev1.zip) or recompressed
+CATALOGUE_NAMES = tuple(f"training_solutions_rev1{s}" for s in CATALOGUE_SUFFIXES)
+
+
+def find_catalogue(data_dir: str | Path) -> Path:
+    """The one ``training_solutions_rev1`` catalogue (.csv, .csv.gz, .zip or .parquet) in ``data_dir``."""
+    data_dir = Path(data_dir)
+    found = [data_dir / n for n in CATALOGUE_NAMES if (data_dir / n).is_file()]
+    if not found:
+        raise InputError(f"{data_dir / CATALOGUE}: Kaggle catalogue not found (data_dir must hold "
+                         f"{CATALOGUE}, or it as .csv.gz, .zip or .parquet, and {IMAGES}/<GalaxyID>.jpg)")
+    if len(found) > 1:
+        raise InputError(f"{data_dir}: {len(found)} Kaggle catalogues, {' and '.join(p.name for p in found)}; "
+                         f"keep one")
+    return found[0]
 
 
 def read_kaggle(data_dir: str | Path) -> pd.DataFrame:
     data_dir = Path(data_dir).resolve()
-    file = data_dir / CATALOGUE
-    if not file.is_file():
-        raise InputError(f"{file}: Kaggle catalogue not found (data_dir must hold {CATALOGUE} "
-                         f"and {IMAGES}/<GalaxyID>.jpg)")
-    try:
-        df = pd.read_csv(file, low_memory=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise InputError(f"{file}: not a readable CSV: {err}") from err
+    file = find_catalogue(data_dir)
+    df = read_catalogue(file)
     require_columns(df, ["GalaxyID", *KAGGLE_COLUMNS], file)
     check_ids(df["GalaxyID"], file)
     check_fractions(df, KAGGLE_COLUMNS, file)

@@ -10,6 +10,8 @@ Values are shown as plain Python values (``nan``, ``1.5``), never numpy reprs.
 from __future__ import annotations
 
 import difflib
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,72 @@ def check_tree_sums(fractions: pd.DataFrame, file: str | Path, ids: pd.Series,
             f"{file}: {_row(file, pos)} (galaxy {ids.iloc[pos]}): answers of question "
             f"{int(first['question'])} sum to {first['sum']:.4f} {what}; {len(bad)} violation(s) "
             f"in {bad['row'].nunique()} galaxies beyond tolerance {tol}, per question {per_q}")
+
+
+# ----------------------------------------------------------------- reading a catalogue
+#: the forms a catalogue may take: CSV, gzipped CSV, a zip holding one CSV, Parquet
+CATALOGUE_SUFFIXES = (".csv", ".csv.gz", ".zip", ".parquet")
+#: entries of a zip that are not data (macOS resource forks)
+_ZIP_JUNK = ("__MACOSX/", "._")
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def read_catalogue(file: str | Path) -> pd.DataFrame:
+    """Read a catalogue: ``.csv``, ``.csv.gz``, ``.zip`` holding exactly one CSV, or ``.parquet``.
+
+    Every problem is one :class:`InputError` naming the file: unreadable, empty (no header),
+    a header without rows, a zip holding no CSV or several (its entries are listed).
+    """
+    file = Path(file)
+    name = file.name.lower()
+    if file.stat().st_size == 0:
+        raise InputError(f"{file}: empty file (0 bytes): no header line and no rows")
+    where: str | Path = file
+    if name.endswith(".parquet"):
+        try:
+            df = pd.read_parquet(file)
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
+            raise InputError(f"{file}: not a readable Parquet file ({_one_line(err)})") from None
+        if len(df.columns) == 0:
+            raise InputError(f"{file}: empty Parquet file: no columns and no rows")
+    elif name.endswith(".zip"):
+        df, where = _read_zipped_csv(file)
+    else:
+        df = _read_csv(file, file, "gzipped CSV" if name.endswith(".gz") else "CSV")
+    if len(df) == 0:
+        raise InputError(f"{where}: header only, no rows (columns {', '.join(map(str, df.columns[:5]))}"
+                         f"{' ...' if len(df.columns) > 5 else ''})")
+    return df
+
+
+def _read_csv(source, where, what: str = "CSV") -> pd.DataFrame:
+    try:
+        return pd.read_csv(source, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{where}: empty file: no header line and no rows") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError,
+            zipfile.BadZipFile, zlib.error) as err:
+        raise InputError(f"{where}: not a readable {what} ({_one_line(err)})") from None
+
+
+def _read_zipped_csv(file: Path) -> tuple[pd.DataFrame, str]:
+    try:
+        zf = zipfile.ZipFile(file)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{file}: not a readable zip archive ({_one_line(err)})") from None
+    with zf:
+        entries = [i.filename for i in zf.infolist() if not i.is_dir()]
+        csvs = [n for n in entries if n.lower().endswith(".csv")
+                and not any(n.startswith(j) or n.rsplit("/", 1)[-1].startswith(j) for j in _ZIP_JUNK)]
+        if len(csvs) != 1:
+            inside = ", ".join(entries[:10]) + (" ..." if len(entries) > 10 else "") if entries else "nothing"
+            raise InputError(f"{file}: a zipped catalogue must hold exactly one .csv file; it holds "
+                             f"{len(csvs)} ({len(entries)} entries: {inside})")
+        where = f"{file} ({csvs[0]} inside)"
+        if zf.getinfo(csvs[0]).file_size == 0:
+            raise InputError(f"{where}: empty file (0 bytes): no header line and no rows")
+        with zf.open(csvs[0]) as fh:
+            return _read_csv(fh, where), where
