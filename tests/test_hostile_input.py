@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -361,3 +364,71 @@ def test_gz2_local_catalogue_in_every_form(tmp_path, form):
     path.write_text("") if form != ".parquet" else path.write_bytes(b"")
     with pytest.raises(InputError, match=f"gz2_hart16{form}: empty file"):
         read_source("gz2", tmp_path)
+
+
+# ----------------------------------------------------------------- leftovers of killed jobs
+class _FakeSnakemake:
+    """The few attributes of Snakemake's ``snakemake`` object that rule_context reads."""
+
+    def __init__(self, outputs, log):
+        from types import SimpleNamespace
+
+        self.output = [str(p) for p in outputs]
+        self.log = [str(log)]
+        self.rule = "fake_rule"
+        self.threads = 1
+        self.config = {"seed": 0}
+        self.params = SimpleNamespace(items=lambda: [("answer", 42)])
+        self.resources = SimpleNamespace()
+
+
+def test_rule_start_sweeps_leftover_temporaries_of_its_outputs(tmp_path):
+    from gzmorph.io import is_temporary
+    from gzmorph.smk import rule_context
+
+    out = tmp_path / "curated"
+    out.mkdir()
+    (out / "images.parquet").write_text("an old output")
+    # a job killed by SIGKILL inside atomic_path: its temporary file stays
+    killed = subprocess.run([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from gzmorph.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_text('half written')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(out / "images.parquet")], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    [leftover] = [p for p in out.iterdir() if p.name.startswith(".images.parquet.")]
+    assert is_temporary(leftover) and leftover.read_text() == "half written"
+    others = [out / ".images.parquet.meta.ab12cd34.tmp",  # another output's (images.parquet.meta)
+              out / ".stats.json.ab12cd34.tmp",  # not an output of this rule
+              out / "images.parquet.tmp", out / ".images.parquet.tmp", out / "notes.txt"]
+    for p in others:
+        p.write_text("keep me")
+    (out / ".qc.json.zz99_abc.tmp").write_text("leftover of the second output")
+
+    fake = _FakeSnakemake([out / "images.parquet", out / "qc.json", tmp_path / "missing" / "x.tsv"],
+                          tmp_path / "rule.log")
+    with rule_context(fake) as (params, _log):
+        assert params == {"answer": 42}
+        assert not leftover.exists() and not (out / ".qc.json.zz99_abc.tmp").exists()
+    assert all(p.read_text() == "keep me" for p in others)
+    assert (out / "images.parquet").read_text() == "an old output"
+    assert "left by a killed job" in (tmp_path / "rule.log").read_text()
+
+
+def test_temporaries_are_never_taken_for_catalogues_or_outputs(tmp_path):
+    from gzmorph.io import atomic_path, is_temporary, temporaries_of
+    from gzmorph.sources.gz2 import find_catalogue as find_gz2
+    from gzmorph.sources.kaggle import find_catalogue
+
+    path = _write_kaggle(tmp_path, ".csv")
+    (tmp_path / ".training_solutions_rev1.zip.k2j4h5g6.tmp").write_bytes(b"PK")
+    (tmp_path / ".gz2_hart16.csv.k2j4h5g6.tmp").write_text("x")
+    (tmp_path / "gz2_hart16.csv").write_text("x")
+    assert find_catalogue(tmp_path) == path
+    assert find_gz2(tmp_path) == tmp_path / "gz2_hart16.csv"
+    assert not is_temporary(path) and not is_temporary(tmp_path / "a.tmp")
+    with atomic_path(tmp_path / "out.parquet") as tmp:
+        assert is_temporary(tmp) and temporaries_of(tmp_path / "out.parquet") == [tmp]
+        tmp.write_text("done")
+    assert temporaries_of(tmp_path / "out.parquet") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -24,15 +25,23 @@ class InputError(ValueError):
     """Bad user input (a file, row, column or config key); the message names it."""
 
 
+#: atomic_path's temporary file beside ``<name>``: ``.<name>.<random>.tmp`` (hidden, and no glob
+#: for ``*.<ext>`` of the outputs matches it); the random part is tempfile's, [a-z0-9_]
+TEMP_SUFFIX = ".tmp"
+_TEMP_RANDOM = "[a-z0-9_]+"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path next to ``path``; move it into place only on success.
 
-    A crash or an exception leaves no file at ``path`` that looks complete.
+    A crash or an exception leaves no file at ``path`` that looks complete.  The temporary file
+    (``.<name>.<random>.tmp``) is removed when the write fails; a process killed outright
+    leaves it, and :func:`sweep_temporaries` (run when a rule starts) removes it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -42,6 +51,38 @@ def atomic_path(path: str | Path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def is_temporary(path: str | Path) -> bool:
+    """Whether ``path`` is named like a temporary file of :func:`atomic_path` (never an output)."""
+    return re.fullmatch(rf"\..+\.{_TEMP_RANDOM}{re.escape(TEMP_SUFFIX)}", Path(path).name) is not None
+
+
+def temporaries_of(path: str | Path) -> list[Path]:
+    """Leftover temporary files of :func:`atomic_path` for ``path``: ``.<name>.<random>.tmp`` beside it.
+
+    Only ``path``'s own: ``.a.b.<random>.tmp`` belongs to ``a.b``, not to ``a``.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{_TEMP_RANDOM}{re.escape(TEMP_SUFFIX)}")
+    try:
+        entries = list(os.scandir(path.parent))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(path.parent / e.name for e in entries
+                  if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False))
+
+
+def sweep_temporaries(paths) -> list[Path]:
+    """Remove the leftover temporary files of :func:`atomic_path` beside each of ``paths`` (the
+    outputs of a rule about to run: a job killed by SIGKILL leaves them); return what was removed."""
+    removed = []
+    for path in paths:
+        for tmp in temporaries_of(path):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_json(path: str | Path, obj) -> None:

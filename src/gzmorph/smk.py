@@ -12,7 +12,9 @@ the global RNGs from ``config["seed"]``, gives a rule with ``resources: gpu=N`` 
 GPU(s) in a local run (``gzmorph.gpu``: a lock-file slot per device and
 ``CUDA_VISIBLE_DEVICES`` set before torch touches CUDA; left to Slurm inside a Slurm
 job; the CPU when no GPU is visible) and turns an ``InputError`` into one clear line
-in the log and a non-zero exit.
+in the log and a non-zero exit.  First it removes the temporary files that a job of the same
+rule killed outright (SIGKILL, out of memory, a lost node) left beside the rule's outputs
+(``.<output name>.<random>.tmp``, :func:`gzmorph.io.sweep_temporaries`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import random
 import sys
 import traceback
 
-from .io import InputError
+from .io import InputError, sweep_temporaries
 
 
 def set_threads(n: int) -> None:
@@ -56,6 +58,20 @@ def rule_gpus(snakemake) -> int:
         return 0
 
 
+def sweep_outputs(snakemake, logger: logging.Logger | None = None) -> list:
+    """Remove the leftover temporary files of atomic writes beside each of the rule's outputs."""
+    try:
+        removed = sweep_temporaries(str(p) for p in getattr(snakemake, "output", ()))
+    except OSError as err:  # a sweep never stops the rule
+        if logger:
+            logger.warning("could not remove leftover temporary files: %s", err)
+        return []
+    for path in removed:
+        if logger:
+            logger.info("removed %s, left by a killed job", path)
+    return removed
+
+
 @contextlib.contextmanager
 def rule_context(snakemake):
     """Run a rule body with its log, threads and seed set up; exit non-zero on failure."""
@@ -69,6 +85,7 @@ def rule_context(snakemake):
     gpu_claim = None
     logger = logging.getLogger(f"gzmorph.{snakemake.rule}")
     try:
+        sweep_outputs(snakemake, logger)
         n_gpus = rule_gpus(snakemake)
         if n_gpus > 0:  # a GPU rule of a local run gets its own device (gzmorph.gpu), before CUDA starts
             from .gpu import acquire_gpus
