@@ -257,10 +257,12 @@ def test_gz2_guan9_real_sample(tmp_path, gz2_dir):
 
 
 @pytest.mark.parametrize("config_args, message", [
-    (["colour=red"], r"'colour' was unexpected"),
-    (["image_size=big"], r"image_size"),
-    (["source=sdss"], r"'sdss' is not one of"),
-    (["cut=zhu7"], r"'zhu7' is not a named cut"),
+    (["colour=red"], r"config colour: unknown key; known keys: classify, "),
+    (["seeds=1"], r"config seeds: unknown key; did you mean 'seed'\? \(workflow/schemas/config.schema.yaml\)"),
+    (["image_size=big"], r"config image_size: 'big' is not of type 'integer' \(workflow/schemas/"),
+    (["source=sdss"], r"config source: 'sdss' is not one of \['synthetic', 'kaggle', 'gz2'\]"),
+    (["cut=zhu7"], r"config cut: 'zhu7' is not a named cut"),
+    (["dataset=.."], r"config dataset: '\.\.' is not a safe name"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, config_args, message):
     wd = copy_workflow(tmp_path)

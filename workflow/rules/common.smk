@@ -1,45 +1,56 @@
-# Helpers shared by the workflow: config validation, paths, code dependencies, targets.
+# Helpers shared by the workflow: config checks, paths, code dependencies, targets.
 from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 from gzmorph.classify_settings import ClassifySettings
 from gzmorph.codedeps import import_closure
+from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 
-validate(config, schema="../schemas/config.schema.yaml")
-try:  # a misspelt or malformed cut fails before any job runs
-    CUT = get_cut(config["cut"], config["cuts"])
+REPO = Path(workflow.basedir)
+# every config value (types, ranges, names, split sum, cuts, stage blocks) is checked here, before
+# the first job is planned: one line per error, naming the key (gzmorph.config_check)
+try:
+    check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
 except InputError as err:
     raise WorkflowError(str(err)) from None
+CUT = get_cut(config["cut"], config["cuts"])
 
-if not config["dataset"]:
-    config["dataset"] = f"{config['source']}-{config['cut']}"
+config["dataset"] = dataset_name(config)
 DATASET = config["dataset"]
 RESULTS = f"results/{DATASET}"
-REPO = Path(workflow.basedir)
 ENV = "../../envs/gzmorph.yaml"
-# size and mtime of every source image (gzmorph.manifest): re-stat here, at every DAG build, so
-# that a replaced, restored, added or removed image reruns the rules that decode images
-IMAGE_MANIFEST = f"{RESULTS}/source/images.manifest.tsv"
-refresh_manifest(IMAGE_MANIFEST)
+
+
+def inside_results(path, key):
+    """``path`` if it lies inside results/<dataset>/; a WorkflowError naming ``key`` otherwise."""
+    try:
+        return check_inside(path, RESULTS, key)
+    except InputError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def res(path):
     """An output path of this dataset: results/<dataset>/<path>."""
-    return f"{RESULTS}/{path}"
+    return inside_results(f"{RESULTS}/{path}", f"res({path!r})")
 
 
 def log_path(name):
-    return f"{RESULTS}/logs/{name}.log"
+    return inside_results(f"{RESULTS}/logs/{name}.log", f"log_path({name!r})")
 
 
 def bench_path(name):
-    return f"{RESULTS}/benchmarks/{name}.tsv"
+    return inside_results(f"{RESULTS}/benchmarks/{name}.tsv", f"bench_path({name!r})")
+
+
+# size and mtime of every source image (gzmorph.manifest): re-stat here, at every DAG build, so
+# that a replaced, restored, added or removed image reruns the rules that decode images
+IMAGE_MANIFEST = res("source/images.manifest.tsv")
+refresh_manifest(IMAGE_MANIFEST)
 
 
 def code_of(script):

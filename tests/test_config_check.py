@@ -1,0 +1,311 @@
+"""Every bad config value is caught when the DAG is built, one line per error naming the key
+(gzmorph.config_check); names that would be paths never leave results/<dataset>/; catalogue
+errors name the right line and show plain values."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from gzmorph.config_check import (ConfigError, check_config, check_inside, config_errors, dataset_name,
+                                  number, show)
+from gzmorph.io import InputError
+from gzmorph.settings import deep_merge
+from gzmorph.sources import read_source
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+BASE = yaml.safe_load((REPO / "config.yaml").read_text())
+AT = "(workflow/schemas/config.schema.yaml)"
+UNSAFE = "is not a safe name; use letters, digits, '_' and '-', starting with a letter or digit " \
+         "(it names a folder under results/)"
+TWO_CLASSES = {"a": ["Class1.1 > 0.5"], "b": ["Class1.2 > 0.5"]}
+
+
+def errors(over: dict) -> list[str]:
+    """The checker's verdict on config.yaml with ``over`` merged into it."""
+    return config_errors(deep_merge(copy.deepcopy(BASE), over), SCHEMA_PATH)
+
+
+# ----------------------------------------------------------------------------- valid configs
+
+
+def test_the_shipped_configs_pass():
+    assert errors({}) == []
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        assert errors({**yaml.safe_load(path.read_text()), "data_dir": "/data"}) == [], path
+    for preset in ("default", "laptop", "paper"):
+        assert errors({"distill": {"preset": preset}}) == [], preset
+    assert errors({"dataset": "my_run-2", "cut": "mine", "cuts": {"mine": {"classes": TWO_CLASSES}},
+                   "classify": {"apply_to": {"other_1": {"source": "kaggle", "data_dir": "/x"}}}}) == []
+
+
+# ----------------------------------------------------------------------------- schema messages
+
+
+def test_misspelt_key_gets_did_you_mean_and_a_far_one_the_known_keys():
+    assert errors({"seeds": 1}) == [f"config seeds: unknown key; did you mean 'seed'? {AT}"]
+    known = ", ".join(sorted(SCHEMA["properties"]))
+    assert errors({"colour": "red"}) == [f"config colour: unknown key; known keys: {known} {AT}"]
+    assert errors({"classify": {"labelsmoothing": 0.1}}) == [
+        f"config classify.labelsmoothing: unknown key; did you mean 'label_smoothing'? {AT}"]
+    assert errors({"cuts": {"mine": {"classes": TWO_CLASSES, "topk": 3}}, "cut": "mine"}) == [
+        f"config cuts.mine.topk: unknown key; did you mean 'top_k'? {AT}"]
+    assert errors({"classify": {"augment": {"rotat": 3}}}) == [
+        f"config classify.augment.rotat: unknown key; did you mean 'rotate'? {AT}"]
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"image_size": "big"}, f"config image_size: 'big' is not of type 'integer' {AT}"),
+    ({"source": "sdss"}, f"config source: 'sdss' is not one of ['synthetic', 'kaggle', 'gz2'] {AT}"),
+    ({"seed": -1}, f"config seed: -1 is less than the minimum of 0 {AT}"),
+    ({"seed": 2**32}, f"config seed: 4294967296 is greater than the maximum of 4294967295 {AT}"),
+    ({"split": {"test": -0.1}}, f"config split.test: -0.1 is less than the minimum of 0 {AT}"),
+    ({"distill": {"ipc": [1, 0]}}, f"config distill.ipc[1]: 0 is less than the minimum of 1 {AT}"),
+    ({"distill": {"ipc": 0}}, f"config distill.ipc: 0 is less than the minimum of 1 {AT}"),
+    ({"distill": {"n_experts": 0}}, f"config distill.n_experts: 0 is less than the minimum of 1 {AT}"),
+    ({"distill": {"preset": "fast"}},
+     f"config distill.preset: 'fast' is not one of ['default', 'laptop', 'paper'] {AT}"),
+    ({"classify": {"augment": "yes"}},
+     f"config classify.augment: 'yes' is not of type 'boolean' and is not of type 'object' {AT}"),
+    ({"represent": {"finetune": {"budgets": "many"}}},
+     f"config represent.finetune.budgets: 'many' is not one of ['auto'] and is not of type 'array' {AT}"),
+    ({"cuts": {"mine": {"classes": {"a": ["Class1.1 > 0.5"]}}}},
+     f"config cuts.mine.classes: {{'a': ['Class1.1 > 0.5']}} needs at least 2 entries {AT}"),
+    ({"cuts": {"mine": {"classes": TWO_CLASSES, "top_k": True}}},
+     f"config cuts.mine.top_k: True is not of type 'integer' {AT}"),
+])
+def test_type_and_range_errors_name_the_key_the_value_and_the_rule(over, message):
+    assert errors(over) == [message]
+
+
+def test_every_schema_error_is_reported_once_each_on_one_line():
+    assert errors({"crop_fraction": 2, "max_per_class": -1}) == [
+        f"config crop_fraction: 2 is greater than the maximum of 1 {AT}",
+        f"config max_per_class: -1 is less than the minimum of 0 {AT}"]
+    with pytest.raises(ConfigError) as caught:
+        check_config(deep_merge(BASE, {"seeds": 1, "image_size": "big"}), SCHEMA)
+    assert caught.value.errors == [f"config seeds: unknown key; did you mean 'seed'? {AT}",
+                                   f"config image_size: 'big' is not of type 'integer' {AT}"]
+    assert str(caught.value) == "\n".join(caught.value.errors)
+    # a huge value is shortened, the schema is never printed
+    [line] = errors({"report": {"title": ["x" * 500]}})
+    assert len(line) < 200 and "..." in line and "$schema" not in line and "\n" not in line
+
+
+# ----------------------------------------------------------------------------- names and paths
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "-x", "_x", "x y", "x\n", "ü", "/tmp/x"])
+def test_dataset_names_that_are_paths_are_refused(name):
+    assert errors({"dataset": name}) == [f"config dataset: {name!r} {UNSAFE}"]
+
+
+def test_cut_and_catalogue_names_that_are_paths_are_refused():
+    bad = "../../../tmp/x"
+    assert errors({"cut": bad, "cuts": {bad: {"classes": TWO_CLASSES}}}) == [
+        f"config cut: {bad!r} {UNSAFE}", f"config cuts: the cut name {bad!r} {UNSAFE}"]
+    assert errors({"classify": {"apply_to": {"a/b": {"source": "kaggle", "data_dir": "/x"}}}}) == [
+        f"config classify.apply_to: the catalogue name 'a/b' {UNSAFE}"]
+
+
+def test_dataset_name_defaults_to_source_and_cut():
+    assert dataset_name({"dataset": "", "source": "synthetic", "cut": "hiwl5"}) == "synthetic-hiwl5"
+    assert dataset_name({"dataset": "run1", "source": "synthetic", "cut": "hiwl5"}) == "run1"
+
+
+def test_paths_must_stay_inside_the_results_folder():
+    root = "results/d"
+    assert check_inside("results/d/classify/{model}/model.pt", root, "res") == "results/d/classify/{model}/model.pt"
+    with pytest.raises(InputError) as caught:
+        check_inside("results/d/logs/../../x.log", root, "log_path('../../x')")
+    assert str(caught.value) == ("log_path('../../x'): 'results/d/logs/../../x.log' is not inside results/d/ "
+                                 "(check the dataset, cut and catalogue names)")
+    for path, root in [("results/d/../../tmp/x/a", "results/d"), ("/tmp/x", "results/d"),
+                       ("results/./source/x", "results/."), ("results/d", "results/d"),
+                       ("results/synthetic-../../../tmp/x/a", "results/synthetic-../../../tmp/x")]:
+        with pytest.raises(InputError, match="is not inside"):
+            check_inside(path, root, "res")
+
+
+# ----------------------------------------------------------------------------- rules across keys
+
+
+def test_split_fractions_must_sum_to_one_and_train_be_positive():
+    assert errors({"split": {"train": 0.8, "val": 0.2, "test": 0.1}}) == [
+        "config split: the fractions must sum to 1, but train 0.8 + val 0.2 + test 0.1 = 1.1"]
+    assert errors({"split": {"train": 0, "val": 0.5, "test": 0.5}}) == [
+        "config split.train: must be above 0 (the models train on it)"]
+    assert errors({"split": {"train": 0.7, "val": 0.2, "test": 0.1}}) == []  # 0.7 + 0.2 + 0.1 != 1.0 in floats
+
+
+def test_every_cut_definition_and_the_cut_in_use_are_checked():
+    assert errors({"cut": "zhu7"}) == ["config cut: 'zhu7' is not a named cut nor defined under 'cuts:' "
+                                       "(known: guan9, hiwl5)"]
+    # an unused malformed cut is caught too
+    assert errors({"cuts": {"mine": {"classes": {"a": ["Class1.1 >> 0.5"], "b": ["Class1.2 > 0.5"]}}}}) == [
+        "config cuts.mine.classes.a: cannot read condition 'Class1.1 >> 0.5'; write e.g. 'Class7.1 > 0.5' "
+        "or 'cond(t07_a16) >= 0.8'"]
+    assert errors({"cuts": {"mine": {"classes": {"a": 5, "b": ["Class1.2 > 0.5"]}}}}) == [
+        "config cuts.mine.classes.a: 5 is not a list of conditions; write e.g. ['Class7.1 > 0.5']"]
+    assert errors({"cuts": {"mine": {"kind": "path_product", "classes": {"a": "t01_a01 * t99_a99",
+                                                                         "b": "t01_a02"}}}}) == [
+        "config cuts.mine.classes.a: 't99_a99' is not an answer of the Galaxy Zoo 2 tree (use Kaggle names like "
+        "Class7.1 or GZ2 names like t07_a16)"]
+
+
+def test_represent_blocks_that_cannot_work():
+    assert errors({"represent": {"finetune": {"min_budget": 300}}}) == [
+        "config represent.finetune: min_budget (300) is above max_budget (256), so no label budget is left"]
+    assert errors({"represent": {"finetune": {"not_ring_max": 0.3}}}) == [
+        "config represent.finetune: not_ring_max (0.3) must be below ring_min (0.25), else a galaxy is "
+        "both a ring and not one"]
+
+
+DS = "(src/gzmorph/distill_settings.py"
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"mtt": {"iterationz": 3}},
+     f"config distill.mtt.iterationz: unknown key; did you mean 'iterations'? {DS}: MTTOptions)"),
+    ({"eval": {"n_net": 3}}, f"config distill.eval.n_net: unknown key; did you mean 'n_nets'? {DS}: EvalOptions)"),
+    ({"expert": {"epoch": 3}},
+     f"config distill.expert.epoch: unknown key; did you mean 'epochs'? {DS}: ExpertTraining)"),
+    ({"stm": {"r_dwn": 3}}, f"config distill.stm.r_dwn: unknown key; did you mean 'r_down'? {DS}: STMOptions)"),
+    ({"ipc_overrides": {1: {"lr_alfa": 0.1}}}, "config distill.ipc_overrides.1.lr_alfa: unknown key; did you "
+     f"mean 'lr_alpha'? {DS}: MTTOptions or STMOptions)"),
+    ({"mtt": {"lr_img": "x"}}, f"config distill.mtt.lr_img: 'x' is not of type 'number' {DS}: MTTOptions)"),
+    ({"stm": {"alpha_per_epoch": 1}},
+     f"config distill.stm.alpha_per_epoch: 1 is not of type 'boolean' {DS}: STMOptions)"),
+    ({"mtt": {"iterations": 2.5}}, f"config distill.mtt.iterations: 2.5 is not of type 'integer' {DS}: MTTOptions)"),
+    ({"expert": {"epochs": 0}}, "config distill.expert.epochs: 0 must be at least 1"),
+    ({"eval": {"n_nets": 0}}, "config distill.eval.n_nets: 0 must be at least 1"),
+    ({"mtt": {"lr_img": 0}}, "config distill.mtt.lr_img: 0 must be above 0"),
+    ({"stm": {"ft_factor": 1.5}}, "config distill.stm.ft_factor: 1.5 must be at most 1"),
+    ({"ipc_overrides": {"x": {}}}, "config distill.ipc_overrides: 'x' is not an IPC (an integer of at least 1)"),
+    ({"expert": {"epochs": 3}}, "config distill.mtt: max_start_epoch (2) + expert_epochs (2) = 4 is more than "
+     "the experts' epochs (distill.expert.epochs = 3); lower them or train longer experts"),
+    ({"preset": "paper", "expert": {"epochs": 10}}, "config distill.mtt: max_start_epoch (20) + expert_epochs "
+     "(2) = 22 is more than the experts' epochs (distill.expert.epochs = 10); lower them or train longer experts"),
+    ({"ipc_overrides": {1: {"max_start_epoch": 5}}}, "config distill.mtt (ipc 1, with ipc_overrides): "
+     "max_start_epoch (5) + expert_epochs (2) = 7 is more than the experts' epochs (distill.expert.epochs = 4); "
+     "lower them or train longer experts"),
+    ({"methods": ["stm"], "expert": {"epochs": 1}},
+     "config distill.expert.epochs: STM needs experts of at least 2 epochs, not 1"),
+])
+def test_distill_blocks_are_checked_against_their_dataclasses(over, message):
+    assert errors({"distill": over}) == [message]
+
+
+def test_mtt_limits_only_apply_when_mtt_runs():
+    assert errors({"distill": {"methods": ["stm"], "expert": {"epochs": 2}}}) == []
+
+
+# ----------------------------------------------------------------------------- plain values
+
+
+def test_messages_show_plain_numbers():
+    assert show(np.float64(0.5)) == "0.5" and show(np.int64(3)) == "3"
+    assert show("x" * 100) == repr("x" * 100)[:57] + "..."
+    assert number(np.float64(1.1000000000000003)) == "1.1" and number(4) == "4"
+
+
+def test_catalogue_errors_name_the_line_of_the_file_and_plain_values(tiny_kaggle):
+    csv = tiny_kaggle / "training_solutions_rev1.csv"
+    df = pd.read_csv(csv)
+    df.loc[4, "Class2.1"] = np.nan
+    df.to_csv(csv, index=False)
+    with pytest.raises(InputError) as caught:
+        read_source("kaggle", tiny_kaggle)
+    assert str(caught.value).endswith(": line 6, column 'Class2.1': vote fraction nan is not a number in [0, 1] "
+                                      "(1 bad value(s) in this column)")
+    line = csv.read_text().splitlines()[6 - 1]  # line 6 of the file, counting the header as line 1
+    assert line.split(",")[0] == str(df.loc[4, "GalaxyID"])
+
+    df = pd.read_csv(csv).fillna(0.5)
+    df["GalaxyID"] = df["GalaxyID"].astype(float)
+    df.loc[7, "GalaxyID"] = 1.5  # was always reported on line 2
+    df.to_csv(csv, index=False)
+    with pytest.raises(InputError) as caught:
+        read_source("kaggle", tiny_kaggle)
+    assert str(caught.value).endswith(": line 9: GalaxyID 1.5 is not an integer")
+    assert csv.read_text().splitlines()[9 - 1].startswith("1.5,")
+
+
+def test_parquet_catalogue_errors_name_the_row(tmp_path, gz2_dir):
+    raw = pd.read_csv(gz2_dir / "gz2_hart16_subset.csv")
+    col = "t01_smooth_or_features_a01_smooth_weighted_fraction"
+    raw.loc[3, col] = 1.5
+    raw.to_parquet(tmp_path / "gz2_hart16_subset.parquet")
+    with pytest.raises(InputError) as caught:
+        read_source("gz2", tmp_path)
+    assert f": row 3, column '{col}': vote fraction 1.5 is not a number in [0, 1]" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- the real snakemake command
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    from test_workflow import copy_workflow
+
+    wd = copy_workflow(tmp_path / "wf")
+    return wd, {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+
+
+def dry_run(wd, *args, config=None):
+    from test_workflow import smk
+
+    out = smk(wd, "-n", *args, config=config, check=False)
+    return out.returncode, out.stdout + out.stderr
+
+
+def written(tmp_path, before) -> set:
+    """What a run added to tmp_path, less Snakemake's own bookkeeping."""
+    after = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    return {p for p in after - before if p.parts[1:2] != (".snakemake",) and p.name != "test-config.yaml"}
+
+
+@pytest.mark.e2e
+def test_dry_run_refuses_a_cut_name_that_is_a_path(tmp_path, workflow_copy):
+    wd, before = workflow_copy
+    bad = "../../../tmp/x"
+    outside = Path("/tmp/x").exists()
+    rc, text = dry_run(wd, config={"cut": bad, "cuts": {bad: {"classes": TWO_CLASSES}}})
+    assert rc != 0 and f"config cut: {bad!r} {UNSAFE}" in text, text[-3000:]
+    assert written(tmp_path, before) == set() and not (wd / "results").exists()
+    assert Path("/tmp/x").exists() == outside
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("dataset", ["..", "."])
+def test_dry_run_refuses_a_dataset_that_is_a_path(tmp_path, workflow_copy, dataset):
+    wd, before = workflow_copy
+    rc, text = dry_run(wd, "--config", f"dataset={dataset}")
+    assert rc != 0 and f"config dataset: {dataset!r} {UNSAFE}" in text, text[-3000:]
+    assert written(tmp_path, before) == set()
+
+
+@pytest.mark.e2e
+def test_dry_run_unknown_keys_are_one_line_without_the_schema(workflow_copy):
+    wd, _ = workflow_copy
+    rc, text = dry_run(wd, "--config", "colour=red")
+    assert rc != 0 and "config colour: unknown key; known keys: " in text and "did you mean" not in text
+    assert "$schema" not in text and "additionalProperties" not in text and len(text.splitlines()) < 10, text
+    rc, text = dry_run(wd, "--config", "seeds=1")
+    assert rc != 0 and f"config seeds: unknown key; did you mean 'seed'? {AT}" in text, text
+
+
+@pytest.mark.e2e
+def test_dry_run_refuses_split_fractions_that_do_not_sum_to_one(workflow_copy):
+    wd, _ = workflow_copy
+    rc, text = dry_run(wd, config={"split": {"train": 0.8, "val": 0.2, "test": 0.1}})
+    assert rc != 0, text[-3000:]
+    assert "config split: the fractions must sum to 1, but train 0.8 + val 0.2 + test 0.1 = 1.1" in text
+    assert "Building DAG" not in text
