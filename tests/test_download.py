@@ -291,7 +291,7 @@ def test_all_offline_one_clear_error(tmp_path):
     assert not isinstance(info.value, ChecksumError)
     for u in urls:
         assert u in msg
-    assert "data_dir" in msg and "f.bin" in msg
+    assert "data_dir" in msg and "f.bin" in msg and "\n" not in msg  # one line, every URL on it
     assert _leftovers(tmp_path) == []
 
 

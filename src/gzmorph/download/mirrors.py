@@ -174,7 +174,7 @@ def _install(transfer: _Transfer, md5: str | None, actual: str, url: str) -> Non
 def _failure(transfer: _Transfer, md5: str | None, url_list: list[str], checksum_failures: int) -> DownloadError:
     """The error listing every URL tried and why it failed, and what the user can do instead."""
     dest, part = transfer.dest, transfer.part
-    lines = "\n".join(f"  - {u}: {why}" for u, why in transfer.failures)
+    tried = "; ".join(f"{u} ({' '.join(str(why).split())})" for u, why in transfer.failures)
     expect = f" (expected md5 {md5})" if md5 else ""
     hint = (f"If you are offline or these links have died, obtain {dest.name}{expect} elsewhere, "
             f"put it in a directory and point `data_dir` at that directory (or at the unpacked "
@@ -182,7 +182,7 @@ def _failure(transfer: _Transfer, md5: str | None, url_list: list[str], checksum
     if part.exists():
         hint += f" The partial download {part} is kept and will be resumed on the next attempt."
     cls = ChecksumError if checksum_failures == len(transfer.failures) else DownloadError
-    return cls(f"could not download {dest.name} from any of {len(url_list)} URL(s):\n{lines}\n{hint}")
+    return cls(f"could not download {dest.name} from any of {len(url_list)} URL(s): {tried}. {hint}")
 
 
 def fetch_remote(remote: RemoteFile, dest_dir: str | Path, **kwargs) -> Path:

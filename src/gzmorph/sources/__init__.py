@@ -5,10 +5,12 @@ Kaggle-layout **cumulative** vote-fraction columns ``Class1.1 … Class11.6``
 (see :mod:`gzmorph.tree`), and whatever else the source carries (the GZ2
 columns, the true parameters of synthetic galaxies).
 
-* ``kaggle`` – ``training_solutions_rev1.csv`` + ``images_training_rev1/<GalaxyID>.jpg``.
+* ``kaggle`` – ``training_solutions_rev1.csv`` (or ``.csv.gz``, ``.zip`` holding one CSV as
+  Kaggle serves it, ``.parquet``) + ``images_training_rev1/<GalaxyID>.jpg``.
 * ``synthetic`` – the built-in simulator writes exactly the Kaggle layout
   (plus ``true_*`` columns), then it is read like ``kaggle``.
-* ``gz2`` – a ``gz2_hart16``-style catalogue + ``images/<asset_id>.jpg``
+* ``gz2`` – a ``gz2_hart16``-style catalogue (``.csv``, ``.csv.gz``, ``.zip``, ``.parquet``)
+  + ``images/<asset_id>.jpg``
   (:mod:`gzmorph.sources.gz2`), or, in a folder holding
   ``gz2_train_catalog.parquet``, the downloaded Zoobot release
   (:mod:`gzmorph.sources.gz2_remote`; it has no question-8 counts, so
