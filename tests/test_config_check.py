@@ -237,6 +237,13 @@ def test_catalogue_errors_name_the_line_of_the_file_and_plain_values(tiny_kaggle
     assert str(caught.value).endswith(": line 9: GalaxyID 1.5 is not an integer")
     assert csv.read_text().splitlines()[9 - 1].startswith("1.5,")
 
+    # the same catalogue as Parquet: no lines, its rows are counted from 0 (as pandas and pyarrow do)
+    pd.read_csv(csv).to_parquet(tiny_kaggle / "training_solutions_rev1.parquet")
+    csv.unlink()
+    with pytest.raises(InputError) as caught:
+        read_source("kaggle", tiny_kaggle)
+    assert str(caught.value).endswith("training_solutions_rev1.parquet: row 7: GalaxyID 1.5 is not an integer")
+
 
 def test_parquet_catalogue_errors_name_the_row(tmp_path, gz2_dir):
     raw = pd.read_csv(gz2_dir / "gz2_hart16_subset.csv")

@@ -14,7 +14,7 @@ import pandas as pd
 from ..io import InputError
 from ..tree import KAGGLE_COLUMNS
 from .validate import (CATALOGUE_SUFFIXES, check_fractions, check_ids, check_tree_sums,
-                       read_catalogue, require_columns)
+                       read_catalogue, require_columns, row_name)
 
 CATALOGUE = "training_solutions_rev1.csv"
 IMAGES = "images_training_rev1"
@@ -45,9 +45,9 @@ def read_kaggle(data_dir: str | Path) -> pd.DataFrame:
     ids = pd.to_numeric(df["GalaxyID"], errors="coerce")
     not_int = (ids.isna() | (ids != ids.round())).to_numpy()
     if not_int.any():
-        row = int(not_int.nonzero()[0][0])  # data row i is line i + 2 of the file (header = line 1)
+        row = int(not_int.nonzero()[0][0])
         value = df["GalaxyID"].iloc[row:row + 1].tolist()[0]  # plain: 1.5, not np.float64(1.5)
-        raise InputError(f"{file}: line {row + 2}: GalaxyID {value!r} is not an integer")
+        raise InputError(f"{file}: {row_name(file, row)}: GalaxyID {value!r} is not an integer")
     votes = df[KAGGLE_COLUMNS].astype(float)
     check_tree_sums(votes, file, df["GalaxyID"])
     out = pd.DataFrame({

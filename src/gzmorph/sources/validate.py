@@ -28,7 +28,7 @@ def _parquet(file: str | Path) -> bool:
     return str(file).endswith(".parquet")
 
 
-def _row(file: str | Path, i: int, row_offset: int = 2) -> str:
+def row_name(file: str | Path, i: int, row_offset: int = 2) -> str:
     """Where data row ``i`` (0-based) of ``file`` is: its line, or its row in a Parquet file."""
     return f"row {i}" if _parquet(file) else f"line {i + row_offset}"
 
@@ -57,7 +57,7 @@ def check_ids(ids: pd.Series, file: str | Path, row_offset: int = 2) -> None:
     """Ids must be present and unique; ``row_offset`` maps index → line number (header = 1)."""
     if ids.isna().any():
         row = int(np.flatnonzero(ids.isna().to_numpy())[0])
-        raise InputError(f"{file}: {_row(file, row, row_offset)}: missing id")
+        raise InputError(f"{file}: {row_name(file, row, row_offset)}: missing id")
     dup = ids[ids.duplicated(keep=False)]
     if len(dup):
         first = dup.iloc[0]
@@ -73,7 +73,7 @@ def check_fractions(df: pd.DataFrame, columns, file: str | Path, row_offset: int
         bad = ~np.isfinite(v) | (v < 0) | (v > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InputError(f"{file}: {_row(file, i, row_offset)}, column {c!r}: vote fraction "
+            raise InputError(f"{file}: {row_name(file, i, row_offset)}, column {c!r}: vote fraction "
                              f"{_value(df[c].iloc[i])} is not a number in [0, 1] "
                              f"({int(bad.sum())} bad value(s) in this column)")
 
@@ -89,7 +89,7 @@ def check_tree_sums(fractions: pd.DataFrame, file: str | Path, ids: pd.Series,
                 else f"but {first['expected']:.4f} of volunteers reached it")
         per_q = bad.groupby("question").size().to_dict()
         raise InputError(
-            f"{file}: {_row(file, pos)} (galaxy {ids.iloc[pos]}): answers of question "
+            f"{file}: {row_name(file, pos)} (galaxy {ids.iloc[pos]}): answers of question "
             f"{int(first['question'])} sum to {first['sum']:.4f} {what}; {len(bad)} violation(s) "
             f"in {bad['row'].nunique()} galaxies beyond tolerance {tol}, per question {per_q}")
 
