@@ -80,7 +80,7 @@ def source_data_dir():
         return str(Path(config["data_dir"]).resolve())
     if config["source"] == "kaggle":
         raise WorkflowError(
-            "source=kaggle needs data_dir: the folder with training_solutions_rev1.csv "
+            "source=kaggle needs data_dir: the folder with training_solutions_rev1 (.csv, .csv.gz, .zip or .parquet) "
             "and images_training_rev1/ (download them from the Kaggle challenge page)"
         )
     return "resources/gz2"
@@ -92,7 +92,12 @@ def source_catalogue_input(wildcards):
     if config["source"] == "synthetic":
         return d
     if config["source"] == "kaggle":
-        return f"{d}/training_solutions_rev1.csv"
+        from gzmorph.sources.kaggle import find_catalogue as find_kaggle_catalogue
+
+        try:
+            return str(find_kaggle_catalogue(d))
+        except InputError as err:
+            raise WorkflowError(str(err))
     if config["data_dir"]:
         from gzmorph.sources.gz2 import find_catalogue
 
