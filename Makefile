@@ -1,4 +1,4 @@
-# Convenience wrappers; the scripts do the work (and need nothing but Python >= 3.11).
+# Convenience wrappers; the scripts do the work (and need nothing but Python >= 3.11.4).
 .PHONY: run test lint clean
 run:
 	scripts/run.sh

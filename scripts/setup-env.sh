@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 extras=${1:-}
 py=${PYTHON:-python3}
 
-if ! command -v "$py" >/dev/null || ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    echo "gzmorph needs Python >= 3.11 as '$py' (set PYTHON=/path/to/python3.11+)" >&2
+if ! command -v "$py" >/dev/null || ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11, 4))'; then
+    echo "gzmorph needs Python >= 3.11.4 as '$py' (set PYTHON=/path/to/python3.11+)" >&2
     exit 1
 fi
 if [ ! -x .venv/bin/python ]; then
