@@ -12,7 +12,7 @@ import torch
 from gzmorph import classify as C
 from gzmorph.apply import classify_source
 from gzmorph.imageset import read_images, write_images
-from gzmorph.io import InputError
+from gzmorph.io import InputError, load_bundle
 from gzmorph.report.classify import report_section
 
 torch.set_num_threads(1)
@@ -103,7 +103,7 @@ def test_levels_smoothing_and_weighted_sampling_configured():
 def test_trained_model_file_and_training_outputs(trained):
     cat, imgs, out = trained
     path, summary = out["hiwl"]
-    bundle = torch.load(path, weights_only=False)
+    bundle = read_model_file(path)
     assert bundle["format"] == C.MODEL_FORMAT and bundle["cut"] == "hiwl5" and bundle["classes"] == HIWL
     assert bundle["image_size"] == 16 and len(bundle["norm"]["mean"]) == 3
     assert bundle["preprocess"] == {"crop_fraction": 0.5}
@@ -181,15 +181,19 @@ def test_model_file_errors(trained, tmp_path):
         C.load_model(tmp_path / "nope.pt")
     with pytest.raises(InputError, match="differ from the expected"):
         C.load_model(out["flat"][0], expect_classes=["round", "spiral"])
-    bundle = torch.load(out["flat"][0], weights_only=False)
+    bundle = read_model_file(out["flat"][0])
     bundle["levels"][0]["model_config"]["num_classes"] = 3  # weights of a 5-way head, a 3-way model
     C.save_model(bundle, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="do not fit model 'cnn'"):
         C.load_model(tmp_path / "bad.pt")
 
 
+def read_model_file(path):
+    return load_bundle(path, C.MODEL_FORMAT, "classifier model file")
+
+
 def level_weights(path):
-    return torch.load(path, weights_only=False)["levels"][0]["state_dict"]
+    return read_model_file(path)["levels"][0]["state_dict"]
 
 
 def same_state(a, b):

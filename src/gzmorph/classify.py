@@ -20,6 +20,8 @@ every cut.
 A trained model is one file (``model.pt``) that holds everything needed to
 predict: kind, cut, class names, image size, normalisation, and per level the
 model name, its config and weights (see :func:`save_model` / :func:`load_model`).
+It is a safetensors file (:func:`gzmorph.io.save_bundle`): the weights as its tensors,
+everything else as a JSON header; loading it never runs code.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import pandas as pd
 import torch
 
 from .classify_settings import ClassifySettings
-from .io import InputError, atomic_path, write_json
+from .io import InputError, atomic_path, save_bundle, write_json
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +262,8 @@ def _preprocess_meta(images) -> dict:
 
 
 def save_model(bundle: dict, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(bundle, tmp)
+    """Write the model file: a safetensors file (weights + JSON header), see :func:`gzmorph.io.save_bundle`."""
+    save_bundle(path, bundle, MODEL_FORMAT)
 
 
 class TrainedClassifier:

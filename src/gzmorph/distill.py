@@ -35,7 +35,7 @@ import torch
 from .augment import BatchTransform
 from .distill_settings import DistillConfig, DistillSettings, STMConfig
 from .experts import Data, expected_meta, load_expert, step_generator
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, save_bundle
 from .matching import matching_loss
 from .models import build_convnet
 from .stm import STMSchedule
@@ -325,8 +325,7 @@ def write_outputs(result: dict, data: Data, synthetic_path, grid_path, history_p
     """``synthetic.pt`` (the result of :func:`distill`), the prototype grid and the history / stage tables."""
     from .train import write_table
 
-    with atomic_path(synthetic_path) as tmp:
-        torch.save(result, tmp)
+    save_bundle(synthetic_path, result, SYNTHETIC_FORMAT)  # safetensors: images, labels, α + a JSON header
     save_grid(to_uint8(result["images"], BatchTransform(data.mean, data.std)), result["labels"].numpy(),
               data.classes, grid_path)
     rows = result["history"] or [{"iteration": None}]

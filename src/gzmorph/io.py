@@ -94,25 +94,213 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text())
 
 
-def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -> dict:
-    """A torch-saved dict tagged ``format == fmt`` (models, experts, synthetic sets).
+# --------------------------------------------------------------------------- model files (safetensors)
 
-    Missing, unreadable or foreign files are one ``InputError`` naming the file and ``what``.
+#: the safetensors metadata key whose value is a gzmorph file's JSON header
+BUNDLE_HEADER_KEY = "gzmorph"
+#: the rule that writes each kind of gzmorph file (by format family), for "retrain it" hints
+WRITER_RULE = {"gzmorph.classifier": "train_classifier", "gzmorph.representation": "train_representation",
+               "gzmorph.expert": "train_expert", "gzmorph.synthetic": "distill"}
+_MAX_HEADER = 100_000_000  # safetensors' own limit on the header's size
+
+
+def save_bundle(path: str | Path, bundle: dict, fmt: str) -> None:
+    """Write ``bundle`` (nested dicts, lists, tuples, tensors, numpy arrays and scalars, plain values)
+    atomically as a safetensors file that no reader can make run code.
+
+    The tensors (and numpy arrays) are the file's weights, named by where they sit in the bundle
+    (``levels/0/state_dict/conv1.weight``); everything else is one JSON document in the safetensors
+    metadata under ``"gzmorph"``: ``{"format": fmt, "versions": {"gzmorph", "torch", "safetensors"},
+    "bundle": the bundle with each tensor replaced by {"$tensor": name}}`` (tuples, numpy values,
+    non-finite floats and non-string keys are tagged ``{"$tuple": ...}`` etc. so that they come back
+    as they were).  :func:`load_bundle` reads it back.
     """
-    import torch
+    from safetensors.torch import save_file
+
+    if isinstance(bundle, dict) and bundle.get("format", fmt) != fmt:
+        raise ValueError(f"{path}: bundle of format {bundle['format']!r} saved as {fmt!r}")
+    tensors: dict = {}
+    header = {"format": fmt, "versions": _versions(), "bundle": _encode(bundle, "", tensors, set())}
+    text = json.dumps(header, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={BUNDLE_HEADER_KEY: text})
+
+
+def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -> dict:
+    """The bundle of a gzmorph file of format ``fmt`` written by :func:`save_bundle` (models, experts,
+    synthetic sets); tensors come back on the CPU.
+
+    Nothing in the file is ever executed: an old pickled file (older gzmorph versions wrote
+    ``torch.save`` pickles), or any other file that is not a safetensors file, is refused unread.  Missing,
+    unreadable or foreign files are one ``InputError`` naming the file and ``what``, with the
+    ``snakemake --forcerun <rule>`` that writes a new one.
+    """
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found: the file does not exist{missing_hint}")
+    retrain = _retrain_hint(fmt)
+    kind = _file_kind(path)
+    if kind == "pickle":
+        raise InputError(f"{path}: not a gzmorph {what}: a pickled file (a model file of an older gzmorph, "
+                         f"or a training checkpoint), which gzmorph never loads as loading it could run code; "
+                         f"{retrain}")
+    if kind != "safetensors":
+        raise InputError(f"{path}: {what} cannot be read: {kind}; {retrain}")
     try:
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file
-        raise InputError(f"{path}: {what} cannot be read ({err})") from None
-    if not isinstance(bundle, dict) or bundle.get("format") != fmt:
-        found = bundle.get("format", "no format key") if isinstance(bundle, dict) else type(bundle).__name__
-        hint = " (a training checkpoint?)" if isinstance(bundle, dict) and "optimizer" in bundle else ""
-        raise InputError(f"{path}: not a gzmorph {what} ({found}){hint}")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if BUNDLE_HEADER_KEY not in meta:
+                raise InputError(f"{path}: not a gzmorph {what} (a safetensors file without a gzmorph header); "
+                                 f"{retrain}")
+            header = json.loads(meta[BUNDLE_HEADER_KEY])
+            found = header.get("format", "no format key") if isinstance(header, dict) else "no format key"
+            if found != fmt:
+                raise InputError(f"{path}: not a gzmorph {what} ({found})")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        bundle = _decode(header.get("bundle"), tensors)
+    except InputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a truncated, damaged or foreign file
+        raise InputError(f"{path}: {what} cannot be read ({one_line(err)}); {retrain}") from None
+    if not isinstance(bundle, dict):
+        raise InputError(f"{path}: not a gzmorph {what} (holds a {type(bundle).__name__}, not a dict); {retrain}")
+    bundle.setdefault("format", fmt)
     return bundle
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line: torch's multi-line weights-only refusal becomes its reason."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("WeightsUnpickler error:"):
+            return ln.removeprefix("WeightsUnpickler error:").strip()
+    return lines[0] if lines else type(err).__name__
+
+
+def _retrain_hint(fmt: str) -> str:
+    rule = WRITER_RULE.get(fmt.split("/", 1)[0])
+    return f"retrain it: snakemake --forcerun {rule}" if rule else "rerun the rule that wrote it"
+
+
+def _file_kind(path: Path) -> str:
+    """``"safetensors"``, ``"pickle"`` (torch.save's zip or a bare pickle), or why it is neither;
+    read from the first bytes only."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        return "the file is empty"
+    if len(head) == 9:
+        n = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and n <= min(_MAX_HEADER, path.stat().st_size - 8):
+            return "safetensors"
+    if head[:1] == b"\x80" or zipfile.is_zipfile(path):
+        return "pickle"
+    return "not a safetensors file"
+
+
+def _versions() -> dict:
+    import safetensors
+    import torch
+
+    from . import __version__
+
+    return {"gzmorph": __version__, "torch": torch.__version__, "safetensors": safetensors.__version__}
+
+
+def _tensor_name(where: str, tensors: dict) -> str:
+    name, k = where or "tensor", 1
+    while name in tensors:
+        k += 1
+        name = f"{where}#{k}"
+    return name
+
+
+def _store_tensor(t, where: str, tensors: dict, storages: set) -> str:
+    t = t.detach().cpu()
+    ptr = t.untyped_storage().data_ptr() if t.numel() else None
+    shared = ptr is not None and (ptr in storages or t.untyped_storage().nbytes() != t.nbytes)
+    if shared or not t.is_contiguous():
+        t = t.contiguous().clone()
+    if ptr is not None:
+        storages.add(t.untyped_storage().data_ptr())
+    name = _tensor_name(where, tensors)
+    tensors[name] = t
+    return name
+
+
+def _encode(obj, where: str, tensors: dict, storages: set):
+    """``obj`` as JSON, its tensors and arrays moved to ``tensors`` (see :func:`save_bundle`)."""
+    import math
+
+    import numpy as np
+    import torch
+
+    def sub(key, value):
+        return _encode(value, f"{where}/{key}" if where else str(key), tensors, storages)
+
+    if obj is None or isinstance(obj, (bool, str)) and not isinstance(obj, np.generic):
+        return obj
+    if isinstance(obj, np.generic):
+        value = obj.item()
+        if isinstance(value, np.generic) or not isinstance(value, (bool, int, float, str)):
+            raise TypeError(f"{where or 'bundle'}: cannot store a numpy {obj.dtype} value")
+        return {"$numpy": obj.dtype.str, "value": _encode(value, where, tensors, storages)}
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else {"$float": repr(float(obj))}
+    if torch.is_tensor(obj):
+        return {"$tensor": _store_tensor(obj, where, tensors, storages)}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject or obj.dtype.fields is not None:
+            raise TypeError(f"{where or 'bundle'}: cannot store a numpy array of dtype {obj.dtype}")
+        arr = np.ascontiguousarray(obj)
+        if arr.dtype.kind in "biuf" and arr.dtype.isnative and arr.dtype.itemsize <= 8:
+            t, raw = torch.from_numpy(arr), False
+        else:  # strings, complex, other byte orders, ...: the raw bytes
+            t, raw = torch.from_numpy(arr.reshape(-1).view(np.uint8).copy()), True
+        out = {"$ndarray": _store_tensor(t, where, tensors, storages), "dtype": arr.dtype.str}
+        return out | {"shape": list(arr.shape)} if raw else out
+    if isinstance(obj, tuple):
+        return {"$tuple": [sub(i, v) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [sub(i, v) for i, v in enumerate(obj)]
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not isinstance(k, np.generic) and not k.startswith("$") for k in obj):
+            return {k: sub(k, v) for k, v in obj.items()}
+        return {"$dict": [[_encode(k, where, tensors, storages), sub(k, v)] for k, v in obj.items()]}
+    raise TypeError(f"{where or 'bundle'}: cannot store a {type(obj).__name__} in a gzmorph file")
+
+
+def _decode(obj, tensors: dict):
+    """The inverse of :func:`_encode`."""
+    import numpy as np
+
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if len(obj) == 1 and "$tensor" in obj:
+        return tensors[obj["$tensor"]]
+    if "$ndarray" in obj:
+        arr = tensors[obj["$ndarray"]].numpy()
+        dtype = np.dtype(obj["dtype"])
+        if "shape" in obj:
+            return arr.view(dtype).reshape(obj["shape"]).copy()
+        return arr.astype(dtype, copy=False)
+    if "$numpy" in obj:
+        return np.array(_decode(obj["value"], tensors), dtype=np.dtype(obj["$numpy"]))[()]
+    if len(obj) == 1 and "$float" in obj:
+        return float(obj["$float"])
+    if len(obj) == 1 and "$tuple" in obj:
+        return tuple(_decode(v, tensors) for v in obj["$tuple"])
+    if len(obj) == 1 and "$dict" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["$dict"]}
+    return {k: _decode(v, tensors) for k, v in obj.items()}
 
 
 def _json_default(o):

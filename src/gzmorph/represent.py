@@ -22,7 +22,8 @@ Vote counts
 
 Training (:func:`train_representation`) uses the one training loop :func:`gzmorph.train.fit`,
 on every galaxy of the source (not only a curated cut); a random ``val_fraction`` monitors the
-loss.  The model file (``model.pt``) holds everything needed to embed new images.
+loss.  The model file (``model.pt``) holds everything needed to embed new images: a safetensors
+file (:func:`gzmorph.io.save_bundle`), the weights as its tensors and the rest as a JSON header.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, save_bundle
 from .represent_settings import RepresentSettings
 from .tree import GZ2_TREE, DecisionTree
 
@@ -307,8 +308,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
               "mean_votes": float(counts.reshape(len(counts), -1)[:, :3].sum(1).mean())}
     if metrics_path:
         write_table(Path(metrics_path), history)
-    with atomic_path(out) as tmp:
-        torch.save(bundle, tmp)
+    save_bundle(out, bundle, MODEL_FORMAT)  # safetensors: weights + JSON header
     discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "state_dict"}
 
