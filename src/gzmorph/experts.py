@@ -13,7 +13,10 @@
 
 Expert file (``experts/<name>.pt``): ``{"format", "trajectory": (E+1)×P float32
 tensor (epoch 0 = initial weights), "history": per-epoch rows, "meta": model
-config, classes, image size, normalisation, data fingerprint, ...}``.
+config, classes, image size, normalisation, data fingerprint, ...}``, a safetensors
+file (:func:`gzmorph.io.save_bundle`: the trajectory as its weight, the rest as a
+JSON header).  The work folder's ``trajectory.pt`` and fit's ``last.pt`` are read
+weights-only.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch.nn.functional as F
 from . import augment as aug
 from .distill_settings import DistillSettings, ExpertConfig
 from .codedeps import package_hash
-from .io import InputError, atomic_path
+from .io import InputError, atomic_path, save_bundle
 from .models import build_convnet
 from .student import flat_params
 
@@ -141,14 +144,24 @@ def expert_seed(seed: int, index: int) -> int:
 
 def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accuracy, device, build) -> tuple:
     """The trajectory and history rows so far, consistent with fit's own checkpoint (``last.pt``):
-    ``[initial], []`` without one; a checkpoint of other settings is removed (training from scratch)."""
+    ``[initial], []`` without one; a checkpoint of other settings, or one that cannot be read
+    weights-only (truncated, foreign, crafted to run code), is removed (training from scratch)."""
+    from .io import one_line
+    from .train import read_checkpoint
+
     last, traj_path = work / "last.pt", work / "trajectory.pt"
     if not last.exists():
         return [initial], []
-    ck = torch.load(last, map_location="cpu", weights_only=False)
-    done = ck["state"]["epoch"]
-    saved = torch.load(traj_path, map_location="cpu", weights_only=False) if traj_path.exists() else None
-    if saved is None or saved.get("meta") != meta or len(saved["trajectory"]) < done:
+    try:  # both weights-only: tensors and plain values, never code
+        ck = read_checkpoint(last)
+        done = int(ck["state"]["epoch"])
+        saved = read_checkpoint(traj_path) if traj_path.exists() else None
+    except Exception as err:  # noqa: BLE001 - a truncated, foreign or crafted file
+        log.warning("%s: unreadable checkpoint or trajectory (%s); training from scratch", work, one_line(err))
+        last.unlink()
+        return [initial], []
+    if (not isinstance(saved, dict) or saved.get("meta") != meta or not torch.is_tensor(saved.get("trajectory"))
+            or len(saved["trajectory"]) < done):
         # another model, data or setting (lr, batch size, augmentation, seed): never continue it
         log.warning("%s: checkpoint of other settings or without a matching trajectory; training from scratch",
                     work)
@@ -221,8 +234,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     if len(traj) != cfg.epochs + 1:
         raise RuntimeError(f"expert {index}: trajectory has {len(traj) - 1} epochs, expected {cfg.epochs}")
     result = {"format": EXPERT_FORMAT, "trajectory": torch.stack(traj), "history": rows, "meta": meta}
-    with atomic_path(out_path) as tmp:
-        torch.save(result, tmp)
+    save_bundle(out_path, result, EXPERT_FORMAT)  # safetensors: the trajectory + a JSON header
     if history_path:
         write_table(Path(history_path), rows)
     discard_checkpoints(work)  # the trajectory is written: only an unfinished expert is ever resumed

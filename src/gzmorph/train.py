@@ -15,7 +15,9 @@ resumed from the end-of-epoch checkpoint gives the same weights as an
 uninterrupted run (bit-identical on CPU).  The checkpoint ``last.pt`` (model,
 optimizer, scheduler, scaler, RNG states, history, best metric, ``meta``) is
 written atomically after every epoch, the best weights to ``best.pt`` and the
-per-epoch table to ``metrics.tsv`` in the same directory.
+per-epoch table to ``metrics.tsv`` in the same directory.  Both hold only tensors
+and plain values, and are read with ``torch.load(weights_only=True)``
+(:func:`read_checkpoint`): a crafted checkpoint cannot run code.
 
 A checkpoint is resumed only by the run that wrote it: its ``meta`` (model, config, classes and
 the caller's ``fingerprint`` of settings, ids, labels and image content) and the library's code
@@ -43,7 +45,7 @@ import numpy as np
 import torch
 
 from .codedeps import package_hash
-from .io import atomic_path
+from .io import atomic_path, one_line
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +96,20 @@ def batch_order(n: int, batch_size: int, gen: torch.Generator, sample_weights=No
 
 
 def _rng_states() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG state, in types ``torch.load(weights_only=True)`` reads: tensors, plain values."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "key": key.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                      "cached_gaussian": float(cached)},
+            "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_states(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    np.random.set_state((n["name"], np.array(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     random.setstate(s["python"])
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
@@ -129,12 +138,18 @@ def resume_mismatch(ckpt: dict, meta: dict) -> list[str]:
     return [k for k in RESUME_KEYS if old.get(k) != meta.get(k)]
 
 
+def read_checkpoint(path: Path):
+    """A checkpoint file as written by :func:`fit`, read weights-only: tensors and plain values, so
+    that a crafted file cannot run code (it is refused with ``pickle.UnpicklingError``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(last: Path, meta: dict) -> dict | None:
     """The checkpoint at ``last`` if this run wrote it; else ``None``, with one log line saying why."""
     try:
-        ck = torch.load(last, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a truncated or foreign file is not a checkpoint
-        log.warning("%s: unreadable checkpoint (%s); training from scratch", last, err)
+        ck = read_checkpoint(last)
+    except Exception as err:  # noqa: BLE001 - a truncated, foreign or crafted file is not a checkpoint
+        log.warning("%s: unreadable checkpoint (%s); training from scratch", last, one_line(err))
         return None
     diff = resume_mismatch(ck, meta)
     if diff:
@@ -235,7 +250,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
 
     if restore_best and state["best_epoch"] is not None:
         if best_state is None and ckdir and (ckdir / "best.pt").exists():
-            best_state = torch.load(ckdir / "best.pt", map_location="cpu", weights_only=False)["model"]
+            best_state = read_checkpoint(ckdir / "best.pt")["model"]
         if best_state is not None:
             model.load_state_dict(best_state)
     return FitResult(state["history"], state["best_epoch"], state["best_metric"],
