@@ -171,11 +171,14 @@ def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -
 
 
 def one_line(err: BaseException) -> str:
-    """An exception as one line: torch's multi-line weights-only refusal becomes its reason."""
+    """An exception as one line.  torch's multi-line weights-only refusal (whose first line advises
+    ``weights_only=False``, i.e. running the file) becomes its reason: ``refused by the weights-only
+    loader: Trying to load unsupported GLOBAL posix.system ...``."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("WeightsUnpickler error:"):
-            return ln.removeprefix("WeightsUnpickler error:").strip()
+    if lines and lines[0].startswith("Weights only load failed"):
+        reasons = [ln.removeprefix("WeightsUnpickler error:").strip() for ln in lines[1:]
+                   if not ln.startswith("Check the documentation")]
+        return "refused by the weights-only loader" + (f": {reasons[0]}" if reasons else "")
     return lines[0] if lines else type(err).__name__
 
 
