@@ -158,7 +158,7 @@ def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -
             found = header.get("format", "no format key") if isinstance(header, dict) else "no format key"
             if found != fmt:
                 raise InputError(f"{path}: not a gzmorph {what} ({found})")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open, not a dict
         bundle = _decode(header.get("bundle"), tensors)
     except InputError:
         raise
