@@ -1,3 +1,3 @@
 """gzmorph: Galaxy Zoo morphology workflow library."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version lives (pyproject reads it)
