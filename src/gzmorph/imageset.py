@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .io import atomic_path
+from .io import InputError, atomic_path
 
 SHAPE_KEY = b"gzmorph.image_shape"
 HASH_KEY = b"gzmorph.content_hash"
@@ -45,25 +45,44 @@ def write_images(path: str | Path, ids, images: np.ndarray, extra_metadata: dict
         pq.write_table(table, tmp, row_group_size=4096, compression="zstd")
 
 
+def _unreadable(path, err: Exception) -> InputError:
+    """A damaged, truncated or foreign image table: one error naming the file and the way out."""
+    if isinstance(err, FileNotFoundError):
+        return InputError(f"{path}: image table not found: the file does not exist")
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return InputError(f"{path}: not a readable image table ({reason}); it is damaged or truncated: "
+                      f"delete it and rerun snakemake to rebuild it")
+
+
+def _schema_metadata(path) -> dict:
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException) as err:
+        raise _unreadable(path, err) from None
+
+
 def image_shape(path: str | Path) -> tuple[int, int, int]:
-    meta = pq.read_schema(path).metadata or {}
+    meta = _schema_metadata(path)
     if SHAPE_KEY not in meta:
-        raise ValueError(f"{path}: not a gzmorph image table (no {SHAPE_KEY.decode()} metadata)")
+        raise InputError(f"{path}: not a gzmorph image table (no {SHAPE_KEY.decode()} metadata)")
     return tuple(json.loads(meta[SHAPE_KEY]))
 
 
 def content_hash(path: str | Path) -> str:
     """The SHA-256 of an image table's ids and pixels, recorded when it was written."""
-    meta = pq.read_schema(path).metadata or {}
+    meta = _schema_metadata(path)
     if HASH_KEY not in meta:
-        raise ValueError(f"{path}: image table without {HASH_KEY.decode()}: rerun the rule that wrote it")
+        raise InputError(f"{path}: image table without {HASH_KEY.decode()}: rerun the rule that wrote it")
     return meta[HASH_KEY].decode()
 
 
 def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(ids, images)``; with ``ids`` given, in that order (KeyError names missing ids)."""
     shape = image_shape(path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise _unreadable(path, err) from None
     all_ids = table.column("id").to_numpy()
     # one contiguous buffer -> N×H×W×3 without a Python loop over rows
     col = table.column("image").combine_chunks()
