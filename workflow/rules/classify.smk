@@ -5,11 +5,9 @@
 # job, which would throw the checkpoints away).  A checkpoint of other settings, images or code is
 # set aside automatically (gzmorph.train), and a finished run removes it.
 
-# the classify: block over its defaults (gzmorph.classify_settings, the one place they live)
-try:
-    _CLASSIFY = ClassifySettings.from_config(config["classify"])
-except InputError as err:
-    raise WorkflowError(str(err)) from None
+# the classify: block over its defaults (gzmorph.classify_settings, the one place they live);
+# gzmorph.config_check has already checked it (common.smk)
+_CLASSIFY = ClassifySettings.from_config(config["classify"])
 CLASSIFY = asdict(_CLASSIFY)
 # the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
 CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]

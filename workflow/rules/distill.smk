@@ -12,10 +12,7 @@
 
 from gzmorph.distill_settings import distill_method_options, distill_settings
 
-try:
-    DISTILL = distill_settings(config.get("distill") or {})
-except InputError as err:
-    raise WorkflowError(str(err)) from None
+DISTILL = distill_settings(config["distill"])  # checked by gzmorph.config_check (common.smk)
 EXPERTS = [f"expert_{i:03d}" for i in range(int(DISTILL["n_experts"]))]
 DISTILL_METHODS = list(DISTILL["methods"])
 DISTILL_DATA = {k: DISTILL[k] for k in ("image_size", "zca")}

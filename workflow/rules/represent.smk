@@ -10,7 +10,7 @@
 from gzmorph.represent_settings import workflow_options
 
 # the represent: block over its defaults (gzmorph.represent_settings, the one place they live)
-REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config.get("represent", {}), config["seed"])
+REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config["represent"], config["seed"])
 REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
 REPRESENT_REPORT_INPUTS = {
     "embeddings": {

@@ -52,7 +52,7 @@ from __future__ import annotations
 from .archive import extract
 from .errors import ArchiveError, ChecksumError, DownloadError, UnverifiedDownloadWarning
 from .mirrors import fetch, fetch_all, fetch_remote, md5sum
-from .registry import GZ2_FILES, GZ2_SUPERSEDED_MD5, RemoteFile
+from .registry import GZ2_FILES, RemoteFile
 
 __all__ = [
     "ArchiveError",
