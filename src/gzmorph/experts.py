@@ -21,7 +21,6 @@ weights-only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -100,6 +99,7 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     from .augment import channel_stats
     from .curate import read_catalogue
     from .imageset import content_hash, read_images
+    from .train import fingerprint
 
     df, classes = read_catalogue(catalogue)
     if int(image_size) < 8:
@@ -114,12 +114,10 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
                         torch.as_tensor(sub["label"].to_numpy().copy(), dtype=torch.long))
     x_tr, y_tr = parts["train"]
     mean, std = channel_stats(x_tr)
-    h = hashlib.sha1()  # what the experts are trained on: ids, labels, pixels, size and classes
-    h.update(np.ascontiguousarray(df[df["split"] == "train"]["id"].to_numpy(np.int64)).tobytes())
-    h.update(y_tr.numpy().tobytes())
-    h.update(content_hash(images).encode())
-    h.update(str((int(image_size), classes)).encode())
-    data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), h.hexdigest()[:16])
+    # what the experts are trained on: ids, labels, pixels, size and classes (train.fingerprint)
+    data_id = fingerprint(df[df["split"] == "train"]["id"].to_numpy(np.int64), y_tr.numpy(), content_hash(images),
+                          [int(image_size), list(classes)])
+    data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), data_id)
     if zca:
         data.zca = zca_matrix(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
     return data
