@@ -1,9 +1,13 @@
-"""The ``gzmorph`` console command.
+"""The ``gzmorph`` console command (the commands themselves are :mod:`gzmorph.commands`).
 
-``gzmorph classify MODEL IMAGE_OR_FOLDER... -o predictions.parquet`` applies a
-trained ``model.pt`` to the user's own JPEG/PNG images, preprocessed exactly
-like the curation stage (``gzmorph.preprocess.load_image``: centre crop of
-``--crop-fraction`` of the side, area resize to the model's image size).
+``gzmorph classify MODEL IMAGES... -o predictions.parquet``: classes of a trained classifier.
+``gzmorph predict MODEL IMAGES... -o votes.parquet [--kaggle-csv FILE]``: expected vote fractions
+of a representation model.  ``gzmorph embed MODEL IMAGES... -o embeddings.parquet``: its vectors.
+``gzmorph finetune ENCODER LABELS.csv -o model.pt``: a classifier from an encoder and a few labels.
+
+Images (JPEG/PNG files or folders of them) are streamed in batches with parallel decoding,
+preprocessed exactly like the curation stage (centre crop of ``--crop-fraction`` of the side, area
+resize to the model's image size), and keep the ids of their file names.
 
 Misuse is one line and an exit code, never a traceback: 2 for a usage error (argparse, checked
 before anything is loaded: the output's folder must exist, ``--batch-size`` and
@@ -18,76 +22,6 @@ import sys
 from pathlib import Path
 
 from .io import InputError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def find_images(items) -> list[Path]:
-    """Files as given, folders expanded to their ``*.jpg``/``*.jpeg``/``*.png`` (sorted)."""
-    paths = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"{item}: folder has no .jpg/.jpeg/.png images")
-            paths += found
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise InputError(f"{item}: no such image file or folder")
-    return paths
-
-
-def image_id(path: Path):
-    return int(path.stem) if path.stem.isdigit() else path.name
-
-
-def classify_command(args) -> int:
-    import numpy as np
-    import pandas as pd
-
-    from .classify import load_model, predict_images
-    from .io import atomic_path
-    from .preprocess import load_image
-
-    check_device(args.device)
-    clf = load_model(args.model, device=args.device)
-    crop = args.crop_fraction if args.crop_fraction is not None else \
-        clf.bundle.get("preprocess", {}).get("crop_fraction", 0.5)
-    paths = find_images(args.images)
-    images = np.stack([load_image(p, clf.image_size, crop) for p in paths])  # InputError names a bad file
-    ids = [image_id(p) for p in paths]
-    if len(set(map(str, ids))) != len(ids):
-        dup = sorted({str(i) for i in ids if list(map(str, ids)).count(str(i)) > 1})
-        raise InputError(f"two images share the id(s) {dup[:5]}: give them distinct file names")
-    pred = predict_images(clf, images, np.arange(len(paths)), args.batch_size)
-    numeric = all(isinstance(i, int) for i in ids)
-    pred["id"] = pd.array(ids, dtype="int64") if numeric else [str(i) for i in ids]
-    pred.insert(1, "path", [str(p.resolve()) for p in paths])
-    try:
-        with atomic_path(args.output) as tmp:
-            pred.to_parquet(tmp, index=False)
-    except OSError as err:  # name the output, not its temporary file
-        raise OSError(err.errno, err.strerror or str(err), str(args.output)) from None
-    counts = pred["pred_name"].value_counts().to_dict()
-    print(f"{len(pred)} images -> {args.output}: {counts}", file=sys.stderr)
-    return 0
-
-
-def check_device(name: str) -> None:
-    """``--device``: auto, or a torch device that exists here (an InputError naming it otherwise)."""
-    if name in (None, "", "auto"):
-        return
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise InputError(f"--device {name}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
-    if device.type == "cuda" and (not torch.cuda.is_available()
-                                  or (device.index or 0) >= torch.cuda.device_count()):
-        raise InputError(f"--device {name}: no such CUDA device here "
-                         f"({torch.cuda.device_count()} visible); use --device cpu or auto")
 
 
 def output_file(value: str) -> Path:
@@ -113,6 +47,16 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return n
+
+
 def fraction(value: str) -> float:
     try:
         x = float(value)
@@ -123,23 +67,65 @@ def fraction(value: str) -> float:
     return x
 
 
+def _images_command(sub, name: str, helptext: str, model_help: str, out_help: str, func):
+    from .imagestream import default_workers
+
+    c = sub.add_parser(name, help=helptext, description=helptext)
+    c.add_argument("model", help=model_help)
+    c.add_argument("images", nargs="+", help="image files or folders of .jpg/.jpeg/.png")
+    c.add_argument("-o", "--output", required=True, type=output_file, help=out_help + " (its folder must exist)")
+    c.add_argument("--crop-fraction", type=fraction, default=None,
+                   help="central fraction of the side kept before resizing (default: as in training, 0.5)")
+    c.add_argument("--batch-size", type=positive_int, default=256)
+    c.add_argument("--workers", type=non_negative_int, default=None,
+                   help=f"image decoding processes (default here: {default_workers()}; 0: none)")
+    c.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    c.set_defaults(func=func)
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from . import commands as C
 
     ap = argparse.ArgumentParser(prog="gzmorph", description="Galaxy Zoo morphology tools")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("classify", help="classify your own galaxy images with a trained model.pt",
-                       description=__doc__.split("\n\n")[1])
-    c.add_argument("model", help="trained model file (results/<dataset>/classify/<model>/model.pt)")
-    c.add_argument("images", nargs="+", help="image files or folders of .jpg/.jpeg/.png")
-    c.add_argument("-o", "--output", required=True, type=output_file,
-                   help="predictions Parquet file to write (its folder must exist)")
-    c.add_argument("--crop-fraction", type=fraction, default=None,
-                   help="central fraction of the side kept before resizing (default: as in training, 0.5)")
-    c.add_argument("--batch-size", type=positive_int, default=256)
-    c.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    c.set_defaults(func=classify_command)
+    _images_command(sub, "classify", "classify your own galaxy images with a trained model.pt",
+                    "trained classifier file (results/<dataset>/classify/<model>/model.pt)",
+                    "predictions Parquet file to write", C.classify_command)
+    p = _images_command(sub, "predict", "predict the Galaxy Zoo vote fractions of your own images",
+                        "representation model file (results/<dataset>/represent/model.pt)",
+                        "vote-fraction Parquet file to write", C.predict_command)
+    p.add_argument("--kaggle-csv", type=output_file, default=None,
+                   help="also write the Galaxy Zoo challenge submission CSV (GalaxyID,Class1.1,...,Class11.6)")
+    _images_command(sub, "embed", "embed your own images with a representation model",
+                    "representation model file (results/<dataset>/represent/model.pt)",
+                    "embeddings Parquet file to write", C.embed_command)
+    f = sub.add_parser("finetune", help="fine-tune an encoder on your own labels into a classifier",
+                       description="fine-tune an encoder on your own labels into a classifier model file "
+                                   "that gzmorph classify applies")
+    f.add_argument("encoder", help="a gzmorph representation model.pt, or a local timm/Hugging Face encoder "
+                                   "(folder with config.json + model.safetensors, .safetensors or .pth file)")
+    f.add_argument("labels", help="CSV of image paths (relative to the CSV) and labels")
+    f.add_argument("-o", "--output", required=True, type=output_file, help="classifier model file to write")
+    f.add_argument("--image-column", default="path", help="the CSV's image path column (default: path)")
+    f.add_argument("--label-column", default="label", help="the CSV's label column (default: label)")
+    f.add_argument("--mode", choices=["frozen", "full", "scratch"], default="full",
+                   help="frozen: a linear head on the fixed encoder; full: every weight trained (default); "
+                        "scratch: the encoder's architecture from random weights")
+    f.add_argument("--test", default=None, help="a labels CSV to score the result on (accuracy, ROC AUC)")
+    f.add_argument("--steps", type=positive_int, default=None,
+                   help="optimiser steps (default: as the finetune rule: 30, or 200 for the frozen head)")
+    f.add_argument("--image-size", type=positive_int, default=None,
+                   help="image size for an encoder that does not record one (default: its config, else 224)")
+    f.add_argument("--crop-fraction", type=fraction, default=None)
+    f.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    f.add_argument("--batch-size", type=positive_int, default=32)
+    f.add_argument("--workers", type=non_negative_int, default=None)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="auto")
+    f.set_defaults(func=C.finetune_command)
     return ap
 
 

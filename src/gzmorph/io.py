@@ -316,3 +316,52 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+@contextlib.contextmanager
+def parquet_stream(path: str | Path, schema=None, metadata: dict | None = None):
+    """Write a Parquet file a batch at a time, atomically: yields ``write(table or DataFrame)``.
+
+    The file appears at ``path`` only when the block ends without an error (see :func:`atomic_path`),
+    so memory holds one batch, never the whole table.  ``metadata`` (str -> JSON value) goes into
+    the schema metadata under ``gzmorph.<key>``.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = {f"gzmorph.{k}".encode(): json.dumps(v, default=_json_default).encode() for k, v in (metadata or {}).items()}
+    state = {"writer": None, "schema": schema}
+    with atomic_path(path) as tmp:
+        def write(batch):
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch, preserve_index=False)
+            if state["writer"] is None:
+                state["schema"] = (state["schema"] or table.schema).with_metadata(meta)
+                state["writer"] = pq.ParquetWriter(tmp, state["schema"], compression="zstd")
+            state["writer"].write_table(table.cast(state["schema"]))
+
+        try:
+            yield write
+            if state["writer"] is None:  # nothing written: an empty table with the schema, if known
+                if schema is None:
+                    raise ValueError(f"{path}: no rows and no schema to write")
+                write(schema.empty_table())
+        finally:
+            if state["writer"] is not None:
+                state["writer"].close()
+
+
+def bundle_format(path: str | Path) -> str | None:
+    """The format of a gzmorph file written by :func:`save_bundle` (``gzmorph.classifier/1`` ...), read
+    from its header alone; ``None`` for any other file (another safetensors file, a checkpoint)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file() or _file_kind(path) != "safetensors":
+        return None
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+        header = json.loads(meta[BUNDLE_HEADER_KEY]) if BUNDLE_HEADER_KEY in meta else None
+    except Exception:  # noqa: BLE001 - a damaged file is not a gzmorph file; its reader says why
+        return None
+    return header.get("format") if isinstance(header, dict) else None

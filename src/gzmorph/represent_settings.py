@@ -42,6 +42,10 @@ class FinetuneSettings:
     """The ``represent.finetune`` config block: which galaxies are rings, the label budgets, and
     how the arms train."""
 
+    #: the task: ``rings`` (the ring rule below), ``class`` (the curated cut's classes) or a column of the
+    #: source catalogue (categories; a fractional column needs ``threshold``)
+    label: str = "rings"
+    threshold: float | None = None  # a fractional label column: class 1 at or above it
     ring_min: float = 0.25
     not_ring_max: float = 0.05
     min_odd: float = 0.3

@@ -1,4 +1,5 @@
-"""Fine-tuning from few labels (rings): frozen representation + head, fine-tuned, from scratch."""
+"""Fine-tuning from few labels (rings by default, or any label column): frozen representation +
+head, fine-tuned, from scratch."""
 from gzmorph.io import write_json
 from gzmorph.smk import rule_context
 
@@ -7,7 +8,8 @@ with rule_context(snakemake) as (params, log):
 
     seed = params.pop("seed")
     metrics, runs = run_finetune(snakemake.input.model, snakemake.input.images, snakemake.input.embeddings,
-                                 snakemake.input.source, FinetuneSettings(**params), seed)
+                                 snakemake.input.source, FinetuneSettings(**params), seed,
+                                 curated_path=snakemake.input.get("curated"))
     write_json(snakemake.output.metrics, metrics)
     runs.to_csv(snakemake.output.runs, sep="\t", index=False)
     for note in metrics["notes"]:

@@ -1,0 +1,157 @@
+"""What the ``gzmorph`` console commands do (the parser is :mod:`gzmorph.cli`).
+
+Each command streams the user's images (:func:`gzmorph.imagestream.image_batches`: parallel
+decoding, bounded memory, the curation stage's preprocessing), applies a model a batch at a
+time and writes its Parquet output a batch at a time (:func:`gzmorph.io.parquet_stream`), so
+that memory holds a few batches whatever the number of images.  Ids come from the file names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .imagestream import find_images, image_batches, image_ids
+from .io import InputError, atomic_path, parquet_stream
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, mininterval=2, disable=None)
+
+
+@contextlib.contextmanager
+def _named(output):
+    """Report an OSError (a full disk, a folder that cannot be written) under the output's own
+    name, not its temporary file's."""
+    try:
+        yield
+    except InputError:
+        raise
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(output)) from None
+
+
+def _id_column(ids: list):
+    return pd.array(ids, dtype="int64") if ids and isinstance(ids[0], int) else pd.array(ids, dtype="string")
+
+
+def _crop(args, bundle: dict) -> float:
+    if args.crop_fraction is not None:
+        return args.crop_fraction
+    return float(bundle.get("preprocess", {}).get("crop_fraction", 0.5))
+
+
+def stream_apply(paths, image_size: int, crop: float, args, fn, desc: str):
+    """Yield ``(DataFrame of id + path, fn(images))`` per batch of ``paths``."""
+    ids = image_ids(paths)
+    with _progress(len(paths), desc) as bar:
+        for pos, images in image_batches(paths, image_size, crop, args.batch_size, args.workers):
+            frame = pd.DataFrame({"id": _id_column([ids[i] for i in pos]),
+                                  "path": [str(Path(paths[i]).resolve()) for i in pos]})
+            yield frame, fn(images)
+            bar.update(len(pos))
+
+
+def classify_command(args) -> int:
+    """``gzmorph classify MODEL IMAGES... -o predictions.parquet``."""
+    from .classify import load_model, predict_images
+
+    check_device(args.device)
+    clf = load_model(args.model, device=args.device)
+    paths = find_images(args.images)
+    counts: dict[str, int] = {}
+    with _named(args.output), parquet_stream(args.output, metadata={"model": str(args.model)}) as write:
+        for frame, pred in stream_apply(paths, clf.image_size, _crop(args, clf.bundle), args,
+                                        lambda x: predict_images(clf, x, None, args.batch_size), "classify"):
+            pred = pred.drop(columns="id")
+            out = pd.concat([frame, pred], axis=1)
+            for name, n in out["pred_name"].value_counts().items():
+                counts[name] = counts.get(name, 0) + int(n)
+            write(out)
+    print(f"{len(paths)} images -> {args.output}: {counts}", file=sys.stderr)
+    return 0
+
+
+def predict_command(args) -> int:
+    """``gzmorph predict MODEL IMAGES... -o votes.parquet [--kaggle-csv FILE]``: the expected vote
+    fractions of a representation model, as Kaggle cumulative columns (``Class1.1`` ...) and GZ2
+    conditional ones (``<answer>_fraction``)."""
+    from .represent import load_representation
+    from .tree import GZ2_TREE
+
+    check_device(args.device)
+    rep = load_representation(args.model, device=args.device)
+    cols, answers = GZ2_TREE.kaggle_columns, GZ2_TREE.answers
+    paths = find_images(args.images)
+
+    def votes(images):
+        cond = pd.DataFrame(rep.predict(images, args.batch_size), columns=cols)
+        cum = GZ2_TREE.to_cumulative(cond).astype(np.float32)
+        cum[[f"{a.gz2}_fraction" for a in answers]] = cond[[a.kaggle for a in answers]].to_numpy(np.float32)
+        return cum
+
+    with _named(args.kaggle_csv or args.output), contextlib.ExitStack() as stack:
+        csv = stack.enter_context(atomic_path(args.kaggle_csv)) if args.kaggle_csv else None
+        with parquet_stream(args.output, metadata={"model": str(args.model)}) as write:
+            for i, (frame, v) in enumerate(stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
+                                                        votes, "predict")):
+                write(pd.concat([frame, v], axis=1))
+                if csv:  # the challenge's submission format: GalaxyID + the 37 cumulative fractions
+                    sub = pd.concat([frame["id"].rename("GalaxyID"), v[cols]], axis=1)
+                    sub.to_csv(csv, mode="a", header=i == 0, index=False, float_format="%.6f")
+    print(f"{len(paths)} images -> {args.output}" + (f", {args.kaggle_csv}" if args.kaggle_csv else ""),
+          file=sys.stderr)
+    return 0
+
+
+def embed_command(args) -> int:
+    """``gzmorph embed MODEL IMAGES... -o embeddings.parquet``: ``id``, ``path`` and ``embedding``
+    (a fixed-size list of float32) per image."""
+    import pyarrow as pa
+
+    from .represent import load_representation
+
+    check_device(args.device)
+    rep = load_representation(args.model, device=args.device)
+    paths = find_images(args.images)
+    with _named(args.output), parquet_stream(args.output, metadata={"model": str(args.model),
+                                                                    "embedding_dim": rep.dim}) as write:
+        for frame, vec in stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
+                                       lambda x: rep.embed(x, args.batch_size), "embed"):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            col = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1), pa.float32()), vec.shape[1])
+            write(table.append_column("embedding", col))
+    print(f"{len(paths)} images -> {args.output} ({rep.dim}-d)", file=sys.stderr)
+    return 0
+
+
+def finetune_command(args) -> int:
+    """``gzmorph finetune ENCODER LABELS.csv -o model.pt``: a classifier model file for ``gzmorph classify``."""
+    from .finetune_cli import finetune_from_csv
+
+    check_device(args.device)
+    summary = finetune_from_csv(args)
+    print(summary, file=sys.stderr)
+    return 0
+
+
+def check_device(name: str) -> None:
+    """``--device``: auto, or a torch device that exists here (an InputError naming it otherwise)."""
+    if name in (None, "", "auto"):
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"--device {name}: not a device (auto, cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and (not torch.cuda.is_available()
+                                  or (device.index or 0) >= torch.cuda.device_count()):
+        raise InputError(f"--device {name}: no such CUDA device here "
+                         f"({torch.cuda.device_count()} visible); use --device cpu or auto")

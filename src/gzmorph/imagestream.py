@@ -1,0 +1,106 @@
+"""Users' image files as a stream of batches: the console commands' input pipeline.
+
+:func:`image_batches` decodes files with the curation stage's preprocessing
+(:func:`gzmorph.preprocess.load_image`: centre crop, area resize) in the worker
+processes of a ``torch.utils.data.DataLoader``, so decoding overlaps the model and
+only a few batches of pixels exist at any time: memory does not grow with the
+number of images.  Batches come in the order of the paths.
+
+A file that cannot be decoded stops the stream with one :class:`~gzmorph.io.InputError`
+naming it (the worker hands the message back instead of raising, so the user sees the
+file, not a worker traceback).
+
+Ids come from the file names (:func:`image_id`): ``123.jpg`` is the integer 123, any
+other name is kept as a string (its stem), and :func:`image_ids` gives every image the same
+id type.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError
+from .preprocess import DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, load_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def find_images(items) -> list[Path]:
+    """Files as given, folders expanded to their ``*.jpg``/``*.jpeg``/``*.png`` (sorted)."""
+    paths = []
+    for item in map(Path, items):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"{item}: folder has no .jpg/.jpeg/.png images")
+            paths += found
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise InputError(f"{item}: no such image file or folder")
+    return paths
+
+
+def image_ids(paths) -> list:
+    """One id per file from its name: all integers when every stem is digits (``123.jpg`` -> 123),
+    else all strings (the stems), so that an id column has one type.  Two files with one id are an
+    InputError naming them."""
+    stems = [Path(p).stem for p in paths]
+    ids = [int(s) for s in stems] if stems and all(s.isdigit() for s in stems) else stems
+    seen: dict = {}
+    for p, i in zip(paths, ids):
+        if i in seen:
+            raise InputError(f"{seen[i]} and {p} share the id {i!r}: give them distinct file names")
+        seen[i] = p
+    return ids
+
+
+class ImageFiles:
+    """A map-style dataset of image files: item ``i`` is ``(i, uint8 S×S×3 pixels or None, error)``."""
+
+    def __init__(self, paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+        self.paths, self.image_size = [str(p) for p in paths], int(image_size)
+        self.crop_fraction, self.max_pixels = float(crop_fraction), int(max_pixels)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, load_image(self.paths[i], self.image_size, self.crop_fraction, max_pixels=self.max_pixels), None
+        except InputError as err:
+            return i, None, str(err)
+
+
+def _collate(items):
+    for _, _, err in items:
+        if err is not None:
+            return None, err
+    return np.array([i for i, _, _ in items]), np.stack([x for _, x, _ in items])
+
+
+def default_workers() -> int:
+    """Decoding processes: the CPUs this process may use, less one for the model (at least 0)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, n - 1))
+
+
+def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION, batch_size: int = 256,
+                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Yield ``(positions, uint8 N×S×S×3 images)`` over ``paths`` in order, decoded by ``workers``
+    processes (default :func:`default_workers`; 0: in this process)."""
+    import torch
+
+    data = ImageFiles(paths, image_size, crop_fraction, max_pixels)
+    workers = default_workers() if workers is None else int(workers)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate, prefetch_factor=2 if workers else None,
+                                         persistent_workers=False)
+    for pos, images in loader:
+        if pos is None:
+            raise InputError(images)
+        yield pos, images

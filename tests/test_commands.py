@@ -1,0 +1,184 @@
+"""The ``gzmorph predict``, ``embed`` and ``finetune`` commands, and the image stream under them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from gzmorph.cli import main
+from gzmorph.imagestream import image_batches, image_ids
+from gzmorph.io import InputError, save_bundle
+from gzmorph.preprocess import load_image
+from gzmorph.tree import GZ2_TREE
+
+SIZE = 16
+
+
+def galaxy(k: int, rng) -> np.ndarray:
+    """A 64 px JPEG-able galaxy: a bright round blob (class 0) or a thin bar (class 1), with noise."""
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    q = 1.0 if k == 0 else 0.25
+    r2 = xx**2 + (yy / q) ** 2
+    img = 200 * np.exp(-r2 / 60) + rng.normal(0, 8, (64, 64))
+    return np.repeat(img.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """24 JPEGs named by integer ids, half round and half bars, plus a labels CSV of them."""
+    d = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        k = i % 2
+        Image.fromarray(galaxy(k, rng)).save(d / f"{1000 + i}.jpg", quality=95)
+        rows.append({"path": f"{1000 + i}.jpg", "label": ["round", "bar"][k]})
+    pd.DataFrame(rows[:16]).to_csv(d / "train.csv", index=False)
+    pd.DataFrame(rows[16:]).to_csv(d / "test.csv", index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def representation(tmp_path_factory):
+    """A tiny representation model file, as train_representation writes one."""
+    from gzmorph.models import create_model
+    from gzmorph.represent import MODEL_FORMAT
+
+    torch.manual_seed(0)
+    model = create_model("cnn", len(GZ2_TREE.kaggle_columns), SIZE, widths=(4, 8))
+    path = tmp_path_factory.mktemp("rep") / "model.pt"
+    save_bundle(path, {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": SIZE,
+                       "norm": {"mean": [0.2] * 3, "std": [0.3] * 3}, "model_config": model.config,
+                       "num_features": model.num_features, "state_dict": model.state_dict()}, MODEL_FORMAT)
+    return path
+
+
+def jpegs(folder):
+    return sorted(folder.glob("*.jpg"))
+
+
+def test_image_batches_stream_in_order_and_fail_only_when_the_bad_file_is_reached(folder, tmp_path):
+    paths = jpegs(folder)[:5]
+    got = list(image_batches(paths, SIZE, 0.5, batch_size=2, workers=2))
+    assert [len(p) for p, _ in got] == [2, 2, 1]
+    stacked = np.concatenate([x for _, x in got])
+    np.testing.assert_array_equal(stacked, np.stack([load_image(p, SIZE, 0.5) for p in paths]))
+    bad = tmp_path / "9.jpg"
+    bad.write_bytes(b"\xff\xd8 no jpeg")
+    stream = image_batches([*paths[:2], bad], SIZE, 0.5, batch_size=2, workers=1)
+    assert len(next(stream)[0]) == 2  # lazy: the good batch first
+    with pytest.raises(InputError, match=r"9\.jpg: cannot decode image"):
+        next(stream)
+
+
+def test_image_ids_from_file_names():
+    assert image_ids(["a/12.jpg", "b/7.png"]) == [12, 7]
+    assert image_ids(["12.jpg", "NGC 4414.png"]) == ["12", "NGC 4414"]
+    with pytest.raises(InputError, match="share the id"):
+        image_ids(["a/12.jpg", "b/12.png"])
+
+
+def test_predict_writes_vote_fractions_and_the_kaggle_submission(folder, representation, tmp_path):
+    from gzmorph.represent import load_representation
+
+    out, csv = tmp_path / "votes.parquet", tmp_path / "submission.csv"
+    paths = jpegs(folder)
+    assert main(["predict", str(representation), str(folder), "-o", str(out), "--kaggle-csv", str(csv),
+                 "--batch-size", "5", "--workers", "1", "--device", "cpu"]) == 0
+    votes = pd.read_parquet(out)
+    assert votes["id"].tolist() == [int(p.stem) for p in paths] and votes["id"].dtype == "int64"
+    cols = GZ2_TREE.kaggle_columns
+    # cumulative Kaggle columns: question 1 sums to 1; conditional GZ2 columns: every question sums to 1
+    np.testing.assert_allclose(votes[["Class1.1", "Class1.2", "Class1.3"]].sum(axis=1), 1, atol=1e-5)
+    cond = votes[[f"{a.gz2}_fraction" for a in GZ2_TREE.answers]].to_numpy()
+    expected = load_representation(representation, "cpu").predict(
+        np.stack([load_image(p, SIZE, 0.5) for p in paths]))
+    np.testing.assert_allclose(cond, expected, atol=1e-5)  # batches of 5 = one batch of all
+    np.testing.assert_allclose(votes[cols].to_numpy(),
+                               GZ2_TREE.to_cumulative(pd.DataFrame(expected, columns=cols)).to_numpy(), atol=1e-5)
+    sub = pd.read_csv(csv)
+    assert list(sub.columns) == ["GalaxyID", *cols]
+    assert sub["GalaxyID"].tolist() == votes["id"].tolist()
+    np.testing.assert_allclose(sub[cols].to_numpy(), votes[cols].to_numpy(), atol=1e-6)
+
+
+def test_embed_writes_one_vector_per_image_with_string_ids(folder, representation, tmp_path):
+    from gzmorph.represent import load_representation
+
+    named = tmp_path / "named"
+    named.mkdir()
+    for p, name in zip(jpegs(folder)[:3], ["NGC 1300", "M51", "1234"]):
+        (named / f"{name}.jpg").write_bytes(p.read_bytes())
+    out = tmp_path / "emb.parquet"
+    assert main(["embed", str(representation), str(named), "-o", str(out), "--workers", "0"]) == 0
+    emb = pd.read_parquet(out)
+    assert emb["id"].tolist() == ["1234", "M51", "NGC 1300"]  # sorted file names, ids as strings
+    vec = np.stack(emb["embedding"].to_numpy())
+    rep = load_representation(representation, "cpu")
+    ref = rep.embed(np.stack([load_image(named / f"{i}.jpg", SIZE, 0.5) for i in emb["id"]]))
+    np.testing.assert_allclose(vec, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["frozen", "full", "scratch"])
+def test_finetune_writes_a_classifier_that_gzmorph_classify_applies(folder, representation, tmp_path, mode, capsys):
+    from gzmorph.classify import load_model
+
+    model = tmp_path / "ft.pt"
+    assert main(["finetune", str(representation), str(folder / "train.csv"), "-o", str(model), "--mode", mode,
+                 "--test", str(folder / "test.csv"), "--steps", "40", "--workers", "0", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "test (8): accuracy" in err
+    clf = load_model(model)
+    assert clf.classes == ["bar", "round"] and clf.bundle["finetune"]["mode"] == mode
+    test = clf.bundle["finetune"]["test"]
+    assert 0 <= test["accuracy"] <= 1 and 0 <= test["roc_auc"] <= 1
+    if mode == "frozen":  # the encoder is unchanged
+        enc = load_bundle_state(representation)
+        head_free = {k: v for k, v in clf.models["flat"].state_dict().items() if not k.startswith("head")}
+        for k, v in head_free.items():
+            torch.testing.assert_close(v, enc[k])
+    pred = tmp_path / "pred.parquet"
+    assert main(["classify", str(model), str(folder), "-o", str(pred), "--workers", "0"]) == 0
+    out = pd.read_parquet(pred)
+    assert len(out) == 24 and set(out["pred_name"]) <= {"bar", "round"}
+    # the test images as classify sees them give the accuracy finetune recorded
+    labels = pd.read_csv(folder / "test.csv")
+    ids = [int(p.split(".")[0]) for p in labels["path"]]
+    acc = (out.set_index("id").loc[ids, "pred_name"].to_numpy() == labels["label"].to_numpy()).mean()
+    assert acc == pytest.approx(test["accuracy"])
+
+
+def load_bundle_state(path):
+    from gzmorph.io import load_bundle
+    from gzmorph.represent import MODEL_FORMAT
+
+    return load_bundle(path, MODEL_FORMAT, "representation")["state_dict"]
+
+
+def test_frozen_head_folds_into_one_linear_layer():
+    from gzmorph.finetune import StandardisedHead
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(5, 3)
+    mu, sd = torch.randn(5), torch.rand(5) + 0.5
+    head = StandardisedHead(lin, mu, sd)
+    f = torch.randn(7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(head.folded()(f), head(f))
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"path": "1000.jpg", "label": "round"}, {"path": "1001.jpg", "label": ""}], r"train\.csv line 3: empty 'label'"),
+    ([{"path": "1000.jpg", "label": "round"}, {"path": "1002.jpg", "label": "round"}], "one class only"),
+    ([{"path": "nope.jpg", "label": "round"}, {"path": "1001.jpg", "label": "bar"}], r"nope\.jpg: image file not found"),
+])
+def test_finetune_bad_labels_are_one_line_exit_2(folder, representation, tmp_path, rows, message, capsys):
+    labels = tmp_path / "train.csv"
+    pd.DataFrame(rows).assign(path=lambda d: [str(folder / p) for p in d["path"]]).to_csv(labels, index=False)
+    model = tmp_path / "ft.pt"
+    assert main(["finetune", str(representation), str(labels), "-o", str(model), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("gzmorph finetune: error:")
+    assert pytest.importorskip("re").search(message, err), err
+    assert not model.exists()
