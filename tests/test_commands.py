@@ -121,14 +121,14 @@ def test_embed_writes_one_vector_per_image_with_string_ids(folder, representatio
 
 
 @pytest.mark.parametrize("mode", ["frozen", "full", "scratch"])
-def test_finetune_writes_a_classifier_that_gzmorph_classify_applies(folder, representation, tmp_path, mode, capsys):
+def test_finetune_writes_a_classifier_that_gzmorph_classify_applies(folder, representation, tmp_path, mode, caplog):
     from gzmorph.classify import load_model
 
+    caplog.set_level("INFO")
     model = tmp_path / "ft.pt"
     assert main(["finetune", str(representation), str(folder / "train.csv"), "-o", str(model), "--mode", mode,
                  "--test", str(folder / "test.csv"), "--steps", "40", "--workers", "0", "--device", "cpu"]) == 0
-    err = capsys.readouterr().err
-    assert "test (8): accuracy" in err
+    assert "test (8): accuracy" in caplog.text
     clf = load_model(model)
     assert clf.classes == ["bar", "round"] and clf.bundle["finetune"]["mode"] == mode
     test = clf.bundle["finetune"]["test"]

@@ -18,6 +18,7 @@ refuses (a disk full, a folder that cannot be written).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if not logging.getLogger().handlers:  # what the commands report goes to stderr, as plain lines
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return args.func(args)
     except InputError as err:

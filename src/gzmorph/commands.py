@@ -9,6 +9,7 @@ that memory holds a few batches whatever the number of images.  Ids come from th
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pandas as pd
 
 from .imagestream import find_images, image_batches, image_ids
 from .io import InputError, atomic_path, parquet_stream
+
+log = logging.getLogger(__name__)
 
 
 def _progress(total: int, desc: str):
@@ -74,7 +77,7 @@ def classify_command(args) -> int:
             for name, n in out["pred_name"].value_counts().items():
                 counts[name] = counts.get(name, 0) + int(n)
             write(out)
-    print(f"{len(paths)} images -> {args.output}: {counts}", file=sys.stderr)
+    log.info("%d images -> %s: %s", len(paths), args.output, counts)
     return 0
 
 
@@ -105,8 +108,7 @@ def predict_command(args) -> int:
                 if csv:  # the challenge's submission format: GalaxyID + the 37 cumulative fractions
                     sub = pd.concat([frame["id"].rename("GalaxyID"), v[cols]], axis=1)
                     sub.to_csv(csv, mode="a", header=i == 0, index=False, float_format="%.6f")
-    print(f"{len(paths)} images -> {args.output}" + (f", {args.kaggle_csv}" if args.kaggle_csv else ""),
-          file=sys.stderr)
+    log.info("%d images -> %s%s", len(paths), args.output, f", {args.kaggle_csv}" if args.kaggle_csv else "")
     return 0
 
 
@@ -127,7 +129,7 @@ def embed_command(args) -> int:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             col = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1), pa.float32()), vec.shape[1])
             write(table.append_column("embedding", col))
-    print(f"{len(paths)} images -> {args.output} ({rep.dim}-d)", file=sys.stderr)
+    log.info("%d images -> %s (%d-d)", len(paths), args.output, rep.dim)
     return 0
 
 
@@ -136,8 +138,7 @@ def finetune_command(args) -> int:
     from .finetune_cli import finetune_from_csv
 
     check_device(args.device)
-    summary = finetune_from_csv(args)
-    print(summary, file=sys.stderr)
+    log.info("%s", finetune_from_csv(args))
     return 0
 
 
