@@ -48,7 +48,7 @@ def test_unknown_name_lists_known_models():
 
 
 def test_pretrained_file_missing_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="does not exist.*never downloads"):
+    with pytest.raises(InputError, match="pretrained encoder not found.*never downloads"):
         create_model("resnet18", 5, pretrained=str(tmp_path / "resnet18-imagenet.pth"))
 
 

@@ -21,7 +21,7 @@ class ClassifySettings:
 
     models: list = field(default_factory=lambda: ["hiwl", "flat"])  # hiwl runs for the hiwl5 cut only
     backbone: str = "cnn"  # any model of gzmorph.models
-    pretrained: str = ""  # a local ImageNet weights file for torchvision backbones; "" = from scratch
+    pretrained: str = ""  # a local encoder (folder, safetensors, checkpoint; gzmorph.pretrained); "" = from scratch
     epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05  # SGD, cosine schedule after a linear warm-up

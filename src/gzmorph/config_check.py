@@ -3,11 +3,11 @@
 :func:`config_errors` returns one line per error, each naming the key: the JSON schema's types
 and ranges (``workflow/schemas/config.schema.yaml``, with a "did you mean" for a misspelt key),
 names that become folders (``dataset``, cut names, ``classify.apply_to`` names), the split
-fractions, every cut definition, and the stage blocks: ``classify:`` and ``represent:`` through
-their settings classes, ``distill:`` through its presets and the dataclasses of its nested blocks
-(:mod:`gzmorph.distill_settings`), including the combinations that would only fail deep in
-training.  :func:`check_config` raises them as one :class:`ConfigError`; :func:`check_inside`
-keeps every path a rule writes inside ``results/<dataset>/``.
+fractions, every cut definition, the local pretrained encoders (they must exist), and the stage
+blocks: ``classify:`` and ``represent:`` through their settings classes, ``distill:`` through its
+presets and the dataclasses of its nested blocks (:mod:`gzmorph.distill_settings`), including the
+combinations that would only fail deep in training.  :func:`check_config` raises them as one
+:class:`ConfigError`; :func:`check_inside` keeps every path a rule writes inside ``results/<dataset>/``.
 
 Torch-free and quick: ``workflow/rules/common.smk`` calls it at every DAG build.
 """
@@ -60,7 +60,7 @@ def config_errors(config: dict, schema: dict | str | Path) -> list[str]:
     if errors:
         return errors
     return [*split_errors(config), *cut_errors(config), *classify_errors(config),
-            *represent_errors(config), *distill_errors(config)]
+            *represent_errors(config), *pretrained_errors(config), *distill_errors(config)]
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -270,6 +270,23 @@ def represent_errors(config: dict) -> list[str]:
     if ft["not_ring_max"] >= ft["ring_min"]:
         out.append(f"config represent.finetune: not_ring_max ({number(ft['not_ring_max'])}) must be below "
                    f"ring_min ({number(ft['ring_min'])}), else a galaxy is both a ring and not one")
+    return out
+
+
+def pretrained_errors(config: dict) -> list[str]:
+    """The local encoders that ``classify.pretrained`` and ``represent.pretrained`` name exist (a file,
+    or a folder with its weights): gzmorph never downloads one, so an absent one fails here, not in
+    the training job."""
+    from .pretrained import encoder_path_error
+
+    out = []
+    for stage in ("classify", "represent"):
+        block = config.get(stage)
+        path = block.get("pretrained") if isinstance(block, dict) else None
+        if isinstance(path, str) and path:
+            error = encoder_path_error(path)
+            if error:
+                out.append(f"config {stage}.pretrained: {error}")
     return out
 
 

@@ -2,21 +2,32 @@
 
 Every model is a ``Classifier``: ``features(x)`` gives the penultimate
 embedding (N × ``num_features``; the representation stage uses it) and
-``forward(x) = head(features(x))``.  The torchvision backbones are built with
-``weights=None`` (trained from scratch); ImageNet initialisation comes only
-from a local weights file the user names (``pretrained="/path/file.pth"``,
-a torchvision state dict) — never a download.
+``forward(x) = head(features(x))``.  Besides the registered models, any timm
+architecture is a backbone as ``timm/<architecture>`` (``timm/convnext_nano``).
+Every backbone is built with random weights (torchvision ``weights=None``, timm
+``pretrained=False``); pretrained weights come only from a local encoder the
+user names (``pretrained=``: a Hugging Face/timm folder, a safetensors file, a
+torch checkpoint or a gzmorph model file, see :mod:`gzmorph.pretrained`) —
+never a download.  :func:`load_encoder` builds a model from such an encoder alone.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
 from .io import InputError
+from .pretrained import (
+    TIMM_NAMES,
+    TIMM_PREFIX,
+    check_encoder_path,
+    gzmorph_format,
+    load_encoder,  # noqa: F401 - gzmorph.models.load_encoder
+    load_weights,
+)
 
 _REGISTRY: dict[str, Callable] = {}
 DEFAULT_IMAGE_SIZE: dict[str, int] = {}
@@ -31,7 +42,8 @@ def register_model(name: str, image_size: int = 224):
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered models, then ``timm/<any timm architecture>``."""
+    return [*sorted(_REGISTRY), TIMM_NAMES]
 
 
 class Classifier(nn.Module):
@@ -53,29 +65,45 @@ class Classifier(nn.Module):
 
 def create_model(name: str, num_classes: int, image_size: int | None = None, pretrained: str | None = None,
                  **kwargs) -> Classifier:
-    """Build a registered model; ``model.config`` holds what is needed to build it again."""
-    if name not in _REGISTRY:
+    """Build a registered model or ``timm/<architecture>``, its backbone's weights from the local
+    encoder ``pretrained`` when given (the classifier of the file dropped).
+
+    ``model.config`` holds what is needed to build it again, never the ``pretrained`` path (a trained
+    model does not depend on its encoder file); ``model.pretrained_from`` records that path."""
+    if name.startswith(TIMM_PREFIX):
+        from .pretrained import timm_image_size
+
+        builder, default_size = partial(_timm, name[len(TIMM_PREFIX):]), timm_image_size(name[len(TIMM_PREFIX):])
+    elif name in _REGISTRY:
+        builder, default_size = _REGISTRY[name], DEFAULT_IMAGE_SIZE[name]
+    else:
         raise InputError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    if pretrained is not None and not Path(pretrained).is_file():
-        raise InputError(f"pretrained weights file {pretrained} does not exist "
-                         "(gzmorph never downloads weights: give the path of a local torchvision .pth file)")
-    image_size = int(image_size or DEFAULT_IMAGE_SIZE[name])
-    model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, pretrained=pretrained, **kwargs)
+    if pretrained is not None:
+        pretrained = str(check_encoder_path(pretrained))
+    image_size = int(image_size or default_size)
+    from_gzmorph = pretrained is not None and gzmorph_format(pretrained) is not None
+    model = builder(num_classes=num_classes, image_size=image_size,
+                    pretrained=None if from_gzmorph else pretrained, **kwargs)
+    if from_gzmorph:
+        from .pretrained import load_gzmorph_backbone
+
+        load_gzmorph_backbone(model, pretrained, name)
     model.config = {"name": name, "num_classes": num_classes, "image_size": image_size, **kwargs}
+    model.pretrained_from = pretrained
     return model
 
 
-def _load_pretrained(net: nn.Module, path: str, skip_prefixes: tuple[str, ...]) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    state = {k: v for k, v in state.items() if not k.startswith(skip_prefixes)}
-    own = {k for k in net.state_dict() if not k.startswith(skip_prefixes)}
-    missing, unexpected = own - set(state), set(state) - own
-    if missing or unexpected:
-        raise InputError(f"pretrained weights file {path} does not fit {type(net).__name__}: "
-                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    net.load_state_dict(state, strict=False)
+def _timm(arch: str, num_classes: int, image_size: int, pretrained=None, dropout: float = 0.0, **kwargs):
+    """``timm/<arch>``: the timm model without its classifier, then a head (``dropout``, linear)."""
+    from .pretrained import timm_backbone
+
+    net, num_features = timm_backbone(arch, image_size, pretrained, **kwargs)
+    return Classifier(net, num_features, num_classes, dropout)
+
+
+def _load_pretrained(net: nn.Module, path: str, skip_prefixes: tuple[str, ...], what: str = "") -> None:
+    """The local encoder ``path`` into the torchvision ``net`` (its classifier ``skip_prefixes`` dropped)."""
+    load_weights(net, path, skip_prefixes, what or type(net).__name__)
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -87,7 +115,7 @@ def cnn(num_classes: int, image_size: int, pretrained=None, widths=(32, 64, 128,
     """Compact CNN for laptops: a stride-2 stem, then per stage two conv-BN-ReLU (the first of each
     later stage with stride 2), global average pooling.  At 64 px: 32 -> 16 -> 8 -> 4 px maps."""
     if pretrained:
-        raise InputError("model 'cnn' has no pretrained weights; leave pretrained empty")
+        raise InputError(f"model 'cnn' starts only from a gzmorph model file of a 'cnn', not {pretrained}")
     layers, cin = [conv_bn(3, widths[0], stride=2)], widths[0]
     for i, w in enumerate(widths):
         layers += [conv_bn(cin, w, stride=1 if i == 0 else 2), conv_bn(w, w)]
@@ -117,7 +145,7 @@ def convnet_d3(num_classes: int, image_size: int, pretrained=None, width: int = 
     (``width``) → norm → ReLU → avg-pool 2] → linear.  No batch norm, so that it can be evaluated
     functionally from a flat parameter vector (:class:`gzmorph.student.Student`)."""
     if pretrained:
-        raise InputError("model 'convnet_d3' has no pretrained weights; leave pretrained empty")
+        raise InputError(f"model 'convnet_d3' starts only from a gzmorph model file of a 'convnet_d3', not {pretrained}")
     if image_size % (2 ** depth):
         raise InputError(f"convnet_d3: image size {image_size} is not divisible by 2^depth = {2 ** depth}")
     layers, cin = [], 3
@@ -140,7 +168,7 @@ def _efficientnet(variant: str, num_classes, pretrained, dropout):
 
     net = getattr(torchvision.models, variant)(weights=None)
     if pretrained:
-        _load_pretrained(net, pretrained, ("classifier.",))
+        _load_pretrained(net, pretrained, ("classifier.",), f"torchvision {variant}")
     num_features = net.classifier[-1].in_features
     backbone = nn.Sequential(net.features, net.avgpool, nn.Flatten())
     return Classifier(backbone, num_features, num_classes, dropout if dropout is not None else net.classifier[0].p)
@@ -162,6 +190,6 @@ def resnet18(num_classes: int, image_size: int, pretrained=None, dropout: float 
 
     net = torchvision.models.resnet18(weights=None)
     if pretrained:
-        _load_pretrained(net, pretrained, ("fc.",))
+        _load_pretrained(net, pretrained, ("fc.",), "torchvision resnet18")
     backbone = nn.Sequential(*(list(net.children())[:-1]), nn.Flatten())
     return Classifier(backbone, net.fc.in_features, num_classes, dropout)

@@ -1,0 +1,310 @@
+"""Pretrained encoders from local files (gzmorph.pretrained): timm backbones in the registry, weights
+from a Hugging Face/timm folder, a safetensors file, a timm/torch checkpoint or a gzmorph model file;
+never a download, never code run from a file.  The encoders are built here with timm and random
+weights (resnet10t: ~5 M parameters, 32 px inputs)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from gzmorph.io import InputError, save_bundle
+from gzmorph.models import create_model, list_models, load_encoder
+
+torch.set_num_threads(1)
+ARCH = "resnet10t"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``: what a crafted encoder file would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(self.marker)}",)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """A timm resnet10t with random weights and a 7-class head, saved as timm's Hugging Face folder
+    (config.json + model.safetensors), a bare .safetensors file and a timm training checkpoint."""
+    import timm
+    from safetensors.torch import save_file
+    from timm.models import save_for_hf
+
+    root = tmp_path_factory.mktemp("encoders")
+    torch.manual_seed(3)
+    net = timm.create_model(ARCH, pretrained=False, num_classes=7)
+    with torch.no_grad():  # BN statistics that are not the defaults, so that loading them shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    save_for_hf(net, root / "folder", safe_serialization=True)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(root / "encoder.safetensors"))
+    # as timm's train.py writes it: the EMA weights, the argparse arguments, an optimizer
+    torch.save({"epoch": 3, "arch": ARCH, "args": argparse.Namespace(model=ARCH, lr=0.1),
+                "state_dict": {f"module.{k}": torch.zeros_like(v) for k, v in state.items()},
+                "state_dict_ema": state, "optimizer": {"state": {}, "param_groups": []}},
+               root / "checkpoint.pth.tar")
+    return {"net": net, "state": state, "root": root, "folder": root / "folder",
+            "safetensors": root / "encoder.safetensors", "checkpoint": root / "checkpoint.pth.tar"}
+
+
+def backbone_matches(model, state) -> bool:
+    """Every backbone weight of ``model`` equals the encoder's (whose classifier ``fc`` is dropped)."""
+    own = model.backbone.state_dict()
+    return set(own) == {k for k in state if not k.startswith("fc.")} and all(
+        torch.equal(v, state[k]) for k, v in own.items())
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_timm_architectures_are_backbones():
+    assert "timm/<any timm architecture>" in list_models()
+    torch.manual_seed(0)
+    m = create_model(f"timm/{ARCH}", 3, 32, dropout=0.1).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert m(x).shape == (2, 3) and m.features(x).shape == (2, m.num_features) == (2, 512)
+    assert m.config == {"name": f"timm/{ARCH}", "num_classes": 3, "image_size": 32, "dropout": 0.1}
+    assert m.pretrained_from is None
+    assert create_model(f"timm/{ARCH}", 2).config["image_size"] == 176  # timm's default input size
+    # a ViT (fixed input size) is built for the image size asked for
+    vit = create_model("timm/vit_tiny_patch16_224", 2, 32, depth=1)
+    assert vit(torch.zeros(1, 3, 32, 32)).shape == (1, 2)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("timm/resnet10", "unknown timm architecture 'resnet10'; did you mean"),
+    ("timm/hf-hub:timm/resnet18.a1_in1k", "hub and local-dir names are not accepted.*never downloads"),
+    ("timm/local-dir:/tmp/x", "hub and local-dir names are not accepted"),
+])
+def test_unknown_and_hub_names_are_refused(name, message):
+    with pytest.raises(InputError, match=message):
+        create_model(name, 2, 32)
+
+
+def test_timm_options_that_the_architecture_lacks_are_one_error():
+    with pytest.raises(InputError, match=f"timm/{ARCH}: .*no_such_option.*model_kwargs"):
+        create_model(f"timm/{ARCH}", 2, 32, no_such_option=1)
+
+
+# ----------------------------------------------------------------------------- the encoder files
+
+
+@pytest.mark.parametrize("kind", ["folder", "safetensors", "checkpoint"])
+def test_backbone_weights_come_from_each_kind_of_file(encoder, kind):
+    m = create_model(f"timm/{ARCH}", 3, 32, pretrained=str(encoder[kind]))
+    assert backbone_matches(m, encoder["state"])
+    assert m.head[-1].out_features == 3  # a new head, not the encoder's 7 classes
+    assert "pretrained" not in m.config and m.pretrained_from == str(encoder[kind])
+
+
+def test_a_folder_with_pytorch_model_bin_and_a_torchvision_backbone(encoder, tmp_path):
+    """timm's resnet and torchvision's share their weight names: a torchvision resnet18 starts from
+    a timm-layout folder holding pytorch_model.bin (read weights-only)."""
+    import timm
+
+    torch.manual_seed(1)
+    ref = timm.create_model("resnet18", pretrained=False)
+    (tmp_path / "r18").mkdir()
+    torch.save(ref.state_dict(), tmp_path / "r18" / "pytorch_model.bin")
+    m = create_model("resnet18", 4, 32, pretrained=tmp_path / "r18")
+    assert torch.equal(m.backbone[0].weight, ref.conv1.weight)
+    assert torch.equal(m.backbone[1].running_var, ref.bn1.running_var)
+
+
+def test_load_encoder_builds_the_model_from_the_folder_alone(encoder):
+    m = load_encoder(encoder["folder"], num_classes=2, image_size=32)
+    assert backbone_matches(m, encoder["state"]) and m.head[-1].out_features == 2
+    assert m.config["name"] == f"timm/{ARCH}" and m.config["image_size"] == 32
+    assert "pretrained" not in m.config and m.pretrained_from == str(encoder["folder"])
+    # model.config rebuilds it without the file
+    cfg = dict(m.config)
+    again = create_model(cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+    again.load_state_dict(m.state_dict())
+    assert load_encoder(encoder["folder"]).config["image_size"] == 176  # the encoder's input size
+    features = load_encoder(encoder["folder"], image_size=32).eval()  # num_classes=0: features
+    assert features(torch.zeros(2, 3, 32, 32)).shape == (2, 512)
+    # a timm training checkpoint names its architecture
+    assert backbone_matches(load_encoder(encoder["checkpoint"], 2, 32), encoder["state"])
+
+
+def test_a_file_that_names_no_architecture_is_one_error(encoder):
+    with pytest.raises(InputError, match=f"{encoder['safetensors']}: no config.json names"):
+        load_encoder(encoder["safetensors"])
+
+
+def test_an_encoder_of_another_architecture_is_one_error_naming_the_file(encoder):
+    with pytest.raises(InputError, match=r"pretrained encoder of timm architecture 'resnet10t' .*not 'resnet14t'"):
+        create_model("timm/resnet14t", 2, 32, pretrained=encoder["folder"])
+    for arch in ("resnet14t", "efficientnet_b0"):
+        with pytest.raises(InputError) as err:
+            create_model(f"timm/{arch}", 2, 32, pretrained=encoder["safetensors"])
+        text = str(err.value)
+        assert "\n" not in text and text.startswith(f"{encoder['safetensors']}: pretrained encoder does not fit")
+        assert "missing [" in text or "unexpected [" in text or "shapes " in text
+    with pytest.raises(InputError, match=r"does not fit torchvision resnet18 \(another architecture\?\): missing"):
+        create_model("resnet18", 2, 32, pretrained=encoder["checkpoint"])
+
+
+@pytest.mark.parametrize("what", ["missing", "empty folder"])
+def test_an_absent_encoder_is_one_error_and_no_download(tmp_path, what):
+    path = tmp_path / "zoobot-encoder"
+    if what == "empty folder":
+        path.mkdir()
+    message = (f"{path}: pretrained encoder not found .gzmorph never downloads weights" if what == "missing"
+               else f"{path}: pretrained encoder folder holds none of model.safetensors, pytorch_model.bin")
+    for build in (lambda: create_model(f"timm/{ARCH}", 2, 32, pretrained=str(path)),
+                  lambda: create_model("efficientnet_b0", 2, 32, pretrained=str(path)),
+                  lambda: load_encoder(path)):
+        with pytest.raises(InputError, match=message):
+            build()
+
+
+@pytest.mark.parametrize("name", ["encoder.pth", "folder/pytorch_model.bin"])
+def test_a_crafted_pickle_is_refused_and_never_run(tmp_path, name):
+    marker, path = tmp_path / "pwned", tmp_path / name
+    path.parent.mkdir(exist_ok=True)
+    (path.parent / "config.json").write_text(f'{{"architecture": "{ARCH}"}}')
+    torch.save({"state_dict": {"conv1.0.weight": torch.zeros(1)}, "x": Payload(marker)}, path)
+    builds = [lambda: create_model(f"timm/{ARCH}", 2, 32, pretrained=str(path)), lambda: load_encoder(path)]
+    if path.name == "pytorch_model.bin":  # the encoder named by its folder
+        builds += [lambda: create_model(f"timm/{ARCH}", 2, 32, pretrained=str(path.parent)),
+                   lambda: load_encoder(path.parent)]
+    for build in builds:
+        with pytest.raises(InputError) as err:
+            build()
+        text = str(err.value)
+        assert "\n" not in text and str(path) in text and "refused" in text, text
+    assert not marker.exists()
+
+
+def test_no_network_is_touched(encoder, monkeypatch, tmp_path):
+    """Building timm backbones and loading every kind of encoder opens no connection."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for kind in ("folder", "safetensors", "checkpoint"):
+        create_model(f"timm/{ARCH}", 2, 32, pretrained=encoder[kind])
+    load_encoder(encoder["folder"], 2)
+    create_model("timm/convnext_atto", 2, 32)
+
+
+# ----------------------------------------------------------------------------- gzmorph model files
+
+
+def test_a_gzmorph_classifier_with_a_timm_backbone_rebuilds_from_its_header(encoder, tmp_path):
+    """A flat classifier file saved as the classifier stage does: classify.load_model rebuilds the
+    timm backbone from model_config (the encoder file may be gone); it is itself an encoder."""
+    from gzmorph.classify import MODEL_FORMAT, load_model
+
+    model = create_model(f"timm/{ARCH}", 3, 32, pretrained=encoder["folder"]).eval()
+    classes = ["a", "b", "c"]
+    bundle = {"format": MODEL_FORMAT, "kind": "flat", "cut": "test", "classes": classes, "image_size": 32,
+              "norm": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+              "levels": [{"name": "flat", "classes": classes, "model": model.config["name"],
+                          "model_config": model.config, "state_dict": model.state_dict()}]}
+    path = tmp_path / "model.pt"
+    save_bundle(path, bundle, MODEL_FORMAT)
+    clf = load_model(path, device="cpu")
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    probs, _ = clf.predict_proba(images)
+    x = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25
+    with torch.no_grad():
+        assert np.allclose(probs, torch.softmax(model(x), 1).numpy(), atol=1e-5)
+    # the classifier file as an encoder: by load_encoder, and as pretrained of the same backbone
+    enc = load_encoder(path, num_classes=5)
+    assert backbone_matches(enc, encoder["state"]) and enc.head[-1].out_features == 5
+    assert enc.config == {"name": f"timm/{ARCH}", "num_classes": 5, "image_size": 32}
+    assert backbone_matches(create_model(f"timm/{ARCH}", 2, 32, pretrained=path), encoder["state"])
+    with pytest.raises(InputError, match=f"{path}: pretrained encoder of model 'timm/{ARCH}', not 'cnn'"):
+        create_model("cnn", 2, 32, pretrained=path)
+
+
+def test_the_classifier_stage_trains_a_timm_backbone_from_a_local_folder(encoder, tmp_path):
+    """classify.train with ``backbone: timm/...`` and ``pretrained: <folder>`` (as the classify rule
+    calls it); the model file rebuilds after the encoder folder is gone."""
+    import shutil
+
+    from test_classify import write_curated
+
+    from gzmorph import classify as C
+
+    cat, imgs = write_curated(tmp_path / "curated", classes=["a", "b"], counts={"a": (4, 2, 1), "b": (4, 2, 1)},
+                              size=32, cut="two")
+    folder = shutil.copytree(encoder["folder"], tmp_path / "encoder")
+    C.train(cat, imgs, tmp_path / "model.pt", kind="flat", epochs=1, batch_size=4, lr=0.0, momentum=0.0,
+            weight_decay=0.0, patience=None, backbone=f"timm/{ARCH}", pretrained=str(folder), augment=False,
+            progress=False, device="cpu")
+    shutil.rmtree(folder)
+    clf = C.load_model(tmp_path / "model.pt", device="cpu")
+    assert clf.bundle["levels"][0]["model_config"] == {"name": f"timm/{ARCH}", "num_classes": 2, "image_size": 32}
+    weights = {k: v for k, v in clf.models["flat"].backbone.state_dict().items() if "running" not in k
+               and "num_batches" not in k}  # lr 0: the encoder's weights (BN statistics move in training)
+    assert all(torch.equal(v, encoder["state"][k]) for k, v in weights.items())
+
+
+def test_a_hierarchical_classifier_is_no_encoder(tmp_path):
+    from gzmorph.classify import MODEL_FORMAT
+
+    m = create_model("cnn", 2, 32, widths=(4, 8))
+    lv = {"model_config": m.config, "state_dict": m.state_dict()}
+    path = tmp_path / "hiwl.pt"
+    save_bundle(path, {"kind": "hiwl", "levels": [{"name": "coarse", **lv}, {"name": "fine", **lv}]}, MODEL_FORMAT)
+    with pytest.raises(InputError, match="holds 2 models .levels coarse, fine.; an encoder is a representation"):
+        load_encoder(path)
+
+
+def test_importing_the_models_does_not_import_timm():
+    code = "import gzmorph.models, gzmorph.config_check, sys; print('timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- the configuration
+
+
+def config_errors_of(over: dict) -> list[str]:
+    from gzmorph.config_check import config_errors
+    from gzmorph.settings import deep_merge
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    return config_errors(deep_merge(copy.deepcopy(base), over), REPO / "workflow" / "schemas" / "config.schema.yaml")
+
+
+def test_the_config_takes_timm_backbones_and_local_encoder_folders(encoder):
+    assert config_errors_of({"classify": {"backbone": f"timm/{ARCH}", "pretrained": str(encoder["folder"])},
+                             "represent": {"backbone": f"timm/{ARCH}", "pretrained": str(encoder["checkpoint"])}}) == []
+    bad = config_errors_of({"classify": {"backbone": "vit"}})
+    assert len(bad) == 1 and bad[0].startswith("config classify.backbone: 'vit'")
+
+
+def test_an_absent_encoder_fails_the_dag_build_in_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    errs = config_errors_of({"classify": {"pretrained": str(tmp_path / "nope")},
+                             "represent": {"pretrained": str(tmp_path / "empty")}})
+    nowhere = ("(gzmorph never downloads weights: give a local folder with config.json and model.safetensors, "
+               "a .safetensors file, a timm/torch checkpoint or a gzmorph model file)")
+    assert errs == [f"config classify.pretrained: {tmp_path / 'nope'}: pretrained encoder not found {nowhere}",
+                    (f"config represent.pretrained: {tmp_path / 'empty'}: pretrained encoder folder holds none of "
+                    f"model.safetensors, pytorch_model.bin {nowhere}")]
