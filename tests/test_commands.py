@@ -182,3 +182,34 @@ def test_finetune_bad_labels_are_one_line_exit_2(folder, representation, tmp_pat
     assert len(err.splitlines()) == 1 and err.startswith("gzmorph finetune: error:")
     assert pytest.importorskip("re").search(message, err), err
     assert not model.exists()
+
+
+def test_finetune_from_a_local_timm_folder(folder, tmp_path):
+    """A pretrained encoder from local files (timm's Hugging Face layout, random weights here):
+    its backbone starts the fine-tuning, its config.json's mean/std normalise, and the result
+    classifies without the encoder folder."""
+    import shutil
+
+    import timm
+    from timm.models import save_for_hf
+
+    from gzmorph.classify import load_model
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=3)
+    enc = tmp_path / "encoder"
+    save_for_hf(net, enc, safe_serialization=True)
+    model = tmp_path / "ft.pt"
+    assert main(["finetune", str(enc), str(folder / "train.csv"), "-o", str(model), "--mode", "frozen",
+                 "--image-size", "32", "--steps", "20", "--workers", "0", "--test", str(folder / "test.csv")]) == 0
+    shutil.rmtree(enc)
+    clf = load_model(model)
+    assert clf.bundle["levels"][0]["model_config"]["name"] == "timm/resnet10t" and clf.image_size == 32
+    assert clf.norm["mean"] == pytest.approx(list(net.pretrained_cfg["mean"]))  # ImageNet's, from config.json
+    frozen = {k: v for k, v in clf.models["flat"].state_dict().items() if k.startswith("backbone.")}
+    for k, v in net.state_dict().items():
+        if not k.startswith("fc."):
+            torch.testing.assert_close(frozen[f"backbone.{k}"], v)
+    pred = tmp_path / "pred.parquet"
+    assert main(["classify", str(model), str(folder), "-o", str(pred), "--workers", "0"]) == 0
+    assert len(pd.read_parquet(pred)) == 24

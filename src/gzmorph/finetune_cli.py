@@ -66,9 +66,10 @@ def read_labels(path, image_column: str, label_column: str, classes: list[str] |
 
 def load_encoder_file(path, image_size: int | None = None):
     """``(encoder Classifier, normalisation or None, image size, crop fraction or None)``."""
-    from .io import bundle_format, load_bundle
+    from .io import load_bundle
+    from .pretrained import gzmorph_format
 
-    fmt = bundle_format(path)
+    fmt = gzmorph_format(path)
     if fmt is not None and fmt.startswith("gzmorph.representation"):
         from .represent import MODEL_FORMAT, Representation
 

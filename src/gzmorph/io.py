@@ -349,19 +349,3 @@ def parquet_stream(path: str | Path, schema=None, metadata: dict | None = None):
             if state["writer"] is not None:
                 state["writer"].close()
 
-
-def bundle_format(path: str | Path) -> str | None:
-    """The format of a gzmorph file written by :func:`save_bundle` (``gzmorph.classifier/1`` ...), read
-    from its header alone; ``None`` for any other file (another safetensors file, a checkpoint)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file() or _file_kind(path) != "safetensors":
-        return None
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-        header = json.loads(meta[BUNDLE_HEADER_KEY]) if BUNDLE_HEADER_KEY in meta else None
-    except Exception:  # noqa: BLE001 - a damaged file is not a gzmorph file; its reader says why
-        return None
-    return header.get("format") if isinstance(header, dict) else None
