@@ -331,3 +331,15 @@ def _checkpoint_arch(path: Path) -> str | None:
         return None
     arch = ck.get("arch") if isinstance(ck, dict) else None
     return arch if isinstance(arch, str) and ":" not in arch and timm.is_model(arch) else None
+
+
+def encoder_files(path: str | Path | None) -> list[str]:
+    """The files a run that starts from the local encoder ``path`` reads (its weights and any
+    ``config.json``): the inputs of a rule, so that a changed encoder reruns it.  [] without one."""
+    if not path:
+        return []
+    p = Path(path)
+    if encoder_path_error(p):
+        return []  # the configuration check has said why at DAG build
+    found = [weights_file(p), p / CONFIG_FILE if p.is_dir() else p.parent / CONFIG_FILE]
+    return [str(f) for f in dict.fromkeys(found) if f.is_file()]

@@ -32,6 +32,7 @@ rule train_classifier:
     input:
         catalogue=res("curated/catalogue.parquet"),
         images=res("curated/images.parquet"),
+        encoder=encoder_files(config["classify"]["pretrained"]),  # a local pretrained encoder, if any
         code=code_of("train_classifier"),
     output:
         model=res("classify/{model}/model.pt"),

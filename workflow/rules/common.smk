@@ -10,6 +10,7 @@ from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
+from gzmorph.pretrained import encoder_files
 
 REPO = Path(workflow.basedir)
 # every config value (types, ranges, names, split sum, cuts, stage blocks) is checked here, before

@@ -77,6 +77,7 @@ rule train_representation:
     input:
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
+        encoder=encoder_files(config["represent"]["pretrained"]),  # a local pretrained encoder, if any
         code=code_of("train_representation"),
     output:
         model=res("represent/model.pt"),
