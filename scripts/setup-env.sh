@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv if missing and install gzmorph (pinned dependencies) into it.
+# Create .venv if missing and install gzmorph into it, at the exact versions of requirements.lock
+# (pyproject.toml holds the version ranges; the lock file what the tests ran with).
 # Usage: scripts/setup-env.sh [EXTRAS]    e.g. scripts/setup-env.sh '[test]'
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,9 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 stamp=".venv/.gzmorph-installed${extras//[^a-z]/-}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements.lock -nt "$stamp" ]; then
     echo "installing gzmorph$extras into .venv (first time: torch takes a few minutes)" >&2
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".$extras"
+    .venv/bin/python -m pip install -q -e ".$extras" -c requirements.lock
     touch "$stamp"
 fi
