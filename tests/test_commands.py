@@ -213,3 +213,36 @@ def test_finetune_from_a_local_timm_folder(folder, tmp_path):
     pred = tmp_path / "pred.parquet"
     assert main(["classify", str(model), str(folder), "-o", str(pred), "--workers", "0"]) == 0
     assert len(pd.read_parquet(pred)) == 24
+
+
+def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
+    """A representation with a timm backbone exports as a timm folder (its own normalisation in
+    config.json) that load_encoder and gzmorph finetune read back, weights unchanged."""
+    from gzmorph.models import create_model, load_encoder
+    from gzmorph.represent import MODEL_FORMAT
+
+    torch.manual_seed(0)
+    model = create_model("timm/resnet10t", len(GZ2_TREE.kaggle_columns), 32)
+    rep = tmp_path / "rep.pt"
+    norm = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    save_bundle(rep, {"format": MODEL_FORMAT, "image_size": 32, "norm": norm, "model_config": model.config,
+                      "num_features": model.num_features, "state_dict": model.state_dict()}, MODEL_FORMAT)
+    enc = tmp_path / "encoder"
+    assert main(["export-encoder", str(rep), "-o", str(enc)]) == 0
+    assert sorted(p.name for p in enc.iterdir()) == ["config.json", "model.safetensors"]
+    back = load_encoder(enc)
+    for k, v in model.backbone.state_dict().items():
+        torch.testing.assert_close(back.backbone.state_dict()[k], v)
+    assert back.config["image_size"] == 32
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", str(enc), str(folder / "train.csv"), "-o", str(out), "--mode", "frozen",
+                 "--steps", "5", "--workers", "0"]) == 0
+    from gzmorph.classify import load_model
+
+    clf = load_model(out)
+    assert clf.norm == norm and clf.image_size == 32
+    cnn = tmp_path / "cnn.pt"
+    m2 = create_model("cnn", 37, 16, widths=(4, 8))
+    save_bundle(cnn, {"format": MODEL_FORMAT, "image_size": 16, "norm": norm, "model_config": m2.config,
+                      "state_dict": m2.state_dict()}, MODEL_FORMAT)
+    assert main(["export-encoder", str(cnn), "-o", str(tmp_path / "no")]) == 2

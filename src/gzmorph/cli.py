@@ -38,6 +38,16 @@ def output_file(value: str) -> Path:
     return path
 
 
+def output_folder(value: str) -> Path:
+    """``-o`` of a folder: new or existing, in a folder that exists."""
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file: give a folder")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{path.parent}: no such folder for the output folder")
+    return path
+
+
 def positive_int(value: str) -> int:
     try:
         n = int(value)
@@ -127,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
     f.set_defaults(func=C.finetune_command)
+    e = sub.add_parser("export-encoder", help="write a model's timm backbone as a timm/Hugging Face encoder folder",
+                       description="write the timm backbone of a gzmorph model file as a folder of config.json + "
+                                   "model.safetensors, which timm, gzmorph finetune and the pretrained config "
+                                   "key read")
+    e.add_argument("model", help="a gzmorph representation or flat classifier model file with a timm backbone")
+    e.add_argument("-o", "--output", required=True, type=output_folder, help="the encoder folder to write")
+    e.set_defaults(func=C.export_command)
     return ap
 
 

@@ -142,6 +142,16 @@ def finetune_command(args) -> int:
     return 0
 
 
+def export_command(args) -> int:
+    """``gzmorph export-encoder MODEL -o FOLDER``."""
+    from .pretrained import export_encoder
+
+    with _named(args.output):
+        folder = export_encoder(args.model, args.output)
+    log.info("%s -> %s (config.json + model.safetensors)", args.model, folder)
+    return 0
+
+
 def check_device(name: str) -> None:
     """``--device``: auto, or a torch device that exists here (an InputError naming it otherwise)."""
     if name in (None, "", "auto"):

@@ -343,3 +343,39 @@ def encoder_files(path: str | Path | None) -> list[str]:
         return []  # the configuration check has said why at DAG build
     found = [weights_file(p), p / CONFIG_FILE if p.is_dir() else p.parent / CONFIG_FILE]
     return [str(f) for f in dict.fromkeys(found) if f.is_file()]
+
+
+def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
+    """Write the timm backbone of a gzmorph model file (a representation or a flat classifier whose
+    backbone is ``timm/<architecture>``) as a timm/Hugging Face encoder folder: ``config.json``
+    (architecture, features, and the model's own normalisation and image size as
+    ``pretrained_cfg``) + ``model.safetensors``, the layout Zoobot's encoders are published in.
+    ``load_encoder(folder)`` and ``gzmorph finetune folder ...`` read it back."""
+    from safetensors.torch import save_file
+
+    from .io import atomic_path, load_bundle
+
+    fmt = gzmorph_format(model_file)
+    if not fmt:
+        raise InputError(f"{model_file}: not a gzmorph model file")
+    cfg, state = gzmorph_encoder(model_file)
+    name = str(cfg.get("name", ""))
+    if not name.startswith(TIMM_PREFIX):
+        raise InputError(f"{model_file}: its backbone is {name!r}, not a timm architecture (timm/<architecture>): "
+                         "only timm backbones export as timm encoders")
+    bundle = load_bundle(model_file, fmt, "model file")
+    norm = bundle.get("norm") or (bundle.get("levels") or [{}])[0].get("norm") or {}
+    size = int(bundle.get("image_size") or cfg.get("image_size") or 224)
+    args = {k: v for k, v in cfg.items() if k not in ("name", "num_classes", "image_size", "dropout")}
+    config = {"architecture": name[len(TIMM_PREFIX):], "num_classes": 0, "num_features": int(
+              bundle.get("num_features") or 0) or None, "model_args": args,
+              "pretrained_cfg": {"input_size": [3, size, size], "mean": list(norm.get("mean", [])),
+                                 "std": list(norm.get("std", [])), "classifier": None,
+                                 "source": f"gzmorph {fmt} {Path(model_file).name}"}}
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    with atomic_path(folder / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+    return folder
