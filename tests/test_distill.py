@@ -101,12 +101,14 @@ def test_stm_schedule_grows_the_cap_then_fine_tunes():
     s = STMSchedule(cfg, n_epochs=3)
     assert (s.cap, s.mode, s.start_epoch(5), s.probing) == (1, "stage", 0, True)
     steps = [s.update(it, loss) for it, loss in enumerate([3.0, 2.0, 1.0])]  # a significant decrease
-    assert s.cap == 2
+    assert s.cap == 2 and steps[-1].grew
     assert steps[-1].events == [{"iteration": 2, "event": "cap", "cap": 2, "r": s.r, "sigma": 1.0}]
-    assert s.r == pytest.approx(-1) and s.start_epoch(9) == 0  # the stage restarts its cycle
-    steps = [s.update(it, 1.0) for it in range(3, 7)]  # no trend for `patience` iterations: fine-tuning
+    assert s.r == pytest.approx(-1) and s.start_epoch(9) == 1  # start epochs: iteration % cap
+    # no trend; the check after more than `patience` iterations of the stage switches to fine-tuning
+    steps = [s.update(it, 1.0) for it in range(3, 9)]
     assert s.mode == "finetune" and steps[-1].events[0]["event"] == "finetune" and not s.probing
-    assert [s.update(it).lr_scale for it in range(7, 11)] == [1.0, 0.5, 1.0, 0.5]
+    assert steps[-1].lr_scale == 0.5  # iteration 8: the image lr decays at iterations divisible by ft_every
+    assert [s.update(it).lr_scale for it in range(9, 13)] == [1.0, 0.5, 1.0, 0.5]
     assert s.start_epoch(7) == 1 and s.finished(0.9) and not s.finished(1.0)
 
 
@@ -117,9 +119,9 @@ DEFAULT_PRESET = {
     "memory": "constant", "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
     "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
     "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
-            "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0},
+            "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0, "alpha_param": "direct"},
     "stm": {"syn_steps": 8, "iterations": 40, "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01,
-            "batch_syn": 0, "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
+            "batch_syn": 0, "alpha_param": "direct", "check_every": 10, "r_down": 5.0, "r_up": 3.0, "patience": 20,
             "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
     "ipc_overrides": {},
     "eval": {"n_nets": 2, "epochs": 80, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,

@@ -14,6 +14,25 @@ the draw independent of the batch size.
 :class:`BatchTransform` is the one input pipeline built on these (uint8 or
 normalised float -> augmentation -> normalisation -> cutout -> ZCA) that
 classifiers, representations, distillation experts and students all use.
+The distillation stage uses by default its subclass :class:`DSATransform`
+(DSA in single mode, the trajectory-matching references' augmentation; see
+the section at the end), chosen by :func:`make_transform`.
+
+**DSA single mode** (Differentiable Siamese Augmentation, Zhao & Bilen, ICML 2021).  MTT
+(Cazenavette et al. 2022) and Guan et al. (2023) augment with ``DiffAugment`` and
+``dsa_strategy = "color_crop_cutout_flip_scale_rotate"`` in single mode (``aug_mode = "S"``):
+one family per batch, drawn uniformly, its parameters drawn per sample, for the experts, the
+student steps of distillation and the evaluation nets.  The constants are their ``ParamDiffAug``
+(Guan et al.'s ``utils.py`` in HaowenGuan/Galaxy-Dataset-Distillation, the same as MTT's), as
+:class:`DSAConfig` holds them: color = brightness ``x + (u − 0.5)·1.0``, then saturation (deviation
+from the channel mean × ``2u``), then contrast (deviation from the image mean × ``u + 0.5``); crop =
+an integer shift of up to ``round(0.125·side)`` px per axis, zeros shifted in; cutout = a zero
+square of side ``round(0.5·side)`` centred uniformly (clipped at the border); flip = horizontal
+with probability 0.5; scale = per-axis factors ``U(1/1.2, 1.2)``; rotate = ``U(−15°, 15°)``; scale
+and rotate resample bilinearly (``align_corners=True``) with zeros outside.  They act on the net's
+input (normalised and, with ZCA, whitened images), so every zero is the mean colour, as in the
+references.  The references draw from the global torch RNG; here a draw comes from an explicit
+generator (``sample``) and is applied by ``apply``, so one draw serves a real and a synthetic batch.
 """
 
 from __future__ import annotations
@@ -214,3 +233,143 @@ class BatchTransform:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
         params = self.sample(len(x), generator, x.device) if train else None
         return self.apply(x, params)
+
+
+# --------------------------------------------------------------------------- DSA, single mode (module docstring)
+
+DSA_OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+AUGMENT_MODES = ("single", "all")  # DSA single mode | every op of AugmentConfig on every image + cutout
+
+
+@dataclass(frozen=True)
+class DSAConfig:
+    """The families of DSA single mode and their strengths (defaults: the references' values)."""
+
+    ops: tuple = DSA_OPS
+    brightness: float = 1.0  # color: add (u − 0.5) · brightness
+    saturation: float = 2.0  # color: deviation from the pixel's channel mean × u · saturation
+    contrast: float = 0.5  # color: deviation from the image mean × (u + contrast)
+    crop: float = 0.125  # shift by an integer of at most round(crop · side) px per axis, zeros shifted in
+    cutout: float = 0.5  # a zero square of round(cutout · side) px at a uniform position
+    flip: float = 0.5  # horizontal flip with this probability
+    scale: float = 1.2  # per-axis zoom factors U(1/scale, scale)
+    rotate: float = 15.0  # U(−rotate, rotate) degrees
+
+    @classmethod
+    def from_dict(cls, value: dict, cutout: float | None = None) -> DSAConfig:
+        value = dict(value)
+        unknown = set(value) - set(cls.__dataclass_fields__)
+        if unknown:
+            from .io import InputError
+
+            raise InputError(f"augment (mode single): unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(cls.__dataclass_fields__)}")
+        if "ops" in value:
+            ops = value["ops"].split("_") if isinstance(value["ops"], str) else list(value["ops"])
+            bad = [o for o in ops if o not in DSA_OPS]
+            if bad or not ops:
+                from .io import InputError
+
+                raise InputError(f"augment.ops: {bad or ops} not among {list(DSA_OPS)}")
+            value["ops"] = tuple(ops)
+        if cutout is not None and "cutout" not in value:
+            value["cutout"] = float(cutout)
+        return cls(**value)
+
+
+def _affine_zeros(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _column(u: torch.Tensor, j: int, x: torch.Tensor) -> torch.Tensor:
+    return u[:, j].to(x.device, x.dtype).view(-1, 1, 1, 1)
+
+
+def dsa_op(x: torch.Tensor, op: str, u: torch.Tensor, cfg: DSAConfig) -> torch.Tensor:
+    """One DSA family on a float batch N×C×H×W, given per-sample uniforms ``u`` (N×3, in [0, 1));
+    differentiable in ``x``."""
+    n, _, h, w = x.shape
+    if op == "color":
+        x = x + (_column(u, 0, x) - 0.5) * cfg.brightness
+        m = x.mean(dim=1, keepdim=True)
+        x = (x - m) * (_column(u, 1, x) * cfg.saturation) + m
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - m) * (_column(u, 2, x) + cfg.contrast) + m
+    if op == "crop":  # out[r, c] = x[r + dr, c + dc], zero outside
+        sr, sc = int(h * cfg.crop + 0.5), int(w * cfg.crop + 0.5)
+        dr = (u[:, 0].to(x.device) * (2 * sr + 1)).floor().long().clamp_max(2 * sr) - sr
+        dc = (u[:, 1].to(x.device) * (2 * sc + 1)).floor().long().clamp_max(2 * sc) - sc
+        rows = (torch.arange(h, device=x.device).view(1, h) + dr.view(-1, 1) + 1).clamp(0, h + 1)
+        cols = (torch.arange(w, device=x.device).view(1, w) + dc.view(-1, 1) + 1).clamp(0, w + 1)
+        padded = F.pad(x, [1, 1, 1, 1])
+        b = torch.arange(n, device=x.device).view(-1, 1, 1)
+        return padded.permute(0, 2, 3, 1)[b, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
+    if op == "cutout":
+        ch, cw = int(h * cfg.cutout + 0.5), int(w * cfg.cutout + 0.5)
+        r0 = (u[:, 0].to(x.device) * (h + 1 - ch % 2)).floor().long() - ch // 2
+        c0 = (u[:, 1].to(x.device) * (w + 1 - cw % 2)).floor().long() - cw // 2
+        rows, cols = torch.arange(h, device=x.device).view(1, h), torch.arange(w, device=x.device).view(1, w)
+        in_r = (rows >= r0.view(-1, 1)) & (rows < (r0 + ch).view(-1, 1))
+        in_c = (cols >= c0.view(-1, 1)) & (cols < (c0 + cw).view(-1, 1))
+        keep = ~(in_r.view(n, h, 1) & in_c.view(n, 1, w))
+        return x * keep.unsqueeze(1).to(x.dtype)
+    if op == "flip":
+        return torch.where(_column(u, 0, x) < cfg.flip, x.flip(-1), x)
+    if op == "scale":
+        lo = 1.0 / cfg.scale
+        s = lo + u[:, :2].to(x.device, x.dtype) * (cfg.scale - lo)
+        zero = torch.zeros_like(s[:, 0])
+        theta = torch.stack([torch.stack([s[:, 0], zero, zero], 1), torch.stack([zero, s[:, 1], zero], 1)], 1)
+        return _affine_zeros(x, theta)
+    if op == "rotate":
+        a = (u[:, 0].to(x.device, x.dtype) - 0.5) * 2 * cfg.rotate * (math.pi / 180)
+        zero = torch.zeros_like(a)
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), zero], 1), torch.stack([a.sin(), a.cos(), zero], 1)], 1)
+        return _affine_zeros(x, theta)
+    raise ValueError(f"unknown DSA op {op!r}; known: {DSA_OPS}")
+
+
+class DSATransform(BatchTransform):
+    """The input pipeline with DSA in single mode: uint8 or normalised float -> normalised ->
+    optional ZCA -> (``train``) one DSA family, drawn per batch, with per-sample parameters.
+
+    ``sample(n, generator)`` draws ``{"op": the family's index in cfg.ops, "u": n×3 uniforms}``,
+    independent of the image size, so one draw can be applied to a real and a synthetic batch of
+    the same size (siamese)."""
+
+    def __init__(self, mean, std, dsa: DSAConfig | None = None, zca: torch.Tensor | None = None):
+        super().__init__(mean, std, None, 0.0, zca)
+        self.dsa = dsa or DSAConfig()
+
+    def sample(self, n: int, generator: torch.Generator | None, device="cpu") -> dict:
+        gen = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+        op = torch.randint(0, len(self.dsa.ops), (1,), generator=gen, device=gen.device)
+        u = torch.rand(n, 3, generator=gen, device=gen.device)
+        return {"op": op.to(device), "u": u.to(device)}
+
+    def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
+        x = normalize(to_float(x), self.mean, self.std) if x.dtype == torch.uint8 else x
+        if self.zca is not None:
+            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
+        if params is not None:
+            x = dsa_op(x, self.dsa.ops[int(params["op"].flatten()[0])], params["u"], self.dsa)
+        return x
+
+
+def make_transform(mean, std, augment=True, cutout: float = 0.0, zca: torch.Tensor | None = None) -> BatchTransform:
+    """The input pipeline for an ``augment`` setting: ``False`` none; ``True``/``None`` DSA single
+    mode (:class:`DSATransform`, ``cutout`` its cutout ratio); a dict with ``mode: single`` and
+    :class:`DSAConfig` keys, or ``mode: all`` and :class:`AugmentConfig` keys (every op on every
+    image, then a ``cutout`` square: :class:`BatchTransform`)."""
+    if augment is False:
+        return BatchTransform(mean, std, None, 0.0, zca)
+    value = {} if augment is True or augment is None else dict(augment)
+    mode = value.pop("mode", "single")
+    if mode not in AUGMENT_MODES:
+        from .io import InputError
+
+        raise InputError(f"augment.mode must be one of {AUGMENT_MODES}, not {mode!r}")
+    if mode == "single":
+        return DSATransform(mean, std, DSAConfig.from_dict(value, cutout), zca)
+    return BatchTransform(mean, std, AugmentConfig.from_value(value or True), cutout, zca)

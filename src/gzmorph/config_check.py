@@ -323,6 +323,10 @@ _RANGES = {
 }
 
 
+#: the allowed values of the nested distill blocks' string keys
+_CHOICES = {"alpha_param": ("direct", "log")}  # gzmorph.distill_settings.ALPHA_PARAMS
+
+
 def _block_errors(block: dict, cls_fields: dict, key: str, cls_name: str) -> list[str]:
     """Unknown keys, types and ranges of one nested distill block."""
     out = []
@@ -335,6 +339,10 @@ def _block_errors(block: dict, cls_fields: dict, key: str, cls_name: str) -> lis
         if not _ok_type(value, kind):
             out.append(f"{where(k)}: {show(value)} is not of type {kind!r} "
                        f"({DISTILL_SETTINGS_FILE}: {cls_name})")
+            continue
+        choices = _CHOICES.get(name)
+        if choices and value not in choices:
+            out.append(f"{where(k)}: {show(value)} is not one of {list(choices)}")
             continue
         low, inclusive, high = _RANGES.get(name, (None, True, None))
         if low is not None and (value < low or (value == low and not inclusive)):

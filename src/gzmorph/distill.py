@@ -1,21 +1,34 @@
 """Dataset distillation by trajectory matching: MTT (Cazenavette et al. 2022) and STM (Guan et al. 2023).
 
 Synthetic images X (``ipc`` per class, initialised from real training images, kept in normalised
-space) and a learnable student step size α are optimised so that ``N`` SGD steps of a student
+space: ZCA whitening, when on, is part of the input pipeline and applied once, when a batch goes
+into a net; the references instead store whitened images and take the gradient step on those) and a learnable student step size α are optimised so that ``N`` SGD steps of a student
 started at an expert's epoch-``t`` parameters land near the expert's epoch-``t+M`` parameters.
 One iteration of :func:`distill`::
 
     e ← a random expert,  t ← a start epoch      MTT: t uniform in [0, T+),  M = expert_epochs
-                                                 STM: t cycles below the schedule's cap,  M = 1
+                                                 STM: t = iteration % cap,  M = 1
+    STM (stage): the loss at epoch ``cap``       the same expert, the last α, the images before
+                 (no update)                     this iteration's update (as Guan et al.'s code)
     loss, ∂X, ∂α ← matching_loss(θ*_t → θ*_{t+M})   exact gradient through the N student steps
                                                  (gzmorph.matching, in bounded memory)
-    X, α ← an SGD step (momentum)                a bad step rolls back instead (below)
-    STM: the loss at epoch ``cap`` (no update) → schedule.update(...)   (gzmorph.stm: the cap grows
-         on a significant trend; then fine-tuning decays the image lr until it is below lr_floor)
+    X, α ← an SGD step (momentum 0.5)            a bad step rolls back instead (below)
+    STM: schedule.update(next-epoch loss)        (gzmorph.stm: the cap grows on a significant
+                                                 trend; then fine-tuning decays the image lr until
+                                                 it is below lr_floor)
+
+**α.**  ``alpha_param: direct`` learns α itself, as MTT's code does; ``log`` learns log α, as Guan
+et al.'s code does (their α0 1e-4 and α lr 0.01 are for log α; learned directly, one step of a
+typical gradient takes α below zero).  With STM's ``alpha_per_epoch`` each start epoch has its own
+α with its own momentum (the reference: one optimiser per α); when the cap grows the new epoch's α
+starts as a copy of the last one and every α's lr becomes ``lr_alpha × cap``.
 
 **Robustness.**  A non-finite loss or gradient, or an α that turns non-positive or exceeds
 ``alpha_max``, rolls the images, α and optimiser states back to the last good iteration and halves
 both learning rates (logged as an event); non-finite images are never written.
+
+**Augmentation** (``augment``, :func:`gzmorph.augment.make_transform`): DSA in single mode by
+default, one family per student step drawn from a generator seeded by (seed, iteration, step).
 
 Options and their defaults: :mod:`gzmorph.distill_settings`; evaluation: :mod:`gzmorph.distill_eval`.
 """
@@ -32,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .augment import BatchTransform
+from .augment import BatchTransform, normalize, to_float
 from .distill_settings import DistillConfig, DistillSettings, STMConfig
 from .experts import Data, expected_meta, load_expert, step_generator
 from .io import InputError, atomic_path, save_bundle
@@ -79,8 +92,9 @@ def real_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch
     return torch.cat(xs), torch.cat(ys)
 
 
-def mean_per_class(data: Data, ipc: int, seed: int, transform: BatchTransform) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-mean images (normalised floats): the means of ``ipc`` random disjoint parts of each class."""
+def mean_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-mean images: the means of ``ipc`` random disjoint parts of each class, in normalised
+    space like synthetic images (not whitened: the input pipeline whitens them once)."""
     check_ipc(data, ipc)
     gen = torch.Generator().manual_seed(int(seed))
     xs, ys = [], []
@@ -88,7 +102,7 @@ def mean_per_class(data: Data, ipc: int, seed: int, transform: BatchTransform) -
         idx = torch.nonzero(data.y_train == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         for part in idx.tensor_split(ipc):
-            xs.append(transform.apply(data.x_train[part], None).mean(0))
+            xs.append(normalize(to_float(data.x_train[part]), data.mean, data.std).mean(0))
             ys.append(c)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 
@@ -132,7 +146,8 @@ class _Run:
             raise InputError(f"distill: trajectories have {self.experts.traj[0].shape[1]} parameters, "
                              f"the ConvNet {model_config} has {self.student.n_params}")
         x0, labels = real_per_class(data, cfg.ipc, cfg.seed)
-        self.initial = transform.apply(x0.to(device), None).detach().clone()
+        # normalised, not whitened: transform.apply whitens every batch (once) on its way to the student
+        self.initial = normalize(to_float(x0.to(device)), data.mean, data.std).detach().clone()
         self.labels = labels.to(device)
         self.n_syn = len(self.labels)
         self.bsz = self.n_syn if cfg.batch_syn <= 0 else min(cfg.batch_syn, self.n_syn)
@@ -163,60 +178,89 @@ class _Run:
             plan.append((idx.to(self.device), p))
         return plan
 
-    def match(self, syn: _Synthetic, it: int, e: int, start: int, need_grad: bool = True, salt: int = 0):
-        """``(loss, ∂X, ∂α)`` of matching expert ``e`` from epoch ``start`` to ``start + M``."""
+    def match(self, syn: _Synthetic, it: int, e: int, start: int, alpha: float, need_grad: bool = True,
+              salt: int = 0):
+        """``(loss, ∂X, ∂α)`` of matching expert ``e`` from epoch ``start`` to ``start + M`` with step size α."""
         theta0, target, denom = self.experts.pair(e, start, self.m)
-        return matching_loss(self.student, theta0, target, max(denom, 1e-12), syn.images.detach(), self.labels,
-                             syn.alpha[syn.index(start)].detach(), self.plan(it, salt), self.transform,
-                             self.cfg.memory, self.cfg.leaf, need_grad)
+        images = syn.images.detach()
+        return matching_loss(self.student, theta0, target, max(denom, 1e-12), images, self.labels,
+                             torch.tensor(float(alpha), dtype=images.dtype, device=images.device),
+                             self.plan(it, salt), self.transform, self.cfg.memory, self.cfg.leaf, need_grad)
 
 
 class _Synthetic:
-    """What is optimised: images X and step size(s) α, their SGD optimisers, the last good state."""
+    """What is optimised: images X and step size(s) α, their SGD states, the last good state.
+
+    α is learned as itself (``alpha_param: direct``) or as log α (``log``); ``param`` holds what is
+    learned, :meth:`values` the step sizes.  Each α has its own momentum buffer and is stepped only
+    in the iterations that use it; ``n_used`` of them are in use (STM's cap with ``alpha_per_epoch``)."""
 
     def __init__(self, images: torch.Tensor, n_alpha: int, cfg: DistillConfig):
         self.cfg, self.n_rollbacks = cfg, 0
+        self.log = cfg.alpha_param == "log"
+        self.per_epoch = n_alpha > 1
         self.images = images.requires_grad_(True)
-        self.alpha = torch.full((n_alpha,), float(cfg.alpha0), device=images.device).requires_grad_(True)
+        a0 = float(cfg.alpha0)
+        self.param = torch.full((n_alpha,), math.log(a0) if self.log else a0, dtype=torch.float64)
+        self.buf = torch.zeros_like(self.param)
+        self.n_used = 1
         self.lr_img, self.lr_alpha = float(cfg.lr_img), float(cfg.lr_alpha)
         self.opt_img = torch.optim.SGD([self.images], lr=self.lr_img, momentum=cfg.momentum)
-        self.opt_alpha = torch.optim.SGD([self.alpha], lr=self.lr_alpha, momentum=cfg.momentum)
         self._keep()
 
     def index(self, start: int) -> int:
         """The α of a start epoch (one per epoch with STM's ``alpha_per_epoch``, else one)."""
-        return start if len(self.alpha) > 1 else 0
+        return start if self.per_epoch else 0
+
+    def values(self) -> torch.Tensor:
+        """The step sizes α (float32)."""
+        return (self.param.exp() if self.log else self.param).float()
 
     def alpha_at(self, start: int) -> float:
-        return float(self.alpha.detach()[self.index(start)])
+        p = float(self.param[self.index(start)])
+        return math.exp(p) if self.log else p
+
+    @property
+    def alpha_lr(self) -> float:
+        """The α learning rate: ``lr_alpha``, times the cap with one α per epoch (as Guan et al.)."""
+        return self.lr_alpha * (self.n_used if self.per_epoch else 1)
 
     def step(self, loss: float, g_img, g_alpha, start: int) -> str | None:
-        """One SGD step of X and α; ``None`` when the result is good (it becomes the state to roll
-        back to), else why it is not."""
+        """One SGD step of X and of the α of ``start``; ``None`` when the result is good (it becomes
+        the state to roll back to), else why it is not."""
         if not (math.isfinite(loss) and bool(torch.isfinite(g_img).all()) and bool(torch.isfinite(g_alpha))):
             return "non-finite loss/gradient"
         ai = self.index(start)
         self.images.grad = g_img
-        self.alpha.grad = torch.zeros_like(self.alpha)
-        self.alpha.grad[ai] = g_alpha
         self.opt_img.step()
-        self.opt_alpha.step()
-        a = float(self.alpha.detach()[ai])
-        if not (bool(torch.isfinite(self.images).all()) and 0 < a <= self.cfg.alpha_max):
+        g = float(g_alpha) * (self.alpha_at(start) if self.log else 1.0)  # ∂loss/∂log α = α ∂loss/∂α
+        self.buf[ai] = self.cfg.momentum * self.buf[ai] + g
+        self.param[ai] -= self.alpha_lr * self.buf[ai]
+        a = self.alpha_at(start)
+        if not (bool(torch.isfinite(self.images).all()) and math.isfinite(a) and 0 < a <= self.cfg.alpha_max):
             return f"alpha {a:.3g} outside (0, {self.cfg.alpha_max}]"
         self._keep()
         return None
 
+    def grow(self, cap: int) -> None:
+        """STM's cap grew to ``cap``: with one α per epoch, the new epochs' α start as a copy of the
+        last α in use (with momentum of their own), and the α lr becomes ``lr_alpha × cap``."""
+        if not self.per_epoch or cap <= self.n_used:
+            return
+        cap = min(cap, len(self.param))
+        self.param[self.n_used:cap] = self.param[self.n_used - 1]
+        self.buf[self.n_used:cap] = 0.0
+        self.n_used = cap
+        self._keep()
+
     def _keep(self) -> None:
-        self.last_good = (self.images.detach().clone(), self.alpha.detach().clone(),
-                          copy.deepcopy(self.opt_img.state_dict()), copy.deepcopy(self.opt_alpha.state_dict()))
+        self.last_good = (self.images.detach().clone(), self.param.clone(), self.buf.clone(), self.n_used,
+                          copy.deepcopy(self.opt_img.state_dict()))
 
     def _set_lrs(self, lr_img: float, lr_alpha: float) -> None:
         self.lr_img, self.lr_alpha = lr_img, lr_alpha
         for g in self.opt_img.param_groups:
             g["lr"] = lr_img
-        for g in self.opt_alpha.param_groups:
-            g["lr"] = lr_alpha
 
     def scale_lr_img(self, factor: float) -> None:
         self._set_lrs(self.lr_img * factor, self.lr_alpha)
@@ -224,12 +268,11 @@ class _Synthetic:
     def roll_back(self, iteration: int, why: str) -> dict:
         """Back to the last good state with both learning rates halved; return the event."""
         self.n_rollbacks += 1
-        images, alpha, opt_img, opt_alpha = self.last_good
+        images, param, buf, n_used, opt_img = self.last_good
         with torch.no_grad():
             self.images.copy_(images)
-            self.alpha.copy_(alpha)
+        self.param, self.buf, self.n_used = param.clone(), buf.clone(), n_used
         self.opt_img.load_state_dict(opt_img)
-        self.opt_alpha.load_state_dict(opt_alpha)
         self._set_lrs(self.lr_img * 0.5, self.lr_alpha * 0.5)
         log.warning("iteration %d: %s -> rolled back, lr_img %.4g, lr_alpha %.4g", iteration, why, self.lr_img,
                     self.lr_alpha)
@@ -258,17 +301,21 @@ def distill(data: Data, expert_paths, cfg: DistillConfig, model_config: dict, *,
         t0 = time.perf_counter()
         e = run.pick_expert()
         start = schedule.start_epoch(it) if schedule else run.pick_start()
-        loss, g_img, g_alpha = run.match(syn, it, e, start)
+        next_loss = math.nan
+        if schedule and schedule.probing:  # STM: the next, unused epoch, before the update, with the last α
+            next_loss = run.match(syn, it, e, schedule.cap, syn.alpha_at(schedule.cap - 1), need_grad=False,
+                                  salt=1)[0]
+        loss, g_img, g_alpha = run.match(syn, it, e, start, syn.alpha_at(start))
         why = syn.step(loss, g_img, g_alpha, start)
         if why:
             events.append(syn.roll_back(it, why))
             continue
         row = {"iteration": it, "expert": e, "start_epoch": start, "loss": loss, "alpha": syn.alpha_at(start),
                "lr_img": syn.lr_img, "seconds": round(time.perf_counter() - t0, 4)}
-        if schedule:  # STM: probe the next, unused epoch, then let the schedule react
-            next_loss = run.match(syn, it, run.pick_expert(), schedule.cap, need_grad=False, salt=1)[0] \
-                if schedule.probing else math.nan
+        if schedule:  # STM: the schedule reacts to the next-epoch loss
             stm = schedule.update(it, next_loss)
+            if stm.grew:
+                syn.grow(schedule.cap)
             events += stm.events
             syn.scale_lr_img(stm.lr_scale)
             stage_log.append({"iteration": it, "cap": schedule.cap, "start_epoch": start, "loss": loss,
@@ -284,7 +331,7 @@ def distill(data: Data, expert_paths, cfg: DistillConfig, model_config: dict, *,
                      f" cap {schedule.cap} {schedule.mode}" if schedule else "", row["seconds"])
     cap = schedule.cap if schedule else None
     return {"format": SYNTHETIC_FORMAT, "images": syn.final_images().cpu(), "labels": run.labels.cpu(),
-            "alpha": syn.alpha.detach().cpu(), "alpha_epochs_used": cap, "classes": data.classes,
+            "alpha": syn.values()[:syn.n_used].cpu(), "alpha_epochs_used": cap, "classes": data.classes,
             "method": cfg.method, "ipc": cfg.ipc, "mean": data.mean, "std": data.std, "image_size": data.image_size,
             "model_config": model_config, "zca": data.zca is not None, "config": asdict(cfg),
             "history": history, "stage_log": stage_log, "events": events,

@@ -2,7 +2,13 @@
 
 Fresh ConvNets (``cfg.n_nets``, seeded) are trained on a synthetic set at its learned step size,
 or on a baseline (``random`` real images per class, ``mean`` class-mean images, the ``full``
-training split), with SGD and the stage's augmentation, and tested on the real test split.
+training split), with SGD and the stage's augmentation, and tested on the real test split:
+accuracy and balanced accuracy (the mean of the per-class recalls), each as mean, sd and runs.
+
+Learning rate over the ``E = cfg.epochs`` epochs: one α, α then α × 0.1 from halfway; one α per
+start epoch (STM's ``alpha_per_epoch``), as Guan et al.'s ``evaluate_synset``: the pieces α_0 …
+α_{k−1} for max(N, (E/2) / k) epochs each (N: the distillation's student steps), then E/2
+epochs at α_{k−1} × 0.1 (their code: 500 epochs per the pieces' budget and 500 at × 0.1).
 """
 
 from __future__ import annotations
@@ -15,24 +21,31 @@ import torch.nn.functional as F
 
 from .distill import convnet, mean_per_class, real_per_class
 from .distill_settings import DistillSettings, EvalConfig
-from .experts import Data, accuracy
+from .experts import Data, accuracy, balanced_accuracy
 from .io import InputError
 
-__all__ = ["EvalConfig", "eval_record", "evaluate_baseline", "evaluate_synthetic", "summary", "train_eval_nets"]
+__all__ = ["EvalConfig", "balanced_accuracy", "eval_record", "evaluate_baseline", "evaluate_synthetic",
+           "piece_epochs", "summary", "train_eval_nets"]
 AUGMENT, CUTOUT = DistillSettings.augment, DistillSettings.cutout
 log = logging.getLogger(__name__)
 
 
-def _schedule(epochs: int, pieces: list[float] | None):
-    """Scheduler factory: ×0.1 halfway, or a piecewise-constant α schedule over training."""
+def piece_epochs(n_pieces: int, epochs: int, syn_steps: int) -> tuple[int, int]:
+    """Epochs per piece of a per-epoch α schedule and the epochs of its tail at × 0.1."""
+    half = max(1, int(epochs) // 2)
+    return max(int(syn_steps), half // max(1, n_pieces)), half
+
+
+def _schedule(epochs: int, pieces: list[float] | None, per_piece: int = 0):
+    """Scheduler factory: ×0.1 halfway, or the pieces (``per_piece`` epochs each), then × 0.1 of the last."""
     def make(opt, steps_per_epoch, n_epochs):
         total = max(1, steps_per_epoch * n_epochs)
         if pieces:
             base = opt.param_groups[0]["lr"]
 
             def factor(step):
-                j = min(int(step * len(pieces) / total), len(pieces) - 1)
-                return pieces[j] / base
+                j = step // max(1, steps_per_epoch * per_piece)
+                return (pieces[j] if j < len(pieces) else pieces[-1] * 0.1) / base
         else:
             def factor(step):
                 return 1.0 if step < total // 2 else 0.1
@@ -41,13 +54,19 @@ def _schedule(epochs: int, pieces: list[float] | None):
 
 
 def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
-                    *, augment=AUGMENT, cutout=CUTOUT, pieces=None, batch_size=None) -> list[float]:
-    """Test accuracies of ``cfg.n_nets`` fresh ConvNets trained on (x, y) by the evaluation protocol."""
+                    *, augment=AUGMENT, cutout=CUTOUT, pieces=None, syn_steps: int = 0,
+                    batch_size=None) -> dict:
+    """``{"accuracy": [...], "balanced_accuracy": [...]}`` on the test split of ``cfg.n_nets`` fresh
+    ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch)."""
     from .train import fit, pick_device, predict_tensor
 
     device = pick_device(cfg.device)
     transform = data.transform(augment, cutout)
-    accs = []
+    per_piece = 0
+    if pieces:
+        per_piece, tail = piece_epochs(len(pieces), epochs, syn_steps)
+        epochs = per_piece * len(pieces) + tail
+    accs, balanced = [], []
     for k in range(cfg.n_nets):
         torch.manual_seed(seed * 1009 + k)
         net = convnet(model_config)
@@ -56,29 +75,42 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
             seed=seed * 1009 + k,
             optimizer=lambda p, lr0=lr0: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
                                                          weight_decay=cfg.weight_decay),
-            scheduler=_schedule(epochs, pieces), transform=transform, restore_best=False, device=device,
-            amp=False, progress=False)
+            scheduler=_schedule(epochs, pieces, per_piece), transform=transform, restore_best=False,
+            device=device, amp=False, progress=False)
         out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
         accs.append(accuracy(out, data.y_test))
-        log.info("net %d: test accuracy %.4f", k, accs[-1])
-    return accs
+        balanced.append(balanced_accuracy(out, data.y_test))
+        log.info("net %d: test accuracy %.4f, balanced %.4f", k, accs[-1], balanced[-1])
+    return {"accuracy": accs, "balanced_accuracy": balanced}
 
 
-def summary(accs: list[float]) -> dict:
-    a = np.asarray(accs, float)
-    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "runs": a.tolist()}
+def _stats(values: list[float]) -> tuple[float, float, list[float]]:
+    a = np.asarray(values, float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0, a.tolist()
+
+
+def summary(accs) -> dict:
+    """``mean``, ``sd`` and ``runs`` of the accuracies (a list, or :func:`train_eval_nets`' dict, which
+    adds ``balanced_accuracy_mean``, ``_sd`` and ``_runs``)."""
+    if isinstance(accs, dict):
+        out = summary(accs["accuracy"])
+        out.update(zip(("balanced_accuracy_mean", "balanced_accuracy_sd", "balanced_accuracy_runs"),
+                       _stats(accs["balanced_accuracy"])))
+        return out
+    return dict(zip(("mean", "sd", "runs"), _stats(accs)))
 
 
 def evaluate_synthetic(syn: dict, data: Data, cfg: EvalConfig, seed: int, augment=AUGMENT, cutout=CUTOUT) -> dict:
     """Accuracy of nets trained on a distilled set at its learned step size α (with one α per start
-    epoch: a piecewise-constant lr over the epochs the distillation reached)."""
+    epoch: the pieces of the module docstring over the epochs the distillation reached)."""
     alpha = syn["alpha"].flatten().tolist()
     pieces = None
     if len(alpha) > 1:
         used = syn.get("alpha_epochs_used") or len(alpha)
         pieces = alpha[:used]
+    syn_steps = int((syn.get("config") or {}).get("syn_steps", 0))
     accs = train_eval_nets(syn["images"], syn["labels"], data, syn["model_config"], alpha[0], cfg.epochs, cfg,
-                           seed, augment=augment, cutout=cutout, pieces=pieces)
+                           seed, augment=augment, cutout=cutout, pieces=pieces, syn_steps=syn_steps)
     return summary(accs)
 
 
@@ -90,7 +122,7 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
                                augment=augment, cutout=cutout)
     elif kind == "mean":
-        x, y = mean_per_class(data, ipc, seed + 17, data.transform(False, 0))
+        x, y = mean_per_class(data, ipc, seed + 17)
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
                                augment=augment, cutout=cutout)
     elif kind == "full":
@@ -102,10 +134,18 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
             "n_test": int(len(data.y_test))}
 
 
+BALANCED = ("balanced_accuracy_mean", "balanced_accuracy_sd")
+
+
 def eval_record(syn: dict, acc: dict, baselines: dict, n_test: int, experts_final=None) -> dict:
+    """The ``eval.json`` of a synthetic set: accuracy and balanced accuracy (mean, sd, runs), the
+    baselines' (mean, sd and balanced mean, sd) and the experts' final test accuracy."""
     return {"method": syn["method"], "ipc": syn["ipc"], "accuracy_mean": acc["mean"], "accuracy_sd": acc["sd"],
-            "accuracy_runs": acc["runs"], "alpha": syn["alpha"].flatten().tolist(),
-            "baselines": {k: {"mean": v["mean"], "sd": v["sd"]} for k, v in baselines.items()},
+            "accuracy_runs": acc["runs"], "balanced_accuracy_mean": acc.get("balanced_accuracy_mean"),
+            "balanced_accuracy_sd": acc.get("balanced_accuracy_sd"),
+            "balanced_accuracy_runs": acc.get("balanced_accuracy_runs"), "alpha": syn["alpha"].flatten().tolist(),
+            "baselines": {k: {"mean": v["mean"], "sd": v["sd"], **{b: v.get(b) for b in BALANCED}}
+                          for k, v in baselines.items()},
             "experts_final_test_accuracy": experts_final, "n_test": int(n_test),
             "distill_seconds": syn.get("seconds"), "iterations": syn.get("iterations"),
             "final_cap": syn.get("final_cap"), "image_size": syn["image_size"]}

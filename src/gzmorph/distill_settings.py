@@ -23,6 +23,7 @@ from .settings import deep_merge
 
 METHODS = ("mtt", "stm")
 MEMORY_MODES = ("constant", "store", "unroll")
+ALPHA_PARAMS = ("direct", "log")  # learn α itself (MTT) or log α (Guan et al.'s code)
 
 
 # --------------------------------------------------------------------------- the blocks of `distill:`
@@ -47,6 +48,7 @@ class MethodOptions:
     lr_alpha: float = 1e-5
     alpha0: float = 0.01  # initial student step size α
     batch_syn: int = 0  # synthetic images per student step; 0 = all
+    alpha_param: str = "direct"  # "direct": SGD on α (MTT); "log": on log α (Guan et al.; α stays > 0)
 
 
 @dataclass
@@ -64,11 +66,12 @@ class STMConfig:
     check_every: int = 10  # iterations between trend tests
     r_down: float = 5.0  # r < -r_down·σ: significant decrease -> cap + 1
     r_up: float = 3.0  # r > r_up·σ: significant increase -> cap + 1
-    patience: int = 20  # iterations of a stage without a trend -> fine-tuning
-    ft_every: int = 5  # fine-tuning: image lr × ft_factor every ft_every iterations
+    patience: int = 20  # a check after more than this many iterations of a stage -> fine-tuning
+    ft_every: int = 5  # fine-tuning: image lr × ft_factor at every iteration index divisible by this
     ft_factor: float = 0.8
     lr_floor: float = 60.0  # stop when the image lr falls below this
-    alpha_per_epoch: bool = False  # one learned α per start epoch (piecewise schedule at evaluation)
+    alpha_per_epoch: bool = False  # one learned α per start epoch (piecewise schedule at evaluation);
+    # a new epoch's α starts as a copy of the last one, and every α's lr is lr_alpha × cap
 
 
 @dataclass
@@ -103,8 +106,9 @@ class DistillSettings:
     depth: int = 3
     norm: str = "instance"
     zca: bool = False
-    augment: bool | dict = True  # gzmorph.augment.AugmentConfig.from_value
-    cutout: float = 0.5
+    augment: bool | dict = True  # gzmorph.augment.make_transform: True = DSA single mode; {"mode": "all"} the old
+    # every-op augmentation (AugmentConfig keys) + a cutout square; False none
+    cutout: float = 0.5  # the cutout square's side / image side (DSA's ratio_cutout in single mode)
     memory: str = "constant"  # gzmorph.matching.MEMORY_MODES
     leaf: int = 4
     device: str = "auto"
@@ -174,6 +178,8 @@ class DistillConfig(MTTOptions):
             raise InputError(f"distill method must be one of {METHODS}, not {cfg.method!r}")
         if cfg.memory not in MEMORY_MODES:
             raise InputError(f"distill.memory must be one of {MEMORY_MODES}, not {cfg.memory!r}")
+        if cfg.alpha_param not in ALPHA_PARAMS:
+            raise InputError(f"distill alpha_param must be one of {ALPHA_PARAMS}, not {cfg.alpha_param!r}")
         return cfg
 
 
@@ -190,7 +196,7 @@ class EvalConfig(EvalOptions):
 # distill.preset picks one of these; every other key under `distill:` in the config overrides it.
 # "default": the small run inside the offline synthetic budget, the defaults of the option dataclasses
 # (gzmorph.distill_settings, their one source); "laptop": the CPU-scale real-data run; "paper": the
-# settings of Guan et al. (2023) for a GPU.
+# settings of Guan et al. (2023) for a GPU (their code learns log α: α0 1e-4 and α lr 0.01 are for log α).
 DISTILL_PRESETS = {"default": default_preset()}  # DistillSettings()
 # The other presets: what they change of "default".
 DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {  # real data, 2 CPU cores (~10 min on Kaggle)
@@ -210,9 +216,9 @@ DISTILL_PRESETS["paper"] = deep_merge(DISTILL_PRESETS["default"], {
     "runtime": 1440,
     "expert": {"epochs": 50, "lr": 0.001, "batch_size": 256},
     "mtt": {"syn_steps": 50, "max_start_epoch": 20, "iterations": 5000, "lr_img": 1e4, "lr_alpha": 0.01,
-            "alpha0": 1e-4},
+            "alpha0": 1e-4, "alpha_param": "log"},
     "stm": {"syn_steps": 50, "iterations": 100000, "lr_img": 1e4, "lr_alpha": 0.01, "alpha0": 1e-4,
-            "patience": 1000, "ft_every": 50, "lr_floor": 50.0},
+            "alpha_param": "log", "patience": 1000, "ft_every": 50, "lr_floor": 50.0},
     "ipc_overrides": {10: {"syn_steps": 20}},
     "eval": {"n_nets": 5, "epochs": 1000, "full_epochs": 50, "full_batch_size": 256},
 })

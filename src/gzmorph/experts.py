@@ -3,8 +3,9 @@
 * :func:`load_data`: the train and test splits of the curated catalogue at the
   distillation image size (uint8), with normalisation statistics and an
   optional ZCA whitening matrix; :meth:`Data.transform` is their input pipeline
-  (:class:`gzmorph.augment.BatchTransform` with cutout and ZCA), shared by the
-  experts, the distillation and the evaluation.  :func:`step_generator` seeds
+  (:func:`gzmorph.augment.make_transform`: normalisation, ZCA, DSA single-mode
+  augmentation by default), shared by the experts, the distillation and the
+  evaluation.  :func:`step_generator` seeds
   one augmentation draw per distillation step.
 * :func:`train_expert` trains one ConvNet (``convnet_d3`` of
   :mod:`gzmorph.models`) with :func:`gzmorph.train.fit` (plain SGD) and saves
@@ -63,10 +64,10 @@ class Data:
         return torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
 
     def transform(self, augment=DistillSettings.augment, cutout: float = DistillSettings.cutout) -> aug.BatchTransform:
-        """The input pipeline of this data: normalisation and ZCA of the training split, ``augment``
-        (``AugmentConfig.from_value``) and, with augmentation only, ``cutout``."""
-        cfg = aug.AugmentConfig.from_value(augment)
-        return aug.BatchTransform(self.mean, self.std, cfg, cutout if cfg is not None else 0.0, self.zca)
+        """The input pipeline of this data: normalisation and ZCA of the training split and the
+        augmentation ``augment`` (:func:`gzmorph.augment.make_transform`: DSA single mode by default,
+        ``{"mode": "all", ...}`` every op plus a ``cutout`` square, ``False`` none)."""
+        return aug.make_transform(self.mean, self.std, augment, cutout, self.zca)
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
@@ -133,6 +134,14 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.argmax(1) == y.to(logits.device)).float().mean()) if len(y) else float("nan")
 
 
+def balanced_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean over the classes present in ``y`` of their recall."""
+    y = y.to(logits.device)
+    hit = (logits.argmax(1) == y).float()
+    recalls = [hit[y == c].mean() for c in torch.unique(y)]
+    return float(torch.stack(recalls).mean()) if recalls else float("nan")
+
+
 # --------------------------------------------------------------------------- experts
 
 
@@ -172,7 +181,8 @@ def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accu
         traj.append(flat_params(m))
         row = dict(ck["state"]["history"][-1])
         rows.append({"epoch": done, "train_loss": row.get("train_loss"), "train_accuracy": train_accuracy(m.to(device)),
-                     "test_accuracy": row.get("val_accuracy"), "seconds": row.get("seconds")})
+                     "test_accuracy": row.get("val_accuracy"),
+                     "test_balanced_accuracy": row.get("val_balanced_accuracy"), "seconds": row.get("seconds")})
     return traj, rows
 
 
@@ -201,7 +211,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     eval_idx = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))[:n_eval]
 
     def test_metrics(out, y):
-        return {"accuracy": accuracy(out, y)}
+        return {"accuracy": accuracy(out, y), "balanced_accuracy": balanced_accuracy(out, y)}
 
     def train_accuracy(m):
         out = predict_tensor(m, data.x_train[eval_idx], transform, device=device, amp=False)
@@ -221,7 +231,8 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     def on_epoch_end(epoch, row, m):
         traj.append(flat_params(m))
         rows.append({"epoch": epoch, "train_loss": row["train_loss"], "train_accuracy": train_accuracy(m),
-                     "test_accuracy": row.get("val_accuracy"), "seconds": row["seconds"]})
+                     "test_accuracy": row.get("val_accuracy"),
+                     "test_balanced_accuracy": row.get("val_balanced_accuracy"), "seconds": row["seconds"]})
         save_traj()
 
     fit(model, F.cross_entropy, (data.x_train, data.y_train), (data.x_test, data.y_test),
@@ -263,5 +274,5 @@ def expected_meta(data: Data, model_config: dict) -> dict:
             "fingerprint": data.fingerprint, "zca": data.zca is not None}
 
 
-__all__ = ["COMPAT_KEYS", "Data", "ExpertConfig", "accuracy", "expected_meta", "load_data", "load_expert",
-           "resize_uint8", "step_generator", "train_expert", "zca_matrix"]
+__all__ = ["COMPAT_KEYS", "Data", "ExpertConfig", "accuracy", "balanced_accuracy", "expected_meta", "load_data",
+           "load_expert", "resize_uint8", "step_generator", "train_expert", "zca_matrix"]

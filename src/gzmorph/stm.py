@@ -1,13 +1,25 @@
 """The self-adaptive schedule of STM (Guan et al. 2023): which start epochs to match, and when to stop.
 
-Stage mode: the start epochs cycle below a cap that begins at 1 (M = 1).  Every iteration also
-measures, without an update, the matching loss at the next, unused epoch (``cap``); every
-``check_every`` such measurements the Pearson r of that loss against the iteration index is
-compared with σ = sqrt(1/(n−2)): r < −``r_down``σ or r > ``r_up``σ (a significant trend: the
-distilled images now affect that epoch) grows the cap by one and starts a new record.  After
-``patience`` iterations of a stage without a significant trend the run switches to fine-tuning
-mode: the start epochs cycle below the final cap, the image lr is multiplied by ``ft_factor``
-every ``ft_every`` iterations, and the run stops once it falls below ``lr_floor``.
+As the authors' ``distill.py`` (HaowenGuan/Galaxy-Dataset-Distillation, ``stage-MTT``) runs it:
+
+* the start epoch of iteration ``it`` is ``it % cap``; the cap begins at 1 (M = 1);
+* while the stage lasts, every iteration first measures, with the same expert and before the image
+  update, the matching loss at the next, unused epoch (``cap``; :mod:`gzmorph.distill` does this
+  and passes the loss to :meth:`STMSchedule.update`);
+* every ``check_every`` iterations of a stage (a check) the Pearson r of the stage's record of
+  those losses against their index is compared with σ = sqrt(1/(n−2)): r < −``r_down``σ (a
+  significant decrease) grows the cap by one at any check; r > ``r_up``σ (the images overfit the
+  earlier epochs) only at the 1st, 3rd, 5th, … check of a stage (the reference tests it where the
+  record's length is an odd multiple of 10); a growth starts a new record;
+* a check at which the stage has run more than ``patience`` iterations switches to fine-tuning
+  instead: the record stops, the start epochs keep cycling below the final cap, the image lr is
+  multiplied by ``ft_factor`` at every iteration index divisible by ``ft_every``, and the run stops
+  once it is below ``lr_floor``.
+
+The cap grows up to the experts' last epoch; with no next epoch left there is nothing to measure,
+and the stage ends in fine-tuning after ``patience`` iterations.  With one learned α per start
+epoch (``alpha_per_epoch``), a growth also gives the new epoch a copy of the last α and scales
+every α's learning rate by the cap (:mod:`gzmorph.distill`).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ class STMStep:
     """What one :meth:`STMSchedule.update` asks of the run."""
 
     lr_scale: float = 1.0  # multiply the image lr by this
+    grew: bool = False  # the cap grew (a new start epoch, and with per-epoch α a new α)
     events: list = field(default_factory=list)  # "cap" and "finetune" events of this iteration
 
 
@@ -41,13 +54,12 @@ class STMSchedule:
     def __init__(self, cfg: STMConfig, n_epochs: int):
         self.cfg, self.n_epochs = cfg, int(n_epochs)
         self.cap, self.mode = 1, "stage"  # mode: "stage" | "finetune"
-        self.record: list[tuple[int, float]] = []  # (iteration, next-epoch loss) of this stage
-        self.stage_iters = 0  # good iterations since the cap last grew
-        self.ft_iters = 0  # good iterations of fine-tuning
+        self.record: list[float] = []  # the next-epoch losses of this stage
+        self.stage_len = 0  # good iterations of this stage
         self.r = self.sigma = math.nan  # the trend test of the last update (NaN: none)
 
     def start_epoch(self, iteration: int) -> int:
-        return (self.stage_iters if self.mode == "stage" else iteration) % self.cap
+        return int(iteration) % self.cap
 
     @property
     def probing(self) -> bool:
@@ -58,34 +70,34 @@ class STMSchedule:
         return self.mode == "finetune" and lr_img < self.cfg.lr_floor
 
     def update(self, iteration: int, next_loss: float = math.nan) -> STMStep:
-        """One good iteration: record the next-epoch loss (when probed), test the trend, switch
-        to fine-tuning after ``patience`` iterations without one, decay the image lr there."""
+        """One good iteration: record the next-epoch loss (when measured), check the stage every
+        ``check_every`` iterations, decay the image lr while fine-tuning."""
         step = STMStep()
-        if math.isfinite(next_loss):
-            self.record.append((iteration, next_loss))
-        self.stage_iters += 1
         self.r = self.sigma = math.nan
-        grew = self.mode == "stage" and self._trend_grows_cap()
-        if grew:
-            step.events.append({"iteration": iteration, "event": "cap", "cap": self.cap, "r": self.r,
-                                "sigma": self.sigma})
-        if self.mode == "stage" and not grew and self.stage_iters >= self.cfg.patience:
-            self.mode = "finetune"
-            step.events.append({"iteration": iteration, "event": "finetune", "cap": self.cap})
-        elif self.mode == "finetune":
-            self.ft_iters += 1
-            if self.ft_iters % self.cfg.ft_every == 0:
-                step.lr_scale = self.cfg.ft_factor
+        if self.mode == "stage":
+            if math.isfinite(next_loss):
+                self.record.append(float(next_loss))
+            self.stage_len += 1
+            if self.stage_len % self.cfg.check_every == 0:
+                self._check(iteration, step)
+        if self.mode == "finetune" and iteration % self.cfg.ft_every == 0:
+            step.lr_scale = self.cfg.ft_factor
         return step
 
-    def _trend_grows_cap(self) -> bool:
-        """Every ``check_every`` records: a significant trend of the record grows the cap."""
+    def _check(self, iteration: int, step: STMStep) -> None:
         n = len(self.record)
-        if n < 3 or n % self.cfg.check_every:
-            return False
-        self.r = pearson([i for i, _ in self.record], [v for _, v in self.record])
-        self.sigma = math.sqrt(1.0 / (n - 2))
-        if not (self.r < -self.cfg.r_down * self.sigma or self.r > self.cfg.r_up * self.sigma):
-            return False
-        self.cap, self.record, self.stage_iters = min(self.cap + 1, self.n_epochs), [], 0
-        return True
+        if n >= 3:
+            self.r = pearson(range(n), self.record)
+            self.sigma = math.sqrt(1.0 / (n - 2))
+        if self.stage_len > self.cfg.patience:
+            self.mode = "finetune"
+            step.events.append({"iteration": iteration, "event": "finetune", "cap": self.cap})
+            return
+        if n < 3:
+            return
+        odd_check = (self.stage_len // self.cfg.check_every) % 2 == 1
+        if self.r < -self.cfg.r_down * self.sigma or (odd_check and self.r > self.cfg.r_up * self.sigma):
+            self.cap = min(self.cap + 1, self.n_epochs)
+            self.record, self.stage_len, step.grew = [], 0, True
+            step.events.append({"iteration": iteration, "event": "cap", "cap": self.cap, "r": self.r,
+                                "sigma": self.sigma})

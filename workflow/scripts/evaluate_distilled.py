@@ -16,13 +16,17 @@ with rule_context(snakemake) as (params, log):
         syn = load_synthetic(snakemake.input.synthetic, data)
         acc = evaluate_synthetic(syn, data, cfg, params["seed"], params["augment"], params["cutout"])
         baselines = {k: read_json(snakemake.input[k]) for k in ("random", "mean", "full")}
-        finals = [float(pd.read_csv(p, sep="\t")["test_accuracy"].iloc[-1]) for p in snakemake.input.experts]
-        rec = eval_record(syn, acc, baselines, len(data.y_test),
-                          {"mean": sum(finals) / len(finals), "runs": finals})
+        tables = [pd.read_csv(p, sep="\t") for p in snakemake.input.experts]
+        finals = [float(t["test_accuracy"].iloc[-1]) for t in tables]
+        experts_final = {"mean": sum(finals) / len(finals), "runs": finals}
+        if all("test_balanced_accuracy" in t for t in tables):  # experts written before it have no column
+            bal = [float(t["test_balanced_accuracy"].iloc[-1]) for t in tables]
+            experts_final.update(balanced_accuracy_mean=sum(bal) / len(bal), balanced_accuracy_runs=bal)
+        rec = eval_record(syn, acc, baselines, len(data.y_test), experts_final)
         write_json(snakemake.output[0], rec)
-        log.info("%s ipc %d: %.4f ± %.4f (random %.4f, mean %.4f, full %.4f)", syn["method"], syn["ipc"],
-                 acc["mean"], acc["sd"], baselines["random"]["mean"], baselines["mean"]["mean"],
-                 baselines["full"]["mean"])
+        log.info("%s ipc %d: %.4f ± %.4f, balanced %.4f (random %.4f, mean %.4f, full %.4f)", syn["method"],
+                 syn["ipc"], acc["mean"], acc["sd"], acc["balanced_accuracy_mean"], baselines["random"]["mean"],
+                 baselines["mean"]["mean"], baselines["full"]["mean"])
     else:
         model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                         **params["model"]}
