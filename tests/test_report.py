@@ -296,3 +296,31 @@ def test_curation_section_from_parquet_and_minimal_input(tmp_path):
 
     bare = curation_section(df, None, CLASSES)  # no images: no example grids
     assert "<img" in bare.render() and "gz-cell" not in bare.render()
+
+
+def test_fragment_exports_every_figure_and_table(tmp_path):
+    """write_fragment(figures=, tables=): one PNG per figure or image grid and one TSV per table of the
+    page (the data of Snakemake's --report), named from the blocks, a repeated name made unique."""
+    df = synthetic_catalogue(150)
+    sec = curation_section(df, (df["id"].to_numpy(), galaxy_images(len(df))), CLASSES, curation_stats(df),
+                           n_confident=3, n_random=2)
+    sec.add(figure(_bar_figure(), "A bar chart.", name="counts"))  # a second "counts" figure
+    figures, tables = tmp_path / "figures", tmp_path / "tables"
+    figures.mkdir()
+    (figures / "stale.png").write_bytes(b"from an earlier run")
+    write_fragment(sec, tmp_path / "cur.html", figures=figures, tables=tables)
+    html = sec.render()
+    pngs = sorted(p.name for p in figures.iterdir())
+    assert len(pngs) == html.count('<figure class="gz-figure">') + html.count('<figure class="gz-grid-figure">')
+    assert {"counts.png", "counts-2.png", "confidence.png", "examples-spiral-confident.png",
+            "examples-spiral-random.png"} <= set(pngs) and "stale.png" not in pngs
+    for p in figures.iterdir():
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.width > 50 and im.height > 50
+    tsvs = sorted(p.name for p in tables.iterdir())
+    assert len(tsvs) == html.count("<table") + html.count('class="gz-metrics"')
+    assert {"overview.tsv", "counts.tsv", "per-class-statistics.tsv", "truth-confusion.tsv",
+            "other-statistics.tsv"} <= set(tsvs)
+    counts = pd.read_csv(tables / "counts.tsv", sep="\t", index_col="class")
+    assert counts.loc["all classes", "total"] == 150 and list(counts.index[:-1]) == CLASSES
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -118,6 +119,72 @@ def test_results_table_is_built_from_the_run(synthetic_run, tmp_path):
     update_readme(readme, res)
     update_readme(readme, res)  # idempotent
     assert readme.read_text() == f"# x\n\n{BEGIN}\n{table}{END}\n\nafter\n"
+
+
+# every figure of the default run's HTML report, by the category (and subcategory) of Snakemake's own
+# report that shows it; (the similarity queries are one per class: query-<class>-<id>.png)
+REPORT_FIGURES = {
+    ("Curation", "figures"): {"counts.png", "confidence.png"} | {
+        f"examples-{c}-{kind}.png" for c in ("round", "in-between", "cigar", "edge-on", "spiral")
+        for kind in ("confident", "random")},
+    ("Classification", "figures"): {"confusion-hiwl.png", "confusion-flat.png", "training-curves.png",
+                                    "mistakes-hiwl.png", "mistakes-flat.png"},
+    ("Distillation", "figures"): {"prototypes-mtt-ipc-1.png", "prototypes-stm-ipc-1.png", "loss-mtt-ipc-1.png",
+                                  "loss-stm-ipc-1.png", "stm-stages-stm-ipc-1.png"},
+    ("Representation", "embeddings"): {"embedding-map.png", "training-curve.png"},
+    ("Representation", "similarity"): {"query-round", "query-in-between", "query-cigar", "query-edge-on",
+                                       "query-spiral"},
+    ("Representation", "anomalies"): {"precision-curve.png", "top-gp.png", "top-astronomaly.png"},
+    ("Representation", "finetune"): {"label-efficiency.png"},
+}
+# section fragment -> (category, subcategory of its figures, subcategory of its tables)
+REPORT_SECTIONS = {"curation": ("Curation", "figures", "tables"),
+                   "classification": ("Classification", "figures", "tables"),
+                   "distillation": ("Distillation", "figures", "tables"),
+                   **{f"represent_{p}": ("Representation", p, p)
+                      for p in ("embeddings", "similarity", "anomalies", "finetune")}}
+
+
+def test_snakemake_report_holds_every_figure_by_category(synthetic_run):
+    """`snakemake --report report.zip` after the run (same config): Snakemake's own report holds every
+    figure and table of the HTML report, as a file under the category of its stage, with a caption."""
+    smk(synthetic_run, "--report", "report.zip", config=TINY)
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    with zipfile.ZipFile(synthetic_run / "report.zip") as z:
+        page = z.read("report/report.html").decode()
+        data = {n.split("/", 3)[3]: z.read(n) for n in z.namelist() if n.startswith("report/data/raw/")}
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\s*\n", page).group(1))
+    results = json.loads(re.search(r"var results = (\{.*?\});\s*\n", page).group(1))
+    assert set(categories) == {"Curation", "Classification", "Distillation", "Representation", "Report"}
+    assert set(categories["Representation"]) == {"embeddings", "similarity", "anomalies", "finetune"}
+    shown = {(c, s): {Path(p).name for p in paths} for c, subs in categories.items() for s, paths in subs.items()}
+    for key, names in REPORT_FIGURES.items():
+        pngs = {n for n in shown.get(key, ()) if n.endswith(".png")}
+        missing = {n for n in names if not any(p == n or p.startswith(f"{n}-") for p in pngs)}
+        assert not missing, f"{key}: not in Snakemake's report: {sorted(missing)}"
+    assert shown[("Report", "Other")] == {"index.html"}
+
+    for section, (category, fig_sub, tab_sub) in REPORT_SECTIONS.items():
+        html = (res / "report" / "sections" / f"{section}.html").read_text()
+        n_figures = html.count('<figure class="gz-figure">') + html.count('<figure class="gz-grid-figure">')
+        n_tables = html.count('<table class="gz-table">') + html.count('<div class="gz-metrics">')
+        for folder, sub, suffix, n in (("figures", fig_sub, ".png", n_figures), ("tables", tab_sub, ".tsv", n_tables)):
+            files = sorted(p.name for p in (res / "report" / folder / section).glob(f"*{suffix}"))
+            in_report = sorted(Path(p).name for p in categories[category][sub]
+                               if f"/report/{folder}/{section}/" in p)
+            assert len(files) == n > 0 and in_report == files, (section, folder, n, files, in_report)
+    for path, item in results.items():  # every file is in the zip, with its caption
+        if path.endswith(".html"):
+            continue
+        payload = data[item["data_uri"].removeprefix("data/raw/")]
+        assert payload == (synthetic_run / path).read_bytes() and payload
+        if path.endswith(".png"):
+            assert payload.startswith(b"\x89PNG")
+        assert item["caption"] and "Error" not in item["caption"], path
+    caption = results[str(next(res.glob("report/figures/curation/examples-*.png")).relative_to(synthetic_run))]
+    assert "report.examples_per_class" in caption["caption"] and "hiwl5" in caption["caption"]
+    caption = results["results/synthetic-hiwl5/report/figures/represent_anomalies/top-gp.png"]["caption"]
+    assert "anomalies" in caption and "top-gp" in caption and "embedding-map" not in caption
 
 
 def test_nothing_to_do_when_nothing_changed(synthetic_run):

@@ -94,7 +94,9 @@ rule report_classification:
         images=res("curated/images.parquet"),
         code=code_of("report_classification"),
     output:
-        res("report/sections/classification.html"),
+        fragment=res("report/sections/classification.html"),
+        figures=report_figures("classification", "Classification", "../report/classification.rst"),
+        tables=report_tables("classification", "Classification", "../report/classification.rst"),
     log:
         log_path("report_classification"),
     benchmark:

@@ -119,6 +119,31 @@ def all_targets():
     return TARGETS + [res("report/index.html")]
 
 
+def report_figures(section, category, caption, subcategory="figures"):
+    """The folder of a report section's figures (one PNG each), shown in Snakemake's own report
+    (``snakemake --report report.zip``) under ``category`` / ``subcategory``."""
+    return report(
+        directory(res(f"report/figures/{section}")),
+        patterns=["{name}.png"],
+        caption=caption,
+        category=category,
+        subcategory=subcategory,
+        labels={"figure": "{name}"},
+    )
+
+
+def report_tables(section, category, caption, subcategory="tables"):
+    """The folder of a report section's tables (one TSV each), as :func:`report_figures`."""
+    return report(
+        directory(res(f"report/tables/{section}")),
+        patterns=["{name}.tsv"],
+        caption=caption,
+        category=category,
+        subcategory=subcategory,
+        labels={"table": "{name}"},
+    )
+
+
 def report_fragments(wildcards=None):
     """Section fragments of every stage this config runs (the report orders them)."""
     return list(REPORT_SECTIONS)

@@ -195,7 +195,9 @@ rule report_distill:
         experts=expand(res("experts/{expert}.tsv"), expert=EXPERTS),
         code=code_of("report_distill"),
     output:
-        res("report/sections/distillation.html"),
+        fragment=res("report/sections/distillation.html"),
+        figures=report_figures("distillation", "Distillation", "../report/distillation.rst"),
+        tables=report_tables("distillation", "Distillation", "../report/distillation.rst"),
     log:
         log_path("report_distill"),
     benchmark:

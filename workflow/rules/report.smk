@@ -1,4 +1,7 @@
 # Stage 6: the HTML report. Every stage writes a section fragment; `report` assembles them.
+# Each fragment's rule also writes the section's figures (report/figures/<section>/*.png) and
+# tables (report/tables/<section>/*.tsv) as files, marked for Snakemake's own report
+# (`snakemake --report report.zip`) by stage: report_figures / report_tables (common.smk).
 
 REPORT_SECTIONS.append(res("report/sections/curation.html"))
 
@@ -10,7 +13,9 @@ rule report_curation:
         stats=res("curated/stats.json"),
         code=code_of("report_curation"),
     output:
-        res("report/sections/curation.html"),
+        fragment=res("report/sections/curation.html"),
+        figures=report_figures("curation", "Curation", "../report/curation.rst"),
+        tables=report_tables("curation", "Curation", "../report/curation.rst"),
     log:
         log_path("report_curation"),
     benchmark:

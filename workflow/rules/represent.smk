@@ -217,7 +217,13 @@ rule report_represent:
         unpack(lambda wc: REPRESENT_REPORT_INPUTS[wc.part]),
         code=code_of("report_represent"),
     output:
-        res("report/sections/represent_{part}.html"),
+        fragment=res("report/sections/represent_{part}.html"),
+        figures=report_figures(
+            "represent_{part}", "Representation", "../report/representation.rst", subcategory="{part}"
+        ),
+        tables=report_tables(
+            "represent_{part}", "Representation", "../report/representation.rst", subcategory="{part}"
+        ),
     log:
         log_path("report_represent_{part}"),
     benchmark:

@@ -1,4 +1,5 @@
-"""Report section of the classification stage: accuracy table, confusion matrices, mistakes, curves."""
+"""Report section of the classification stage: accuracy table, confusion matrices, mistakes, curves
+(and each of them as a file, for Snakemake's --report)."""
 from gzmorph.io import read_json
 from gzmorph.report.classify import report_section
 from gzmorph.smk import rule_context
@@ -8,4 +9,5 @@ with rule_context(snakemake) as (params, log):
     report_section({m: read_json(p) for m, p in zip(models, snakemake.input.metrics)},
                    dict(zip(models, snakemake.input.training)),
                    dict(zip(models, snakemake.input.predictions)),
-                   snakemake.input.images, snakemake.output[0], n_mistakes=params["n_mistakes"])
+                   snakemake.input.images, snakemake.output.fragment, n_mistakes=params["n_mistakes"],
+                   figures_dir=snakemake.output.figures, tables_dir=snakemake.output.tables)

@@ -1,4 +1,5 @@
-"""Report section of the curation stage: counts, confidences, example grids, truth."""
+"""Report section of the curation stage: counts, confidences, example grids, truth (and each figure and
+table as a file, for Snakemake's --report)."""
 from gzmorph.curate import read_catalogue
 from gzmorph.io import read_json
 from gzmorph.report import curation_section, write_fragment
@@ -10,4 +11,5 @@ with rule_context(snakemake) as (params, log):
                                read_json(snakemake.input.stats),
                                n_confident=params["examples"], n_random=params["examples"],
                                seed=params["seed"])
-    write_fragment(section, snakemake.output[0])
+    write_fragment(section, snakemake.output.fragment, figures=snakemake.output.figures,
+                   tables=snakemake.output.tables)

@@ -1,8 +1,10 @@
-"""Report section of one part of the representation stage (embeddings | similarity | anomalies | finetune)."""
+"""Report section of one part of the representation stage (embeddings | similarity | anomalies | finetune),
+and each of its figures and tables as a file, for Snakemake's --report."""
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     from gzmorph.report import write_fragment
     from gzmorph.report.represent import represent_section
 
-    write_fragment(represent_section(params["part"], dict(snakemake.input.items())), snakemake.output[0])
+    write_fragment(represent_section(params["part"], dict(snakemake.input.items())), snakemake.output.fragment,
+                   figures=snakemake.output.figures, tables=snakemake.output.tables)

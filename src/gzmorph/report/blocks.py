@@ -3,6 +3,10 @@
 ``paragraph``, ``heading``, ``note``, ``bullet_list``, ``definition_list``, ``metrics`` (headline
 numbers), ``table`` (a DataFrame or rows), ``raw_html``, and the layout blocks ``columns`` and
 ``details``.  Figures and image grids are in :mod:`.figures`.
+
+Every table, figure and image grid also carries an :class:`Export`: what it shows as data (a
+DataFrame, a PNG, the grid's images), so that a rule can write each of them to a file of its own
+beside the fragment (:func:`gzmorph.report.exports.write_exports`) for Snakemake's ``--report``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import html as _html
 import math
 import numbers
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -20,11 +24,29 @@ _NUM = ' class="num"'
 
 
 @dataclass(frozen=True)
+class Export:
+    """A table or figure of a block as data, to be written to a file of its own.
+
+    ``kind`` is ``"table"`` (``data``: a DataFrame, ``index``: whether its index is a column),
+    ``"figure"`` (``data``: PNG bytes) or ``"grid"`` (``data``: ``(images, titles, ncols)``, drawn
+    into one PNG when written); ``name`` is the file's stem (letters, digits and '-').
+    """
+
+    kind: str
+    name: str
+    data: Any = field(repr=False)
+    caption: str | None = None
+    index: bool = False
+
+
+@dataclass(frozen=True)
 class Block:
-    """A rendered piece of a section: trusted HTML (helpers escape their text)."""
+    """A rendered piece of a section: trusted HTML (helpers escape their text), and the tables
+    and figures it shows as :class:`Export` data."""
 
     html: str
     kind: str = "raw"
+    exports: tuple[Export, ...] = field(default=(), compare=False, repr=False)
 
     def __str__(self) -> str:  # pragma: no cover - convenience
         return self.html
@@ -33,6 +55,15 @@ class Block:
 def esc(text: Any) -> str:
     """HTML-escape ``text`` (quotes included)."""
     return _html.escape(str(text), quote=True)
+
+
+def export_name(*texts: Any, default: str = "item") -> str:
+    """A file stem from the first non-empty of ``texts``: lower-case letters, digits and '-'."""
+    for text in texts:
+        stem = re.sub(r"[^a-z0-9]+", "-", str(text or "").lower()).strip("-")[:60].strip("-")
+        if stem:
+            return stem
+    return default
 
 
 def _text_html(text: str) -> str:
@@ -100,30 +131,39 @@ def format_value(value: Any, float_format: str | Callable[[float], str] | None =
 
 
 def metrics(values: Mapping[str, Any], *, caption: str | None = None,
-            float_format: str | Callable[[float], str] | None = None) -> Block:
-    """A row of headline numbers. Integers get thousands separators."""
+            float_format: str | Callable[[float], str] | None = None, name: str | None = None) -> Block:
+    """A row of headline numbers. Integers get thousands separators.
+
+    Exported as a two-column table (``metric``, ``value``) named ``name`` (default: ``metrics``).
+    """
+    import pandas as pd
+
     cards = []
-    for name, value in values.items():
+    for key, value in values.items():
         if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
             shown = f"{int(value):,}"
         else:
             shown = format_value(value, float_format)
         cards.append(f'<div class="gz-metric"><div class="gz-metric-value">{esc(shown)}</div>'
-                     f'<div class="gz-metric-name">{esc(name)}</div></div>')
+                     f'<div class="gz-metric-name">{esc(key)}</div></div>')
     cap = f'<div class="gz-caption">{_text_html(caption)}</div>' if caption else ""
-    return Block(f'<div class="gz-metrics">{"".join(cards)}</div>{cap}', "metrics")
+    data = pd.DataFrame({"metric": [str(k) for k in values],
+                         "value": pd.Series(list(values.values()), dtype=object)})
+    return Block(f'<div class="gz-metrics">{"".join(cards)}</div>{cap}', "metrics",
+                 (Export("table", export_name(name, default="metrics"), data, caption),))
 
 
 def table(data, *, caption: str | None = None,
           float_format: str | Callable[[float], str] | None = None,
           index: bool | None = None, max_rows: int | None = 200,
-          total_row: bool = False) -> Block:
+          total_row: bool = False, name: str | None = None) -> Block:
     """A table from a pandas DataFrame, a list of dicts or a dict of columns.
 
     ``float_format`` is ``"{:.3f}"``, ``"%.3f"`` or a callable.  ``index``
     shows the DataFrame index (default: when it is not a plain RangeIndex).
     Rows beyond ``max_rows`` are left out with a note.  ``total_row`` marks the
-    last row as a total (bold).
+    last row as a total (bold).  Exported whole (every row, unformatted values) as the table
+    ``name`` (default: from the caption).
     """
     import pandas as pd
 
@@ -134,6 +174,7 @@ def table(data, *, caption: str | None = None,
     df = data
     if index is None:
         index = not isinstance(df.index, pd.RangeIndex)
+    export = Export("table", export_name(name, caption, default="table"), data, caption, bool(index))
     n_total = len(df)
     if max_rows is not None and n_total > max_rows:
         df = df.iloc[:max_rows]
@@ -160,18 +201,22 @@ def table(data, *, caption: str | None = None,
     if len(df) < n_total:
         more = f'<div class="gz-muted gz-small">{n_total - len(df):,} more rows not shown.</div>'
     return Block(f'<div class="gz-table-wrap"><table class="gz-table">{cap}<thead><tr>{"".join(head)}'
-                 f'</tr></thead><tbody>{"".join(rows)}</tbody></table>{more}</div>', "table")
+                 f'</tr></thead><tbody>{"".join(rows)}</tbody></table>{more}</div>', "table", (export,))
 
 
 def columns(*blocks: Block) -> Block:
     """Blocks side by side on a wide screen, stacked on a narrow one."""
     inner = "".join(f'<div class="gz-col">{b.html}</div>' for b in blocks)
-    return Block(f'<div class="gz-columns">{inner}</div>', "columns")
+    return Block(f'<div class="gz-columns">{inner}</div>', "columns", _exports_of(blocks))
 
 
 def details(summary: str, *blocks: Block, open: bool = False) -> Block:
     """A collapsible group (``<details>``, works without JavaScript)."""
     inner = "".join(b.html for b in blocks)
     return Block(f'<details class="gz-details"{" open" if open else ""}><summary>{esc(summary)}</summary>'
-                 f"{inner}</details>", "details")
+                 f"{inner}</details>", "details", _exports_of(blocks))
+
+
+def _exports_of(blocks: Iterable[Block]) -> tuple[Export, ...]:
+    return tuple(e for b in blocks for e in b.exports)
 

@@ -80,8 +80,10 @@ def confident_mistakes(pred: pd.DataFrame, images: str | Path, n: int = 16) -> t
 
 
 def report_section(models: dict[str, dict], tables: dict[str, str | Path], predictions: dict[str, str | Path],
-                   images: str | Path, out: str | Path, n_mistakes: int = 16):
-    """Write the classification report fragment.  ``models`` maps model name to its metrics dict."""
+                   images: str | Path, out: str | Path, n_mistakes: int = 16, *,
+                   figures_dir: str | Path | None = None, tables_dir: str | Path | None = None):
+    """Write the classification report fragment (and its figures and tables into the folders
+    ``figures_dir`` and ``tables_dir``, see :func:`write_fragment`).  ``models`` maps model name to its metrics dict."""
     sec = Section("Classification", anchor="classification", order=ORDER["classification"])
     first = next(iter(models.values()))
     sec.summary = ", ".join(f"{k} {m['accuracy']:.3f}" for k, m in models.items())
@@ -91,20 +93,22 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
                      f"{HIWL_CLASSES}, this cut has {first['classes']}."))
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
-                          | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}"))
+                          | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
+                          name="accuracy"))
     rows = [{"class": c, **{f"{k} {s}": m["per_class"][c][s] for k, m in models.items()
                             for s in ("precision", "recall", "f1")},
              "support": first["per_class"][c]["support"]} for c in first["classes"]]
     rows.append({"class": "all (accuracy)", **{f"{k} f1": m["accuracy"] for k, m in models.items()},
                  "support": first["n_test"]})
     sec.add(table(pd.DataFrame(rows), caption="Per-class precision, recall and F1 on the test split",
-                  float_format="{:.3f}"))
-    sec.add(columns(*[figure(confusion_figure(m, f"{k}: accuracy {m['accuracy']:.3f}"), f"Confusion matrix, {k}")
-                      for k, m in models.items()]))
+                  float_format="{:.3f}", name="per-class"))
+    sec.add(columns(*[figure(confusion_figure(m, f"{k}: accuracy {m['accuracy']:.3f}"), f"Confusion matrix, {k}",
+                             name=f"confusion-{k}") for k, m in models.items()]))
     if tables:
-        sec.add(figure(training_curves_figure(tables), "Training curves (per level for hiwl)"))
+        sec.add(figure(training_curves_figure(tables), "Training curves (per level for hiwl)",
+                       name="training-curves"))
     for k, p in predictions.items():
         imgs, titles = confident_mistakes(pd.read_parquet(p), images, n_mistakes)
-        sec.add(image_grid(imgs, titles, caption=f"Most confident mistakes of {k}", label=k))
-    write_fragment(sec, out)
+        sec.add(image_grid(imgs, titles, caption=f"Most confident mistakes of {k}", label=k, name=f"mistakes-{k}"))
+    write_fragment(sec, out, figures=figures_dir, tables=tables_dir)
     return sec

@@ -12,6 +12,7 @@ from .html import (
     ORDER, Block, Section, bullet_list, columns, definition_list, details, figure, heading, image_grid,
     metrics, new_figure, note, paragraph, style_axes, table,
 )
+from .blocks import export_name
 
 SPLITS = ("train", "val", "test")
 SPLIT_COLOURS = {"train": "#3b5bdb", "val": "#f59f00", "test": "#12b886"}
@@ -162,13 +163,15 @@ def _example_blocks(df: pd.DataFrame, source: _ImageSource, class_names: Sequenc
         pick = rng.choice(len(test), size=min(n_random, len(test)), replace=False)
         rnd = test.iloc[np.sort(pick)]
         grids = []
-        for rows, what in ((top, f"{len(top)} most confident"), (rnd, f"{len(rnd)} random ({pool_name} split)")):
+        for rows, what, kind in ((top, f"{len(top)} most confident", "confident"),
+                                 (rnd, f"{len(rnd)} random ({pool_name} split)", "random")):
             conf = dict(zip(rows["id"].astype(int), rows["confidence"].astype(float)))
             ids, imgs, missing = source.get(rows["id"].to_numpy())
             missing_all += missing
             titles = [f"{i}\n{conf[i]:.2f}" for i in ids]
             grids.append(image_grid(np.stack(imgs) if imgs else [], titles, ncols=8, cell_px=96,
-                                    label=what))
+                                    label=what, name=f"examples-{export_name(name)}-{kind}",
+                                    export_title=f"{name}: {what}"))
         blocks.append(heading(f"{name}  ·  {len(sub):,} galaxies"))
         blocks.extend(grids)
     if missing_all:
@@ -192,7 +195,8 @@ def _truth_blocks(df: pd.DataFrame, class_names: Sequence[str], stats: Mapping[s
     if has_true_label:
         vals["galaxies with a true class"] = int((df["true_label"].astype(int) >= 0).sum())
     blocks.append(metrics(vals, caption="Fraction of curated galaxies whose assigned label equals the class "
-                                        "the simulated morphology implies (galaxies with a true class only)."))
+                                        "the simulated morphology implies (galaxies with a true class only).",
+                          name="truth-match"))
     if has_true_label:
         lab = df["label"].astype(int).map(lambda v: _class_name(class_names, v))
         true = df["true_label"].astype(int).map(lambda v: "(none)" if v < 0 else _class_name(class_names, v))
@@ -204,7 +208,8 @@ def _truth_blocks(df: pd.DataFrame, class_names: Sequence[str], stats: Mapping[s
         ct = ct.reindex(index=order, columns=cols + ["total"], fill_value=0)
         ct.index.name = "label \\ true"
         blocks.append(table(ct, caption="Confusion table: assigned label (rows) against the label the "
-                                        "simulated truth implies (columns).", total_row=True))
+                                        "simulated truth implies (columns).", total_row=True,
+                            name="truth-confusion"))
     if "true_morphology" in df:
         ct = pd.crosstab(df["true_morphology"].astype(str),
                          df["label"].astype(int).map(lambda v: _class_name(class_names, v)))
@@ -212,7 +217,8 @@ def _truth_blocks(df: pd.DataFrame, class_names: Sequence[str], stats: Mapping[s
                         + [c for c in ct.columns if c not in class_names])
         ct.index.name = "true morphology"
         blocks.append(details("Assigned label by simulated morphology",
-                              table(ct, caption="Galaxies per simulated morphology (rows) and assigned label.")))
+                              table(ct, caption="Galaxies per simulated morphology (rows) and assigned label.",
+                                    name="truth-morphology")))
     return blocks
 
 
@@ -225,9 +231,10 @@ def _per_class_block(per_class: Any) -> Block | None:
         else:
             df = pd.DataFrame({"value": pd.Series(per_class, dtype=object)})
         df.index.name = "class"
-        return table(df, caption="Per-class statistics from the curation step.")
+        return table(df, caption="Per-class statistics from the curation step.", name="per-class-statistics")
     if isinstance(per_class, list) and all(isinstance(v, Mapping) for v in per_class):
-        return table(per_class, caption="Per-class statistics from the curation step.")
+        return table(per_class, caption="Per-class statistics from the curation step.",
+                     name="per-class-statistics")
     return paragraph(f"per_class: {per_class}")
 
 
@@ -264,7 +271,7 @@ def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[s
         sec.add(details("Per-class statistics", pc))
     sec.add(heading("Confidence per class"))
     sec.add(figure(_confidence_figure(df, class_names, labels, splits),
-                   "Distribution of the label confidence per class, stacked by split."))
+                   "Distribution of the label confidence per class, stacked by split.", name="confidence"))
     sec.add(*_corrupt_blocks(stats))
     sec.add(*_truth_blocks(df, class_names, stats))
     if images is not None:
@@ -299,16 +306,17 @@ def _overview_blocks(df: pd.DataFrame, class_names: list[str], stats: Mapping[st
     intro = (f"The curated catalogue holds {len(df):,} galaxies labelled with one of "
              f"{len(class_names)} classes")
     intro += f" by the cut `{stats['cut']}`." if stats.get("cut") else "."
-    return [paragraph(intro), metrics(head)]
+    return [paragraph(intro), metrics(head, name="overview")]
 
 
 def _counts_blocks(df: pd.DataFrame, class_names: list[str], splits: list[str]) -> list[Block]:
     """Galaxies per class and split: the table and the stacked bar chart side by side."""
     counts = counts_table(df, class_names)
     return [heading("Galaxies per class and split"),
-            columns(table(counts, float_format="{:.1%}", total_row=True,
+            columns(table(counts, float_format="{:.1%}", total_row=True, name="counts",
                           caption="Galaxies per class and split; share is of the whole catalogue."),
-                    figure(_counts_figure(counts, splits), "Galaxies per class, stacked by split."))]
+                    figure(_counts_figure(counts, splits), "Galaxies per class, stacked by split.",
+                           name="counts"))]
 
 
 def _selection_blocks(stats: Mapping[str, Any]) -> list[Block]:
@@ -370,7 +378,8 @@ def _other_stats_blocks(stats: Mapping[str, Any]) -> list[Block]:
     rows = [{"statistic": k, "value": str(v) if not isinstance(v, (int, float)) else v}
             for k, v in other.items()]
     rows += [{"statistic": k, "value": _short(v)} for k, v in nested.items()]
-    return [details("Other curation statistics", table(pd.DataFrame(rows).astype({"value": object})))]
+    return [details("Other curation statistics", table(pd.DataFrame(rows).astype({"value": object}),
+                                                       name="other-statistics"))]
 
 
 def _short(v: Any, limit: int = 200) -> str:

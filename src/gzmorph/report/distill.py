@@ -25,12 +25,12 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
                      **{k: f"{v['mean']:.3f} ± {v['sd']:.3f}" for k, v in b.items()},
                      "n_test": ev["n_test"]})
     if rows:
-        sec.add(table(rows, caption="Test accuracy (mean ± sd over evaluation nets)"))
+        sec.add(table(rows, caption="Test accuracy (mean ± sd over evaluation nets)", name="accuracy"))
     else:
         sec.add(note("no distillation results", kind="warn"))
     for key, (u8, titles) in grids.items():
         sec.add(image_grid(u8, titles, ncols=max(1, min(10, len(u8) // max(1, len(set(titles)))) or 1),
-                           caption=f"Prototypes {key}", cell_px=72, label=key))
+                           caption=f"Prototypes {key}", cell_px=72, label=key, name=f"prototypes-{key}"))
     for key, st in stage_logs.items():
         if not st:
             continue
@@ -43,7 +43,7 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
         ax2 = ax.twinx()
         ax2.step(it, [r["cap"] for r in st], where="post", color="C3", label="start-epoch cap")
         ax2.set_ylabel("cap")
-        sec.add(figure(fig, f"STM stages {key}: cap and next-epoch loss"))
+        sec.add(figure(fig, f"STM stages {key}: cap and next-epoch loss", name=f"stm-stages-{key}"))
     for key, h in histories.items():
         if not h:
             continue
@@ -56,15 +56,17 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
         ax.plot([r["iteration"] for r in h], [r["alpha"] for r in h], lw=0.8, color="C2")
         ax.set_xlabel("iteration")
         ax.set_ylabel("α")
-        sec.add(figure(fig, f"Loss and learned step size {key}"))
+        sec.add(figure(fig, f"Loss and learned step size {key}", name=f"loss-{key}"))
     if expert_histories:
-        sec.add(table(expert_histories, caption="Experts: final train / test accuracy"))
+        sec.add(table(expert_histories, caption="Experts: final train / test accuracy", name="experts"))
     return sec
 
 
-def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path) -> Path:
+def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path, *, figures_dir=None,
+                   tables_dir=None) -> Path:
     """Read the stage's outputs (``eval.json``, ``synthetic.pt``, expert ``.tsv`` histories) and
-    write the section fragment to ``out_path``."""
+    write the section fragment to ``out_path`` (and its figures and tables into the folders
+    ``figures_dir`` and ``tables_dir``, see :func:`write_fragment`)."""
     import pandas as pd
 
     from ..augment import BatchTransform
@@ -87,4 +89,5 @@ def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path) 
         experts.append({"expert": p.rsplit("/", 1)[-1].removesuffix(".tsv"), "epochs": len(h),
                         "train_accuracy": round(float(h["train_accuracy"].iloc[-1]), 4),
                         "test_accuracy": round(float(h["test_accuracy"].iloc[-1]), 4)})
-    return write_fragment(distill_section(evals, grids, histories, stages, experts), out_path)
+    return write_fragment(distill_section(evals, grids, histories, stages, experts), out_path,
+                          figures=figures_dir, tables=tables_dir)

@@ -1,7 +1,8 @@
 """Images in the report: matplotlib figures and image grids embedded as ``data:`` URIs (no files).
 
 Also the report's figure conventions: :func:`new_figure` (outside pyplot, constrained layout)
-and :func:`style_axes`.
+and :func:`style_axes`; and the same figures as PNG files: a figure block keeps its PNG, an image
+grid its images, which :func:`grid_png` draws into one PNG (see :mod:`.exports`).
 """
 
 from __future__ import annotations
@@ -13,21 +14,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .blocks import Block, _text_html, esc
+from .blocks import Block, Export, _text_html, esc, export_name
 
 
 def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-def encode_array(image: np.ndarray, *, fmt: str = "png", max_px: int | None = None,
-                 quality: int = 90) -> tuple[str, int, int]:
-    """Encode one H×W, H×W×3 or H×W×4 uint8 image; return ``(data_uri, width, height)``.
-
-    Images larger than ``max_px`` on their long side are downscaled first.
-    """
-    from PIL import Image
-
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """One H×W, H×W×3 or H×W×4 image as contiguous uint8 (floats in [0, 1] scaled; H×W×1 -> H×W)."""
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating):
@@ -38,7 +33,18 @@ def encode_array(image: np.ndarray, *, fmt: str = "png", max_px: int | None = No
         arr = arr[..., 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         raise ValueError(f"image must be H×W, H×W×3 or H×W×4, got shape {arr.shape}")
-    img = Image.fromarray(np.ascontiguousarray(arr))
+    return np.ascontiguousarray(arr)
+
+
+def encode_array(image: np.ndarray, *, fmt: str = "png", max_px: int | None = None,
+                 quality: int = 90) -> tuple[str, int, int]:
+    """Encode one H×W, H×W×3 or H×W×4 uint8 image; return ``(data_uri, width, height)``.
+
+    Images larger than ``max_px`` on their long side are downscaled first.
+    """
+    from PIL import Image
+
+    img = Image.fromarray(as_uint8(image))
     if max_px is not None and max(img.size) > max_px:
         scale = max_px / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -62,19 +68,28 @@ def encode_figure(fig, *, dpi: int = 144, close: bool = True) -> tuple[str, int,
     The PNG is rendered at ``dpi`` and shown at 100 px per inch, so it stays
     sharp on high-density screens.  The figure is closed afterwards.
     """
+    return _png_uri(figure_png(fig, dpi=dpi, close=close), dpi)
+
+
+def _png_uri(payload: bytes, dpi: int) -> tuple[str, int, int]:
+    """``(data_uri, css_width, css_height)`` of a PNG rendered at ``dpi``, shown at 100 px per inch."""
     from PIL import Image
 
+    with Image.open(io.BytesIO(payload)) as im:
+        w, h = im.size
+    scale = 100.0 / dpi
+    return data_uri(payload, "image/png"), round(w * scale), round(h * scale)
+
+
+def figure_png(fig, *, dpi: int = 144, close: bool = True) -> bytes:
+    """A matplotlib figure as PNG bytes (tight box, white background); closes it unless ``close=False``."""
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
     finally:
         if close:
             close_figure(fig)
-    payload = buf.getvalue()
-    with Image.open(io.BytesIO(payload)) as im:
-        w, h = im.size
-    scale = 100.0 / dpi
-    return data_uri(payload, "image/png"), round(w * scale), round(h * scale)
+    return buf.getvalue()
 
 
 def close_figure(fig) -> None:
@@ -104,17 +119,24 @@ def style_axes(ax, *, grid: str | None = "y") -> None:
         ax.set_axisbelow(True)
 
 
-def figure(fig, caption: str | None = None, *, dpi: int = 144, alt: str | None = None) -> Block:
-    """A matplotlib figure as an embedded PNG with a caption; closes the figure."""
-    uri, w, h = encode_figure(fig, dpi=dpi)
+def figure(fig, caption: str | None = None, *, dpi: int = 144, alt: str | None = None,
+           name: str | None = None) -> Block:
+    """A matplotlib figure as an embedded PNG with a caption; closes the figure.
+
+    The same PNG is exported as the figure ``name`` (default: from the caption).
+    """
+    payload = figure_png(fig, dpi=dpi)
+    uri, w, h = _png_uri(payload, dpi)
     cap = f"<figcaption>{_text_html(caption)}</figcaption>" if caption else ""
     return Block(f'<figure class="gz-figure"><img src="{uri}" width="{w}" height="{h}" '
-                 f'alt="{esc(alt or caption or "figure")}">{cap}</figure>', "figure")
+                 f'alt="{esc(alt or caption or "figure")}">{cap}</figure>', "figure",
+                 (Export("figure", export_name(name, caption, alt, default="figure"), payload, caption),))
 
 
 def image_grid(images, titles: Sequence[Any] | None = None, *, ncols: int = 8,
                caption: str | None = None, cell_px: int = 112, max_px: int | None = 160,
-               fmt: str = "png", pixelated: bool | None = None, label: str | None = None) -> Block:
+               fmt: str = "png", pixelated: bool | None = None, label: str | None = None,
+               name: str | None = None, export_title: str | None = None) -> Block:
     """A responsive grid of image tensors (N×H×W×3 uint8, or a list of arrays).
 
     Each image is embedded at its own resolution (downscaled to ``max_px`` when
@@ -122,7 +144,9 @@ def image_grid(images, titles: Sequence[Any] | None = None, *, ncols: int = 8,
     upscaled with ``image-rendering: pixelated`` (``pixelated=None``: when
     upscaled).  ``titles`` (one per image, ``\\n`` for a line break) go under
     each image.  The grid wraps to fewer than ``ncols`` columns on a narrow
-    screen.  ``label`` names the grid in a small heading above it.
+    screen.  ``label`` names the grid in a small heading above it.  The grid is exported as the
+    figure ``name`` (default: from the label or caption), drawn by :func:`grid_png` under
+    ``export_title`` (default: the caption or label).
     """
     images = list(images) if not isinstance(images, np.ndarray) else images
     n = len(images)
@@ -143,5 +167,33 @@ def image_grid(images, titles: Sequence[Any] | None = None, *, ncols: int = 8,
     lab = f'<div class="gz-grid-label">{esc(label)}</div>' if label else ""
     cap = f"<figcaption>{_text_html(caption)}</figcaption>" if caption else ""
     style = f"--gz-cell:{int(cell_px)}px;--gz-ncols:{int(ncols)}"
+    export = Export("grid", export_name(name, label, caption, default="images"),
+                    (images, None if titles is None else [str(t) for t in titles], int(ncols)),
+                    export_title or caption or label)
     return Block(f'<figure class="gz-grid-figure">{lab}<div class="gz-grid" style="{style}">'
-                 f'{"".join(cells)}</div>{cap}</figure>', "image_grid")
+                 f'{"".join(cells)}</div>{cap}</figure>', "image_grid", (export,))
+
+
+def grid_png(images, titles: Sequence[str] | None = None, *, ncols: int = 8, label: str | None = None,
+             cell_in: float = 1.1, dpi: int = 144) -> bytes:
+    """An image grid (as :func:`image_grid` shows it) drawn into one PNG: ``ncols`` images a row,
+    each under its title, ``label`` above them all."""
+    n = len(images)
+    ncols = max(1, min(int(ncols), n)) if n else 1
+    nrows = max(1, -(-n // ncols))
+    lines = max((str(t).count("\n") + 1 for t in titles), default=0) if titles else 0
+    fig = new_figure((cell_in * ncols, (cell_in + 0.12 * lines) * nrows + (0.3 if label else 0)))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        img = as_uint8(images[i])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        if titles:
+            ax.set_title(titles[i], fontsize=6, color="#3a4150")
+    if not n:
+        axes[0, 0].text(0.5, 0.5, "(no images)", ha="center", va="center", fontsize=8, color="#868e96")
+    if label:
+        fig.suptitle(label, fontsize=9)
+    return figure_png(fig, dpi=dpi)

@@ -13,23 +13,28 @@ is inline and there is no JavaScript.
 The helpers live in :mod:`.blocks` (text, tables, layout), :mod:`.figures`
 (matplotlib figures and image grids), :mod:`.sections` (sections and their
 fragment files) and :mod:`.page` (assembly of the page); the section builders of
-the stages import them from here.
+the stages import them from here.  :mod:`.exports` writes a section's tables and
+figures as files of their own too (``write_fragment(..., figures=, tables=)``), for
+Snakemake's ``--report``.
 """
 
 from __future__ import annotations
 
 from .blocks import (
-    Block, bullet_list, columns, definition_list, details, esc, format_value, heading, metrics, note, paragraph,
-    raw_html, table,
+    Block, Export, bullet_list, columns, definition_list, details, esc, export_name, format_value, heading, metrics,
+    note, paragraph, raw_html, table,
 )
-from .figures import close_figure, data_uri, encode_array, encode_figure, figure, image_grid, new_figure, style_axes
+from .figures import (
+    close_figure, data_uri, encode_array, encode_figure, figure, grid_png, image_grid, new_figure, style_axes,
+)
 from .page import assemble, page_css, render_page
 from .sections import FRAGMENT_FORMAT, ORDER, Fragment, Section, fragment_text, read_fragment, slugify, write_fragment
 
 __all__ = [
-    "Block", "bullet_list", "columns", "definition_list", "details", "esc", "format_value", "heading", "metrics",
-    "note", "paragraph", "raw_html", "table",
-    "close_figure", "data_uri", "encode_array", "encode_figure", "figure", "image_grid", "new_figure", "style_axes",
+    "Block", "Export", "bullet_list", "columns", "definition_list", "details", "esc", "export_name", "format_value",
+    "heading", "metrics", "note", "paragraph", "raw_html", "table",
+    "close_figure", "data_uri", "encode_array", "encode_figure", "figure", "grid_png", "image_grid", "new_figure",
+    "style_axes",
     "assemble", "page_css", "render_page",
     "FRAGMENT_FORMAT", "ORDER", "Fragment", "Section", "fragment_text", "read_fragment", "slugify", "write_fragment",
 ]

@@ -48,7 +48,8 @@ def _embeddings_section(inp):
         f" The {bundle['num_features']}-d pooled layer is the representation."))
     sec.add(R.metrics({"galaxies": int(bundle["n_galaxies"]), "embedding dim": int(bundle["num_features"]),
                        "epochs": int(len(training)), "final val loss": float(last.get("val_loss", float("nan"))),
-                       "skipped images": int(qc.get("n_corrupt_images", 0))}, float_format="{:.3f}"))
+                       "skipped images": int(qc.get("n_corrupt_images", 0))}, float_format="{:.3f}",
+                      name="overview"))
     fig = R.new_figure((5.2, 3.0))
     ax = fig.add_subplot()
     ax.plot(training["epoch"], training["train_loss"], "o-", label="train")
@@ -76,8 +77,8 @@ def _embeddings_section(inp):
         a.set_ylabel(f"{m['method'].iloc[0].upper()} 2")
         R.style_axes(a, grid=None)
     sec.add(R.figure(fig2, f"Embedding map of all {len(m):,} galaxies ({m['method'].iloc[0].upper()} of the "
-                           "representation), coloured by curated label and by odd fraction."),
-            R.figure(fig, "Training curve."))
+                           "representation), coloured by curated label and by odd fraction.", name="embedding-map"),
+            R.figure(fig, "Training curve.", name="training-curve"))
     return sec
 
 
@@ -96,14 +97,15 @@ def _similarity_section(inp):
     if "truth" in met:
         vals[f"precision@{met['k']} by true {met['truth']['column']}"] = met["truth"]["precision_at_k"]
         vals["true-kind base rate"] = met["truth"]["base_rate"]
-    sec.add(R.metrics(vals, float_format="{:.3f}"))
+    sec.add(R.metrics(vals, float_format="{:.3f}", name="precision"))
     per = pd.DataFrame({"precision@k": met["precision_per_label"]})
     per.index.name = "curated label"
-    blocks = [R.table(per, float_format="{:.3f}", caption="Precision by query label")]
+    blocks = [R.table(per, float_format="{:.3f}", caption="Precision by query label", name="precision-by-label")]
     if "truth" in met:
         pt = pd.DataFrame({"precision@k": met["truth"]["precision_per_kind"]})
         pt.index.name = met["truth"]["column"]
-        blocks.append(R.table(pt, float_format="{:.3f}", caption="Precision by true morphology (all galaxies)"))
+        blocks.append(R.table(pt, float_format="{:.3f}", caption="Precision by true morphology (all galaxies)",
+                              name="precision-by-truth"))
     sec.add(R.columns(*blocks))
     for q in dict.fromkeys(tab["query_id"]):
         t = tab[tab["query_id"] == q].sort_values("rank")
@@ -113,7 +115,8 @@ def _similarity_section(inp):
             f"{r}: {lab if isinstance(lab, str) else '–'}\nd={d:.3g}"
             for r, lab, d in zip(t["rank"], t["neighbour_label"], t["distance"])]
         sec.add(R.image_grid(imgs, titles, ncols=len(ids), cell_px=64,
-                             label=f"Query {q} ({t['query_label'].iloc[0]}) and its nearest neighbours"))
+                             label=f"Query {q} ({t['query_label'].iloc[0]}) and its nearest neighbours",
+                             name=f"query-{R.export_name(t['query_label'].iloc[0])}-{q}"))
     return sec
 
 
@@ -139,7 +142,7 @@ def _anomalies_section(inp):
     rows = []
     for m, vals in met["methods"].items():
         rows.append({"method": names.get(m, m), **{k: _fmt_ms(v) for k, v in vals.items()}})
-    sec.add(R.table(pd.DataFrame(rows), caption="Ranking metrics, mean ± sd over seeds"))
+    sec.add(R.table(pd.DataFrame(rows), caption="Ranking metrics, mean ± sd over seeds", name="ranking-metrics"))
     if len(curves):
         col = [c for c in curves.columns if c.startswith("precision_top")][0]
         fig = R.new_figure((5.6, 3.2))
@@ -153,12 +156,13 @@ def _anomalies_section(inp):
         ax.set_ylim(-0.02, 1.02)
         ax.legend(frameon=False, fontsize=8)
         R.style_axes(ax)
-        sec.add(R.figure(fig, "Precision of the top-ranked galaxies vs the number of labels (seed mean ± sd)."))
+        sec.add(R.figure(fig, "Precision of the top-ranked galaxies vs the number of labels (seed mean ± sd).",
+                         name="precision-curve"))
     for m in ("gp", base):
         top = rank.sort_values(f"score_{m}", ascending=False).head(16)
         _, imgs = read_images(inp["images"], top["id"].to_numpy())
         sec.add(R.image_grid(imgs, [f"{i}\nodd {o:.2f}" for i, o in zip(top["id"], top["odd_fraction"])],
-                             ncols=8, cell_px=84, label=f"Top 16 by {names[m]} (first seed)"))
+                             ncols=8, cell_px=84, label=f"Top 16 by {names[m]} (first seed)", name=f"top-{m}"))
     return sec
 
 
@@ -186,7 +190,7 @@ def _finetune_section(inp):
                          "accuracy": f"{v['accuracy_mean']:.3f} ± {v['accuracy_sd']:.3f}",
                          "ROC AUC": f"{v['roc_auc_mean']:.3f} ± {v['roc_auc_sd']:.3f}"})
     sec.add(R.table(pd.DataFrame(rows).sort_values(["budget (rings)", "arm"]).reset_index(drop=True),
-                    caption="Test accuracy and ROC AUC, mean ± sd over seeds"))
+                    caption="Test accuracy and ROC AUC, mean ± sd over seeds", name="accuracy-auc"))
     fig = R.new_figure((9, 3.2))
     a1, a2 = fig.subplots(1, 2)
     for arm, g in runs.groupby("arm", sort=False):
@@ -200,5 +204,6 @@ def _finetune_section(inp):
         ax.axhline(0.5, color="#9aa1b1", lw=0.8, ls="--")
         R.style_axes(ax)
     a1.legend(frameon=False, fontsize=8)
-    sec.add(R.figure(fig, "Label efficiency: test accuracy and ROC AUC vs number of labelled rings."))
+    sec.add(R.figure(fig, "Label efficiency: test accuracy and ROC AUC vs number of labelled rings.",
+                     name="label-efficiency"))
     return sec

@@ -72,6 +72,10 @@ class Section:
         return {"format": FRAGMENT_FORMAT, "title": self.title, "anchor": self.anchor,
                 "order": self.order, "summary": self.summary}
 
+    def exports(self) -> list:
+        """The tables and figures of the section's blocks, in page order (:class:`~.blocks.Export`)."""
+        return [e for b in self.blocks for e in b.exports]
+
     def render(self) -> str:
         body = "\n".join(b.html for b in self.blocks)
         return (f'<section class="gz-section" id="{esc(self.anchor)}">\n'
@@ -106,8 +110,17 @@ def fragment_text(section: Section) -> str:
     return _meta_comment(section.meta) + section.render()
 
 
-def write_fragment(section: Section, path: str | Path) -> Path:
-    """Write ``section`` to one fragment file (atomically); return the path."""
+def write_fragment(section: Section, path: str | Path, *, figures: str | Path | None = None,
+                   tables: str | Path | None = None) -> Path:
+    """Write ``section`` to one fragment file (atomically); return the path.
+
+    ``figures`` / ``tables``: folders that get each figure of the section as a PNG and each table
+    as a TSV file as well (:func:`gzmorph.report.exports.write_exports`), written before the fragment.
+    """
+    if figures is not None or tables is not None:
+        from .exports import write_exports
+
+        write_exports(section.exports(), figures, tables)
     path = Path(path)
     with atomic_path(path) as tmp:
         Path(tmp).write_text(fragment_text(section), encoding="utf-8")
