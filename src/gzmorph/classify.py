@@ -84,16 +84,27 @@ def read_catalogue(path: str | Path) -> tuple[pd.DataFrame, list[str], str | Non
 
 
 def load_images(path: str | Path, ids, image_size: int | None = None) -> np.ndarray:
-    from .imageset import image_shape, read_images
+    """The images of ``ids`` in memory (a few galaxies: the report's grids)."""
+    rows = image_rows(path, ids, image_size)
+    return rows.store.read_rows(rows.rows)
 
-    shape = image_shape(path)
+
+def image_rows(path: str | Path, ids, image_size: int | None = None, window_mb: float | None = None):
+    """The rows of ``ids`` in the image store ``path``, streamed (:class:`gzmorph.stream.StoreRows`);
+    an InputError names missing ids or a size the model does not take."""
+    from .imageset import ImageStore
+    from .stream import DEFAULT_WINDOW_MB, StoreRows
+
+    store = ImageStore(path)
+    shape = store.shape
     if image_size is not None and tuple(shape[:2]) != (image_size, image_size):
         raise InputError(f"{path}: images are {shape[0]}×{shape[1]} px but the model expects "
                          f"{image_size}×{image_size} px")
     try:
-        return read_images(path, ids)[1]
+        rows = store.rows_of(ids)
     except KeyError as err:
         raise InputError(str(err.args[0])) from None
+    return StoreRows(store, rows, window_mb or DEFAULT_WINDOW_MB)
 
 
 def check_counts(df: pd.DataFrame, classes: list[str], where: str, min_train: int = MIN_TRAIN_PER_CLASS) -> None:
@@ -174,6 +185,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     from . import augment as A
     from .models import create_model
     from .imageset import content_hash
+    from .stream import channel_stats_rows
     from .train import cosine_schedule, discard_checkpoints, fingerprint, fit, pick_device, write_table
 
     cfg = TrainConfig.from_params(params)
@@ -181,17 +193,15 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     check_counts(df, classes, str(catalogue))
     df = df[df["split"].isin(["train", "val"])].reset_index(drop=True)
     levels = plan_levels(kind, classes, df.loc[df["split"] == "train", "label"].to_numpy(int), cfg)
-    imgs = load_images(images, df["id"].to_numpy())
-    if imgs.shape[1] != imgs.shape[2]:
-        raise InputError(f"{images}: images must be square, got {imgs.shape[1]}×{imgs.shape[2]}")
-    image_size = int(imgs.shape[1])
+    rows = image_rows(images, df["id"].to_numpy())  # streamed: memory bounded by its window
+    shape = rows.store.shape
+    if shape[0] != shape[1]:
+        raise InputError(f"{images}: images must be square, got {shape[0]}×{shape[1]}")
+    image_size = int(shape[0])
     is_train = (df["split"] == "train").to_numpy()
-    mean, std = A.channel_stats(imgs[is_train])
+    mean, std = channel_stats_rows(rows.subset(np.flatnonzero(is_train)))
     transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
     device = pick_device(cfg.device)
-    x_all = torch.from_numpy(np.ascontiguousarray(imgs))
-    if device.type == "cuda":
-        x_all = x_all.to(device)
     labels = df["label"].to_numpy(int)
     pixels = content_hash(images)  # a checkpoint belongs to these images only
 
@@ -214,10 +224,8 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         log.info("%s/%s: %d train / %d val images, classes %s, label smoothing %s, weighted sampling %s",
                  kind, lv.name, len(tr), len(va), lv.classes, smoothing, lv.weighted)
         ytr, yva = torch.as_tensor(y[tr]), torch.as_tensor(y[va])
-        idx_tr = torch.as_tensor(tr, device=x_all.device)
-        idx_va = torch.as_tensor(va, device=x_all.device)
         result = fit(
-            model, loss, (x_all[idx_tr], ytr.to(x_all.device)), (x_all[idx_va], yva),
+            model, loss, (rows.subset(tr), ytr), (rows.subset(va), yva),
             epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
             optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum,
                                                 weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
@@ -383,8 +391,14 @@ def predict(model, catalogue: str | Path, images: str | Path, split: str | None 
         unknown = sorted(set(names) - set(clf.classes))
         if unknown:
             raise InputError(f"{catalogue}: labels {unknown} are not classes of model {clf.path} ({clf.classes})")
-    imgs = load_images(images, df["id"].to_numpy(), clf.image_size)
-    out = predict_images(clf, imgs, df["id"].to_numpy(), batch_size, where=str(images))
+    rows = image_rows(images, df["id"].to_numpy(), clf.image_size)
+    ids = df["id"].to_numpy()
+    parts, start = [], 0
+    for xb in rows.ordered_batches(max(batch_size, 4096)):  # streamed, a few thousand images at a time
+        parts.append(predict_images(clf, xb.numpy(), ids[start:start + len(xb)], batch_size, where=str(images)))
+        start += len(xb)
+    out = pd.concat(parts, ignore_index=True) if parts else predict_images(
+        clf, np.zeros((0, clf.image_size, clf.image_size, 3), np.uint8), ids, batch_size)
     if has_labels:
         pos = {c: i for i, c in enumerate(clf.classes)}
         out.insert(1, "label", np.array([pos[n] for n in names], dtype=np.int64))

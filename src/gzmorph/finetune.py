@@ -334,9 +334,8 @@ def _task_data(images_path, embeddings_path, source_path, curated_path, settings
         curated, classes, _ = read_catalogue(curated_path)
     labels, names, task = task_labels(settings, source.set_index("id").reindex(ids).reset_index(), curated, classes)
     sel = np.flatnonzero(labels >= 0)
-    img_ids, imgs = read_images(images_path)
-    pos_img = pd.Series(np.arange(len(img_ids)), index=img_ids)
-    return imgs[pos_img.loc[ids[sel]].to_numpy()], emb[sel], labels[sel], names, task
+    _, imgs = read_images(images_path, ids[sel])  # the labelled galaxies' images only
+    return imgs, emb[sel], labels[sel], names, task
 
 
 def run_finetune(model_path, images_path, embeddings_path, source_path, settings: FinetuneSettings,

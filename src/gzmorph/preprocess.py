@@ -100,32 +100,56 @@ def _pool(workers: int):
     return ThreadPoolExecutor(workers)
 
 
+def preprocess_stream(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
+                      workers: int | None = None, fast: bool = True, progress: bool = True,
+                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """Decode many images in parallel, yielding ``(start, block, bad)`` per chunk of ``chunk`` paths
+    in order: ``block`` is the chunk's uint8 images (zeros where bad), ``bad`` a list of
+    ``(index, message)`` with indices into ``paths``.  At most ``4 × workers`` chunks are in flight,
+    so memory does not grow with the number of images."""
+    from collections import deque
+
+    from tqdm.auto import tqdm
+
+    paths = [str(p) for p in paths]
+    workers = max(1, workers or os.cpu_count() or 1)
+    starts = iter(range(0, len(paths), chunk))
+    with tqdm(total=len(paths), desc="preprocess", unit="img", disable=not progress,
+              mininterval=2.0) as bar, _pool(workers) as pool:
+        flight: deque = deque()
+
+        def submit() -> None:
+            s = next(starts, None)
+            if s is not None:
+                flight.append((s, pool.submit(_load_chunk, paths[s:s + chunk], image_size, crop_fraction, fast,
+                                              max_pixels)))
+
+        for _ in range(4 * workers):
+            submit()
+        while flight:
+            s, fut = flight.popleft()
+            block, block_bad = fut.result()
+            submit()
+            bar.update(len(block))
+            yield s, block, [(s + i, msg) for i, msg in block_bad]
+
+
 def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
                       workers: int | None = None, fast: bool = True, progress: bool = True,
                       chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
-    """Decode many images in parallel.
+    """Decode many images in parallel into memory (:func:`preprocess_stream` collected).
 
     Returns ``(images, bad)``: ``images`` is N×S×S×3 uint8 (zeros where bad) and
     ``bad`` a list of ``(index, message)`` in index order; an image that cannot be read
     or decoded, or has more than ``max_pixels`` pixels, is bad.
     """
-    from tqdm.auto import tqdm
-
     paths = [str(p) for p in paths]
     images = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     bad: list[tuple[int, str]] = []
-    workers = max(1, workers or os.cpu_count() or 1)
-    if not paths:
-        return images, bad
-    starts = range(0, len(paths), chunk)
-    args = [(paths[s:s + chunk], image_size, crop_fraction, fast, max_pixels) for s in starts]
-    with tqdm(total=len(paths), desc="preprocess", unit="img", disable=not progress,
-              mininterval=2.0) as bar:
-        with _pool(workers) as pool:
-            for s, (block, block_bad) in zip(starts, pool.map(_load_chunk, *zip(*args))):
-                images[s:s + len(block)] = block
-                bad.extend((s + i, msg) for i, msg in block_bad)
-                bar.update(len(block))
+    for s, block, block_bad in preprocess_stream(paths, image_size, crop_fraction, workers, fast, progress, chunk,
+                                                 max_pixels):
+        images[s:s + len(block)] = block
+        bad.extend(block_bad)
     return images, bad
 
 

@@ -225,9 +225,10 @@ def flush_denormal():
             torch.set_flush_denormal(False)
 
 
-def fit_representation(images: np.ndarray, counts: np.ndarray, cfg: RepresentConfig,
+def fit_representation(images, counts: np.ndarray, cfg: RepresentConfig,
                        checkpoint_dir: str | Path | None = None, meta: dict | None = None):
-    """Train a registry backbone with one output per answer on ``images`` (uint8 N×S×S×3).
+    """Train a registry backbone with one output per answer on ``images`` (uint8 N×S×S×3: an
+    array, or rows of an image store streamed in bounded memory, :class:`gzmorph.stream.StoreRows`).
 
     Returns ``(model, norm, history)``; the model is on the CPU in eval mode.
     """
@@ -238,9 +239,11 @@ def fit_representation(images: np.ndarray, counts: np.ndarray, cfg: RepresentCon
 def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     from . import augment as A
     from .models import create_model
+    from .stream import StoreRows, as_rows, channel_stats_rows
     from .train import cosine_schedule, fit, pick_device
 
-    n = len(images)
+    rows = as_rows(images)
+    n = len(rows)
     if n < 4:
         raise InputError(f"need at least 4 galaxies to train the representation, got {n}")
     if len(counts) != n:
@@ -250,23 +253,25 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     n_val = int(round(cfg.val_fraction * n)) if cfg.val_fraction > 0 else 0
     n_val = min(n_val, n - 2)
     va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    mean, std = A.channel_stats(images[tr])
+    if isinstance(rows, StoreRows):
+        x_tr, x_va, size = rows.subset(tr), rows.subset(va), int(rows.store.shape[0])
+        mean, std = channel_stats_rows(x_tr)
+    else:
+        x = rows.x
+        x_tr, x_va, size = x[torch.as_tensor(tr)], x[torch.as_tensor(va)], int(x.shape[1])
+        mean, std = A.channel_stats(x_tr)
     transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     n_out = counts.shape[1]
-    model = create_model(cfg.backbone, n_out, int(images.shape[1]), pretrained=cfg.pretrained or None,
-                         **cfg.model_kwargs)
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    model = create_model(cfg.backbone, n_out, size, pretrained=cfg.pretrained or None, **cfg.model_kwargs)
     y = torch.from_numpy(counts.astype(np.float32))
-    if device.type == "cuda":
-        x, y = x.to(device), y.to(device)
     loss = DirichletMultinomialLoss()
     steps = max(1, len(tr) // cfg.batch_size)
-    val = (x[torch.as_tensor(va, device=x.device)], y[torch.as_tensor(va, device=y.device)]) if n_val else None
-    log.info("%s at %d px: %d train / %d val galaxies, %d answers, %d epochs", cfg.backbone, images.shape[1],
+    val = (x_va, y[torch.as_tensor(va)]) if n_val else None
+    log.info("%s at %d px: %d train / %d val galaxies, %d answers, %d epochs", cfg.backbone, size,
              len(tr), n_val, n_out, cfg.epochs)
-    result = fit(model, loss, (x[torch.as_tensor(tr, device=x.device)], y[torch.as_tensor(tr, device=y.device)]),
+    result = fit(model, loss, (x_tr, y[torch.as_tensor(tr)]),
                  val, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                  optimizer=lambda p: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay),
                  scheduler=cosine_schedule(warmup_steps=min(steps, 100)), transform=transform,
@@ -282,7 +287,8 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
                          **params) -> dict:
     """Train on every galaxy of ``images`` (an image table) with votes from ``catalogue``
     (the source table); write the model file ``out``.  Returns a summary dict."""
-    from .imageset import content_hash, read_images
+    from .imageset import ImageStore, content_hash
+    from .stream import StoreRows
     from .train import discard_checkpoints, fingerprint, write_table
 
     cfg = RepresentConfig.from_params(params)
@@ -290,7 +296,8 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     if "id" not in df.columns:
         raise InputError(f"{catalogue}: no 'id' column")
     check_vote_table(df, cfg.sum_tolerance, where=str(catalogue))
-    ids, imgs = read_images(images)
+    store = ImageStore(images)
+    ids = store.ids
     pos = pd.Series(np.arange(len(df)), index=df["id"].to_numpy())
     missing = [int(i) for i in ids if i not in pos.index]
     if missing:
@@ -300,8 +307,8 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
     meta = {"model": cfg.backbone, "classes": GZ2_TREE.kaggle_columns,
             "fingerprint": fingerprint(ids, counts, hyper, content_hash(images))}
-    model, norm, history = fit_representation(imgs, counts, cfg, checkpoint_dir, meta)
-    bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(imgs.shape[1]),
+    model, norm, history = fit_representation(StoreRows(store), counts, cfg, checkpoint_dir, meta)
+    bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(store.shape[0]),
               "norm": norm, "model_config": model.config, "num_features": int(model.num_features),
               "state_dict": model.state_dict(), "config": asdict(cfg), "count_source": count_source,
               "n_galaxies": int(len(ids)), "history": history,
@@ -382,23 +389,25 @@ def load_representation(path: str | Path, device=None) -> Representation:
 # --------------------------------------------------------------------------- embeddings
 
 
-def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict | None = None) -> None:
-    """``id`` (int64) + ``embedding`` (fixed-size list<float32>) Parquet, atomically."""
+def _embedding_table(ids, vectors: np.ndarray):
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from .imageset import _id_array
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    ids = np.asarray(ids, dtype=np.int64)
     if vectors.ndim != 2 or len(vectors) != len(ids):
         raise ValueError(f"{len(ids)} ids for vectors of shape {vectors.shape}")
-    d = vectors.shape[1]
-    col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), d)
-    meta = {b"gzmorph.embedding_dim": str(d).encode()}
-    for k, v in (metadata or {}).items():
-        meta[f"gzmorph.{k}".encode()] = json.dumps(v).encode()
-    table = pa.table({"id": ids, "embedding": col}).replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+    return pa.table({"id": _id_array(ids), "embedding": col})
+
+
+def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict | None = None) -> None:
+    """``id`` (int64, or string) + ``embedding`` (fixed-size list<float32>) Parquet, atomically."""
+    from .io import parquet_stream
+
+    meta = {"embedding_dim": int(np.shape(vectors)[1]), **(metadata or {})}
+    with parquet_stream(path, metadata=meta) as write:
+        write(_embedding_table(ids, vectors))
 
 
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -418,14 +427,26 @@ def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def embed_table(model: str | Path | Representation, images: str | Path, out: str | Path,
                 batch_size: int = 256, device=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Embed every galaxy of an image table into ``out``; return ``(ids, vectors)``."""
-    from .imageset import read_images
+    """Embed every galaxy of an image table into ``out``, streaming the images a row group at a time
+    and writing the vectors as they come; return ``(ids, vectors)``."""
+    from tqdm.auto import tqdm
+
+    from .imageset import ImageStore
+    from .io import parquet_stream
 
     rep = model if isinstance(model, Representation) else load_representation(model, device)
-    ids, imgs = read_images(images)
-    vec = rep.embed(imgs, batch_size=batch_size, progress=progress)
-    write_embeddings(out, ids, vec, {"model": rep.path, "dim": rep.dim})
-    return ids, vec
+    store = ImageStore(images)
+    parts = []
+    with parquet_stream(out, metadata={"embedding_dim": rep.dim, "model": rep.path, "dim": rep.dim}) as write, \
+            tqdm(total=len(store), desc="embed", unit="img", disable=not progress, file=sys.stderr,
+                 mininterval=5) as bar:
+        for pos, images_ in store.batches(max(batch_size, 4096)):
+            vec = rep.embed(images_, batch_size=batch_size)
+            write(_embedding_table(store.ids[pos], vec))
+            parts.append(vec)
+            bar.update(len(pos))
+    vec = np.concatenate(parts) if parts else np.zeros((0, rep.dim), np.float32)
+    return store.ids, vec
 
 
 def embedding_map(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:

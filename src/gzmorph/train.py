@@ -1,13 +1,14 @@
 """The one training loop of gzmorph (classifier, distillation experts, representation, fine-tuning).
 
 ``fit`` takes everything that differs between those models as arguments: the
-model, a loss function ``loss_fn(outputs, targets) -> scalar``, the data as
-in-memory tensors (``x`` usually uint8 N×H×W×3, ``y`` anything indexable by
-batch: labels, vote counts), a ``transform(x_batch, generator, train)`` that
-turns a uint8 batch into model input (float conversion, augmentation and
-normalisation happen on the whole batch, on the training device), optimizer
-and scheduler factories, and a ``metrics_fn(outputs, targets) -> dict`` run on
-the whole validation set.
+model, a loss function ``loss_fn(outputs, targets) -> scalar``, the data
+(``x``: uint8 N×H×W×3 images, an in-memory tensor or rows of an image store
+streamed in bounded memory, :class:`gzmorph.stream.StoreRows`; ``y`` anything
+indexable by batch: labels, vote counts), a ``transform(x_batch, generator,
+train)`` that turns a uint8 batch into model input (float conversion,
+augmentation and normalisation happen on the whole batch, on the training
+device), optimizer and scheduler factories, and a ``metrics_fn(outputs,
+targets) -> dict`` run on the whole validation set.
 
 Reproducibility: every random choice of epoch ``e`` (sampling order, the
 augmentation generator, dropout) is seeded from ``(seed, e)``, so training
@@ -166,13 +167,16 @@ def discard_checkpoints(checkpoint_dir: str | Path | None) -> None:
 
 @torch.no_grad()
 def predict_tensor(model, x, transform=None, batch_size=256, device=None, amp="auto") -> torch.Tensor:
-    """Model outputs (float32, CPU) for all of ``x``, in order, in eval mode."""
+    """Model outputs (float32, CPU) for all of ``x`` (a tensor, or rows of an image store:
+    :mod:`gzmorph.stream`), in order, in eval mode."""
+    from .stream import as_rows
+
     device = device or next(model.parameters()).device
     dtype = amp_dtype(device, amp)
     model.eval()
     outs = []
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].to(device, non_blocking=True)
+    for xb in as_rows(x).ordered_batches(batch_size):
+        xb = xb.to(device, non_blocking=True)
         xb = transform(xb, None, False) if transform else xb
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outs.append(model(xb).float().cpu())
@@ -198,13 +202,15 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     optimizer step.  ``on_step(epoch, step, loss)`` and ``on_epoch_end(epoch, row, model)`` are
     callbacks (raising from one stops training; the last checkpoint stays resumable).
     """
+    from .stream import as_rows, n_batches
+
     meta = {**(meta or {}), "code_version": package_hash()}
     device = pick_device(device)
     dtype = amp_dtype(device, amp)
-    x, y = train
+    x, y = as_rows(train[0]), train[1]
     sign = 1.0 if mode == "min" else -1.0
     weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.double)
-    steps_per_epoch = len(batch_order(len(x), batch_size, torch.Generator().manual_seed(0)))
+    steps_per_epoch = n_batches(len(x), batch_size)
 
     torch.manual_seed(seed)  # initial weights are the caller's; this seeds anything built below
     model.to(device)
@@ -223,9 +229,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         torch.manual_seed(epoch_seed(seed, epoch))  # dropout etc.
         gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # sampling order
         aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(seed + 1, epoch))  # augmentation
-        batches = _tqdm(batch_order(len(x), batch_size, gen, weights), desc=f"epoch {epoch}/{epochs}",
-                        disable=not progress)
-        row = {"epoch": epoch, "train_loss": loop.train_epoch(x, y, batches, aug_gen, epoch, on_step),
+        batches = _tqdm(x.epoch_batches(batch_size, gen, weights), total=steps_per_epoch,
+                        desc=f"epoch {epoch}/{epochs}", disable=not progress)
+        row = {"epoch": epoch, "train_loss": loop.train_epoch(y, batches, aug_gen, epoch, on_step),
                "lr": opt.param_groups[0]["lr"]}
         if val is not None and len(val[0]):
             row.update(loop.validate(val, metrics_fn, eval_batch_size, amp))
@@ -269,12 +275,13 @@ class _Loop:
     dtype: object
     transform: Callable | None
 
-    def train_epoch(self, x, y, batches, aug_gen, epoch: int, on_step: Callable | None) -> float:
-        """One pass over ``batches`` (index tensors); the mean training loss."""
+    def train_epoch(self, y, batches, aug_gen, epoch: int, on_step: Callable | None) -> float:
+        """One pass over ``batches`` (``(positions, uint8 images)``); the mean training loss."""
         self.model.train()
         total, count = 0.0, 0
-        for step, idx in enumerate(batches):
-            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+        for step, (idx, xb) in enumerate(batches):
+            xb = xb.to(self.device, non_blocking=True)
+            yb = y[idx.to(y.device)].to(self.device, non_blocking=True)
             if self.transform:
                 xb = self.transform(xb, aug_gen, True)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):

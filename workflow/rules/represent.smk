@@ -189,7 +189,7 @@ rule finetune:
         images=res("represent/images.parquet"),
         source=res("source/catalogue.parquet"),
         # the curated cut's classes, only when they are the labels (represent.finetune.label: class)
-        **({"curated": res("curated/catalogue.parquet")} if REPRESENT["finetune"]["label"] == "class" else {}),
+        curated=res("curated/catalogue.parquet") if REPRESENT["finetune"]["label"] == "class" else [],
         code=code_of("finetune"),
     output:
         metrics=res("finetune/metrics.json"),

@@ -9,7 +9,7 @@ with rule_context(snakemake) as (params, log):
     seed = params.pop("seed")
     metrics, runs = run_finetune(snakemake.input.model, snakemake.input.images, snakemake.input.embeddings,
                                  snakemake.input.source, FinetuneSettings(**params), seed,
-                                 curated_path=snakemake.input.get("curated"))
+                                 curated_path=snakemake.input.get("curated") or None)
     write_json(snakemake.output.metrics, metrics)
     runs.to_csv(snakemake.output.runs, sep="\t", index=False)
     for note in metrics["notes"]:

@@ -1,23 +1,28 @@
-"""Decode, crop and resize the selected galaxies' images into uint8 tensors."""
+"""Decode, crop and resize the selected galaxies' images into the image store, a chunk at a time."""
+import numpy as np
 import pandas as pd
 
-from gzmorph.imageset import write_images
+from gzmorph.imageset import ImageWriter
 from gzmorph.io import write_json
-from gzmorph.preprocess import apply_bad_image_policy, preprocess_images
+from gzmorph.preprocess import apply_bad_image_policy, preprocess_stream
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     sel = pd.read_parquet(snakemake.input.selection, columns=["id", "image_path"])
-    images, bad = preprocess_images(sel["image_path"], params["image_size"],
-                                    params["crop_fraction"], workers=snakemake.threads,
-                                    max_pixels=params["max_image_pixels"])
-    apply_bad_image_policy(bad, len(sel), params["max_bad_fraction"])
-    bad_idx = {i for i, _ in bad}
-    keep = [i for i in range(len(sel)) if i not in bad_idx]
+    ids = sel["id"].to_numpy()
+    size, bad = params["image_size"], []
+    # written as decoded: memory holds a few chunks, not the catalogue; the store appears only complete
+    with ImageWriter(snakemake.output.images, (size, size, 3), {"crop_fraction": params["crop_fraction"]}) as out:
+        for start, block, block_bad in preprocess_stream(sel["image_path"], size, params["crop_fraction"],
+                                                         workers=snakemake.threads,
+                                                         max_pixels=params["max_image_pixels"]):
+            keep = np.ones(len(block), bool)
+            keep[[i - start for i, _ in block_bad]] = False
+            out.add(ids[start:start + len(block)][keep], block[keep])
+            bad += block_bad
+        apply_bad_image_policy(bad, len(sel), params["max_bad_fraction"])
     for _, msg in bad:
         log.warning("skipped: %s", msg)
-    write_images(snakemake.output.images, sel["id"].to_numpy()[keep], images[keep],
-                 {"crop_fraction": params["crop_fraction"]})
     write_json(snakemake.output.qc, {
         "n_images": len(sel), "n_corrupt_images": len(bad),
         "corrupt_ids": [int(sel["id"].iloc[i]) for i, _ in bad],

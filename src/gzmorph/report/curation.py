@@ -112,13 +112,16 @@ class _ImageSource:
     def __init__(self, images, catalogue_ids: np.ndarray):
         self._lookup: dict[int, int] = {}
         self._images = None
+        self._store = None
         if images is None:
             return
-        if isinstance(images, (str, Path)):
-            from ..imageset import read_images
+        if isinstance(images, (str, Path)):  # an image store: only the galaxies shown are read
+            from ..imageset import ImageStore
 
-            ids, arr = read_images(images)
-        elif isinstance(images, Mapping):
+            self._store = ImageStore(images)
+            self._lookup = {int(v): i for i, v in enumerate(self._store.ids)}
+            return
+        if isinstance(images, Mapping):
             ids = np.fromiter((int(k) for k in images), dtype=np.int64, count=len(images))
             arr = [images[k] for k in images]
         elif isinstance(images, tuple) and len(images) == 2:
@@ -133,15 +136,17 @@ class _ImageSource:
         self._lookup = {int(v): i for i, v in enumerate(np.asarray(ids))}
 
     def get(self, ids) -> tuple[list[int], list[np.ndarray], list[int]]:
-        found, imgs, missing = [], [], []
+        found, rows, missing = [], [], []
         for i in ids:
             pos = self._lookup.get(int(i))
             if pos is None:
                 missing.append(int(i))
             else:
                 found.append(int(i))
-                imgs.append(np.asarray(self._images[pos]))
-        return found, imgs, missing
+                rows.append(pos)
+        if self._store is not None:
+            return found, list(self._store.read_rows(rows)) if rows else [], missing
+        return found, [np.asarray(self._images[r]) for r in rows], missing
 
 
 def _example_blocks(df: pd.DataFrame, source: _ImageSource, class_names: Sequence[str], labels: list[int],
