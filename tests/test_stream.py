@@ -42,7 +42,7 @@ def test_writer_writes_row_groups_incrementally_and_the_same_bytes_as_one_call(s
 def test_string_ids_and_mixed_ids(tmp_path):
     path = tmp_path / "s.parquet"
     I.write_images(path, np.array(["NGC 1300", "M51"]), images(2))
-    ids, back = I.read_images(path, ["M51"])
+    _, back = I.read_images(path, ["M51"])
     assert I.ImageStore(path).ids.tolist() == ["NGC 1300", "M51"] and np.array_equal(back[0], images(2)[1])
     with pytest.raises(InputError, match="ids of mixed types"), \
             I.ImageWriter(tmp_path / "m.parquet", (8, 8, 3)) as w:

@@ -29,7 +29,6 @@ file (:func:`gzmorph.io.save_bundle`), the weights as its tensors and the rest a
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 from dataclasses import asdict, dataclass, field
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .io import InputError, atomic_path, save_bundle
+from .io import InputError, save_bundle
 from .represent_settings import RepresentSettings
 from .tree import GZ2_TREE, DecisionTree
 
