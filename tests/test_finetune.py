@@ -48,3 +48,57 @@ def test_finetune_arms_run_on_tiny_data():
     assert runs["accuracy"].between(0, 1).all() and runs["roc_auc"].between(0, 1).all()
     assert (runs["n_test"] == 8).all()  # round(0.3 * 12) rings + as many non-rings
     assert set(summary["frozen"]) == {"2", "4"} and "accuracy_sd" in summary["scratch"]["4"]
+
+
+def test_task_labels_from_rings_classes_or_any_column():
+    from gzmorph.finetune import task_labels
+
+    src = pd.DataFrame({"id": [1, 2, 3, 4], "Class2.2": [0.8] * 4, "Class6.1": [0.6, 0.6, 0.0, 0.6],
+                        "Class8.1": [0.3, 0.01, 0.0, 0.1], "morph": ["bar", "", "ring", "bar"],
+                        "Class1.1": [0.9, 0.2, np.nan, 0.5]})
+    labels, names, _ = task_labels(FinetuneSettings(), src)
+    assert names == ["not ring", "ring"] and labels.tolist() == [1, 0, 0, -1]
+    labels, names, task = task_labels(FinetuneSettings(label="morph"), src)
+    assert names == ["bar", "ring"] and labels.tolist() == [0, -1, 1, 0] and "morph" in task
+    labels, names, _ = task_labels(FinetuneSettings(label="Class1.1", threshold=0.5), src)
+    assert labels.tolist() == [1, 0, -1, 1] and names == ["Class1.1 < 0.5", "Class1.1 >= 0.5"]
+    curated = pd.DataFrame({"id": [2, 4], "label": [1, 0]})
+    labels, names, _ = task_labels(FinetuneSettings(label="class"), src, curated, ["round", "spiral"])
+    assert labels.tolist() == [-1, 1, -1, 0] and names == ["round", "spiral"]
+    with pytest.raises(InputError, match="holds fractions: set represent.finetune.threshold"):
+        task_labels(FinetuneSettings(label="Class1.1"), src)
+    with pytest.raises(InputError, match="no column 'nope'"):
+        task_labels(FinetuneSettings(label="nope"), src)
+
+
+def test_a_multiclass_task_runs_every_arm_and_its_report_section(tmp_path):
+    """Any label: three classes through finetune_experiment, then the report section of its metrics."""
+    from gzmorph.finetune import _summarise
+    from gzmorph.report.represent import represent_section
+    from gzmorph.represent import RepresentConfig, Representation, fit_representation
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1, 2], 12)
+    imgs = rng.integers(0, 40, (36, 16, 16, 3), dtype=np.uint8)
+    for k in range(3):
+        imgs[labels == k, 4 * k:4 * k + 6] = 230  # a bright band whose place is the class
+    counts = np.zeros((36, 37), np.int64)
+    counts[:, 0] = 40
+    cfg = RepresentConfig(epochs=1, batch_size=8, augment=False, progress=False, model_kwargs={"widths": (4, 8)})
+    model, norm, _ = fit_representation(imgs, counts, cfg)
+    rep = Representation({"model_config": model.config, "state_dict": model.state_dict(), "image_size": 16,
+                          "norm": norm}, device="cpu")
+    ft = FinetuneSettings(steps=3, head_steps=20, batch_size=8, augment=False)
+    runs, summary = finetune_experiment(rep, imgs, rep.embed(imgs), labels, [3, 6], ft, device="cpu")
+    assert len(runs) == 6 and (runs["n_test"] == 3 * 4).all()  # round(0.3 * 12) per class, 3 classes
+    assert runs[["accuracy", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert _summarise(runs)["frozen"]["6"]["balanced_accuracy_mean"] == summary["frozen"]["6"]["balanced_accuracy_mean"]
+    met = {"task": "the classes of column 'morph'", "label": "morph", "classes": ["a", "b", "c"],
+           "class_counts": [12, 12, 12], "n_test_per_class": 4, "available_for_training": 8, "budgets": [3, 6],
+           "notes": [], "seeds": [0], "steps": 3, "head_steps": 20, "arms": summary}
+    (tmp_path / "m.json").write_text(__import__("json").dumps(met))
+    runs.to_csv(tmp_path / "runs.tsv", sep="\t", index=False)
+    from gzmorph.report.sections import fragment_text
+
+    html = fragment_text(represent_section("finetune", {"metrics": tmp_path / "m.json", "runs": tmp_path / "runs.tsv"}))
+    assert "galaxies per class" in html and "balanced accuracy" in html and "a: 12, b: 12, c: 12" in html

@@ -167,30 +167,42 @@ def _anomalies_section(inp):
 
 
 def _finetune_section(inp):
-    """Fine-tuning from few labels: accuracy and ROC AUC per arm and label budget."""
+    """Fine-tuning from few labels: accuracy, balanced accuracy and ROC AUC per arm and label budget."""
     met = read_json(inp["metrics"])
     runs = pd.read_csv(inp["runs"], sep="\t")
-    sec = R.Section("Fine-tuning from few labels: rings", anchor="represent-finetune",
+    rings = met.get("label", "rings") == "rings"
+    per_class = "rings" if rings else "galaxies per class"
+    sec = R.Section(f"Fine-tuning from few labels: {'rings' if rings else met['task']}", anchor="represent-finetune",
                     order=R.ORDER["embeddings"] + 3, summary="label efficiency of the representation")
+    if rings:
+        counts = f"{met['n_rings']} rings, {met['n_not_rings']} non-rings"
+        task = f"ring vs not ring, {met['rule']}"
+    else:
+        counts = ", ".join(f"{c}: {n}" for c, n in zip(met["classes"], met["class_counts"]))
+        task = f"{met['task']} (represent.finetune.label: {met['label']})"
+    n_classes = 2 if rings else len(met["classes"])
     sec.add(R.paragraph(
-        f"Task: ring vs not ring, {met['rule']}. {met['n_rings']} rings, {met['n_not_rings']} non-rings; per seed a "
-        f"balanced test set of {met['n_test_per_class']} + {met['n_test_per_class']} galaxies is held out and the "
-        f"training sets are balanced (budget = rings = non-rings). Arms: frozen representation + linear head "
-        f"({met['head_steps']} steps), representation fine-tuned and the same architecture from scratch "
-        f"({met['steps']} steps each); mean ± sd over {len(met['seeds'])} seeds."))
+        f"Task: {task}. Labelled galaxies: {counts}. Per seed a balanced test set of {met['n_test_per_class']} "
+        f"galaxies per class is held out and the training sets are balanced (budget = {per_class}). Arms: frozen "
+        f"representation + linear head ({met['head_steps']} steps), representation fine-tuned and the same "
+        f"architecture from scratch ({met['steps']} steps each); mean ± sd over {len(met['seeds'])} seeds."
+        + ("" if n_classes == 2 else " ROC AUC is the one-vs-rest macro average.")))
     if met["notes"]:
-        sec.add(R.note("; ".join(met["notes"]) + " (budgets: auto; an explicit list above the available rings "
+        sec.add(R.note("; ".join(met["notes"]) + f" (budgets: auto; an explicit list above the available {per_class} "
                        "is an error)."))
     if not met["arms"]:
         return sec
     rows = []
     for arm, per in met["arms"].items():
         for b, v in per.items():
-            rows.append({"arm": arm, "budget (rings)": int(b),
-                         "accuracy": f"{v['accuracy_mean']:.3f} ± {v['accuracy_sd']:.3f}",
-                         "ROC AUC": f"{v['roc_auc_mean']:.3f} ± {v['roc_auc_sd']:.3f}"})
-    sec.add(R.table(pd.DataFrame(rows).sort_values(["budget (rings)", "arm"]).reset_index(drop=True),
-                    caption="Test accuracy and ROC AUC, mean ± sd over seeds", name="accuracy-auc"))
+            row = {"arm": arm, f"budget ({per_class})": int(b),
+                   "accuracy": f"{v['accuracy_mean']:.3f} ± {v['accuracy_sd']:.3f}"}
+            if "balanced_accuracy_mean" in v:
+                row["balanced accuracy"] = f"{v['balanced_accuracy_mean']:.3f} ± {v['balanced_accuracy_sd']:.3f}"
+            row["ROC AUC"] = f"{v['roc_auc_mean']:.3f} ± {v['roc_auc_sd']:.3f}"
+            rows.append(row)
+    sec.add(R.table(pd.DataFrame(rows).sort_values([f"budget ({per_class})", "arm"]).reset_index(drop=True),
+                    caption="Test accuracy, balanced accuracy and ROC AUC, mean ± sd over seeds", name="accuracy-auc"))
     fig = R.new_figure((9, 3.2))
     a1, a2 = fig.subplots(1, 2)
     for arm, g in runs.groupby("arm", sort=False):
@@ -199,11 +211,11 @@ def _finetune_section(inp):
             ax.errorbar(s.index, s["mean"], yerr=s["std"], marker="o", capsize=3, label=arm)
     for ax, col in ((a1, "accuracy"), (a2, "ROC AUC")):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("rings in the training set")
+        ax.set_xlabel(f"{per_class} in the training set")
         ax.set_ylabel(f"test {col}")
-        ax.axhline(0.5, color="#9aa1b1", lw=0.8, ls="--")
+        ax.axhline(1 / n_classes if col == "accuracy" else 0.5, color="#9aa1b1", lw=0.8, ls="--")
         R.style_axes(ax)
     a1.legend(frameon=False, fontsize=8)
-    sec.add(R.figure(fig, "Label efficiency: test accuracy and ROC AUC vs number of labelled rings.",
+    sec.add(R.figure(fig, f"Label efficiency: test accuracy and ROC AUC vs number of labelled {per_class}.",
                      name="label-efficiency"))
     return sec
