@@ -63,7 +63,7 @@ def test_misspelt_key_gets_did_you_mean_and_a_far_one_the_known_keys():
 
 @pytest.mark.parametrize("over, message", [
     ({"image_size": "big"}, f"config image_size: 'big' is not of type 'integer' {AT}"),
-    ({"source": "sdss"}, f"config source: 'sdss' is not one of ['synthetic', 'kaggle', 'gz2'] {AT}"),
+    ({"source": "sdss"}, f"config source: 'sdss' is not one of ['synthetic', 'kaggle', 'gz2', 'table'] {AT}"),
     ({"seed": -1}, f"config seed: -1 is less than the minimum of 0 {AT}"),
     ({"seed": 2**32}, f"config seed: 4294967296 is greater than the maximum of 4294967295 {AT}"),
     ({"split": {"test": -0.1}}, f"config split.test: -0.1 is less than the minimum of 0 {AT}"),

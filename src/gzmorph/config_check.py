@@ -59,7 +59,7 @@ def config_errors(config: dict, schema: dict | str | Path) -> list[str]:
     errors = schema_errors(config, schema) + name_errors(config)
     if errors:
         return errors
-    return [*split_errors(config), *cut_errors(config), *classify_errors(config),
+    return [*split_errors(config), *source_errors(config), *cut_errors(config), *classify_errors(config),
             *represent_errors(config), *pretrained_errors(config), *distill_errors(config)]
 
 
@@ -187,12 +187,20 @@ def name_errors(config: dict) -> list[str]:
     apply_to = classify.get("apply_to") if isinstance(classify, dict) else None
     for name in apply_to if isinstance(apply_to, dict) else {}:
         check("classify.apply_to", "the catalogue name ", str(name))
+    sources = config.get("sources")
+    for name in sources if isinstance(sources, dict) else {}:
+        check("sources", "the source name ", str(name))
     return out
 
 
 def dataset_name(config: dict) -> str:
-    """The run's name: ``dataset``, or ``<source>-<cut>`` when it is empty."""
-    return config.get("dataset") or f"{config['source']}-{config['cut']}"
+    """The run's name: ``dataset``, or ``<source>-<cut>`` when it is empty (several sources:
+    their names joined by ``-``, then the cut)."""
+    if config.get("dataset"):
+        return config["dataset"]
+    if config.get("sources"):
+        return f"{'-'.join(map(str, config['sources']))}-{config['cut']}"
+    return f"{config['source']}-{config['cut']}"
 
 
 def check_inside(path: str, root: str, key: str) -> str:
@@ -222,8 +230,16 @@ def split_errors(config: dict) -> list[str]:
     return out
 
 
+def source_errors(config: dict) -> list[str]:
+    """The source blocks: a table source's settings, data_dir where one is needed, several sources
+    (gzmorph.sources.plan)."""
+    from .sources.plan import spec_errors
+
+    return spec_errors(config)
+
+
 def cut_errors(config: dict) -> list[str]:
-    """Every cut under ``cuts:`` parsed (not only the one in use), and ``cut`` known."""
+    """Every cut under ``cuts:`` parsed (not only the one in use), ``cut`` and each source's cut known."""
     from .cuts import cut_from_config, get_cut
 
     out = []
@@ -233,11 +249,16 @@ def cut_errors(config: dict) -> list[str]:
             cut_from_config(str(name), spec)
         except InputError as err:
             out.append(str(err))
-    if config["cut"] not in user:
-        try:
-            get_cut(config["cut"], user)
-        except InputError as err:
-            out.append(str(err))
+    used = {"cut": config["cut"]}
+    for name, block in (config.get("sources") or {}).items():
+        if block.get("cut"):
+            used[f"sources.{name}.cut"] = block["cut"]
+    for key, cut in used.items():
+        if cut not in user:
+            try:
+                get_cut(cut, user)
+            except InputError as err:
+                out.append(str(err).replace("config cut:", f"config {key}:", 1))
     return out
 
 

@@ -9,7 +9,11 @@ Workers are forked processes fed chunks of paths (no GIL contention; unlike
 ``spawn`` they do not re-import a Snakemake script's ``__main__``); where
 ``fork`` is unavailable, threads (Pillow releases the GIL while decoding).
 
-Policy for bad images (missing, unreadable, not a JPEG/PNG, any decoding
+FITS files (``.fits``, ``.fit``, ``.fts``, gzipped too) are read by :mod:`gzmorph.fits`: their
+bands (1 or 3, from the HDUs the source's ``fits`` options name) become RGB by the Lupton asinh
+stretch, then the same central crop and area resize; NaN pixels and blank cutouts are unreadable.
+
+Policy for bad images (missing, unreadable, not a JPEG/PNG/FITS, any decoding
 failure, or larger than ``max_pixels``): they are collected, not raised one by
 one; :func:`apply_bad_image_policy` drops them when they are at most
 ``max_fraction`` of the images (the report lists them) and raises one error
@@ -34,22 +38,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .fits import FITS_SUFFIXES, is_fits, load_fits
 from .io import InputError
 
+#: the image files a source may name: JPEG, PNG and FITS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", *FITS_SUFFIXES)
 DEFAULT_CROP_FRACTION = 0.5
 #: the largest image (width × height, as its header declares) that is decoded; config max_image_pixels
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
-               fast: bool = True, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+               fast: bool = True, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, fits=None) -> np.ndarray:
     """Decode ``path``, keep the central ``crop_fraction`` of each side, resize to ``image_size``.
 
     Any failure to read or decode it, including an image of more than ``max_pixels`` pixels,
-    is an :class:`InputError` naming the file.
+    is an :class:`InputError` naming the file.  A FITS file is read with the options ``fits``
+    (a :class:`gzmorph.fits.FitsOptions` or its config block; ``None``: the defaults).
     """
     if not 0 < crop_fraction <= 1:
         raise InputError(f"crop_fraction {crop_fraction} must be in (0, 1]")
+    if is_fits(path):
+        return load_fits(path, image_size, crop_fraction, fits, max_pixels)
     try:
         with warnings.catch_warnings():  # max_pixels decides below, not Pillow's warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -83,12 +93,34 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _load_chunk(paths, image_size, crop_fraction, fast, max_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+def image_suffix(path) -> str:
+    """The image suffix of ``path`` (lower case; ``.fits.gz`` whole), or ``""`` if it is not an image."""
+    name = str(path).lower()
+    return next((s for s in sorted(IMAGE_SUFFIXES, key=len, reverse=True) if name.endswith(s)), "")
+
+
+def image_stem(path) -> str:
+    """The file name without its image suffix (``a.fits.gz`` -> ``a``)."""
+    name = Path(path).name
+    suffix = image_suffix(name)
+    return name[: len(name) - len(suffix)] if suffix else Path(path).stem
+
+
+def _per_path(fits, n: int) -> list:
+    """FITS options for each of ``n`` paths: one set for all, or a list of one per path."""
+    if isinstance(fits, (list, tuple)):
+        if len(fits) != n:
+            raise ValueError(f"{len(fits)} FITS options for {n} images")
+        return list(fits)
+    return [fits] * n
+
+
+def _load_chunk(paths, image_size, crop_fraction, fast, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, fits=None):
     out = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     bad = []
-    for i, p in enumerate(paths):
+    for i, (p, f) in enumerate(zip(paths, _per_path(fits, len(paths)))):
         try:
-            out[i] = load_image(p, image_size, crop_fraction, fast, max_pixels)
+            out[i] = load_image(p, image_size, crop_fraction, fast, max_pixels, f)
         except InputError as err:
             bad.append((i, str(err)))
     return out, bad
@@ -102,16 +134,18 @@ def _pool(workers: int):
 
 def preprocess_stream(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
                       workers: int | None = None, fast: bool = True, progress: bool = True,
-                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, fits=None):
     """Decode many images in parallel, yielding ``(start, block, bad)`` per chunk of ``chunk`` paths
     in order: ``block`` is the chunk's uint8 images (zeros where bad), ``bad`` a list of
     ``(index, message)`` with indices into ``paths``.  At most ``4 × workers`` chunks are in flight,
-    so memory does not grow with the number of images."""
+    so memory does not grow with the number of images.  ``fits``: the FITS options of every path, or
+    a list of one per path (sources merged with their own options)."""
     from collections import deque
 
     from tqdm.auto import tqdm
 
     paths = [str(p) for p in paths]
+    fits = _per_path(fits, len(paths))
     workers = max(1, workers or os.cpu_count() or 1)
     starts = iter(range(0, len(paths), chunk))
     with tqdm(total=len(paths), desc="preprocess", unit="img", disable=not progress,
@@ -122,7 +156,7 @@ def preprocess_stream(paths, image_size: int, crop_fraction: float = DEFAULT_CRO
             s = next(starts, None)
             if s is not None:
                 flight.append((s, pool.submit(_load_chunk, paths[s:s + chunk], image_size, crop_fraction, fast,
-                                              max_pixels)))
+                                              max_pixels, fits[s:s + chunk])))
 
         for _ in range(4 * workers):
             submit()
@@ -136,7 +170,7 @@ def preprocess_stream(paths, image_size: int, crop_fraction: float = DEFAULT_CRO
 
 def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
                       workers: int | None = None, fast: bool = True, progress: bool = True,
-                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                      chunk: int = 32, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, fits=None):
     """Decode many images in parallel into memory (:func:`preprocess_stream` collected).
 
     Returns ``(images, bad)``: ``images`` is N×S×S×3 uint8 (zeros where bad) and
@@ -147,7 +181,7 @@ def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CRO
     images = np.zeros((len(paths), image_size, image_size, 3), dtype=np.uint8)
     bad: list[tuple[int, str]] = []
     for s, block, block_bad in preprocess_stream(paths, image_size, crop_fraction, workers, fast, progress, chunk,
-                                                 max_pixels):
+                                                 max_pixels, fits):
         images[s:s + len(block)] = block
         bad.extend(block_bad)
     return images, bad

@@ -11,6 +11,7 @@ from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 from gzmorph.pretrained import encoder_files
+from gzmorph.sources.plan import several as several_sources, source_inputs, source_specs
 
 REPO = Path(workflow.basedir)
 # every config value (types, ranges, names, split sum, cuts, stage blocks) is checked here, before
@@ -73,40 +74,58 @@ def check_code_inputs():
             raise WorkflowError(f"{each.name}: its input 'code' must be code_of({script!r})")
 
 
-def source_data_dir():
-    """Where the source catalogue + images live (synthetic: simulated under results/)."""
-    if config["source"] == "synthetic":
+def resolve_data_dir(spec):
+    """Where a source's catalogue + images live (synthetic: simulated under results/)."""
+    if spec["source"] == "synthetic":
         return res("source/synthetic")
-    if config["data_dir"]:
-        return str(Path(config["data_dir"]).resolve())
-    if config["source"] == "kaggle":
+    if spec["data_dir"]:
+        return str(Path(spec["data_dir"]).resolve())
+    if spec["source"] in ("kaggle", "table"):
         raise WorkflowError(
-            "source=kaggle needs data_dir: the folder with training_solutions_rev1 (.csv, .csv.gz, .zip or .parquet) "
-            "and images_training_rev1/ (download them from the Kaggle challenge page)"
+            f"source={spec['source']} needs data_dir: the folder with its catalogue and images"
+            + (
+                " (training_solutions_rev1 as .csv, .csv.gz, .zip or .parquet, and images_training_rev1/; "
+                "download them from the Kaggle challenge page)"
+                if spec["source"] == "kaggle"
+                else ""
+            )
         )
     return "resources/gz2"
 
 
+# every source the run reads, by name (gzmorph.sources.plan): the one source of source/data_dir/cut,
+# or each entry of sources:, merged into one table with a `source` column
+SEVERAL_SOURCES = several_sources(config)
+SOURCES = source_specs(config)
+for _spec in SOURCES.values():
+    _spec["data_dir"] = resolve_data_dir(_spec)
+# what the image rules decode FITS files with, per source (gzmorph.fits)
+SOURCE_FITS = {name: spec["fits"] for name, spec in SOURCES.items()}
+# whether every source has vote fractions (the representation and the anomaly search need them)
+ALL_VOTES = all(spec["votes"] for spec in SOURCES.values())
+ANY_VOTES = any(spec["votes"] for spec in SOURCES.values())
+
+
+def source_data_dir():
+    """Where the (single) source's catalogue + images live."""
+    return next(iter(SOURCES.values()))["data_dir"]
+
+
 def source_catalogue_input(wildcards):
-    """The file the source table is read from, so that a changed catalogue reruns curation."""
-    d = source_data_dir()
-    if config["source"] == "synthetic":
-        return d
-    if config["source"] == "kaggle":
-        from gzmorph.sources.kaggle import find_catalogue as find_kaggle_catalogue
-
-        try:
-            return str(find_kaggle_catalogue(d))
-        except InputError as err:
-            raise WorkflowError(str(err))
-    if config["data_dir"]:
-        from gzmorph.sources.gz2 import find_catalogue
-
-        try:
-            return str(find_catalogue(Path(d), config["gz2"]["catalogue"] or None))
-        except InputError as err:
-            raise WorkflowError(str(err))
-    return "resources/gz2/download.done"
+    """The files the source table is read from, so that a changed catalogue reruns curation."""
+    out = []
+    for spec in SOURCES.values():
+        d = spec["data_dir"]
+        if spec["source"] == "synthetic":
+            out.append(d)
+        elif spec["source"] == "gz2" and not SEVERAL_SOURCES and not config["data_dir"]:
+            out.append("resources/gz2/download.done")
+        else:
+            try:
+                out += source_inputs(spec, d)
+            except InputError as err:
+                raise WorkflowError(str(err))
+    return out
 
 
 # Each stage's .smk registers what `rule all` builds and the report sections it writes;

@@ -69,6 +69,7 @@ rule represent_images:
         crop_fraction=config["crop_fraction"],
         max_bad_fraction=config["max_bad_image_fraction"],
         max_image_pixels=config["max_image_pixels"],
+        fits=SOURCE_FITS,
     script:
         "../scripts/preprocess_images.py"
 

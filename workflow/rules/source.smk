@@ -1,4 +1,5 @@
-# Stage 1: catalogue sources -> one standard table (id, image_path, 37 Kaggle-layout columns, extras).
+# Stage 1: catalogue sources -> one standard table (id, image_path, 37 Kaggle-layout columns, extras);
+# several sources (config sources:) merge into it with a `source` column.
 
 
 rule simulate_galaxies:
@@ -43,9 +44,9 @@ rule source_table:
         mem_mb=4000,
         runtime=20,
     params:
-        source=config["source"],
-        data_dir=source_data_dir(),
-        gz2=config["gz2"],
+        # name -> {source, data_dir, options}: one source, or several merged (a `source` column)
+        sources={n: {k: s[k] for k in ("source", "data_dir", "options")} for n, s in SOURCES.items()},
+        merge=SEVERAL_SOURCES,
     script:
         "../scripts/source_table.py"
 

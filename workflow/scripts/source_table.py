@@ -1,16 +1,17 @@
-"""Read the source catalogue into the standard table (validated)."""
+"""Read the source catalogue(s) into the standard table (validated); several sources merge into one."""
 from gzmorph.io import atomic_path
 from gzmorph.manifest import write_manifest
 from gzmorph.smk import rule_context
 from gzmorph.sources import read_source
+from gzmorph.sources.plan import merge_sources
 
 with rule_context(snakemake) as (params, log):
-    options = {}
-    if params["source"] == "gz2":
-        options = {"catalogue": params["gz2"]["catalogue"] or None,
-                   "fraction_kind": params["gz2"]["fraction_kind"]}
-    table = read_source(params["source"], params["data_dir"], **options)
-    log.info("%d galaxies, %d columns from %s", len(table), table.shape[1], params["data_dir"])
+    tables = {}
+    for name, spec in params["sources"].items():
+        tables[name] = read_source(spec["source"], spec["data_dir"], **spec["options"])
+        log.info("%s: %d galaxies, %d columns from %s", name, len(tables[name]), tables[name].shape[1],
+                 spec["data_dir"])
+    table = merge_sources(tables) if params["merge"] else next(iter(tables.values()))
     with atomic_path(snakemake.output.catalogue) as tmp:
         table.to_parquet(tmp, index=False)
     write_manifest(snakemake.output.manifest, table["image_path"])

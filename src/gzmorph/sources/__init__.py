@@ -15,6 +15,12 @@ columns, the true parameters of synthetic galaxies).
   ``gz2_train_catalog.parquet``, the downloaded Zoobot release
   (:mod:`gzmorph.sources.gz2_remote`; it has no question-8 counts, so
   ``Class8.*`` are NaN there).
+* ``table`` – users' own galaxies (:mod:`gzmorph.sources.table`): a CSV or Parquet catalogue with an
+  id column (integers or strings, kept), image paths or a folder + file-name pattern (JPEG, PNG or
+  FITS), label columns and optional declared vote columns; or the ``folder`` layout,
+  ``<data_dir>/<class>/<image>``.  Without votes it has no ``Class*`` columns.
+
+Several sources merge into one table by :func:`merge_sources` (a ``source`` column; ids unique).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import pandas as pd
 
 from ..io import InputError
 
-SOURCES = ("synthetic", "kaggle", "gz2")
+SOURCES = ("synthetic", "kaggle", "gz2", "table")
 
 
 def read_source(source: str, data_dir: str | Path, **options) -> pd.DataFrame:
@@ -41,4 +47,8 @@ def read_source(source: str, data_dir: str | Path, **options) -> pd.DataFrame:
         if (Path(data_dir) / CATALOGUES["train"]).is_file() and not options.get("catalogue"):
             return read_gz2_remote(data_dir)  # the downloaded Zoobot release
         return read_gz2(data_dir, **options)
+    if source == "table":
+        from .table import read_table_source
+
+        return read_table_source(data_dir, **options)
     raise InputError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")

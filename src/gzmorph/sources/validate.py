@@ -105,10 +105,10 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def read_catalogue(file: str | Path) -> pd.DataFrame:
+def read_catalogue(file: str | Path, text_columns=()) -> pd.DataFrame:
     """Read a catalogue: ``.csv``, ``.csv.gz``, ``.zip`` holding exactly one CSV, or ``.parquet``.
 
-    Every problem is one :class:`InputError` naming the file: unreadable, empty (no header),
+    ``text_columns`` of a CSV are read as text (ids such as ``007`` stay as written).  Every problem is one :class:`InputError` naming the file: unreadable, empty (no header),
     a header without rows, a zip holding no CSV or several (its entries are listed).
     """
     file = Path(file)
@@ -124,18 +124,18 @@ def read_catalogue(file: str | Path) -> pd.DataFrame:
         if len(df.columns) == 0:
             raise InputError(f"{file}: empty Parquet file: no columns and no rows")
     elif name.endswith(".zip"):
-        df, where = _read_zipped_csv(file)
+        df, where = _read_zipped_csv(file, text_columns)
     else:
-        df = _read_csv(file, file, "gzipped CSV" if name.endswith(".gz") else "CSV")
+        df = _read_csv(file, file, "gzipped CSV" if name.endswith(".gz") else "CSV", text_columns)
     if len(df) == 0:
         raise InputError(f"{where}: header only, no rows (columns {', '.join(map(str, df.columns[:5]))}"
                          f"{' ...' if len(df.columns) > 5 else ''})")
     return df
 
 
-def _read_csv(source, where, what: str = "CSV") -> pd.DataFrame:
+def _read_csv(source, where, what: str = "CSV", text_columns=()) -> pd.DataFrame:
     try:
-        return pd.read_csv(source, low_memory=False)
+        return pd.read_csv(source, low_memory=False, dtype={c: str for c in text_columns} or None)
     except pd.errors.EmptyDataError:
         raise InputError(f"{where}: empty file: no header line and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError,
@@ -143,7 +143,7 @@ def _read_csv(source, where, what: str = "CSV") -> pd.DataFrame:
         raise InputError(f"{where}: not a readable {what} ({_one_line(err)})") from None
 
 
-def _read_zipped_csv(file: Path) -> tuple[pd.DataFrame, str]:
+def _read_zipped_csv(file: Path, text_columns=()) -> tuple[pd.DataFrame, str]:
     try:
         zf = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError) as err:
@@ -160,4 +160,4 @@ def _read_zipped_csv(file: Path) -> tuple[pd.DataFrame, str]:
         if zf.getinfo(csvs[0]).file_size == 0:
             raise InputError(f"{where}: empty file (0 bytes): no header line and no rows")
         with zf.open(csvs[0]) as fh:
-            return _read_csv(fh, where), where
+            return _read_csv(fh, where, "CSV", text_columns), where

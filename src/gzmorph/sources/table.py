@@ -1,0 +1,308 @@
+"""Users' own galaxies: the ``table`` source, a catalogue of their own or a folder of class folders.
+
+Two layouts (config ``table.layout``):
+
+``table``
+    A catalogue file (``table.catalogue``, inside ``data_dir`` or absolute: ``.csv``, ``.csv.gz``,
+    ``.zip`` holding one CSV, or ``.parquet``) with an id column (``id_column``), the images either
+    in a column of paths (``image_column``, relative to ``data_dir`` or absolute) or as a folder
+    (``image_dir``, relative to ``data_dir``) plus a file-name pattern (``image_pattern``, e.g.
+    ``"{id}.fits"``; any column may be named in braces), optional label columns
+    (``label_columns``: categories, every cell filled) and optional Galaxy Zoo vote columns,
+    declared by ``votes``: ``kaggle`` (the 37 cumulative ``Class1.1 … Class11.6``) or ``gz2``
+    (conditional fractions named by GZ2 answer, ``t01_smooth_or_features_a01_smooth`` …, each with
+    ``vote_suffix`` appended, e.g. ``_weighted_fraction``), which become the standard table's
+    cumulative Kaggle columns as the other sources' do.
+``folder``
+    ``data_dir/<class>/<image>``: one sub-folder per class; the class (the folder's name) is the
+    label column ``class`` and the id is the file name without its suffix.
+
+Ids are integers or strings and keep their type in every output: ``id_type: auto`` makes them
+integers when every id is one (written without leading zeros or a sign: ``7``, not ``007``) and
+strings when none is; a mixture is an error naming the first id of the other kind (choose
+``id_type: string``).  A CSV's id and label cells are read as text, so ``007`` stays ``007``.
+
+Images are JPEG, PNG or FITS (:mod:`gzmorph.fits`, options ``fits:``); a file of any other kind is
+an error here, while a file that cannot be decoded is left to the bad-image policy of
+:mod:`gzmorph.preprocess`.  Every other problem (absent columns, empty ids or labels, duplicate
+ids, a sub-folder inside a class folder, a class folder without images) is one
+:class:`~gzmorph.io.InputError` naming the file, row (line) or key.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..fits import FitsOptions
+from ..io import InputError
+from ..preprocess import IMAGE_SUFFIXES, image_stem, image_suffix
+from ..tree import GZ2_TREE, KAGGLE_COLUMNS
+from .validate import (check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns,
+                       row_name)
+
+LAYOUTS = ("table", "folder")
+ID_TYPES = ("auto", "integer", "string")
+VOTE_KINDS = ("none", "kaggle", "gz2")
+#: the label column of the folder layout: the name of the class folder
+FOLDER_LABEL = "class"
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+#: names a curated catalogue gives its own columns; a catalogue's own column of that name is renamed
+RESERVED = ("label", "label_name", "confidence", "split", "true_label", "source")
+
+
+@dataclass
+class TableSettings:
+    """The ``table:`` config block (and a table entry of ``sources:``): where the catalogue, ids,
+    images, labels and votes are."""
+
+    layout: str = "table"  # table | folder
+    catalogue: str = ""  # table layout: CSV / Parquet file, relative to data_dir or absolute
+    id_column: str = "id"
+    id_type: str = "auto"  # auto | integer | string
+    image_column: str = ""  # a column of image paths, relative to data_dir or absolute
+    image_dir: str = ""  # or: the images' folder (relative to data_dir) ...
+    image_pattern: str = ""  # ... and their file names, e.g. "{id}.fits"
+    label_columns: list[str] = field(default_factory=list)
+    votes: str = "none"  # none | kaggle | gz2
+    vote_suffix: str = ""  # gz2 votes: the column suffix, e.g. _weighted_fraction
+    fits: FitsOptions = field(default_factory=FitsOptions)
+
+    @classmethod
+    def from_config(cls, given: dict | None, where: str = "table") -> TableSettings:
+        from ..settings import options
+
+        given = dict(given or {})
+        fits = FitsOptions.from_config(given.pop("fits", None), f"{where}.fits")
+        out = options(cls, {**given, "fits": fits}, where)
+        out.check(where)
+        return out
+
+    def check(self, where: str = "table") -> None:
+        for key, allowed in (("layout", LAYOUTS), ("id_type", ID_TYPES), ("votes", VOTE_KINDS)):
+            if getattr(self, key) not in allowed:
+                raise InputError(f"{where}.{key}: {getattr(self, key)!r} is not one of {list(allowed)}")
+        if self.layout == "folder":
+            given = [k for k in ("catalogue", "image_column", "image_dir", "image_pattern") if getattr(self, k)]
+            if given or self.votes != "none":
+                raise InputError(f"{where}: the folder layout (<data_dir>/<class>/<image>) has no catalogue, "
+                                 f"image column or votes; remove {', '.join(given) or 'votes'}")
+            return
+        if not self.catalogue:
+            raise InputError(f"{where}.catalogue: the table layout needs its catalogue file (CSV or Parquet)")
+        if bool(self.image_column) == bool(self.image_pattern):
+            raise InputError(f"{where}: give either image_column (a column of paths) or image_pattern "
+                             "(file names in image_dir, e.g. '{id}.fits'), not both or neither")
+        if self.image_dir and not self.image_pattern:
+            raise InputError(f"{where}.image_dir: goes with image_pattern")
+        if self.image_pattern:
+            fields_ = [f for _, f, _, _ in string.Formatter().parse(self.image_pattern) if f is not None]
+            if not fields_:
+                raise InputError(f"{where}.image_pattern: {self.image_pattern!r} names no column; "
+                                 "write e.g. '{id}.fits'")
+        if self.vote_suffix and self.votes != "gz2":
+            raise InputError(f"{where}.vote_suffix: only gz2 votes have a suffix")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def catalogue_path(data_dir: str | Path, settings: TableSettings) -> Path:
+    """The catalogue file (table layout) or the class folder (folder layout) the source is read from."""
+    data_dir = Path(data_dir)
+    if settings.layout == "folder":
+        return data_dir
+    path = Path(settings.catalogue)
+    return path if path.is_absolute() else data_dir / path
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+def _plain(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id") -> pd.Series:
+    """Ids as int64 or string (one type for the column).  ``raw`` holds text (a CSV read as text,
+    file stems) or a Parquet column's values; ``name(i)`` says where row ``i`` is."""
+    if raw.isna().any():
+        i = int(np.flatnonzero(raw.isna().to_numpy())[0])
+        raise InputError(f"{name(i)}: empty {where}")
+    if pd.api.types.is_integer_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        if id_type == "string":
+            return raw.astype(str).astype("string")
+        return raw.astype("int64")
+    if pd.api.types.is_float_dtype(raw.dtype):
+        v = raw.to_numpy(float)
+        bad = np.flatnonzero(v != np.round(v))
+        if len(bad):
+            raise InputError(f"{name(int(bad[0]))}: {where} {_plain(raw.iloc[int(bad[0])])!r} is neither an "
+                             "integer nor text (store ids as integers or strings)")
+        return raw.astype("int64") if id_type != "string" else raw.astype("int64").astype(str).astype("string")
+    kinds = [type(_plain(v)) for v in raw]
+    if any(k not in (str, int) for k in kinds):
+        i = next(i for i, k in enumerate(kinds) if k not in (str, int))
+        raise InputError(f"{name(i)}: {where} {_plain(raw.iloc[i])!r} is neither an integer nor text")
+    text = [str(v).strip() if isinstance(v, str) else str(v) for v in raw]
+    if any(t == "" for t in text):
+        raise InputError(f"{name(text.index(''))}: empty {where}")
+    is_int = np.array([isinstance(v, int) or bool(_INT.fullmatch(t)) for v, t in zip(raw, text)])
+    if id_type == "string":
+        return pd.Series(text, index=raw.index, dtype="string")
+    if id_type == "integer":
+        if not is_int.all():
+            i = int(np.flatnonzero(~is_int)[0])
+            raise InputError(f"{name(i)}: {where} {text[i]!r} is not an integer (the source's id_type is "
+                             "integer; choose string)")
+        return pd.Series([int(t) for t in text], index=raw.index, dtype="int64")
+    if is_int.all():
+        return pd.Series([int(t) for t in text], index=raw.index, dtype="int64")
+    if not is_int.any():
+        return pd.Series(text, index=raw.index, dtype="string")
+    # a mixture: name the first id of the kind that differs from the first row's
+    i = int(np.flatnonzero(is_int != is_int[0])[0])
+    kinds = ("an integer", "text") if is_int[0] else ("text", "an integer")
+    raise InputError(f"{name(i)}: mixed id types: {where} {text[i]!r} is {kinds[1]} while {text[0]!r} "
+                     f"({name(0)}) is {kinds[0]}; set id_type: string to read every id as text")
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def read_table_source(data_dir: str | Path, settings: TableSettings | dict | None = None, **options) -> pd.DataFrame:
+    """Read a table source into the standard table: ``id`` (int64 or string), ``image_path``, the 37
+    cumulative Kaggle columns when votes are declared, the label columns and the catalogue's
+    other columns."""
+    if not isinstance(settings, TableSettings):
+        settings = TableSettings.from_config({**(settings or {}), **options})
+    data_dir = Path(data_dir).resolve()
+    if settings.layout == "folder":
+        return read_folder(data_dir, settings)
+    return read_catalogue_table(data_dir, settings)
+
+
+def _rename_reserved(df: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue's own columns named like the standard or curated table's (``id``, ``label`` ...)
+    become ``catalogue_<name>``."""
+    clash = {c: f"catalogue_{c}" for c in ("id", "image_path", *RESERVED) if c in df.columns}
+    return df.rename(columns=clash)
+
+
+def read_catalogue_table(data_dir: Path, s: TableSettings) -> pd.DataFrame:
+    file = catalogue_path(data_dir, s)
+    if not file.is_file():
+        raise InputError(f"{file}: table catalogue not found (config table.catalogue, relative to data_dir "
+                         f"{data_dir})")
+    as_text = [s.id_column, *s.label_columns]
+    df = read_catalogue(file, text_columns=as_text)
+    pattern_cols = [f for _, f, _, _ in string.Formatter().parse(s.image_pattern or "") if f]
+    needed = [s.id_column, *([s.image_column] if s.image_column else []),
+              *[c for c in pattern_cols if c != "id" or s.id_column == "id"], *s.label_columns]
+    require_columns(df, list(dict.fromkeys(needed)), file)
+
+    def name(i: int) -> str:
+        return f"{file}: {row_name(file, i)}"
+
+    ids = typed_ids(df[s.id_column], s.id_type, name, f"id ({s.id_column!r})")
+    check_ids(ids, file)
+    for col in s.label_columns:
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise InputError(f"{name(i)}, column {col!r}: empty label (id {_plain(ids.iloc[i])!r}); "
+                             f"{int(empty.sum())} empty cell(s) in this label column")
+    if s.image_column:
+        paths = []
+        for i, v in enumerate(df[s.image_column]):
+            if pd.isna(v) or not str(v).strip():
+                raise InputError(f"{name(i)}, column {s.image_column!r}: empty image path")
+            p = Path(str(v).strip())
+            paths.append(p if p.is_absolute() else data_dir / p)
+    else:
+        folder = data_dir / s.image_dir
+        paths = []
+        for i, row in enumerate(df.to_dict("records")):
+            try:
+                paths.append(folder / s.image_pattern.format_map({**row, "id": _plain(ids.iloc[i])}))
+            except (KeyError, ValueError, IndexError) as err:
+                raise InputError(f"config table.image_pattern: {s.image_pattern!r} cannot name the image of "
+                                 f"{row_name(file, i)} ({err})") from None
+    for i, p in enumerate(paths):
+        if not image_suffix(p):
+            raise InputError(f"{name(i)}: {p} is not an image file (JPEG, PNG or FITS: "
+                             f"{', '.join(IMAGE_SUFFIXES)})")
+    out = pd.DataFrame({"id": ids.to_numpy(), "image_path": [str(p) for p in paths]}, index=df.index)
+    out["id"] = out["id"].astype(ids.dtype)
+    votes = _votes(df, s, file, ids)
+    rest = df.drop(columns=[s.id_column, *(["image_path"] if s.image_column == "image_path" else [])])
+    rest = rest.drop(columns=[c for c in rest.columns if votes is not None and c in votes.columns])
+    parts = [out, *([votes] if votes is not None else []), _rename_reserved(rest)]
+    return pd.concat(parts, axis=1).reset_index(drop=True)
+
+
+def _votes(df: pd.DataFrame, s: TableSettings, file: Path, ids: pd.Series) -> pd.DataFrame | None:
+    if s.votes == "none":
+        return None
+    if s.votes == "kaggle":
+        require_columns(df, KAGGLE_COLUMNS, file)
+        check_fractions(df, KAGGLE_COLUMNS, file)
+        votes = df[KAGGLE_COLUMNS].apply(pd.to_numeric).astype(float)
+        check_tree_sums(votes, file, ids)
+        return votes
+    cols = [f"{a.gz2}{s.vote_suffix}" for a in GZ2_TREE.answers]
+    require_columns(df, cols, file)
+    check_fractions(df, cols, file)
+    conditional = pd.DataFrame({a.kaggle: pd.to_numeric(df[c]).astype(float).to_numpy()
+                                for a, c in zip(GZ2_TREE.answers, cols)}, index=df.index)
+    check_tree_sums(conditional, file, ids, conditional=True)
+    return GZ2_TREE.to_cumulative(conditional)
+
+
+def _hidden(p: Path) -> bool:
+    return p.name.startswith(".")
+
+
+def read_folder(data_dir: Path, s: TableSettings) -> pd.DataFrame:
+    """``data_dir/<class>/<image>``: one row per image, the class in column ``class``."""
+    if not data_dir.is_dir():
+        raise InputError(f"{data_dir}: image folder not found (the folder layout is <data_dir>/<class>/<image>)")
+    classes = sorted(p for p in data_dir.iterdir() if p.is_dir() and not _hidden(p))
+    if not classes:
+        raise InputError(f"{data_dir}: no class sub-folders (the folder layout is <data_dir>/<class>/<image>, "
+                         "one sub-folder per class)")
+    rows = []
+    for folder in classes:
+        entries = sorted(p for p in folder.iterdir() if not _hidden(p))
+        images = [p for p in entries if not p.is_dir() and image_suffix(p)]
+        if not images:
+            held = ", ".join(p.name for p in entries[:3]) + (" ..." if len(entries) > 3 else "")
+            raise InputError(f"{folder}: sub-folder with no images, so it is not a class (the folder layout is "
+                             f"<data_dir>/<class>/<image>; it holds {held or 'nothing'}); remove it or add its "
+                             "images")
+        for p in entries:
+            if p.is_dir():
+                raise InputError(f"{p}: a folder inside the class folder {folder.name!r}; the folder layout is "
+                                 "<data_dir>/<class>/<image>, one level of class folders, so this is not a "
+                                 "class (move its images up, or remove it)")
+            if not image_suffix(p):
+                raise InputError(f"{p}: not an image file (JPEG, PNG or FITS: {', '.join(IMAGE_SUFFIXES)}) "
+                                 f"in the class folder {folder.name!r}")
+        rows += [(image_stem(p), str(p), folder.name) for p in images]
+    stems = pd.Series([r[0] for r in rows], dtype=object)
+    ids = typed_ids(stems, s.id_type, lambda i: rows[i][1], "id (file name)")
+    dup = ids[ids.duplicated(keep=False)]
+    if len(dup):
+        first = dup.iloc[0]
+        files = [rows[i][1] for i in np.flatnonzero((ids == first).to_numpy())]
+        raise InputError(f"{' and '.join(files)} share the id {_plain(first)!r} (ids are file names without "
+                         f"their suffix; {dup.nunique()} shared id(s) in all): give them distinct file names")
+    out = pd.DataFrame({"id": ids.to_numpy(), "image_path": [r[1] for r in rows],
+                        FOLDER_LABEL: [r[2] for r in rows]})
+    out["id"] = out["id"].astype(ids.dtype)
+    return out

@@ -1,0 +1,134 @@
+"""FITS images (gzmorph.fits): bands chosen by HDU, the Lupton asinh RGB, bad cutouts unreadable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.visualization import make_lupton_rgb
+
+from gzmorph.fits import FitsOptions, load_fits, read_bands
+from gzmorph.io import InputError
+from gzmorph.preprocess import apply_bad_image_policy, image_stem, load_image, preprocess_images
+
+
+def galaxy(n: int = 48, seed: int = 0, amp: float = 50.0) -> np.ndarray:
+    """A round blob on noise, float32, with its centre a little above the middle row."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:n, :n]
+    blob = amp * np.exp(-((x - n / 2) ** 2 + (y - n / 2) ** 2) / (2 * (n / 8) ** 2))
+    return (blob + rng.normal(0, 0.5, (n, n))).astype(np.float32)
+
+
+def test_one_band_is_grey_and_matches_lupton(tmp_path):
+    path = tmp_path / "g.fits"
+    img = galaxy()
+    fits.PrimaryHDU(img).writeto(path)
+    out = load_fits(path, 48, 1.0, {"stretch": 3.0, "Q": 5.0})
+    assert out.shape == (48, 48, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+    expected = np.flipud(make_lupton_rgb(img, img, img, minimum=0.0, stretch=3.0, Q=5.0))
+    assert np.array_equal(out, expected)  # same size: the area resize is the identity
+    other = load_fits(path, 48, 1.0, {"stretch": 20.0, "Q": 5.0})
+    assert not np.array_equal(out, other)  # the stretch reaches astropy
+
+
+def test_first_fits_row_is_the_bottom_of_the_picture(tmp_path):
+    img = np.zeros((16, 16), np.float32)
+    img[0, :] = 100.0  # FITS row 0: the bottom of the sky image
+    path = tmp_path / "edge.fits"
+    fits.PrimaryHDU(img).writeto(path)
+    out = load_fits(path, 16, 1.0)
+    assert out[-1].max() > 0 and out[0].max() == 0
+
+
+def test_three_bands_from_a_cube_and_from_named_extensions(tmp_path):
+    r, g, b = galaxy(seed=1, amp=60), galaxy(seed=2, amp=30), galaxy(seed=3, amp=10)
+    fits.PrimaryHDU(np.stack([r, g, b])).writeto(tmp_path / "cube.fits")
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(g, name="G"), fits.ImageHDU(r, name="R"),
+                         fits.ImageHDU(b, name="B")])
+    hdul.writeto(tmp_path / "ext.fits")
+    cube = load_fits(tmp_path / "cube.fits", 24, 0.5, {"bands": 3})
+    ext = load_fits(tmp_path / "ext.fits", 24, 0.5, {"bands": 3, "extensions": ["R", "G", "B"]})
+    assert np.array_equal(cube, ext)
+    assert cube[..., 0].mean() > cube[..., 2].mean()  # red is the brightest band
+    by_index = read_bands(tmp_path / "ext.fits", {"extensions": [2]})
+    assert np.array_equal(by_index[0], r)
+
+
+def test_first_image_hdu_is_found_past_an_empty_primary(tmp_path):
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(galaxy(), name="SCI")]).writeto(tmp_path / "g.fits")
+    assert load_fits(tmp_path / "g.fits", 16, 0.5).shape == (16, 16, 3)
+
+
+def test_gzipped_fits_is_read(tmp_path):
+    fits.PrimaryHDU(galaxy()).writeto(tmp_path / "g.fits.gz")
+    assert load_image(tmp_path / "g.fits.gz", 16, 0.5).shape == (16, 16, 3)
+    assert image_stem(tmp_path / "g.fits.gz") == "g"
+
+
+@pytest.mark.parametrize("case, options, message", [
+    ("table", {}, "no image HDU"),
+    ("bands2", {"bands": 3}, "2 band(s); the source's fits.bands is 3"),
+    ("bands3", {}, "3 band(s); the source's fits.bands is 1"),
+    ("nan", {}, "NaN or infinite"),
+    ("blank", {}, "blank FITS cutout"),
+    ("plain", {"extensions": ["NOPE"]}, "no HDU 'NOPE'"),
+    ("notfits", {}, "cannot read FITS file"),
+    ("missing", {}, "image file not found"),
+])
+def test_bad_fits_is_one_error_naming_the_file(tmp_path, case, options, message):
+    path = tmp_path / f"{case}.fits"
+    if case == "table":
+        cols = fits.ColDefs([fits.Column(name="a", format="E", array=np.arange(3.0))])
+        fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path)
+    elif case == "bands2":
+        fits.PrimaryHDU(np.stack([galaxy(), galaxy(seed=1)])).writeto(path)
+    elif case == "bands3":
+        fits.PrimaryHDU(np.stack([galaxy()] * 3)).writeto(path)
+    elif case == "nan":
+        img = galaxy()
+        img[3, 4] = np.nan
+        fits.PrimaryHDU(img).writeto(path)
+    elif case == "blank":
+        fits.PrimaryHDU(np.zeros((20, 20), np.float32)).writeto(path)
+    elif case == "plain":
+        fits.PrimaryHDU(galaxy()).writeto(path)
+    elif case == "notfits":
+        path.write_text("SIMPLE? no, this is text\n")
+    with pytest.raises(InputError) as err:
+        load_image(path, 16, 0.5, fits=options)
+    assert str(path) in str(err.value) and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_max_pixels_refuses_before_reading(tmp_path):
+    fits.PrimaryHDU(galaxy(64)).writeto(tmp_path / "big.fits")
+    with pytest.raises(InputError, match="exceeds max_image_pixels=1000"):
+        load_image(tmp_path / "big.fits", 16, 0.5, max_pixels=1000)
+
+
+def test_bad_fits_follow_the_bad_image_policy(tmp_path):
+    paths = []
+    for i in range(5):
+        img = galaxy(seed=i)
+        if i == 2:
+            img[:] = np.nan
+        fits.PrimaryHDU(img).writeto(tmp_path / f"{i}.fits")
+        paths.append(tmp_path / f"{i}.fits")
+    images, bad = preprocess_images(paths, 16, 0.5, workers=1, progress=False,
+                                    fits=[{"bands": 1}] * 5)
+    assert [i for i, _ in bad] == [2] and "NaN" in bad[0][1]
+    assert images[2].max() == 0 and images[0].max() > 0
+    apply_bad_image_policy(bad, 5, 0.2)  # 1 of 5 is within 20 %
+    with pytest.raises(InputError, match="2.fits"):
+        apply_bad_image_policy(bad, 5, 0.1)
+
+
+def test_options_are_checked():
+    with pytest.raises(InputError, match="bands: 2 must be 1 or 3"):
+        FitsOptions.from_config({"bands": 2})
+    with pytest.raises(InputError, match="set bands: 3"):
+        FitsOptions.from_config({"extensions": [1, 2, 3]})
+    with pytest.raises(InputError, match="unknown option"):
+        FitsOptions.from_config({"strech": 3})

@@ -1,0 +1,220 @@
+"""The table source (gzmorph.sources.table): users' catalogues and class folders, ids as given."""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, fields, is_dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from gzmorph.config_check import config_errors
+from gzmorph.io import InputError
+from gzmorph.sources import read_source
+from gzmorph.sources.table import TableSettings
+from gzmorph.tree import KAGGLE_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def schema_keys(node: dict) -> dict:
+    return {k: schema_keys(v) if "properties" in v else None for k, v in node.get("properties", {}).items()}
+
+
+def class_keys(cls) -> dict:
+    return {f.name: class_keys(f.default_factory) if f.default_factory is not MISSING and is_dataclass(f.default_factory) else None
+            for f in fields(cls)}
+
+
+def png(path, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 24), (value, value, value)).save(path)
+    return path
+
+
+def catalogue(tmp_path, rows: dict, name="cat.csv"):
+    df = pd.DataFrame(rows)
+    if name.endswith(".parquet"):
+        df.to_parquet(tmp_path / name, index=False)
+    else:
+        df.to_csv(tmp_path / name, index=False)
+    return tmp_path / name
+
+
+def test_string_ids_stay_as_written_with_a_pattern(tmp_path):
+    for i in ("007", "NGC1300", "a-1"):
+        png(tmp_path / "img" / f"{i}.png")
+    catalogue(tmp_path, {"objid": ["007", "NGC1300", "a-1"], "morph": ["S", "E", "S"], "z": [0.1, 0.2, 0.3]})
+    df = read_source("table", tmp_path, catalogue="cat.csv", id_column="objid", image_dir="img",
+                     image_pattern="{id}.png", label_columns=["morph"])
+    assert df["id"].tolist() == ["007", "NGC1300", "a-1"] and pd.api.types.is_string_dtype(df["id"])
+    assert df["image_path"].tolist() == [str(tmp_path.resolve() / "img" / f"{i}.png") for i in df["id"]]
+    assert df["morph"].tolist() == ["S", "E", "S"] and df["z"].tolist() == [0.1, 0.2, 0.3]
+    assert not any(c in df.columns for c in KAGGLE_COLUMNS)
+
+
+def test_integer_ids_and_a_path_column(tmp_path):
+    png(tmp_path / "a" / "x.png")
+    png(tmp_path / "b" / "y.jpg")
+    catalogue(tmp_path, {"id": [12, 3], "path": ["a/x.png", str(tmp_path / "b" / "y.jpg")]}, "cat.parquet")
+    df = read_source("table", tmp_path, catalogue="cat.parquet", image_column="path")
+    assert df["id"].dtype == np.int64 and df["id"].tolist() == [12, 3]
+    assert df["image_path"].tolist() == [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "y.jpg")]
+
+
+def test_id_type_string_keeps_digits_as_text(tmp_path):
+    catalogue(tmp_path, {"id": ["1", "2"], "p": ["1.png", "2.png"]})
+    df = read_source("table", tmp_path, catalogue="cat.csv", image_column="p", id_type="string")
+    assert df["id"].tolist() == ["1", "2"]
+    df = read_source("table", tmp_path, catalogue="cat.csv", image_column="p")
+    assert df["id"].tolist() == [1, 2]
+
+
+def test_string_ids_in_parquet_keep_their_type(tmp_path):
+    catalogue(tmp_path, {"id": ["12", "13"], "p": ["1.png", "2.png"]}, "c.parquet")
+    df = read_source("table", tmp_path, catalogue="c.parquet", image_column="p", id_type="string")
+    assert df["id"].tolist() == ["12", "13"]
+
+
+def test_reserved_column_names_are_kept_under_another_name(tmp_path):
+    catalogue(tmp_path, {"id": [1, 2], "p": ["1.png", "2.png"], "label": ["a", "b"], "split": ["x", "y"]})
+    df = read_source("table", tmp_path, catalogue="cat.csv", image_column="p", label_columns=["label"])
+    assert df["catalogue_label"].tolist() == ["a", "b"] and "label" not in df.columns
+    assert "catalogue_split" in df.columns
+
+
+def test_declared_kaggle_votes_read_like_the_kaggle_source(tiny_kaggle):
+    src = pd.read_csv(tiny_kaggle / "training_solutions_rev1.csv")
+    src.insert(1, "file", [f"images_training_rev1/{i}.jpg" for i in src["GalaxyID"]])
+    src.to_csv(tiny_kaggle / "mine.csv", index=False)
+    df = read_source("table", tiny_kaggle, catalogue="mine.csv", id_column="GalaxyID", image_column="file",
+                     votes="kaggle")
+    ref = read_source("kaggle", tiny_kaggle)
+    assert df["id"].tolist() == ref["id"].tolist()
+    assert df["image_path"].tolist() == ref["image_path"].tolist()
+    np.testing.assert_allclose(df[KAGGLE_COLUMNS].to_numpy(), ref[KAGGLE_COLUMNS].to_numpy())
+
+
+def test_declared_gz2_votes_are_made_cumulative(gz2_dir, tmp_path):
+    from gzmorph.tree import GZ2_TREE
+
+    ref = read_source("gz2", gz2_dir)
+    src = pd.read_csv(gz2_dir / "gz2_hart16_subset.csv").head(50)
+    src.to_csv(tmp_path / "g.csv", index=False)
+    df = read_source("table", tmp_path, catalogue="g.csv", id_column="dr7objid", image_dir=str(gz2_dir / "images"),
+                     image_pattern="{asset_id}.jpg", votes="gz2", vote_suffix="_weighted_fraction")
+    assert df["id"].tolist() == ref["id"].head(50).tolist()
+    assert df["image_path"].tolist() == ref["image_path"].head(50).tolist()
+    np.testing.assert_allclose(df[KAGGLE_COLUMNS].to_numpy(), ref[KAGGLE_COLUMNS].head(50).to_numpy())
+    assert len(GZ2_TREE.answers) == 37
+
+
+def test_folder_layout_classes_and_ids(tmp_path):
+    for cls, ids in {"spiral": ["10", "11"], "round": ["12"], "edge-on": ["13", "14"]}.items():
+        for i in ids:
+            png(tmp_path / cls / f"{i}.jpg")
+    (tmp_path / ".DS_Store").write_text("x")
+    (tmp_path / "README.txt").write_text("top-level files are not classes")
+    df = read_source("table", tmp_path, layout="folder")
+    assert df["id"].dtype == np.int64
+    assert dict(zip(df["id"], df["class"])) == {10: "spiral", 11: "spiral", 12: "round", 13: "edge-on",
+                                                14: "edge-on"}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nested", "a folder inside the class folder 'round'"),
+    ("not_image", "not an image file"),
+    ("empty_class", "sub-folder with no images, so it is not a class"),
+    ("same_id", "share the id 5"),
+    ("mixed", "mixed id types"),
+])
+def test_bad_folders_are_one_error_naming_the_file(tmp_path, case, message):
+    png(tmp_path / "round" / "5.png")
+    png(tmp_path / "spiral" / "6.png")
+    bad = {"nested": tmp_path / "round" / "more", "not_image": tmp_path / "spiral" / "notes.txt",
+           "empty_class": tmp_path / "misc", "same_id": tmp_path / "spiral" / "5.png",
+           "mixed": tmp_path / "spiral" / "abc.png"}[case]
+    if case in ("nested", "empty_class"):
+        bad.mkdir()
+        if case == "empty_class":
+            (bad / "x.txt").write_text("not an image")
+    elif case == "not_image":
+        bad.write_text("hello")
+    else:
+        png(bad)
+    with pytest.raises(InputError) as err:
+        read_source("table", tmp_path, layout="folder")
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    assert str(bad) in text
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty_label", "line 3, column 'morph': empty label"),
+    ("mixed_ids", "line 3: mixed id types"),
+    ("duplicate", "duplicate id 1"),
+    ("missing_id", "line 2: empty id"),
+    ("not_image", "line 2: "),
+    ("no_column", "missing column(s) 'morph'"),
+    ("float_id", "neither an integer nor text"),
+])
+def test_bad_tables_are_one_error_naming_file_row_or_key(tmp_path, case, message):
+    rows = {"id": ["1", "2"], "p": ["1.png", "2.png"], "morph": ["S", "E"]}
+    fmt = "cat.csv"
+    if case == "empty_label":
+        rows["morph"] = ["S", ""]
+    elif case == "mixed_ids":
+        rows["id"] = ["1", "abc"]
+    elif case == "duplicate":
+        rows["id"] = ["1", "1"]
+    elif case == "missing_id":
+        rows["id"] = ["", "2"]
+    elif case == "not_image":
+        rows["p"] = ["1.txt", "2.png"]
+    elif case == "no_column":
+        del rows["morph"]
+    elif case == "float_id":
+        rows["id"] = [1.5, 2.0]
+        fmt = "cat.parquet"
+    file = catalogue(tmp_path, rows, fmt)
+    with pytest.raises(InputError) as err:
+        read_source("table", tmp_path, catalogue=fmt, image_column="p", label_columns=["morph"])
+    text = str(err.value)
+    assert str(file) in text and message in text and "\n" not in text
+    if case == "not_image":
+        assert "1.txt is not an image file" in text
+
+
+def test_settings_are_checked():
+    with pytest.raises(InputError, match="either image_column"):
+        TableSettings.from_config({"catalogue": "c.csv"})
+    with pytest.raises(InputError, match="folder layout"):
+        TableSettings.from_config({"layout": "folder", "catalogue": "c.csv"})
+    with pytest.raises(InputError, match="names no column"):
+        TableSettings.from_config({"catalogue": "c.csv", "image_pattern": "x.fits"})
+
+
+def test_config_yaml_shows_the_table_defaults_and_the_schema_its_keys():
+    assert CONFIG["table"] == TableSettings().as_dict()
+    assert schema_keys(SCHEMA["properties"]["table"]) == class_keys(TableSettings)
+
+
+def test_config_check_names_table_and_source_keys():
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg.update(source="table", data_dir="")
+    errors = config_errors(cfg, schema)
+    assert any(e.startswith("config table.catalogue:") for e in errors)
+    assert any(e.startswith("config data_dir:") for e in errors)
+    cfg.update(data_dir="/data", sources={"a b": {"source": "kaggle", "data_dir": "x"}})
+    assert any("sources" in e for e in config_errors(cfg, schema))
+    cfg.update(data_dir="", sources={"a": {"source": "kaggle", "data_dir": "x", "cut": "nope"},
+                                     "b": {"source": "table", "data_dir": "y", "table": {"layout": "folder"}}})
+    errors = config_errors(cfg, schema)
+    assert errors == [("config sources.a.cut: 'nope' is not a named cut nor defined under 'cuts:' "
+                       "(known: guan9, hiwl5)")]
