@@ -31,7 +31,8 @@ META_CUT = b"gzmorph.cut"
 def select(source: pd.DataFrame, cut: Cut, max_per_class: int | None = None,
            where: str = "source catalogue") -> tuple[pd.DataFrame, dict]:
     """Label with ``cut``; keep the most confident ``max_per_class`` (or the cut's top_k) per class."""
-    assigned = cut.assign(source[KAGGLE_COLUMNS])
+    cut = cut.resolve(source, where)
+    assigned = cut.assign_table(source, where)
     cap = max_per_class or cut.top_k
     df = source.assign(label=assigned["label"].to_numpy(), confidence=assigned["confidence"].to_numpy())
     df = df[df["label"] >= 0]
@@ -41,13 +42,8 @@ def select(source: pd.DataFrame, cut: Cut, max_per_class: int | None = None,
         raise InputError(f"{where}: cut {cut.name!r} leaves class(es) {empty} empty "
                          f"(counts: {dict(zip(cut.class_names, n_matched.tolist()))}); "
                          "loosen the cut or choose another source")
-    if cap:
-        # most confident first; ties broken by id so the choice is deterministic
-        df = (df.sort_values(["label", "confidence", "id"], ascending=[True, False, True])
-                .groupby("label", sort=True).head(cap))
-    df = df.sort_values("id").reset_index(drop=True)
-    df.insert(2, "label_name", np.asarray(cut.class_names, dtype=object)[df["label"].to_numpy()])
-    if "true_answers" in df.columns:
+    df = _cap_and_name(df, cut.class_names, cap)
+    if "true_answers" in df.columns and cut.needs_votes:
         df["true_label"] = true_labels(df["true_answers"], cut)
     stats = {
         "cut": cut.name, "cut_kind": cut.kind, "cut_description": cut.description,
@@ -55,6 +51,83 @@ def select(source: pd.DataFrame, cut: Cut, max_per_class: int | None = None,
         "n_source": int(len(source)), "n_ambiguous": int(assigned["ambiguous"].sum()),
         "n_matched_per_class": dict(zip(cut.class_names, map(int, n_matched))),
         "max_per_class": cap,
+    }
+    return df, stats
+
+
+def _cap_and_name(df: pd.DataFrame, classes: list[str], cap: int | None) -> pd.DataFrame:
+    if cap:
+        # most confident first; ties broken by id so the choice is deterministic
+        df = (df.sort_values(["label", "confidence", "id"], ascending=[True, False, True])
+                .groupby("label", sort=True).head(cap))
+    df = df.sort_values("id").reset_index(drop=True)
+    df.insert(2, "label_name", np.asarray(classes, dtype=object)[df["label"].to_numpy()])
+    return df
+
+
+def select_sources(source: pd.DataFrame, cuts: dict[str, Cut], max_per_class: int | None = None,
+                   where: str = "source catalogue", name: str = "") -> tuple[pd.DataFrame, dict]:
+    """:func:`select` over several sources merged into ``source`` (its ``source`` column): each
+    source labelled by its own cut (``cuts``: source name -> cut), classes matched by name.
+
+    A class that only one source gives is an error naming it, the source and its cut (map it to a
+    shared name in a label cut's ``classes``, or leave it out).  Class order: the first source's,
+    then any new class of later sources.  The cap keeps the most confident per class over the
+    union (label cuts' galaxies have confidence 1)."""
+    per, order, has = {}, [], {}
+    for src, cut in cuts.items():
+        sub = source[source["source"] == src]
+        w = f"{where} (source {src!r})"
+        if not len(sub):
+            raise InputError(f"{w}: no galaxies")
+        cut = cut.resolve(sub, w)
+        per[src] = (sub, cut, cut.assign_table(sub, w))
+        for c in cut.class_names:
+            if c not in has:
+                order.append(c)
+            has.setdefault(c, []).append(src)
+    if len(cuts) > 1:
+        alone = [(c, srcs[0]) for c, srcs in has.items() if len(srcs) == 1]
+        if alone:
+            c, src = alone[0]
+            others = [s for s in cuts if s != src]
+            raise InputError(
+                f"{where}: class {c!r} exists in source {src!r} only (cut {cuts[src].name!r}), not in "
+                f"{', '.join(map(repr, others))} (classes: "
+                f"{'; '.join(f'{s}: {per[s][1].class_names}' for s in cuts)}); sources must share their "
+                "classes: map it to a shared class name in a label cut's classes (e.g. "
+                f"{{{c!r}: ...}} under the cut's classes), or leave it out"
+                + (f" ({len(alone)} such class(es): {[a for a, _ in alone]})" if len(alone) > 1 else ""))
+    pos = {c: k for k, c in enumerate(order)}
+    parts, stats_per = [], {}
+    for src, (sub, cut, assigned) in per.items():
+        local = assigned["label"].to_numpy()
+        label = np.array([pos[cut.class_names[k]] if k >= 0 else -1 for k in local], dtype=np.int64)
+        part = sub.assign(label=label, confidence=assigned["confidence"].to_numpy())
+        parts.append(part[part["label"] >= 0])
+        matched = {c: int((local == k).sum()) for k, c in enumerate(cut.class_names)}
+        stats_per[src] = {"cut": cut.name, "cut_kind": cut.kind, "cut_description": cut.description,
+                          "cut_rules": cut.rules_text, "n_source": int(len(sub)),
+                          "n_ambiguous": int(assigned["ambiguous"].sum()), "n_matched_per_class": matched}
+    df = pd.concat(parts)
+    n_matched = df.groupby("label").size().reindex(range(len(order)), fill_value=0)
+    empty = [order[k] for k, n in n_matched.items() if n == 0]
+    if empty:
+        raise InputError(f"{where}: the cuts leave class(es) {empty} empty in every source "
+                         f"(counts: {dict(zip(order, n_matched.tolist()))})")
+    caps = [c.top_k for _, c, _ in per.values() if c.top_k]
+    cap = max_per_class or (min(caps) if caps else None)
+    df = _cap_and_name(df, order, cap)
+    stats = {
+        "cut": name or "+".join(dict.fromkeys(c.name for c in cuts.values())), "cut_kind": "sources",
+        "cut_description": "several sources, each by its own cut: " + ", ".join(
+            f"{s} by {c.name!r}" for s, c in cuts.items()),
+        "cut_rules": {f"{s}: {c}": r for s, (_, cut, _) in per.items() for c, r in cut.rules_text.items()},
+        "classes": order, "n_source": int(len(source)),
+        "n_ambiguous": int(sum(v["n_ambiguous"] for v in stats_per.values())),
+        "n_matched_per_class": dict(zip(order, map(int, n_matched))), "max_per_class": cap,
+        "sources": stats_per,
+        "n_selected_per_source": {s: int((df["source"] == s).sum()) for s in cuts},
     }
     return df, stats
 
@@ -104,7 +177,7 @@ def assign_splits(labels: np.ndarray, ids: np.ndarray, fractions: dict, seed: in
 def split(selection: pd.DataFrame, bad_ids, fractions: dict, seed: int,
           select_stats: dict, image_qc: dict) -> tuple[pd.DataFrame, dict]:
     """Drop bad images, split, and gather the statistics the report shows."""
-    bad_ids = set(int(i) for i in bad_ids)
+    bad_ids = set(bad_ids)  # integers or strings, as the catalogue's ids are (image_qc.json keeps them)
     df = selection[~selection["id"].isin(bad_ids)].reset_index(drop=True)
     classes = select_stats["classes"]
     empty = [c for k, c in enumerate(classes) if not (df["label"] == k).any()]
@@ -123,6 +196,10 @@ def split(selection: pd.DataFrame, bad_ids, fractions: dict, seed: int,
         "split_fractions": {s: float(fractions.get(s, 0.0)) for s in SPLITS}, "seed": int(seed),
         "warnings": warnings, **image_qc,
     })
+    if "source" in df.columns and "sources" in select_stats:  # several sources: where the galaxies came from
+        per = df.groupby(["source", "split"]).size().unstack(fill_value=0)
+        stats["counts_per_source"] = {str(src): {s: int(per.loc[src].get(s, 0)) for s in SPLITS}
+                                      for src in per.index}
     if "true_label" in df.columns:
         stats["truth_match"] = float((df["true_label"] == df["label"]).mean())
         stats["truth_match_per_class"] = {

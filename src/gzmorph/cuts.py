@@ -1,6 +1,6 @@
 """Confidence-threshold cuts: from vote fractions to labelled, high-confidence classes.
 
-Two kinds, both written as data (named cuts below, user cuts in ``config.yaml``):
+Three kinds, all written as data (named cuts below, user cuts in ``config.yaml``):
 
 ``threshold``
     Per class, a list of conditions ``"<answer> <op> <value>"`` on the Kaggle
@@ -16,6 +16,13 @@ Two kinds, both written as data (named cuts below, user cuts in ``config.yaml``)
     argmax over classes (galaxies whose best confidence is 0 get none); the
     ``top_k`` most confident of each class are kept.
 
+``label``
+    Classes from a label column of the source (a table source's ``label_columns``, or the folder
+    layout's ``class``): ``column`` names it; ``classes`` (optional) maps each class to the
+    column's value or values that make it (``edge-on: [edge-on, edgeon]``), so that sources
+    naming classes differently agree; galaxies with another value are left out.  Without
+    ``classes`` every value is a class (sorted).  Confidence is 1: a label is certain.
+
 Answers may be named the Kaggle way (``Class1.2``), the GZ2 way
 (``t01_smooth_or_features_a02_features_or_disk``) or short (``t01_a02``).
 """
@@ -24,13 +31,15 @@ from __future__ import annotations
 
 import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from .io import InputError
-from .tree import GZ2_TREE, resolve_answer
+from .tree import GZ2_TREE, KAGGLE_COLUMNS, resolve_answer
+
+KINDS = ("threshold", "path_product", "label")
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _COND = re.compile(r"^\s*(cond\(\s*)?([A-Za-z0-9_.]+)\s*(\))?\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
@@ -72,20 +81,72 @@ class ClassRule:
     name: str
     conditions: tuple[Condition, ...] = ()
     confidence: Product | None = None
+    values: tuple[str, ...] = ()  # label cuts: the column's values that make this class
+
+
+def _label_text(v) -> str:
+    """A label cell (or a config value) as the text classes are matched by."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        v = int(v)
+    return str(v.item() if isinstance(v, np.generic) else v).strip()
 
 
 @dataclass(frozen=True)
 class Cut:
     name: str
-    kind: str  # "threshold" | "path_product"
+    kind: str  # "threshold" | "path_product" | "label"
     classes: tuple[ClassRule, ...]
     top_k: int | None = None
     description: str = ""
     rules_text: dict = field(default_factory=dict)
+    column: str | None = None  # label cuts: the source's label column
 
     @property
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    @property
+    def needs_votes(self) -> bool:
+        return self.kind != "label"
+
+    def _label_values(self, table: pd.DataFrame, where: str) -> pd.Series:
+        if self.column not in table.columns:
+            raise InputError(f"{where}: cut {self.name!r} takes its classes from the column {self.column!r}, "
+                             f"which this source does not have (columns: {', '.join(map(str, table.columns[:12]))}"
+                             f"{' ...' if len(table.columns) > 12 else ''})")
+        col = table[self.column]
+        empty = col.isna() | (col.astype(str).str.strip() == "")
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            ident = table["id"].iloc[i] if "id" in table.columns else table.index[i]
+            raise InputError(f"{where}: row {i} (id {ident!r}), column {self.column!r}: empty label "
+                             f"({int(empty.sum())} empty cell(s)); cut {self.name!r} needs every galaxy's label")
+        return col.map(_label_text)
+
+    def resolve(self, table: pd.DataFrame, where: str = "source catalogue") -> Cut:
+        """This cut with its classes known: a label cut without ``classes`` takes every value of its
+        column (sorted); any other cut is returned as it is."""
+        if self.kind != "label" or self.classes:
+            return self
+        values = sorted(self._label_values(table, where).unique())
+        rules = tuple(ClassRule(v, values=(v,)) for v in values)
+        return replace(self, classes=rules, rules_text={v: f"{self.column} == {v!r}" for v in values})
+
+    def assign_table(self, table: pd.DataFrame, where: str = "source catalogue") -> pd.DataFrame:
+        """:meth:`assign` on a source table: the vote columns, or the label column of a label cut."""
+        if self.kind == "label":
+            cut = self.resolve(table, where)
+            values = cut._label_values(table, where)
+            pos = {v: k for k, rule in enumerate(cut.classes) for v in rule.values}
+            label = values.map(lambda v: pos.get(v, -1)).to_numpy(np.int64)
+            return pd.DataFrame({"label": label, "confidence": np.where(label >= 0, 1.0, np.nan),
+                                 "ambiguous": np.zeros(len(table), dtype=bool)}, index=table.index)
+        missing = [c for c in KAGGLE_COLUMNS if c not in table.columns]
+        if missing:
+            raise InputError(f"{where}: cut {self.name!r} ({self.kind}) reads vote fractions, and this source has "
+                             f"none ({missing[0]} ... absent): declare its vote columns (table.votes) or use a "
+                             "label cut (kind: label)")
+        return self.assign(table[KAGGLE_COLUMNS])
 
     def assign(self, cumulative: pd.DataFrame) -> pd.DataFrame:
         """Label every galaxy: columns ``label`` (-1 = none), ``confidence``, ``ambiguous``."""
@@ -145,13 +206,50 @@ def parse_product(text: str, where: str, conditional: bool) -> Product:
     return Product(tuple(factors), str(text))
 
 
+def label_cut_from_config(name: str, spec: dict, where: str) -> Cut:
+    column = spec.get("column")
+    if not isinstance(column, str) or not column:
+        raise InputError(f"{where}.column: a label cut needs the label column its classes come from")
+    classes = spec.get("classes")
+    rules, text, owner = [], {}, {}
+    if classes is not None:
+        if not isinstance(classes, dict) or len(classes) < 2:
+            raise InputError(f"{where}.classes: give at least two classes as a mapping class -> value(s)")
+        for cname, values in classes.items():
+            w = f"{where}.classes.{cname}"
+            values = values if isinstance(values, list) else [values]
+            if not values or any(v is None or isinstance(v, (dict, list, bool)) or _label_text(v) == ""
+                                 for v in values):
+                raise InputError(f"{w}: {values!r}: give the value (or list of values) of column {column!r} "
+                                 "that makes this class")
+            texts = tuple(_label_text(v) for v in values)
+            for t in texts:
+                if t in owner and owner[t] != str(cname):
+                    raise InputError(f"{w}: the value {t!r} already makes the class {owner[t]!r}")
+                owner[t] = str(cname)
+            rules.append(ClassRule(str(cname), values=texts))
+            text[str(cname)] = (f"{column} == {texts[0]!r}" if len(texts) == 1
+                                else f"{column} in [{', '.join(map(repr, texts))}]")
+    top_k = spec.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise InputError(f"{where}.top_k: {top_k!r} is not a positive integer")
+    desc = spec.get("description") or f"classes from the label column {column!r}"
+    return Cut(name, "label", tuple(rules), top_k, desc, text, column)
+
+
 def cut_from_config(name: str, spec: dict) -> Cut:
     where = f"config cuts.{name}"
-    if not isinstance(spec, dict) or "classes" not in spec:
+    if not isinstance(spec, dict):
         raise InputError(f"{where}: needs 'classes' (a mapping class name -> rule)")
     kind = spec.get("kind", "threshold")
-    if kind not in ("threshold", "path_product"):
-        raise InputError(f"{where}.kind: {kind!r} is neither 'threshold' nor 'path_product'")
+    if kind not in KINDS:
+        raise InputError(f"{where}.kind: {kind!r} is not one of {', '.join(map(repr, KINDS))}")
+    if kind == "label":
+        return label_cut_from_config(name, spec, where)
+    if "column" in spec:
+        raise InputError(f"{where}.column: only label cuts (kind: label) read a column")
+    if "classes" not in spec:
+        raise InputError(f"{where}: needs 'classes' (a mapping class name -> rule)")
     classes_spec = spec["classes"]
     if not isinstance(classes_spec, dict) or len(classes_spec) < 2:
         raise InputError(f"{where}.classes: give at least two classes as a mapping")

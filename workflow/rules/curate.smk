@@ -23,6 +23,8 @@ rule select:
     params:
         cut=config["cut"],
         user_cuts=config["cuts"],
+        # several sources: each source's cut (empty for one source)
+        source_cuts={n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {},
         max_per_class=config["max_per_class"],
     script:
         "../scripts/select.py"
@@ -51,6 +53,7 @@ rule preprocess_images:
         crop_fraction=config["crop_fraction"],
         max_bad_fraction=config["max_bad_image_fraction"],
         max_image_pixels=config["max_image_pixels"],
+        fits=SOURCE_FITS,
     script:
         "../scripts/preprocess_images.py"
 

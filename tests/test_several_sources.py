@@ -1,0 +1,145 @@
+"""Curation by a label column, and several sources merged into one curated catalogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gzmorph.curate import select, select_sources, split
+from gzmorph.cuts import cut_from_config, get_cut
+from gzmorph.io import InputError
+from gzmorph.sources import read_source
+from gzmorph.sources.plan import merge_sources, source_specs
+from gzmorph.tree import KAGGLE_COLUMNS
+
+
+def table(ids, labels, column="morph"):
+    return pd.DataFrame({"id": pd.array(ids), "image_path": [f"/x/{i}.png" for i in ids], column: labels})
+
+
+LABEL = {"kind": "label", "column": "morph"}
+
+
+def test_label_cut_takes_every_value_as_a_class():
+    df, stats = select(table(["a", "b", "c", "d"], ["S", "E", "S", "Irr"]), cut_from_config("m", LABEL))
+    assert stats["classes"] == ["E", "Irr", "S"] and stats["cut_kind"] == "label"
+    assert df["id"].tolist() == ["a", "b", "c", "d"]  # string ids, unchanged
+    assert dict(zip(df["id"], df["label_name"])) == {"a": "S", "b": "E", "c": "S", "d": "Irr"}
+    assert (df["confidence"] == 1.0).all()
+
+
+def test_label_cut_maps_names_and_leaves_other_values_out():
+    cut = cut_from_config("m", {**LABEL, "classes": {"spiral": ["S", "Sb"], "elliptical": "E"}})
+    df, stats = select(table([1, 2, 3, 4], ["Sb", "E", "Irr", "S"]), cut)
+    assert stats["classes"] == ["spiral", "elliptical"]
+    assert dict(zip(df["id"], df["label_name"])) == {1: "spiral", 2: "elliptical", 4: "spiral"}
+    assert stats["cut_rules"] == {"spiral": "morph in ['S', 'Sb']", "elliptical": "morph == 'E'"}
+
+
+def test_numeric_label_values_match_config_values():
+    cut = cut_from_config("m", {**LABEL, "classes": {"no": 0, "yes": 1}})
+    df, _ = select(table([1, 2, 3], [0, 1, 1]), cut)
+    assert df["label_name"].tolist() == ["no", "yes", "yes"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "label"}, "config cuts.m.column: a label cut needs"),
+    ({**LABEL, "classes": {"a": "x", "b": "x"}}, "the value 'x' already makes the class 'a'"),
+    ({**LABEL, "classes": {"a": [], "b": "y"}}, "config cuts.m.classes.a"),
+    ({"kind": "threshold", "column": "x", "classes": {"a": "Class1.1 > 0.5", "b": "Class1.2 > 0.5"}},
+     "only label cuts"),
+])
+def test_bad_label_cuts_name_the_key(spec, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        cut_from_config("m", spec)
+
+
+def test_empty_label_and_absent_column_and_vote_cut_without_votes_are_errors():
+    with pytest.raises(InputError, match=r"row 1 \(id 'b'\), column 'morph': empty label"):
+        select(table(["a", "b"], ["S", None]), cut_from_config("m", LABEL))
+    with pytest.raises(InputError, match="from the column 'kind', which this source does not have"):
+        select(table(["a"], ["S"]), cut_from_config("m", {"kind": "label", "column": "kind"}))
+    with pytest.raises(InputError, match="reads vote fractions, and this source has none"):
+        select(table(["a"], ["S"]), get_cut("hiwl5"))
+
+
+def test_merge_keeps_ids_and_adds_the_source_column():
+    out = merge_sources({"one": table([1, 2], ["S", "E"]), "two": table([3], ["S"])})
+    assert out["source"].tolist() == ["one", "one", "two"] and out["id"].dtype == np.int64
+    assert list(out.columns[:3]) == ["id", "image_path", "source"]
+
+
+def test_id_clash_and_mixed_id_types_are_one_error_each():
+    with pytest.raises(InputError) as err:
+        merge_sources({"one": table([1, 2], ["S", "E"]), "two": table([2, 5], ["S", "E"])})
+    assert "sources 'one' and 'two' both have the id 2 (/x/2.png and /x/2.png)" in str(err.value)
+    assert "1 shared id(s)" in str(err.value)
+    with pytest.raises(InputError, match="mixed id types: source 'one' has integer ids .* source 'two' has "
+                                         "string ids"):
+        merge_sources({"one": table([1], ["S"]), "two": table(["a"], ["S"])})
+
+
+def two_sources():
+    return merge_sources({
+        "first": table([f"f{i:02d}" for i in range(20)], ["spiral"] * 12 + ["round"] * 8),
+        "second": table([f"s{i:02d}" for i in range(10)], ["Sp"] * 4 + ["E0"] * 6, column="type"),
+    })
+
+
+def test_several_sources_each_by_its_cut_classes_matched_by_name():
+    cuts = {"first": cut_from_config("a", LABEL | {"column": "morph"}),
+            "second": cut_from_config("b", {"kind": "label", "column": "type",
+                                            "classes": {"spiral": "Sp", "round": "E0"}})}
+    df, stats = select_sources(two_sources(), cuts, name="mine")
+    assert stats["classes"] == ["round", "spiral"]  # the first source's (sorted values)
+    assert stats["cut"] == "mine" and stats["n_selected_per_source"] == {"first": 20, "second": 10}
+    assert stats["sources"]["second"]["n_matched_per_class"] == {"spiral": 4, "round": 6}
+    assert df.set_index("id").loc["s09", "label_name"] == "round"
+    cat, st = split(df, [], {"train": 0.5, "val": 0.25, "test": 0.25}, 3, stats, {})
+    again, _ = split(df, [], {"train": 0.5, "val": 0.25, "test": 0.25}, 3, stats, {})
+    assert cat["split"].tolist() == again["split"].tolist()  # seeded
+    for k in (0, 1):  # stratified over the union
+        per = cat[cat["label"] == k]["split"].value_counts()
+        n = (cat["label"] == k).sum()
+        assert abs(per["val"] - n / 4) <= 1 and abs(per["test"] - n / 4) <= 1
+    assert set(st["counts_per_source"]) == {"first", "second"}
+
+
+def test_a_class_in_one_source_only_is_named_unless_mapped():
+    cuts = {"first": cut_from_config("a", LABEL),
+            "second": cut_from_config("b", {"kind": "label", "column": "type"})}
+    with pytest.raises(InputError) as err:
+        select_sources(two_sources(), cuts)
+    text = str(err.value)
+    assert "class 'round' exists in source 'first' only (cut 'a'), not in 'second'" in text
+    assert "second: ['E0', 'Sp']" in text and "\n" not in text
+
+
+def test_a_vote_cut_and_a_label_cut_together(kaggle_dir, tmp_path):
+    from PIL import Image
+
+    kaggle = read_source("kaggle", kaggle_dir).head(600)
+    for k, cls in enumerate(("round", "in-between", "cigar", "edge-on", "spiral")):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / cls / f"{9_000_000 + 10 * k + i}.jpg")
+    folder = read_source("table", tmp_path, layout="folder")
+    merged = merge_sources({"kaggle": kaggle, "folder": folder})
+    assert merged.loc[merged["source"] == "folder", KAGGLE_COLUMNS].isna().all().all()
+    cuts = {"kaggle": get_cut("hiwl5"), "folder": cut_from_config("f", {"kind": "label", "column": "class"})}
+    df, stats = select_sources(merged, cuts, name="hiwl5")
+    assert stats["classes"] == ["round", "in-between", "cigar", "edge-on", "spiral"]
+    assert stats["n_selected_per_source"]["folder"] == 15
+    assert (df[df["source"] == "kaggle"]["confidence"] < 1).any()
+
+
+def test_source_specs_of_one_and_of_several_sources():
+    one = source_specs({"source": "table", "data_dir": "/d", "cut": "c", "table": {"layout": "folder"}})
+    assert list(one) == ["table"] and one["table"]["votes"] is False and one["table"]["cut"] == "c"
+    several = source_specs({"source": "synthetic", "cut": "hiwl5", "sources": {
+        "k": {"source": "kaggle", "data_dir": "/k"},
+        "f": {"source": "table", "data_dir": "/f", "cut": "f5",
+              "table": {"layout": "folder", "fits": {"bands": 3}}}}})
+    assert [s["cut"] for s in several.values()] == ["hiwl5", "f5"]
+    assert several["k"]["votes"] and not several["f"]["votes"] and several["f"]["fits"]["bands"] == 3
