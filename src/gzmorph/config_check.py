@@ -308,6 +308,11 @@ def pretrained_errors(config: dict) -> list[str]:
             error = encoder_path_error(path)
             if error:
                 out.append(f"config {stage}.pretrained: {error}")
+    block = config.get("represent")
+    model = block.get("model") if isinstance(block, dict) else None
+    if isinstance(model, str) and model and not Path(model).is_file():
+        out.append(f"config represent.model: {model}: no such file (a gzmorph representation model file, "
+                   "e.g. results/<dataset>/represent/model.pt of another run)")
     return out
 
 

@@ -21,7 +21,7 @@ class SimilaritySettings:
     n_components: int = 10
     k: int = 10
     #: empty: the most confident galaxy of each curated class (:func:`default_queries`)
-    query_ids: list[int] = field(default_factory=list)
+    query_ids: list[int | str] = field(default_factory=list)  # ids as the catalogue has them
 
 
 @dataclass
@@ -87,6 +87,9 @@ class RepresentSettings:
     backbone: str = "cnn"
     model_kwargs: dict = field(default_factory=dict)
     pretrained: str = ""  # empty: random initial weights
+    #: a representation trained elsewhere (a gzmorph representation model file): used as it is, nothing is
+    #: trained; embedding and similarity then run on any images, with or without vote fractions
+    model: str = ""
     epochs: int = 2
     batch_size: int = 64
     lr: float = 0.002

@@ -70,12 +70,17 @@ def truth_column(df: pd.DataFrame) -> str | None:
     return None
 
 
-def default_queries(curated: pd.DataFrame) -> list[int]:
+def plain_id(value):
+    """An id as a plain Python value, integer or string as the catalogue has it (never np.int64)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def default_queries(curated: pd.DataFrame) -> list:
     """One query per curated class (in label order): its most confident galaxy."""
     df = curated.sort_values(["label", "confidence"] if "confidence" in curated.columns else ["label"],
                              ascending=[True, False] if "confidence" in curated.columns else [True],
                              kind="stable") if "label" in curated.columns else curated
-    return [int(i) for i in df.drop_duplicates("label_name")["id"]]
+    return [plain_id(i) for i in df.drop_duplicates("label_name")["id"]]
 
 
 def _query_neighbours(z: np.ndarray, ids: np.ndarray, pos: pd.Series, query_ids, label_of: dict,
@@ -83,18 +88,18 @@ def _query_neighbours(z: np.ndarray, ids: np.ndarray, pos: pd.Series, query_ids,
     """The ``k`` nearest neighbours of every query (the query itself left out), with their labels."""
     nn = _nn(z, min(k + 1, len(z)))
     rows = []
-    for q in query_ids:
-        dist, idx = nn.kneighbors(z[[pos[int(q)]]], n_neighbors=min(k + 1, len(z)))
+    for q in map(plain_id, query_ids):
+        dist, idx = nn.kneighbors(z[[pos[q]]], n_neighbors=min(k + 1, len(z)))
         rank = 0
         for d, i in zip(dist[0], idx[0]):
-            if ids[i] == int(q):
+            if ids[i] == q:
                 continue
             rank += 1
             if rank > k:
                 break
-            rows.append({"query_id": int(q), "query_label": label_of.get(int(q)), "rank": rank,
-                         "neighbour_id": int(ids[i]), "distance": float(d),
-                         "neighbour_label": label_of.get(int(ids[i]))})
+            rows.append({"query_id": q, "query_label": label_of.get(q), "rank": rank,
+                         "neighbour_id": plain_id(ids[i]), "distance": float(d),
+                         "neighbour_label": label_of.get(plain_id(ids[i]))})
     return pd.DataFrame(rows, columns=["query_id", "query_label", "rank", "neighbour_id", "distance",
                                        "neighbour_label"])
 
@@ -105,8 +110,8 @@ def _truth_precision(z: np.ndarray, pos: pd.Series, source: pd.DataFrame, k: int
     if not col:
         return None
     t = source[["id", col]].dropna()
-    t = t[t["id"].astype(np.int64).isin(pos.index)]
-    pt = precision_at_k(z[pos.loc[t["id"].astype(np.int64)].to_numpy()], t[col].astype(str).to_numpy(), k)
+    t = t[t["id"].isin(pos.index)]
+    pt = precision_at_k(z[pos.loc[t["id"].to_numpy()].to_numpy()], t[col].astype(str).to_numpy(), k)
     return {"column": col, "n_galaxies": pt["n_queries"], "precision_at_k": pt["precision"],
             "base_rate": pt["base_rate"], "precision_per_kind": pt["per_label"]}
 
@@ -119,23 +124,24 @@ def similarity_search(ids, vectors: np.ndarray, curated: pd.DataFrame, source: p
     """
     settings = settings or SimilaritySettings()
     k = settings.k
-    ids = np.asarray(ids, dtype=np.int64)
+    ids = np.asarray(ids)  # integers or strings, as the catalogue's
+    ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(object)
     z = pca_reduce(vectors, settings.n_components, seed)
     pos = pd.Series(np.arange(len(ids)), index=ids)
     query_ids = settings.query_ids or default_queries(curated)
-    unknown = [q for q in query_ids if int(q) not in pos.index]
+    unknown = [q for q in query_ids if plain_id(q) not in pos.index]
     if unknown:
         raise InputError(f"similarity query id(s) {unknown[:10]} do not exist among the {len(ids)} "
                          "embedded galaxies")
-    label_of = dict(zip(curated["id"].astype(np.int64), curated["label_name"]))
+    label_of = dict(zip(map(plain_id, curated["id"]), curated["label_name"]))
     table = _query_neighbours(z, ids, pos, query_ids, label_of, k)
-    lab = curated[curated["id"].astype(np.int64).isin(pos.index)]
-    lab_idx = pos.loc[lab["id"].astype(np.int64)].to_numpy()
+    lab = curated[curated["id"].isin(pos.index)]
+    lab_idx = pos.loc[lab["id"].to_numpy()].to_numpy()
     p = precision_at_k(z[lab_idx], lab["label_name"].to_numpy(), k)
     metrics = {"k": p["k"], "n_components": int(z.shape[1]), "n_galaxies": int(len(ids)),
                "n_labelled": p["n_queries"], "precision_at_k": p["precision"], "base_rate": p["base_rate"],
                "lift": p["precision"] / p["base_rate"] if p["base_rate"] else float("nan"),
-               "precision_per_label": p["per_label"], "query_ids": [int(q) for q in query_ids],
+               "precision_per_label": p["per_label"], "query_ids": [plain_id(q) for q in query_ids],
                "query_neighbours_same_label": float(
                    (table["neighbour_label"] == table["query_label"]).mean()) if len(table) else float("nan")}
     truth = _truth_precision(z, pos, source, k) if source is not None else None
@@ -158,7 +164,7 @@ def similarity_gallery(table: pd.DataFrame, images_path, out_path, max_queries: 
         ax.axis("off")
     for r, q in enumerate(queries):
         t = table[table["query_id"] == q].sort_values("rank")
-        ids = [int(q)] + t["neighbour_id"].astype(int).tolist()
+        ids = [plain_id(q)] + t["neighbour_id"].tolist()
         _, imgs = read_images(images_path, ids)
         for c, img in enumerate(imgs):
             axes[r, c].imshow(img)

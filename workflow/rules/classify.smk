@@ -19,13 +19,16 @@ CLASSIFY_TRAIN = {
     "seed": config["seed"],
 }
 
-TARGETS.extend(expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS))
-TARGETS.extend(
-    expand(
-        res("classify/{model}/apply/{name}.parquet"), model=CLASSIFY_MODELS, name=list(CLASSIFY["apply_to"])
+if STAGE_PLAN["classify"]["runs"]:
+    TARGETS.extend(expand(res("classify/{model}/metrics.json"), model=CLASSIFY_MODELS))
+    TARGETS.extend(
+        expand(
+            res("classify/{model}/apply/{name}.parquet"),
+            model=CLASSIFY_MODELS,
+            name=list(CLASSIFY["apply_to"]),
+        )
     )
-)
-REPORT_SECTIONS.append(res("report/sections/classification.html"))
+    REPORT_SECTIONS.append(res("report/sections/classification.html"))
 
 
 rule train_classifier:

@@ -11,7 +11,9 @@ from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 from gzmorph.pretrained import encoder_files
+from gzmorph.represent_settings import RepresentSettings
 from gzmorph.sources.plan import several as several_sources, source_inputs, source_specs
+from gzmorph.stages import stage_plan
 
 REPO = Path(workflow.basedir)
 # every config value (types, ranges, names, split sum, cuts, stage blocks) is checked here, before
@@ -104,6 +106,9 @@ SOURCE_FITS = {name: spec["fits"] for name, spec in SOURCES.items()}
 # whether every source has vote fractions (the representation and the anomaly search need them)
 ALL_VOTES = all(spec["votes"] for spec in SOURCES.values())
 ANY_VOTES = any(spec["votes"] for spec in SOURCES.values())
+# which stages (and representation parts) run, and why the others do not: the config's stages and
+# what the sources allow (labels, vote fractions, represent.model); the report shows it
+STAGE_PLAN = stage_plan(config, SOURCES, asdict(RepresentSettings.from_config(config["represent"])))
 
 
 def source_data_dir():

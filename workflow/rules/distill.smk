@@ -18,8 +18,11 @@ DISTILL_METHODS = list(DISTILL["methods"])
 DISTILL_DATA = {k: DISTILL[k] for k in ("image_size", "zca")}
 DISTILL_MODEL = {k: DISTILL[k] for k in ("width", "depth", "norm")}
 
-TARGETS.extend(expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"]))
-REPORT_SECTIONS.append(res("report/sections/distillation.html"))
+if STAGE_PLAN["distill"]["runs"]:
+    TARGETS.extend(
+        expand(res("distill/{method}/ipc{ipc}/eval.json"), method=DISTILL_METHODS, ipc=DISTILL["ipc"])
+    )
+    REPORT_SECTIONS.append(res("report/sections/distillation.html"))
 
 
 wildcard_constraints:

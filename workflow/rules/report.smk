@@ -57,5 +57,6 @@ rule report:
         title=config["report"]["title"],
         dataset=DATASET,
         config=config,
+        stages=STAGE_PLAN,  # which stages ran, and why the others did not (gzmorph.stages)
     script:
         "../scripts/report.py"

@@ -6,6 +6,10 @@
 # the curated cut.  train_representation resumes from results/<dataset>/represent/checkpoints/ after a
 # kill (deliberately not a declared output, as in the classify stage); a checkpoint of other
 # settings, data or code is set aside automatically, and a finished run removes it.
+#
+# With represent.model, a representation trained elsewhere is used as it is (import_representation
+# copies it in place of train_representation), so embedding and similarity run on any images; the
+# parts that need vote fractions run only where every source has them (gzmorph.stages, STAGE_PLAN).
 
 from gzmorph.represent_settings import workflow_options
 
@@ -35,15 +39,15 @@ REPRESENT_REPORT_INPUTS = {
     "finetune": {"metrics": res("finetune/metrics.json"), "runs": res("finetune/runs.tsv")},
 }
 
-TARGETS.extend(
-    [
-        res("embed/embeddings.parquet"),
-        res("similarity/metrics.json"),
-        res("anomalies/metrics.json"),
-        res("finetune/metrics.json"),
-    ]
-)
-REPORT_SECTIONS.extend(res(f"report/sections/represent_{p}.html") for p in REPRESENT_PARTS)
+REPRESENT_TARGETS = {
+    "embeddings": res("embed/embeddings.parquet"),
+    "similarity": res("similarity/metrics.json"),
+    "anomalies": res("anomalies/metrics.json"),
+    "finetune": res("finetune/metrics.json"),
+}
+REPRESENT_RUNS = [p for p in REPRESENT_PARTS if STAGE_PLAN[p]["runs"]]
+TARGETS.extend(REPRESENT_TARGETS[p] for p in REPRESENT_RUNS)
+REPORT_SECTIONS.extend(res(f"report/sections/represent_{p}.html") for p in REPRESENT_RUNS)
 
 
 rule represent_images:
@@ -74,31 +78,57 @@ rule represent_images:
         "../scripts/preprocess_images.py"
 
 
-rule train_representation:
-    input:
-        images=res("represent/images.parquet"),
-        source=res("source/catalogue.parquet"),
-        encoder=encoder_files(config["represent"]["pretrained"]),  # a local pretrained encoder, if any
-        code=code_of("train_representation"),
-    output:
-        model=res("represent/model.pt"),
-        training=res("represent/training.tsv"),
-    log:
-        log_path("train_representation"),
-    benchmark:
-        bench_path("train_representation")
-    conda:
-        ENV
-    threads: REPRESENT["threads"]
-    resources:
-        gpu=1,
-        mem_mb=REPRESENT["gpu_mem_mb"],
-        runtime=REPRESENT["runtime"],
-    params:
-        checkpoint_dir=res("represent/checkpoints"),
-        options=REPRESENT_TRAIN_OPTIONS,
-    script:
-        "../scripts/train_representation.py"
+if REPRESENT["model"]:
+
+    rule import_representation:
+        input:
+            model=REPRESENT["model"],  # trained elsewhere (config represent.model)
+            code=code_of("import_representation"),
+        output:
+            model=res("represent/model.pt"),
+            training=res("represent/training.tsv"),
+        log:
+            log_path("import_representation"),
+        benchmark:
+            bench_path("import_representation")
+        conda:
+            ENV
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            image_size=config["image_size"],
+        script:
+            "../scripts/import_representation.py"
+
+else:
+
+    rule train_representation:
+        input:
+            images=res("represent/images.parquet"),
+            source=res("source/catalogue.parquet"),
+            encoder=encoder_files(config["represent"]["pretrained"]),  # a local pretrained encoder, if any
+            code=code_of("train_representation"),
+        output:
+            model=res("represent/model.pt"),
+            training=res("represent/training.tsv"),
+        log:
+            log_path("train_representation"),
+        benchmark:
+            bench_path("train_representation")
+        conda:
+            ENV
+        threads: REPRESENT["threads"]
+        resources:
+            gpu=1,
+            mem_mb=REPRESENT["gpu_mem_mb"],
+            runtime=REPRESENT["runtime"],
+        params:
+            checkpoint_dir=res("represent/checkpoints"),
+            options=REPRESENT_TRAIN_OPTIONS,
+        script:
+            "../scripts/train_representation.py"
 
 
 rule embed:
@@ -239,5 +269,6 @@ rule report_represent:
         runtime=10,
     params:
         part=lambda wc: wc.part,
+        model_from=REPRESENT["model"],  # a representation trained elsewhere, if any
     script:
         "../scripts/report_represent.py"

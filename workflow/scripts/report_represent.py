@@ -6,5 +6,6 @@ with rule_context(snakemake) as (params, log):
     from gzmorph.report import write_fragment
     from gzmorph.report.represent import represent_section
 
-    write_fragment(represent_section(params["part"], dict(snakemake.input.items())), snakemake.output.fragment,
+    section = represent_section(params["part"], dict(snakemake.input.items()), params["model_from"])
+    write_fragment(section, snakemake.output.fragment,
                    figures=snakemake.output.figures, tables=snakemake.output.tables)

@@ -106,11 +106,18 @@ def _confidence_figure(df: pd.DataFrame, class_names: Sequence[str], labels: lis
     return fig
 
 
+def _key(v):
+    """A galaxy id as a plain value: an integer (from np.int64 or a numeric dict key) or a string."""
+    v = v.item() if isinstance(v, np.generic) else v
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 class _ImageSource:
-    """Images by galaxy id, from an ``images.parquet`` path, ``(ids, images)``, a dict or an aligned array."""
+    """Images by galaxy id (integers or strings), from an ``images.parquet`` path, ``(ids, images)``, a dict
+    or an aligned array."""
 
     def __init__(self, images, catalogue_ids: np.ndarray):
-        self._lookup: dict[int, int] = {}
+        self._lookup: dict = {}
         self._images = None
         self._store = None
         if images is None:
@@ -119,10 +126,10 @@ class _ImageSource:
             from ..imageset import ImageStore
 
             self._store = ImageStore(images)
-            self._lookup = {int(v): i for i, v in enumerate(self._store.ids)}
+            self._lookup = {_key(v): i for i, v in enumerate(self._store.ids)}
             return
         if isinstance(images, Mapping):
-            ids = np.fromiter((int(k) for k in images), dtype=np.int64, count=len(images))
+            ids = [_key(k) for k in images]
             arr = [images[k] for k in images]
         elif isinstance(images, tuple) and len(images) == 2:
             ids, arr = images
@@ -133,16 +140,16 @@ class _ImageSource:
                                  f"{len(arr)} images for {len(catalogue_ids)} rows; pass (ids, images)")
             ids = catalogue_ids
         self._images = arr
-        self._lookup = {int(v): i for i, v in enumerate(np.asarray(ids))}
+        self._lookup = {_key(v): i for i, v in enumerate(ids)}
 
-    def get(self, ids) -> tuple[list[int], list[np.ndarray], list[int]]:
+    def get(self, ids) -> tuple[list, list[np.ndarray], list]:
         found, rows, missing = [], [], []
-        for i in ids:
-            pos = self._lookup.get(int(i))
+        for i in map(_key, ids):
+            pos = self._lookup.get(i)
             if pos is None:
-                missing.append(int(i))
+                missing.append(i)
             else:
-                found.append(int(i))
+                found.append(i)
                 rows.append(pos)
         if self._store is not None:
             return found, list(self._store.read_rows(rows)) if rows else [], missing
@@ -170,7 +177,7 @@ def _example_blocks(df: pd.DataFrame, source: _ImageSource, class_names: Sequenc
         grids = []
         for rows, what, kind in ((top, f"{len(top)} most confident", "confident"),
                                  (rnd, f"{len(rnd)} random ({pool_name} split)", "random")):
-            conf = dict(zip(rows["id"].astype(int), rows["confidence"].astype(float)))
+            conf = dict(zip(map(_key, rows["id"]), rows["confidence"].astype(float)))
             ids, imgs, missing = source.get(rows["id"].to_numpy())
             missing_all += missing
             titles = [f"{i}\n{conf[i]:.2f}" for i in ids]

@@ -12,10 +12,13 @@ from ..io import load_bundle, read_json
 from . import html as R
 
 
-def represent_section(part: str, inputs: dict) -> R.Section:
-    """The report section of one part of the stage; ``inputs`` are the rule's input paths."""
-    builder = {"embeddings": _embeddings_section, "similarity": _similarity_section,
-               "anomalies": _anomalies_section, "finetune": _finetune_section}[part]
+def represent_section(part: str, inputs: dict, model_from: str = "") -> R.Section:
+    """The report section of one part of the stage; ``inputs`` are the rule's input paths;
+    ``model_from``: the file of a representation trained elsewhere (config represent.model), if any."""
+    if part == "embeddings":
+        return _embeddings_section(inputs, model_from)
+    builder = {"similarity": _similarity_section, "anomalies": _anomalies_section,
+               "finetune": _finetune_section}[part]
     return builder(inputs)
 
 
@@ -24,23 +27,31 @@ def _fmt_ms(d: dict) -> str:
     return f"{d['mean']:.3f} ± {d['sd']:.3f}"
 
 
-def _embeddings_section(inp):
+def _embeddings_section(inp, model_from: str = ""):
     """The representation: what was trained, its training curve and the 2-D map of the embeddings."""
     from ..represent import MODEL_FORMAT  # torch: only this part needs it
 
     bundle = load_bundle(inp["model"], MODEL_FORMAT, "representation model file")
     m = pd.read_parquet(inp["map"])
     curated, classes = read_catalogue(inp["curated"])
-    source = pd.read_parquet(inp["source"], columns=["id", "Class6.1"])
+    import pyarrow.parquet as pq
+
+    has_odd = "Class6.1" in pq.read_schema(inp["source"]).names  # sources without votes have none
+    source = pd.read_parquet(inp["source"], columns=["id", *(["Class6.1"] if has_odd else [])])
     training = pd.read_csv(inp["training"], sep="\t")
     qc = read_json(inp["qc"])
     sec = R.Section("Representation (Zoobot-style)", anchor="represent-embeddings",
                     order=R.ORDER["embeddings"], summary="one model answering every decision-tree question")
     cfg = bundle["config"]
     last = training.iloc[-1] if len(training) else {}
+    if model_from:
+        sec.add(R.note(f"The representation was trained elsewhere and is used here as it is "
+                       f"(config represent.model: `{model_from}`); nothing was trained on this dataset, and its "
+                       "galaxies are only embedded."))
     sec.add(R.paragraph(
         f"A {bundle['model_config']['name']} backbone at {bundle['image_size']} px with one output per answer "
-        f"({len(bundle['answers'])}) is trained on every galaxy of the source with the negative log "
+        f"({len(bundle['answers'])}) is trained on every galaxy of {'its' if model_from else 'the'} source with the "
+        "negative log "
         "Dirichlet-multinomial likelihood of each question's vote counts (concentration 1 + 100·sigmoid). "
         + ("Vote counts come from the catalogue." if bundle["count_source"] == "counts" else
            f"The catalogue has only cumulative vote fractions: counts are conditional fraction × reach × "
@@ -59,8 +70,8 @@ def _embeddings_section(inp):
     ax.set_ylabel("loss per galaxy (−log likelihood)")
     ax.legend(frameon=False)
     R.style_axes(ax)
-    fig2 = R.new_figure((10, 4.2))
-    a1, a2 = fig2.subplots(1, 2)
+    fig2 = R.new_figure((10, 4.2) if has_odd else (5.4, 4.2))
+    a1, a2 = fig2.subplots(1, 2) if has_odd else (fig2.add_subplot(), None)
     lab = m.merge(curated[["id", "label_name"]], on="id", how="left")
     a1.scatter(lab["x"], lab["y"], s=3, c="#c8ccd6", label="not in the cut")
     for name in classes:
@@ -68,16 +79,18 @@ def _embeddings_section(inp):
         a1.scatter(g["x"], g["y"], s=4, label=f"{name} ({len(g)})")
     a1.legend(markerscale=3, fontsize=7, frameon=False)
     a1.set_title("curated label", fontsize=9)
-    odd = m.merge(source, on="id", how="left")
-    sc = a2.scatter(odd["x"], odd["y"], s=3, c=odd["Class6.1"], cmap="viridis")
-    fig2.colorbar(sc, ax=a2, label="odd fraction (Class6.1)")
-    a2.set_title("odd fraction", fontsize=9)
-    for a in (a1, a2):
+    if has_odd:
+        odd = m.merge(source, on="id", how="left")
+        sc = a2.scatter(odd["x"], odd["y"], s=3, c=odd["Class6.1"], cmap="viridis")
+        fig2.colorbar(sc, ax=a2, label="odd fraction (Class6.1)")
+        a2.set_title("odd fraction", fontsize=9)
+    for a in (a1, a2) if has_odd else (a1,):
         a.set_xlabel(f"{m['method'].iloc[0].upper()} 1")
         a.set_ylabel(f"{m['method'].iloc[0].upper()} 2")
         R.style_axes(a, grid=None)
     sec.add(R.figure(fig2, f"Embedding map of all {len(m):,} galaxies ({m['method'].iloc[0].upper()} of the "
-                           "representation), coloured by curated label and by odd fraction.", name="embedding-map"),
+                           "representation), coloured by curated label"
+                           + (" and by odd fraction." if has_odd else "."), name="embedding-map"),
             R.figure(fig, "Training curve.", name="training-curve"))
     return sec
 
@@ -109,7 +122,7 @@ def _similarity_section(inp):
     sec.add(R.columns(*blocks))
     for q in dict.fromkeys(tab["query_id"]):
         t = tab[tab["query_id"] == q].sort_values("rank")
-        ids = [int(q)] + t["neighbour_id"].astype(int).tolist()
+        ids = [q.item() if hasattr(q, "item") else q] + t["neighbour_id"].tolist()
         _, imgs = read_images(inp["images"], ids)
         titles = [f"query {q}\n{t['query_label'].iloc[0]}"] + [
             f"{r}: {lab if isinstance(lab, str) else '–'}\nd={d:.3g}"
