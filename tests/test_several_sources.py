@@ -143,3 +143,24 @@ def test_source_specs_of_one_and_of_several_sources():
               "table": {"layout": "folder", "fits": {"bands": 3}}}}})
     assert [s["cut"] for s in several.values()] == ["hiwl5", "f5"]
     assert several["k"]["votes"] and not several["f"]["votes"] and several["f"]["fits"]["bands"] == 3
+
+
+def test_hiwl5_all_config_is_valid_and_names_two_sources():
+    from pathlib import Path
+
+    import yaml
+
+    from gzmorph.config_check import config_errors, dataset_name
+    from gzmorph.settings import deep_merge
+    from gzmorph.stages import stage_plan
+
+    repo = Path(__file__).resolve().parents[1]
+    base = yaml.safe_load((repo / "config.yaml").read_text())
+    config = deep_merge(base, yaml.safe_load((repo / "configs" / "hiwl5-all.yaml").read_text()))
+    assert config_errors(config, repo / "workflow" / "schemas" / "config.schema.yaml") == []
+    specs = source_specs(config)
+    assert {n: (s["source"], s["cut"]) for n, s in specs.items()} == {
+        "kaggle": ("kaggle", "hiwl5"), "folder": ("table", "class5-folder")}
+    assert dataset_name(config) == "hiwl5-all"
+    runs = {k for k, v in stage_plan(config, specs, config["represent"]).items() if v["runs"]}
+    assert runs == {"classify"} and config["classify"]["models"] == ["hiwl", "flat"]
