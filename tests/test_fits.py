@@ -132,3 +132,17 @@ def test_options_are_checked():
         FitsOptions.from_config({"extensions": [1, 2, 3]})
     with pytest.raises(InputError, match="unknown option"):
         FitsOptions.from_config({"strech": 3})
+
+
+def test_console_commands_find_fits_and_keep_ids_as_written(tmp_path):
+    from gzmorph.imagestream import find_images, image_batches, image_ids
+
+    fits.PrimaryHDU(galaxy()).writeto(tmp_path / "007.fits.gz")
+    fits.PrimaryHDU(galaxy(seed=1)).writeto(tmp_path / "12.fits")
+    (tmp_path / "notes.txt").write_text("not an image")
+    paths = find_images([tmp_path])
+    assert [p.name for p in paths] == ["007.fits.gz", "12.fits"]
+    assert image_ids(paths) == ["007", "12"]  # "007" is not the integer 7: every id a string
+    assert image_ids([tmp_path / "12.fits", tmp_path / "3.png"]) == [12, 3]
+    pos, images = next(image_batches(paths, 16, 0.5, batch_size=2, workers=0))
+    assert list(pos) == [0, 1] and images.shape == (2, 16, 16, 3)

@@ -10,32 +10,35 @@ A file that cannot be decoded stops the stream with one :class:`~gzmorph.io.Inpu
 naming it (the worker hands the message back instead of raising, so the user sees the
 file, not a worker traceback).
 
-Ids come from the file names (:func:`image_id`): ``123.jpg`` is the integer 123, any
-other name is kept as a string (its stem), and :func:`image_ids` gives every image the same
-id type.
+Ids come from the file names (:func:`image_ids`): ``123.jpg`` is the integer 123, any
+other name is kept as a string (its stem: ``007.fits.gz`` is ``"007"``), and every image gets
+the same id type.  Images are JPEG, PNG or FITS (read with the default
+:class:`gzmorph.fits.FitsOptions`: one band, astropy's Lupton stretch).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .io import InputError
-from .preprocess import DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, load_image
+from .preprocess import (DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, image_stem, image_suffix,
+                         load_image)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 def find_images(items) -> list[Path]:
-    """Files as given, folders expanded to their ``*.jpg``/``*.jpeg``/``*.png`` (sorted)."""
+    """Files as given, folders expanded to their JPEG, PNG and FITS images (sorted)."""
     paths = []
     for item in map(Path, items):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in item.iterdir() if p.is_file() and image_suffix(p))
             if not found:
-                raise InputError(f"{item}: folder has no .jpg/.jpeg/.png images")
+                raise InputError(f"{item}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
         elif item.is_file():
             paths.append(item)
@@ -48,8 +51,9 @@ def image_ids(paths) -> list:
     """One id per file from its name: all integers when every stem is digits (``123.jpg`` -> 123),
     else all strings (the stems), so that an id column has one type.  Two files with one id are an
     InputError naming them."""
-    stems = [Path(p).stem for p in paths]
-    ids = [int(s) for s in stems] if stems and all(s.isdigit() for s in stems) else stems
+    stems = [image_stem(p) for p in paths]
+    # integers only when every name is one as written (007 stays the string "007")
+    ids = [int(s) for s in stems] if stems and all(_INT.fullmatch(s) for s in stems) else stems
     seen: dict = {}
     for p, i in zip(paths, ids):
         if i in seen:
