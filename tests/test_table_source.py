@@ -218,3 +218,12 @@ def test_config_check_names_table_and_source_keys():
     errors = config_errors(cfg, schema)
     assert errors == [("config sources.a.cut: 'nope' is not a named cut nor defined under 'cuts:' "
                        "(known: guan9, hiwl5)")]
+
+
+def test_fingerprint_of_string_ids_is_their_text():
+    from gzmorph.train import fingerprint
+
+    a = pd.Series(["007", "NGC1300"], dtype="string").to_numpy()
+    b = pd.Series(["007", "NGC1300"], dtype="string").to_numpy()
+    assert a.dtype == object and fingerprint(a) == fingerprint(b) == fingerprint(np.array(["007", "NGC1300"]))
+    assert fingerprint(a) != fingerprint(np.array(["007", "NGC1301"]))

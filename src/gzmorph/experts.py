@@ -116,7 +116,7 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     x_tr, y_tr = parts["train"]
     mean, std = channel_stats(x_tr)
     # what the experts are trained on: ids, labels, pixels, size and classes (train.fingerprint)
-    data_id = fingerprint(df[df["split"] == "train"]["id"].to_numpy(np.int64), y_tr.numpy(), content_hash(images),
+    data_id = fingerprint(df[df["split"] == "train"]["id"].to_numpy(), y_tr.numpy(), content_hash(images),
                           [int(image_size), list(classes)])
     data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), data_id)
     if zca:

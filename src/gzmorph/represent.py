@@ -298,7 +298,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     store = ImageStore(images)
     ids = store.ids
     pos = pd.Series(np.arange(len(df)), index=df["id"].to_numpy())
-    missing = [int(i) for i in ids if i not in pos.index]
+    missing = [i.item() if isinstance(i, np.generic) else i for i in ids if i not in pos.index]
     if missing:
         raise InputError(f"{images}: image ids not in {catalogue}: {missing[:10]}")
     df = df.iloc[pos.loc[ids].to_numpy()].reset_index(drop=True)

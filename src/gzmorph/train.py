@@ -128,6 +128,8 @@ def fingerprint(*parts) -> str:
     """A short hash of a run's defining parts: arrays by their bytes, anything else as JSON."""
     h = hashlib.sha256()
     for p in parts:
+        if isinstance(p, np.ndarray) and p.dtype == object:
+            p = p.astype(str)  # string ids: their text (an object array's bytes are addresses)
         h.update(np.ascontiguousarray(p).tobytes() if isinstance(p, np.ndarray) else
                  json.dumps(p, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
