@@ -3,7 +3,7 @@
 :func:`source_specs` turns the configuration into one entry per source, named: the single source
 of ``source``/``data_dir``/``cut`` (named by its kind), or each entry of ``sources:``
 (``{name: {source, data_dir, cut, table|gz2 options}}``; a source without ``cut`` takes the
-top-level one).  Each entry says what the source reads and whether it has vote fractions.
+top-level one; the top-level ``source`` and ``data_dir`` are not used then).  Each entry says what the source reads and whether it has vote fractions.
 
 :func:`merge_sources` concatenates the sources' standard tables with a ``source`` column; ids must
 be of one type (all integers or all strings) and unique across sources, each a clear error naming
@@ -68,9 +68,7 @@ def source_specs(config: dict) -> dict[str, dict]:
 def spec_errors(config: dict) -> list[str]:
     """Problems of the source configuration, one line each naming the key (gzmorph.config_check)."""
     out = []
-    if several(config):
-        if config.get("data_dir"):
-            out.append("config data_dir: with sources:, each source names its own data_dir; leave data_dir empty")
+    if several(config):  # the top-level source and data_dir are not used then
         items = [(f"sources.{n}", b) for n, b in config["sources"].items()]
     else:
         items = [("", config)]
