@@ -159,3 +159,35 @@ def test_a_second_run_has_nothing_to_do(user_run):
     wd = res.parent.parent
     out = smk(wd, yaml.safe_load((wd / "test-config.yaml").read_text()), "-n")
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("case, message", [
+    ("clash", "sources 'a' and 'b' both have the id 5"),
+    ("nested", "a folder inside the class folder 'round'"),
+    ("one_class_only", "class 'spiral' exists in source 'a' only (cut 'folders'), not in 'b'"),
+])
+def test_bad_sources_fail_with_one_clear_error_and_no_output(tmp_path, case, message):
+    from PIL import Image
+
+    for src, names in (("a", ("5", "6")), ("b", ("5" if case == "clash" else "7", "8"))):
+        for cls, name in zip(("round", "bar" if case == "one_class_only" and src == "b" else "spiral"), names):
+            (tmp_path / src / cls).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16)).save(tmp_path / src / cls / f"{name}.png")
+    if case == "nested":
+        (tmp_path / "a" / "round" / "extra").mkdir()
+    wd = copy_workflow(tmp_path / "run")
+    config = {"dataset": "bad", "cut": "folders", "cuts": {"folders": {"kind": "label", "column": "class"}},
+              "stages": ["classify"],
+              "sources": {s: {"source": "table", "data_dir": str(tmp_path / s), "table": {"layout": "folder"}}
+                          for s in ("a", "b")}}
+    out = smk(wd, config, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and message in text, text[-3000:]
+    done = wd / "results" / "bad"
+    written = {p.relative_to(done).as_posix() for p in done.rglob("*") if p.is_file()} if done.exists() else set()
+    # nothing that looks complete: no curated output; a bad source leaves no source table either
+    assert not {w for w in written if w.startswith(("curated/", "classify/", "report/"))}, written
+    if case != "one_class_only":
+        assert "source/catalogue.parquet" not in written, written
+    else:
+        assert "2 such class(es): ['spiral', 'bar']" in text
