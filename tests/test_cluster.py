@@ -256,3 +256,45 @@ def test_more_gpus_than_the_cluster_has_is_refused_with_slurms_reason(cluster, t
     rc, out = finish(proc, timeout=300)
     assert rc != 0 and "Requested node configuration is not available" in out, out[-4000:]
     assert "COMPLETED" not in {r["State"] for r in sacct(cluster, tmp_path)}
+
+
+def test_a_training_rule_runs_as_one_slurm_job_of_two_tasks(cluster, tmp_path):
+    """classify.processes: 2 -> train_classifier is one sbatch of 2 tasks (gres/gpu=2), whose script
+    starts the 2 ranks with srun (step .0, NTasks 2); they form one process group (gloo: the test
+    cluster's GPUs are /dev/null) and train the weights a local 2-process run (torchrun) trains."""
+    import torch
+    from safetensors.torch import load_file
+
+    wd = copy_workflow(tmp_path / "ddp")
+    classify = {"epochs": 2, "patience": 0, "models": ["flat"], "processes": 2, "threads": 1,
+                "model_kwargs": {"dropout": 0.0}}
+    (wd / "test-config.yaml").write_text(yaml.safe_dump({**TINY, "classify": classify}))
+    configs = ["--configfile", "config.yaml", "test-config.yaml"]
+    model = wd / "results/synthetic-hiwl5/classify/flat/model.pt"
+    # the curated data and the reference: the same rule as 2 local processes (torchrun)
+    local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", str(model.relative_to(wd)), *configs],
+                           cwd=wd, env=cluster, capture_output=True, text=True, timeout=900, check=False)
+    assert local.returncode == 0, local.stderr[-4000:]
+    reference = load_file(model)
+    log = wd / "results/synthetic-hiwl5/logs/train_classifier_flat.log"
+    assert "with torchrun (CPU, gloo)" in log.read_text()
+
+    proc = smk_slurm(wd, cluster, str(model.relative_to(wd)), *configs, "--forcerun", "train_classifier")
+    rc, out = finish(proc, timeout=900)
+    assert rc == 0, out[-5000:]
+    rows = sacct(cluster, wd)
+    assert [(r["rule"], r["State"]) for r in rows] == [("train_classifier", "COMPLETED")], table(rows)
+    job = rows[0]["JobID"]
+    assert "gres/gpu=2" in rows[0]["AllocTRES"], table(rows)
+    steps = subprocess.run(["sacct", "-j", job, "-P", "-n", "-o", "JobID,JobName,NTasks,AllocTRES,State"],
+                           env=cluster, capture_output=True, text=True, timeout=60, check=True).stdout
+    print(f"\nsacct -j {job} -o JobID,JobName,NTasks,AllocTRES,State:\n{steps}")
+    step = {line.split("|")[0]: line.split("|") for line in steps.splitlines() if line.strip()}
+    assert step[f"{job}.0"][2] == "2" and step[f"{job}.0"][4] == "COMPLETED", steps  # the srun step: 2 tasks
+    text = log.read_text()
+    assert f"starting 2 training processes on 1 node(s) with srun in Slurm job {job}" in text, text[-3000:]
+    group = re.search(r"process group of 2 ranks \(gloo\): 0:(\S+)/pid (\d+)/cpu, 1:(\S+)/pid (\d+)/cpu", text)
+    assert group and group.group(2) != group.group(4), text[-3000:]
+    print(group.group(0))
+    trained = load_file(model)
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)

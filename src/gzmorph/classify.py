@@ -183,6 +183,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     Returns a summary dict.
     """
     from . import augment as A
+    from .distributed import is_main
     from .models import create_model
     from .imageset import content_hash
     from .stream import channel_stats_rows
@@ -245,10 +246,11 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     bundle = {"format": MODEL_FORMAT, "kind": kind, "cut": cut, "classes": classes, "image_size": image_size,
               "norm": {"mean": mean, "std": std}, "levels": saved_levels,
               "preprocess": _preprocess_meta(images), "config": asdict(cfg)}
-    if metrics_path:
-        write_table(Path(metrics_path), tables)
-    save_model(bundle, out)
-    discard_checkpoints(checkpoint_dir)
+    if is_main():  # under data-parallel training, rank 0 alone writes (gzmorph.distributed)
+        if metrics_path:
+            write_table(Path(metrics_path), tables)
+        save_model(bundle, out)
+        discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "levels"} | {
         "levels": [{k: v for k, v in lv.items() if k != "state_dict"} for lv in saved_levels]}
 

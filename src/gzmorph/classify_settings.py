@@ -12,7 +12,19 @@ from .io import InputError
 from .settings import options
 
 #: keys that say where and how a job runs, not what it computes: never part of a run's identity
-RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "runtime", "progress")
+RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "runtime", "progress", "processes",
+            "nodes")
+
+
+def check_processes(cfg, where: str) -> None:
+    """``processes`` and ``nodes`` of a training block: at least one process per node, and a global
+    batch that gives every process at least one example."""
+    if cfg.processes < 1 or cfg.nodes < 1 or cfg.nodes > cfg.processes:
+        raise InputError(f"{where}: processes ({cfg.processes}) and nodes ({cfg.nodes}) must be >= 1, with at "
+                         "least one process per node")
+    if cfg.batch_size < cfg.processes:
+        raise InputError(f"{where}: batch_size ({cfg.batch_size}) is the global batch, shared by the "
+                         f"{cfg.processes} processes; it must be at least processes")
 
 
 @dataclass
@@ -36,9 +48,11 @@ class ClassifySettings:
     model_kwargs: dict = field(default_factory=dict)
     device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
     amp: str = "auto"  # mixed precision on GPU: auto | bf16 | fp16 | off
-    threads: int = 8
-    gpu_mem_mb: int = 16000
+    threads: int = 8  # per training process
+    gpu_mem_mb: int = 16000  # per training process
     runtime: int = 240  # minutes (Slurm)
+    processes: int = 1  # data-parallel training processes, one per GPU (gzmorph.distributed)
+    nodes: int = 1  # nodes the processes span (Slurm)
     apply_to: dict = field(default_factory=dict)  # other catalogues to classify: {name: {source, data_dir, ...}}
 
     @classmethod
@@ -51,6 +65,7 @@ class ClassifySettings:
             raise InputError(f"{where}.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
         if cfg.epochs < 1 or cfg.batch_size < 2:
             raise InputError(f"{where}: epochs ({cfg.epochs}) must be >= 1 and batch_size ({cfg.batch_size}) >= 2")
+        check_processes(cfg, where)
         return cfg
 
     def identity(self) -> dict:

@@ -286,6 +286,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
                          **params) -> dict:
     """Train on every galaxy of ``images`` (an image table) with votes from ``catalogue``
     (the source table); write the model file ``out``.  Returns a summary dict."""
+    from .distributed import is_main
     from .imageset import ImageStore, content_hash
     from .stream import StoreRows
     from .train import discard_checkpoints, fingerprint, write_table
@@ -312,10 +313,11 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
               "state_dict": model.state_dict(), "config": asdict(cfg), "count_source": count_source,
               "n_galaxies": int(len(ids)), "history": history,
               "mean_votes": float(counts.reshape(len(counts), -1)[:, :3].sum(1).mean())}
-    if metrics_path:
-        write_table(Path(metrics_path), history)
-    save_bundle(out, bundle, MODEL_FORMAT)  # safetensors: weights + JSON header
-    discard_checkpoints(checkpoint_dir)
+    if is_main():  # under data-parallel training, rank 0 alone writes (gzmorph.distributed)
+        if metrics_path:
+            write_table(Path(metrics_path), history)
+        save_bundle(out, bundle, MODEL_FORMAT)  # safetensors: weights + JSON header
+        discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "state_dict"}
 
 

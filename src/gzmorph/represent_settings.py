@@ -101,9 +101,11 @@ class RepresentSettings:
     sum_tolerance: float = 0.02
     device: str = "auto"
     amp: str = "auto"
-    threads: int = 2
-    gpu_mem_mb: int = 16000
+    threads: int = 2  # per training process
+    gpu_mem_mb: int = 16000  # per training process
     runtime: int = 240
+    processes: int = 1  # data-parallel training processes, one per GPU (gzmorph.distributed)
+    nodes: int = 1  # nodes the processes span (Slurm)
     embed_batch_size: int = 256
     map_method: str = "auto"
     similarity: SimilaritySettings = field(default_factory=SimilaritySettings)
@@ -113,9 +115,13 @@ class RepresentSettings:
     @classmethod
     def from_config(cls, given: dict | None) -> "RepresentSettings":
         """The defaults updated by the keys of the ``represent:`` block (and of its task blocks)."""
+        from .classify_settings import check_processes
+
         given = dict(given or {})
         tasks = {k: options(c, given.pop(k, None) or {}, f"represent.{k}") for k, c in TASKS.items()}
-        return options(cls, {**given, **tasks}, "represent")
+        rep = options(cls, {**given, **tasks}, "represent")
+        check_processes(rep, "represent")
+        return rep
 
 
 def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:

@@ -20,6 +20,22 @@ per-epoch table to ``metrics.tsv`` in the same directory.  Both hold only tensor
 and plain values, and are read with ``torch.load(weights_only=True)``
 (:func:`read_checkpoint`): a crafted checkpoint cannot run code.
 
+Data-parallel (:mod:`gzmorph.distributed`): when the process runs as one rank of a job of N
+(torchrun or srun set the environment; :func:`gzmorph.distributed.launch` starts them), ``fit``
+joins the process group, wraps the model in ``DistributedDataParallel`` with BatchNorm over the
+global batch, and every rank draws the same seeded *global* batches and trains on its contiguous
+share of each.  A rank's loss is weighted by its share of the batch, so the averaged gradient is
+the gradient of the global batch's mean loss: N ranks give the weights one process gives with the
+same ``batch_size`` (up to floating point; dropout draws per rank).  The augmentation of a global
+batch is drawn once (``transform.sample``/``apply``) and each rank applies its share of it.
+Validation predictions are split among the ranks and gathered; the training loss is summed over
+ranks; rank 0's epoch row is what every rank decides early stopping on.  Rank 0 alone writes the
+checkpoints, the table and log lines and shows progress; every rank resumes from the same
+``last.pt`` (its RNG states are rank 0's; each epoch reseeds from ``(seed, epoch)`` anyway, so a
+checkpoint also resumes under another number of ranks).  Every rank reads the whole of each global
+batch and keeps its share: simple and exact, at the price of reading N times.  A global batch
+smaller than the number of ranks (only a last one can be) is skipped on every rank.
+
 A checkpoint is resumed only by the run that wrote it: its ``meta`` (model, config, classes and
 the caller's ``fingerprint`` of settings, ids, labels and image content) and the library's code
 version must equal the resuming run's.  Any other checkpoint is set aside with one log line and
@@ -112,7 +128,7 @@ def _set_rng_states(s: dict) -> None:
     np.random.set_state((n["name"], np.array(n["key"], dtype=np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     random.setstate(s["python"])
-    if s.get("cuda") is not None and torch.cuda.is_available():
+    if s.get("cuda") is not None and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
@@ -204,10 +220,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     optimizer step.  ``on_step(epoch, step, loss)`` and ``on_epoch_end(epoch, row, model)`` are
     callbacks (raising from one stops training; the last checkpoint stays resumable).
     """
+    from . import distributed as D
     from .stream import as_rows, n_batches
 
     meta = {**(meta or {}), "code_version": package_hash()}
-    device = pick_device(device)
+    device = D.init(device) or pick_device(device)  # a rank of a DDP job gets its own device
+    world, rank = D.world(), D.rank()
+    progress = progress and rank == 0
     dtype = amp_dtype(device, amp)
     x, y = as_rows(train[0]), train[1]
     sign = 1.0 if mode == "min" else -1.0
@@ -216,9 +235,28 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
 
     torch.manual_seed(seed)  # initial weights are the caller's; this seeds anything built below
     model.to(device)
-    opt = optimizer(model.parameters())
-    loop = _Loop(model, loss_fn, opt, scheduler(opt, steps_per_epoch, epochs) if scheduler else None,
-                 torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), device, dtype, transform)
+    unsync = D.sync_batchnorm(model, device) if world > 1 else None
+    try:
+        net = D.wrap(model, device) if world > 1 else model
+        opt = optimizer(model.parameters())
+        loop = _Loop(model, loss_fn, opt, scheduler(opt, steps_per_epoch, epochs) if scheduler else None,
+                     torch.amp.GradScaler(device.type, enabled=dtype == torch.float16), device, dtype, transform,
+                     net, world, rank)
+        return _fit_epochs(loop, x, y, val, epochs, batch_size, seed, metrics_fn, monitor, sign, patience,
+                           restore_best, weights, steps_per_epoch, checkpoint_dir, resume, meta, amp, progress,
+                           on_step, on_epoch_end, eval_batch_size)
+    finally:
+        if unsync is not None:
+            unsync()
+
+
+def _fit_epochs(loop, x, y, val, epochs, batch_size, seed, metrics_fn, monitor, sign, patience, restore_best,
+                weights, steps_per_epoch, checkpoint_dir, resume, meta, amp, progress, on_step, on_epoch_end,
+                eval_batch_size) -> FitResult:
+    """``fit``'s epochs, from the resumed state (if any) to the end."""
+    from . import distributed as D
+
+    model, opt, device, world, rank = loop.model, loop.opt, loop.device, loop.world, loop.rank
     ckdir = Path(checkpoint_dir) if checkpoint_dir else None
     state = loop.resume(ckdir / "last.pt", meta) if ckdir and resume and (ckdir / "last.pt").exists() else None
     state = state or {"epoch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0,
@@ -228,7 +266,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     while state["epoch"] < epochs and not state["done"]:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        torch.manual_seed(epoch_seed(seed, epoch))  # dropout etc.
+        torch.manual_seed(epoch_seed(seed, epoch) + rank)  # dropout etc. (rank 0: as a single process)
         gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))  # sampling order
         aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(seed + 1, epoch))  # augmentation
         batches = _tqdm(x.epoch_batches(batch_size, gen, weights), total=steps_per_epoch,
@@ -238,6 +276,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         if val is not None and len(val[0]):
             row.update(loop.validate(val, metrics_fn, eval_batch_size, amp))
         row["seconds"] = round(time.perf_counter() - t0, 3)
+        if world > 1:
+            row = D.broadcast_object(row)  # every rank decides on rank 0's row
         value = row.get(monitor)
         improved = value is not None and (state["best_metric"] is None
                                           or sign * value < sign * state["best_metric"])
@@ -252,7 +292,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
         if progress:
             log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         if ckdir:
-            loop.save(ckdir, state, meta, best_state if improved else None)
+            if rank == 0:
+                loop.save(ckdir, state, meta, best_state if improved else None)
+            D.barrier()  # a rank that fails from here on leaves this epoch's checkpoint behind
         if on_epoch_end:
             on_epoch_end(epoch, row, model)
 
@@ -261,6 +303,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
             best_state = read_checkpoint(ckdir / "best.pt")["model"]
         if best_state is not None:
             model.load_state_dict(best_state)
+    D.barrier()  # every rank has read the checkpoints before rank 0's caller removes them
     return FitResult(state["history"], state["best_epoch"], state["best_metric"],
                      state["done"], ckdir, meta)
 
@@ -276,34 +319,79 @@ class _Loop:
     device: torch.device
     dtype: object
     transform: Callable | None
+    net: torch.nn.Module | None = None  # what trains: the model, or the model in DistributedDataParallel
+    world: int = 1
+    rank: int = 0
+
+    def __post_init__(self):
+        self.net = self.net if self.net is not None else self.model
+
+    def _inputs(self, xb: torch.Tensor, part: slice, aug_gen) -> torch.Tensor:
+        """This rank's ``part`` of the global batch ``xb`` as model input (augmented when training)."""
+        if self.world == 1:  # the whole batch, as before data-parallel training existed
+            xb = xb.to(self.device, non_blocking=True)
+            return self.transform(xb, aug_gen, True) if self.transform else xb
+        mine = xb[part].to(self.device, non_blocking=True)
+        if not self.transform:
+            return mine
+        if callable(getattr(self.transform, "sample", None)) and callable(getattr(self.transform, "apply", None)):
+            # the global batch's draw, as one process makes it; this rank applies its share
+            params = self.transform.sample(len(xb), aug_gen, self.device)
+            return self.transform.apply(mine, _part_of(params, part, len(xb)))
+        return self.transform(xb.to(self.device, non_blocking=True), aug_gen, True)[part]
 
     def train_epoch(self, y, batches, aug_gen, epoch: int, on_step: Callable | None) -> float:
-        """One pass over ``batches`` (``(positions, uint8 images)``); the mean training loss."""
-        self.model.train()
-        total, count = 0.0, 0
+        """One pass over ``batches`` (``(positions, uint8 images)`` of global batches); the mean
+        training loss (over every rank's examples)."""
+        from . import distributed as D
+
+        self.net.train()
+        total, count, skipped = 0.0, 0, 0
         for step, (idx, xb) in enumerate(batches):
-            xb = xb.to(self.device, non_blocking=True)
-            yb = y[idx.to(y.device)].to(self.device, non_blocking=True)
-            if self.transform:
-                xb = self.transform(xb, aug_gen, True)
+            n = len(idx)
+            if n < self.world:  # a rank would get nothing: skipped by every rank alike
+                skipped += 1
+                continue
+            part = D.share(n, self.rank, self.world)
+            mine = idx[part]
+            xs = self._inputs(xb, part, aug_gen)
+            yb = y[mine.to(y.device)].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-                loss = self.loss_fn(self.model(xb), yb)
+                loss = self.loss_fn(self.net(xs), yb)
+            # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of
+            # the batch makes that average the gradient of the global batch's mean loss
+            scaled = loss * (len(mine) * self.world / n) if self.world > 1 else loss
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(scaled).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
             if self.sched:
                 self.sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
+            total += loss.item() * len(mine)
+            count += len(mine)
             batches.set_postfix(loss=f"{total / count:.4f}", refresh=False)
             if on_step:
                 on_step(epoch, step, loss.item())
+        if skipped and self.rank == 0:
+            log.info("epoch %d: skipped %d batch(es) of fewer examples than the %d processes", epoch, skipped,
+                     self.world)
+        if self.world > 1:
+            total, count = D.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
         return total / max(count, 1)
 
     def validate(self, val: tuple, metrics_fn: Callable | None, batch_size: int, amp) -> dict:
-        """``val_loss`` and ``val_<metric>`` of the whole validation set."""
-        out = predict_tensor(self.model, val[0], self.transform, batch_size, self.device, amp)
+        """``val_loss`` and ``val_<metric>`` of the whole validation set (each rank predicts its
+        share; the outputs are gathered in order)."""
+        from . import distributed as D
+
+        n = len(val[0])
+        if self.world > 1 and n >= self.world:
+            part = D.share(n, self.rank, self.world)
+            mine = predict_tensor(self.model, _rows_part(val[0], part), self.transform, batch_size, self.device,
+                                  amp)
+            out = D.all_gather_shares(mine, n)
+        else:
+            out = predict_tensor(self.model, val[0], self.transform, batch_size, self.device, amp)
         row = {"val_loss": float(self.loss_fn(out, val[1].to(out.device)))}
         row.update({f"val_{k}": float(v) for k, v in (metrics_fn(out, val[1]) if metrics_fn else {}).items()})
         return row
@@ -318,7 +406,7 @@ class _Loop:
         if self.sched and ck.get("scheduler"):
             self.sched.load_state_dict(ck["scheduler"])
         self.scaler.load_state_dict(ck["scaler"])
-        _set_rng_states(ck["rng"])
+        _set_rng_states(ck["rng"])  # rank 0's, on every rank: each epoch reseeds per rank anyway
         log.info("resumed from %s after epoch %d", last, ck["state"]["epoch"])
         return ck["state"]
 
@@ -334,6 +422,21 @@ class _Loop:
         with atomic_path(ckdir / "last.pt") as tmp:
             torch.save(ck, tmp)
         write_table(ckdir / "metrics.tsv", state["history"])
+
+
+def _part_of(params: dict, part: slice, n: int) -> dict:
+    """The per-example entries (first dimension ``n``) of a drawn transform, cut to ``part``."""
+    return {k: v[part] if torch.is_tensor(v) and v.dim() and len(v) == n else v for k, v in params.items()}
+
+
+def _rows_part(x, part: slice):
+    """Rows ``part`` of ``fit``'s data (a tensor, or rows of an image store)."""
+    from .stream import StoreRows, TensorRows, as_rows
+
+    rows = as_rows(x)
+    if isinstance(rows, StoreRows):
+        return rows.subset(np.arange(part.start, part.stop))
+    return TensorRows(rows.x[part])
 
 
 def _tqdm(it, **kw):

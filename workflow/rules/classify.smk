@@ -5,6 +5,8 @@
 # job, which would throw the checkpoints away).  A checkpoint of other settings, images or code is
 # set aside automatically (gzmorph.train), and a finished run removes it.
 
+from gzmorph.distributed import rule_resources
+
 # the classify: block over its defaults (gzmorph.classify_settings, the one place they live);
 # gzmorph.config_check has already checked it (common.smk)
 _CLASSIFY = ClassifySettings.from_config(config["classify"])
@@ -17,6 +19,20 @@ CLASSIFY_TRAIN = {
     "device": CLASSIFY["device"],
     "amp": CLASSIFY["amp"],
     "seed": config["seed"],
+}
+
+# classify.processes > 1: data-parallel training (gzmorph.distributed), one process per GPU, as one
+# job -- locally with torchrun, under Slurm as one sbatch of N tasks whose script starts them with srun
+try:
+    CLASSIFY_RESOURCES = rule_resources(
+        CLASSIFY["processes"], CLASSIFY["nodes"], CLASSIFY["device"], "config classify"
+    )
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+CLASSIFY_LAUNCH = {
+    "processes": CLASSIFY["processes"],
+    "nodes": CLASSIFY["nodes"],
+    "device": CLASSIFY["device"],
 }
 
 if STAGE_PLAN["classify"]["runs"]:
@@ -50,13 +66,18 @@ rule train_classifier:
         ENV
     threads: CLASSIFY["threads"]
     resources:
-        gpu=1,
-        mem_mb=CLASSIFY["gpu_mem_mb"],
+        gpu=CLASSIFY_RESOURCES["gpu"],
+        tasks=CLASSIFY_RESOURCES["tasks"],
+        tasks_per_gpu=CLASSIFY_RESOURCES["tasks_per_gpu"],
+        nodes=CLASSIFY_RESOURCES["nodes"],
+        mpi=CLASSIFY_RESOURCES["mpi"],
+        mem_mb=CLASSIFY["gpu_mem_mb"] * -(-CLASSIFY["processes"] // CLASSIFY["nodes"]),
         runtime=CLASSIFY["runtime"],
     params:
         kind=lambda wc: wc.model,
         checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
         options=CLASSIFY_TRAIN,
+        launch=CLASSIFY_LAUNCH,
     script:
         "../scripts/train_classifier.py"
 

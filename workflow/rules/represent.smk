@@ -11,10 +11,23 @@
 # copies it in place of train_representation), so embedding and similarity run on any images; the
 # parts that need vote fractions run only where every source has them (gzmorph.stages, STAGE_PLAN).
 
+from gzmorph.distributed import rule_resources
 from gzmorph.represent_settings import workflow_options
 
 # the represent: block over its defaults (gzmorph.represent_settings, the one place they live)
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config["represent"], config["seed"])
+# represent.processes > 1: data-parallel training (gzmorph.distributed), as in classify.smk
+try:
+    REPRESENT_RESOURCES = rule_resources(
+        REPRESENT["processes"], REPRESENT["nodes"], REPRESENT["device"], "config represent"
+    )
+except InputError as err:
+    raise WorkflowError(str(err)) from None
+REPRESENT_LAUNCH = {
+    "processes": REPRESENT["processes"],
+    "nodes": REPRESENT["nodes"],
+    "device": REPRESENT["device"],
+}
 REPRESENT_PARTS = ["embeddings", "similarity", "anomalies", "finetune"]
 REPRESENT_REPORT_INPUTS = {
     "embeddings": {
@@ -121,12 +134,17 @@ else:
             ENV
         threads: REPRESENT["threads"]
         resources:
-            gpu=1,
-            mem_mb=REPRESENT["gpu_mem_mb"],
+            gpu=REPRESENT_RESOURCES["gpu"],
+            tasks=REPRESENT_RESOURCES["tasks"],
+            tasks_per_gpu=REPRESENT_RESOURCES["tasks_per_gpu"],
+            nodes=REPRESENT_RESOURCES["nodes"],
+            mpi=REPRESENT_RESOURCES["mpi"],
+            mem_mb=REPRESENT["gpu_mem_mb"] * -(-REPRESENT["processes"] // REPRESENT["nodes"]),
             runtime=REPRESENT["runtime"],
         params:
             checkpoint_dir=res("represent/checkpoints"),
             options=REPRESENT_TRAIN_OPTIONS,
+            launch=REPRESENT_LAUNCH,
         script:
             "../scripts/train_representation.py"
 

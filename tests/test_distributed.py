@@ -1,0 +1,142 @@
+"""Data-parallel training (gzmorph.distributed + gzmorph.train.fit) on the CPU: gloo, 2 processes
+started by the real launcher (torchrun), a tiny conv net with BatchNorm (tests/ddp_target.py).
+
+* 2 processes train the weights 1 process trains with the same global batch, to ATOL (float32
+  sums in another order: the measured difference is ~1e-7; without synchronised BatchNorm it is
+  ~4e-2), with uneven shares (batches of 7 over 2 ranks, a last batch of 2) and augmentation;
+* a rank that raises fails the job with that rank's error, in one line;
+* a rank killed outright (SIGKILL) fails the job naming it, and the rerun resumes from the last
+  checkpoint to exactly the weights of an uninterrupted 2-process run;
+* more processes than visible GPUs is one clear error, before anything starts (at job start
+  and, for the workflow's rules, when the DAG is built).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gzmorph import distributed as D
+from gzmorph.io import InputError
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+import ddp_target
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ranks_find_the_target():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+        mp.setenv("OMP_NUM_THREADS", "2")
+        yield
+
+
+def run2(tmp: Path, name: str, **kwargs) -> tuple[dict, str, float]:
+    """The tiny job as 2 ranks; (rank 0's result, the ranks' output, seconds)."""
+    out = io.StringIO()
+    t0 = time.monotonic()
+    result = D.launch(ddp_target.train_tiny, {"out": str(tmp / f"{name}.pt"), **kwargs}, 2, device="cpu",
+                      stream=out)
+    return result, out.getvalue(), time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """An uninterrupted 2-process run (3 epochs)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    result, output, seconds = run2(tmp, "two", checkpoint_dir=str(tmp / "ck"))
+    print(f"2-process run: {seconds:.1f} s")
+    return {"weights": torch.load(tmp / "two.pt"), "result": result, "output": output}
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def test_two_processes_train_the_weights_of_one_process(two, tmp_path):
+    one = ddp_target.train_tiny(str(tmp_path / "one.pt"))  # this process, the same global batch
+    w1 = torch.load(tmp_path / "one.pt")
+    init = (torch.manual_seed(0), ddp_target.model().state_dict())[1]
+    assert max_diff(w1, init) > 1e-2  # it trained
+    assert max_diff(w1, two["weights"]) < ATOL
+    for r1, r2 in zip(one["history"], two["result"]["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):  # reduced over the ranks
+            assert r2[key] == pytest.approx(r1[key], abs=ATOL), key
+    # the caller gets its own module classes back (synchronised BatchNorm only while training)
+    assert two["result"]["classes"].count("BatchNorm2d") == 2
+    # logs and progress from rank 0 only
+    epochs = [line for line in two["output"].splitlines() if "gzmorph.train: epoch=" in line]
+    assert len(epochs) == 3 and all("[rank 0]" in line for line in epochs), epochs
+    assert "INFO [rank 1]" not in two["output"]
+
+
+def test_a_rank_that_raises_fails_the_job_with_its_error(tmp_path):
+    with pytest.raises(D.DistributedError) as err:
+        run2(tmp_path, "raise", checkpoint_dir=str(tmp_path / "ck"), fail_rank=1, fail_epoch=1)
+    assert str(err.value).startswith("training process rank 1 of 2 (on ")
+    assert str(err.value).endswith("failed: ValueError: rank 1 gave up at epoch 1")
+    assert "\n" not in str(err.value)
+    # the epoch's checkpoint, written by rank 0 before the failure, is left for a rerun
+    assert torch.load(tmp_path / "ck" / "last.pt", weights_only=True)["state"]["epoch"] == 1
+
+
+def test_a_killed_rank_fails_the_job_and_the_rerun_resumes(two, tmp_path):
+    ck = str(tmp_path / "ck")
+    with pytest.raises(D.DistributedError, match=r"rank 1 of 2 died without an error \(killed by SIGKILL"):
+        run2(tmp_path, "killed", checkpoint_dir=ck, fail_rank=1, fail_epoch=2, how="kill")
+    assert not (tmp_path / "killed.pt").exists()
+    result, output, _ = run2(tmp_path, "resumed", checkpoint_dir=ck)
+    assert "resumed from" in output and "after epoch 2" in output
+    assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
+    resumed = torch.load(tmp_path / "resumed.pt")
+    assert all(torch.equal(resumed[k], two["weights"][k]) for k in resumed)  # bit-identical
+
+
+def test_one_process_runs_here_without_torch_distributed():
+    assert D.launch(os.getpid, {}, 1) == os.getpid()
+    assert D.world() == 1 and D.rank() == 0 and D.is_main()
+
+
+def test_more_processes_than_visible_gpus_is_one_error_before_anything_starts(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    started = []
+    with pytest.raises(InputError, match=r"^2 training processes need one GPU each \(device 'cuda'\), but the "
+                                         r"visible GPUs are 1 \(CUDA_VISIBLE_DEVICES=0\)$"):
+        D.launch(started.append, {"x": 1}, 2, device="cuda")
+    # at DAG build: a local run of a rule asking for 2 processes on a 1-GPU machine
+    with pytest.raises(InputError, match="classify.processes: 2 training processes need one GPU each, but this "
+                                         "machine shows 1"):
+        D.rule_resources(2, 1, "auto", "classify", argv=["--cores", "2"])
+    with pytest.raises(InputError, match="needs? a cluster executor"):
+        D.rule_resources(2, 2, "auto", "classify", argv=[])
+    # a cluster executor: Slurm decides what exists
+    assert D.rule_resources(4, 2, "auto", argv=["--executor", "slurm"]) == {
+        "gpu": 4, "tasks": 4, "tasks_per_gpu": 1, "nodes": 2, "mpi": "srun"}
+    # no GPU here: the processes share the CPU as one gpu-counted job; one process: as before
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert D.rule_resources(2, argv=[])["gpu"] == 1
+    assert D.check_local_gpus(2, "auto") == []
+    assert D.rule_resources(1, argv=[]) == {"gpu": 1, "tasks": None, "tasks_per_gpu": None, "nodes": None,
+                                            "mpi": None}
+
+
+def test_the_world_comes_from_torchrun_or_from_srun_started_by_launch():
+    assert D.env_world({}) is None
+    assert D.env_world({"WORLD_SIZE": "1", "RANK": "0"}) is None
+    assert D.env_world({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == D.World(3, 4, 1, 2)
+    slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
+             "SLURM_STEP_TASKS_PER_NODE": "2(x3),2"}
+    assert D.env_world(slurm) is None  # a plain Slurm job is not a data-parallel job
+    assert D.env_world({**slurm, D.ENV_MARK: "srun"}) == D.World(5, 8, 1, 2)
+    assert [D.share(7, r, 2) for r in (0, 1)] == [slice(0, 4), slice(4, 7)]
+    assert D._first_node("gpu[07-09,12],cpu1") in ("gpu07", "gpu[07-09,12]")
