@@ -228,20 +228,47 @@ def downstream(edges, rules: set[str]) -> set[str]:
     return out
 
 
+def job_inputs(out) -> dict[str, set[str]]:
+    """Rule -> every input file of its jobs, from the ``input:`` lines of a dry run."""
+    inputs: dict[str, set[str]] = {}
+    for m in re.finditer(r"^rule (\w+):\n\s+input: (.*)$", out.stdout + out.stderr, re.M):
+        inputs.setdefault(m.group(1), set()).update(p.strip() for p in m.group(2).split(","))
+    return inputs
+
+
+#: modules edited for real in the sweep below, one per kind: shared by every trained network, the
+#: streaming store, a source reader, a compute module of one stage, report code, a package __init__
+EDITED_FOR_REAL = ("augment.py", "stream.py", "sources/synthetic/render.py", "similarity.py",
+                   "report/figures.py", "report/__init__.py")
+
+
 def test_each_module_edit_reruns_exactly_the_rules_importing_it(synthetic_run):
-    """Every library module in turn gets a content change: the dry run plans exactly the rules whose
-    scripts import it (directly or transitively) and what consumes their outputs, nothing else."""
+    """Every library module is a code input of exactly the rules whose scripts import it (directly
+    or transitively), so a content change plans those rules and what consumes their outputs, nothing
+    else.  The inputs of every job come from one forced dry run; a content change of one module of
+    each kind then shows Snakemake planning exactly that set."""
     from gzmorph.codedeps import import_closure, library_modules
 
     src = synthetic_run / "src"
     scripts = rule_scripts(synthetic_run)
-    in_run = set(planned_jobs(smk(synthetic_run, "-n", "-F", config=TINY))) - {"all"}
+    forced = smk(synthetic_run, "-n", "-F", config=TINY)
+    in_run = set(planned_jobs(forced)) - {"all"}
+    inputs = job_inputs(forced)
     edges = rule_edges(synthetic_run, TINY)
     closure = {r: set(import_closure(synthetic_run / "workflow" / "scripts" / f"{scripts[r]}.py", src))
                for r in in_run}
+    modules = library_modules(src)
     pairs = 0
-    for module in library_modules(src):
+    for module in modules:
         importers = {r for r in in_run if str(module) in closure[r]}
+        declared = {r for r in in_run if str(module) in inputs.get(r, set())}
+        assert declared == importers, module
+        pairs += len(importers)
+    assert pairs > 100 and len(in_run) >= 20 and len(modules) > 60  # every rule and module was checked
+    for name in EDITED_FOR_REAL:
+        module = src / "gzmorph" / name
+        importers = {r for r in in_run if str(module) in closure[r]}
+        assert importers, name
         text = module.read_text()
         module.write_text(text + "\n# edited\n")
         try:
@@ -249,8 +276,6 @@ def test_each_module_edit_reruns_exactly_the_rules_importing_it(synthetic_run):
         finally:
             module.write_text(text)
         assert planned == downstream(edges, importers) - {"all"}, module
-        pairs += len(importers)
-    assert pairs > 100 and len(in_run) >= 20  # every rule of the default run was checked
     assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # the originals back: nothing to do
 
 
