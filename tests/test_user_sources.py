@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from workdirs import copy_workflow
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def copy_workflow(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
-    return dest
 
 
 def smk(workdir: Path, config: dict, *args, check: bool = True):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from workdirs import copy_workflow
 
 from gzmorph.curate import read_catalogue
 from gzmorph.imageset import read_images
@@ -42,13 +42,6 @@ TINY = {"synthetic": {"n_galaxies": 150, "stamp_size": 96}, "image_size": 32,
                       "finetune": {"seeds": 1, "steps": 5, "head_steps": 20, "min_budget": 2}}}
 
 
-def copy_workflow(dest: Path) -> Path:
-    """The workflow files (and the library the rules declare as code) in a fresh folder."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "config.yaml", "workflow", "profiles", "envs", "src"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
-    return dest
 
 
 def smk(workdir: Path, *args, config: dict | None = None, check: bool = True):
