@@ -1,8 +1,9 @@
 """One place for each default: the settings classes, config.yaml and the schema agree.
 
 The stage blocks' defaults live in their settings classes; config.yaml shows them (every key, the
-same value); the schema checks types and ranges and holds no default of its own.  Distillation
-presets state only what they change of the default preset, which is the settings class itself.
+same value; a key that a preset sets is shown commented out, since a value given in config.yaml
+would override every preset); the schema checks types and ranges and holds no default of its own.
+Presets state only what they change of the default preset, which is the settings class itself.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import jsonschema
 import pytest
 import yaml
 
-from gzmorph.classify_settings import ClassifySettings
-from gzmorph.represent_settings import RepresentSettings
+from gzmorph.classify_settings import CLASSIFY_PRESETS, ClassifySettings
+from gzmorph.represent_settings import REPRESENT_PRESETS, RepresentSettings
+from gzmorph.settings import preset_keys
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((REPO / "config.yaml").read_text())
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
 STAGES = {"classify": ClassifySettings, "represent": RepresentSettings}
+PRESETS = {"classify": CLASSIFY_PRESETS, "represent": REPRESENT_PRESETS}
 
 
 def schema_keys(node: dict) -> dict:
@@ -33,9 +36,24 @@ def class_keys(cls) -> dict:
             and is_dataclass(f.default_factory) else None for f in fields(cls)}
 
 
+def commented_keys(stage: str) -> dict:
+    """The ``  # key: value`` lines of a stage block of config.yaml, read as YAML."""
+    import re
+
+    out, block = {}, None
+    for line in (REPO / "config.yaml").read_text().splitlines():
+        if re.match(r"^\w", line):
+            block = line.split(":")[0]
+        elif block == stage and re.match(r"^  # \w+: ", line):
+            out.update(yaml.safe_load(line[4:]))
+    return out
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_config_yaml_shows_every_default_of_the_stage(stage):
-    assert CONFIG[stage] == asdict(STAGES[stage]())
+    defaults, by_presets = asdict(STAGES[stage]()), preset_keys(PRESETS[stage])
+    assert CONFIG[stage] == {k: v for k, v in defaults.items() if k not in by_presets}
+    assert commented_keys(stage) == {k: defaults[k] for k in by_presets}  # shown, commented out
 
 
 @pytest.mark.parametrize("stage", STAGES)

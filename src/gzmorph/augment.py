@@ -151,17 +151,24 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def channel_stats(images, batch: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std in [0, 1] units of uint8 N×H×W×C images (the training split)."""
+def pixel_values(images: torch.Tensor, greyscale: bool = False) -> torch.Tensor:
+    """uint8 N×H×W×C -> float64 pixels × channels in [0, 1]; ``greyscale``: one column, the channels' mean."""
+    b = images.reshape(-1, images.shape[-1]).double() / 255
+    return b.mean(1, keepdim=True) if greyscale else b
+
+
+def channel_stats(images, batch: int = 4096, greyscale: bool = False) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] units of uint8 N×H×W×C images (the training split);
+    ``greyscale``: of the grey image (the channels' mean), one value each."""
     images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
-    c = images.shape[-1]
+    c = 1 if greyscale else images.shape[-1]
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     for i in range(0, len(images), batch):
-        b = images[i:i + batch].reshape(-1, c).double() / 255
+        b = pixel_values(images[i:i + batch], greyscale)
         s += b.sum(0)
         s2 += (b * b).sum(0)
-    n = images.numel() // c
+    n = images.numel() // images.shape[-1]
     mean = s / n
     std = (s2 / n - mean**2).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
@@ -183,11 +190,17 @@ class BatchTransform:
     colour) -> optional ZCA whitening (``zca``: D×D matrix on flattened normalised images).
     Differentiable in a float input.  ``sample`` draws a transform and ``apply`` applies it, so
     a synthetic and a real batch can share one draw.
+
+    ``greyscale`` (a Zoobot-style representation): right after [0, 1] every image becomes one grey
+    channel, the unweighted mean of its channels, repeated to their number, so a 3-channel backbone
+    sees three equal channels; ``mean``/``std`` are then the grey image's (one value each).
+    :func:`input_transform` builds it from a model file's ``norm`` record.
     """
 
     def __init__(self, mean, std, cfg: AugmentConfig | None = None, cutout: float = 0.0,
-                 zca: torch.Tensor | None = None):
+                 zca: torch.Tensor | None = None, greyscale: bool = False):
         self.mean, self.std, self.cfg, self.cutout, self.zca = list(mean), list(std), cfg, float(cutout), zca
+        self.greyscale = bool(greyscale)
 
     def _v(self, vals, x):
         return torch.as_tensor(vals, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
@@ -221,6 +234,8 @@ class BatchTransform:
     def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
         """Apply a drawn transform (``None``: no augmentation, as in evaluation)."""
         x = self.denormalize(x)
+        if self.greyscale:
+            x = x.mean(1, keepdim=True).repeat(1, x.shape[1], 1, 1)
         if params is not None and self.cfg is not None:
             x = apply(x, params, self.cfg)
         x = normalize(x, self.mean, self.std)
@@ -233,6 +248,12 @@ class BatchTransform:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
         params = self.sample(len(x), generator, x.device) if train else None
         return self.apply(x, params)
+
+
+def input_transform(norm: dict, cfg: AugmentConfig | None = None) -> BatchTransform:
+    """The input pipeline of a model file's ``norm`` record (``mean``, ``std`` and, for a greyscale
+    representation, ``greyscale: true``), augmented by ``cfg`` when training."""
+    return BatchTransform(norm["mean"], norm["std"], cfg, greyscale=bool(norm.get("greyscale", False)))
 
 
 # --------------------------------------------------------------------------- DSA, single mode (module docstring)

@@ -199,6 +199,9 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     if shape[0] != shape[1]:
         raise InputError(f"{images}: images must be square, got {shape[0]}×{shape[1]}")
     image_size = int(shape[0])
+    if cfg.image_size and cfg.image_size != image_size:  # e.g. preset paper: EfficientNet-B1 at 240 px
+        raise InputError(f"{images}: images are {image_size} px but classify.image_size is {cfg.image_size} "
+                         "(rerun the curation at that size)")
     is_train = (df["split"] == "train").to_numpy()
     mean, std = channel_stats_rows(rows.subset(np.flatnonzero(is_train)))
     transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
@@ -229,7 +232,8 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
             model, loss, (rows.subset(tr), ytr), (rows.subset(va), yva),
             epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
             optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=cfg.momentum,
-                                                weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+                                                weight_decay=cfg.weight_decay,
+                                                nesterov=cfg.nesterov and cfg.momentum > 0),
             scheduler=cosine_schedule(warmup_steps=cfg.warmup_epochs * max(1, len(tr) // cfg.batch_size)),
             transform=transform, metrics_fn=accuracy_metrics, monitor=monitor, mode="max",
             patience=cfg.patience or None, sample_weights=sample_weights(y[tr], len(lv.classes)) if lv.weighted else None,
@@ -307,11 +311,12 @@ class TrainedClassifier:
             raise InputError(f"{path}: a {self.kind!r} model needs levels {expected}, found {sorted(self.models)}")
 
     def _probs(self, name: str, x: torch.Tensor, batch_size: int) -> np.ndarray:
-        from .augment import BatchTransform
+        from .augment import input_transform
         from .train import predict_tensor
 
-        out = predict_tensor(self.models[name], x, BatchTransform(self.norm["mean"], self.norm["std"]),
-                             batch_size=batch_size, device=self.device)
+        # a classifier fine-tuned from a greyscale representation (gzmorph finetune) records greyscale
+        out = predict_tensor(self.models[name], x, input_transform(self.norm), batch_size=batch_size,
+                             device=self.device)
         return torch.softmax(out, 1).numpy() if len(x) else np.zeros((0, len(self.models[name].head[-1].bias)))
 
     def check_images(self, images: np.ndarray, where: str = "images") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .io import InputError
-from .settings import options
+from .settings import amp_mode, options, preset_block
 
 #: keys that say where and how a job runs, not what it computes: never part of a run's identity
 RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "runtime", "progress", "processes",
@@ -31,13 +31,18 @@ def check_processes(cfg, where: str) -> None:
 class ClassifySettings:
     """Classifiers of the curated cut; laptop scale (the default synthetic run trains both in ~1 min)."""
 
+    preset: str = "default"  # CLASSIFY_PRESETS: what the other keys start from (explicit keys override it)
     models: list = field(default_factory=lambda: ["hiwl", "flat"])  # hiwl runs for the hiwl5 cut only
     backbone: str = "cnn"  # any model of gzmorph.models
+    #: side of the curated images, which the classifiers train on; 0: the top-level image_size
+    #: (:func:`curated_image_size`)
+    image_size: int = 0
     pretrained: str = ""  # a local encoder (folder, safetensors, checkpoint; gzmorph.pretrained); "" = from scratch
     epochs: int = 8
     batch_size: int = 64
     lr: float = 0.05  # SGD, cosine schedule after a linear warm-up
     momentum: float = 0.9
+    nesterov: bool = True  # Nesterov momentum (plain momentum when false)
     weight_decay: float = 0.0001
     label_smoothing: float = 0.05  # hiwl only; flat always uses 0
     weighted_sampling: str = "rare"  # hiwl only: rare | always | never
@@ -47,7 +52,7 @@ class ClassifySettings:
     augment: bool | dict = True  # or overrides of gzmorph.augment.AugmentConfig
     model_kwargs: dict = field(default_factory=dict)
     device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
-    amp: str = "auto"  # mixed precision on GPU: auto | bf16 | fp16 | off
+    amp: str = "auto"  # mixed precision on GPU: auto (bf16 where supported, else fp16) | bf16 | fp16 | off
     threads: int = 8  # per training process
     gpu_mem_mb: int = 16000  # per training process
     runtime: int = 240  # minutes (Slurm)
@@ -58,7 +63,11 @@ class ClassifySettings:
     @classmethod
     def from_config(cls, given: dict | None, where: str = "classify"):
         """The defaults updated by ``given``; unknown keys and impossible values are one clear error."""
-        cfg = options(cls, dict(given or {}), where)
+        cfg = options(cls, preset_block(CLASSIFY_PRESETS, given, where), where)
+        cfg.amp = amp_mode(cfg.amp, where)
+        if cfg.image_size and not 8 <= cfg.image_size <= 512:
+            raise InputError(f"{where}.image_size: {cfg.image_size} must be 0 (the top-level image_size) or "
+                             "8 to 512 px")
         if cfg.weighted_sampling not in ("rare", "always", "never"):
             raise InputError(f"{where}.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
         if not 0 <= cfg.label_smoothing < 1:
@@ -71,3 +80,26 @@ class ClassifySettings:
     def identity(self) -> dict:
         """The settings that determine the trained weights (what a checkpoint must agree on)."""
         return {k: v for k, v in asdict(self).items() if k not in RUN_KEYS}
+
+
+def curated_image_size(config: dict) -> int:
+    """The side of the curated images (``curated/images.parquet``): ``classify.image_size`` after
+    its preset, or the top-level ``image_size`` where that is 0.  The classifiers train on these
+    images; the distillation stage resizes them to ``distill.image_size`` and the report shows them."""
+    return ClassifySettings.from_config(config.get("classify")).image_size or int(config["image_size"])
+
+
+# --------------------------------------------------------------------------- presets
+# classify.preset picks one; every other key under `classify:` in the config overrides it.  A preset
+# states only what it changes of the defaults above (ClassifySettings, their one source).
+CLASSIFY_PRESETS = {
+    "default": {},
+    # HIWL (Ma et al. 2023, methods.md section 3): EfficientNet-B1 at 240 px, SGD lr 0.005 with plain
+    # momentum (the paper names no Nesterov), a cosine schedule (no warm-up), batch 16; momentum 0.9,
+    # weight decay 1e-4, label smoothing 0.05, 1/count sampling of the rare class and early stopping
+    # are the defaults already (tests/test_presets.py pins the resolved values).  The paper starts
+    # from ImageNet weights: gzmorph never downloads them, so set classify.pretrained to a local copy.
+    # Epochs and patience are not in the paper: those of configs/kaggle-hiwl5.yaml.
+    "paper": {"backbone": "efficientnet_b1", "image_size": 240, "lr": 0.005, "nesterov": False, "warmup_epochs": 0,
+              "batch_size": 16, "epochs": 30, "patience": 8},
+}

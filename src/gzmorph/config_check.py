@@ -427,4 +427,11 @@ def distill_errors(config: dict) -> list[str]:
                 break
     if "stm" in settings["methods"] and epochs < 2:
         out.append(f"config distill.expert.epochs: STM needs experts of at least 2 epochs, not {epochs}")
+    if "distill" in (config.get("stages") or ["distill"]):
+        from .classify_settings import curated_image_size
+
+        curated = curated_image_size(config)
+        if settings["image_size"] > curated:
+            out.append(f"config distill.image_size: {settings['image_size']} px is larger than the curated images "
+                       f"({curated} px: classify.image_size, else image_size); the experts only shrink them")
     return out

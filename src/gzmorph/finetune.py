@@ -172,7 +172,7 @@ def train_images(model, images: np.ndarray, y: np.ndarray, settings: FinetuneSet
     from .train import fit
 
     bs, epochs = _epochs(settings.steps, len(images), settings.batch_size)
-    transform = A.BatchTransform(norm["mean"], norm["std"], A.AugmentConfig.from_value(settings.augment))
+    transform = A.input_transform(norm, A.AugmentConfig.from_value(settings.augment))
     fit(model, torch.nn.CrossEntropyLoss(), (torch.from_numpy(np.ascontiguousarray(images)), torch.as_tensor(y)),
         None, epochs=epochs, batch_size=bs, seed=seed, optimizer=lambda p: torch.optim.AdamW(lr_groups(model)),
         transform=transform, device=device, progress=False)
@@ -203,12 +203,12 @@ def _features(encoder, norm, images, device) -> np.ndarray:
     """The frozen encoder's features (``Classifier.features`` = its backbone) of uint8 ``images``."""
     import torch
 
-    from .augment import BatchTransform
+    from .augment import input_transform
     from .train import predict_tensor
 
     body = torch.nn.Sequential(encoder.backbone).eval()
-    return predict_tensor(body, torch.from_numpy(np.ascontiguousarray(images)),
-                          BatchTransform(norm["mean"], norm["std"]), device=device).numpy()
+    return predict_tensor(body, torch.from_numpy(np.ascontiguousarray(images)), input_transform(norm),
+                          device=device).numpy()
 
 
 def _arm_logits(arm: str, rep, images, embeddings, tr, test, y_tr, n_classes, settings: FinetuneSettings, seed,
@@ -216,15 +216,14 @@ def _arm_logits(arm: str, rep, images, embeddings, tr, test, y_tr, n_classes, se
     """Train one arm on the galaxies ``tr``; its logits on ``test``."""
     import torch
 
-    from .augment import BatchTransform
+    from .augment import input_transform
     from .train import predict_tensor
 
     out = train_arm(arm, rep.model, rep.norm, images[tr], y_tr, n_classes, settings, seed, device,
                     features=embeddings[tr] if arm == "frozen" else None)
     if arm == "frozen":
         return out(embeddings[test])
-    return predict_tensor(out, torch.from_numpy(images[test]), BatchTransform(rep.norm["mean"], rep.norm["std"]),
-                          device=device)
+    return predict_tensor(out, torch.from_numpy(images[test]), input_transform(rep.norm), device=device)
 
 
 def _summarise(runs: pd.DataFrame) -> dict:

@@ -155,15 +155,15 @@ def finetune_from_csv(args) -> str:
               "class_counts": {c: int((y == k).sum()) for k, c in enumerate(classes)},
               "steps": settings.steps if arm != "frozen" else settings.head_steps, "seed": args.seed}
     if test is not None:
-        from .augment import BatchTransform
+        from .augment import input_transform
 
         t_images = decode_all(test[0], size, crop, args.batch_size, args.workers)
-        logits = predict_tensor(model, torch.from_numpy(t_images), BatchTransform(norm["mean"], norm["std"]),
-                                device=device)
+        logits = predict_tensor(model, torch.from_numpy(t_images), input_transform(norm), device=device)
         record["test"] = {"labels": str(args.test), "n": int(len(test[1])),
                           **label_metrics(logits, test[1], len(classes))}
     bundle = {"format": MODEL_FORMAT, "kind": "flat", "cut": None, "classes": classes, "image_size": size,
-              "norm": {"mean": list(map(float, norm["mean"])), "std": list(map(float, norm["std"]))},
+              "norm": {"mean": list(map(float, norm["mean"])), "std": list(map(float, norm["std"])),
+                       **({"greyscale": True} if norm.get("greyscale") else {})},  # a greyscale encoder's
               "levels": [{"name": "flat", "classes": classes, "model": model.config["name"],
                           "model_config": model.config, "state_dict": model.state_dict()}],
               "preprocess": {"crop_fraction": crop}, "finetune": record}

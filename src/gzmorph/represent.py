@@ -24,6 +24,13 @@ Training (:func:`train_representation`) uses the one training loop :func:`gzmorp
 on every galaxy of the source (not only a curated cut); a random ``val_fraction`` monitors the
 loss.  The model file (``model.pt``) holds everything needed to embed new images: a safetensors
 file (:func:`gzmorph.io.save_bundle`), the weights as its tensors and the rest as a JSON header.
+
+Greyscale (``greyscale``, Zoobot's input; ``represent.preset: paper``): every image becomes the
+unweighted mean of its three channels, repeated to the backbone's three input channels (the first
+convolution then acts on one grey channel, as Zoobot's 1-channel stem does, and every backbone and
+local pretrained encoder fits as it is), normalised with the grey image's mean and std.  The model
+file's ``norm`` record carries ``greyscale: true`` (:func:`gzmorph.augment.input_transform`), so
+embedding, prediction and fine-tuning from the file apply it too.
 """
 
 from __future__ import annotations
@@ -189,6 +196,8 @@ class RepresentConfig:
     defaults are :class:`~gzmorph.represent_settings.RepresentSettings`'), its seed and progress bar."""
 
     backbone: str = _DEFAULTS.backbone
+    image_size: int = _DEFAULTS.image_size  # 0: any; else the images must be this size
+    greyscale: bool = _DEFAULTS.greyscale
     model_kwargs: dict = field(default_factory=lambda: dict(_DEFAULTS.model_kwargs))
     epochs: int = _DEFAULTS.epochs
     batch_size: int = _DEFAULTS.batch_size
@@ -254,12 +263,17 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     if isinstance(rows, StoreRows):
         x_tr, x_va, size = rows.subset(tr), rows.subset(va), int(rows.store.shape[0])
-        mean, std = channel_stats_rows(x_tr)
+        mean, std = channel_stats_rows(x_tr, greyscale=cfg.greyscale)
     else:
         x = rows.x
         x_tr, x_va, size = x[torch.as_tensor(tr)], x[torch.as_tensor(va)], int(x.shape[1])
-        mean, std = A.channel_stats(x_tr)
-    transform = A.BatchTransform(mean, std, A.AugmentConfig.from_value(cfg.augment))
+        mean, std = A.channel_stats(x_tr, greyscale=cfg.greyscale)
+    if cfg.image_size and cfg.image_size != size:  # e.g. preset paper: EfficientNet-B0 at 224 px
+        raise InputError(f"the representation's images are {size} px but represent.image_size is "
+                         f"{cfg.image_size} (rerun represent_images at that size)")
+    # the input pipeline as the model file records it (Representation reads it back)
+    norm = {"mean": mean, "std": std, **({"greyscale": True} if cfg.greyscale else {})}
+    transform = A.input_transform(norm, A.AugmentConfig.from_value(cfg.augment))
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     n_out = counts.shape[1]
@@ -268,8 +282,8 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     loss = DirichletMultinomialLoss()
     steps = max(1, len(tr) // cfg.batch_size)
     val = (x_va, y[torch.as_tensor(va)]) if n_val else None
-    log.info("%s at %d px: %d train / %d val galaxies, %d answers, %d epochs", cfg.backbone, size,
-             len(tr), n_val, n_out, cfg.epochs)
+    log.info("%s at %d px%s: %d train / %d val galaxies, %d answers, %d epochs", cfg.backbone, size,
+             " (greyscale)" if cfg.greyscale else "", len(tr), n_val, n_out, cfg.epochs)
     result = fit(model, loss, (x_tr, y[torch.as_tensor(tr)]),
                  val, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                  optimizer=lambda p: torch.optim.AdamW(p, lr=cfg.lr, weight_decay=cfg.weight_decay),
@@ -278,7 +292,7 @@ def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
                  checkpoint_dir=checkpoint_dir, meta=meta, device=device, amp=cfg.amp,
                  progress=cfg.progress)
     model.cpu().eval()
-    return model, {"mean": mean, "std": std}, result.history
+    return model, norm, result.history
 
 
 def train_representation(images: str | Path, catalogue: str | Path, out: str | Path, *,
@@ -341,10 +355,14 @@ class Representation:
         return int(self.model.num_features)
 
     @property
-    def transform(self):
-        from .augment import BatchTransform
+    def greyscale(self) -> bool:
+        return bool(self.norm.get("greyscale", False))
 
-        return BatchTransform(self.norm["mean"], self.norm["std"])
+    @property
+    def transform(self):
+        from .augment import input_transform
+
+        return input_transform(self.norm)  # greyscale too, where the model was trained so
 
     def check_images(self, images: np.ndarray, where: str = "images") -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:

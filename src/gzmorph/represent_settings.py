@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .settings import options
+from .io import InputError
+from .settings import amp_mode, options, preset_block
 
 ARMS = ("frozen", "finetuned", "scratch")  # the fine-tuning arms
 
@@ -74,8 +75,8 @@ class FinetuneSettings:
 
 #: The keys of :class:`RepresentSettings` that are options of ``gzmorph.represent.train_representation``
 #: as they are (``pretrained``, ``patience`` and ``seed`` are translated by :func:`workflow_options`).
-TRAIN_KEYS = ("backbone", "model_kwargs", "epochs", "batch_size", "lr", "weight_decay", "val_fraction",
-              "augment", "n_volunteers", "sum_tolerance", "device", "amp")
+TRAIN_KEYS = ("backbone", "image_size", "greyscale", "model_kwargs", "epochs", "batch_size", "lr", "weight_decay",
+              "val_fraction", "augment", "n_volunteers", "sum_tolerance", "device", "amp")
 TASKS = {"similarity": SimilaritySettings, "anomalies": AnomalySettings, "finetune": FinetuneSettings}
 
 
@@ -84,7 +85,14 @@ class RepresentSettings:
     """The ``represent:`` config block; laptop scale: the synthetic default run's whole stage takes
     about 2.5 minutes on 2 CPU cores."""
 
+    preset: str = "default"  # REPRESENT_PRESETS: what the other keys start from (explicit keys override it)
     backbone: str = "cnn"
+    #: side of the representation's images (represent/images.parquet); 0: the top-level image_size
+    #: (:func:`representation_image_size`)
+    image_size: int = 0
+    #: the input as one grey channel, the unweighted mean of R, G and B (Zoobot), repeated to the
+    #: backbone's 3 input channels; recorded in the model file, so embedding applies it too
+    greyscale: bool = False
     model_kwargs: dict = field(default_factory=dict)
     pretrained: str = ""  # empty: random initial weights
     #: a representation trained elsewhere (a gzmorph representation model file): used as it is, nothing is
@@ -117,11 +125,32 @@ class RepresentSettings:
         """The defaults updated by the keys of the ``represent:`` block (and of its task blocks)."""
         from .classify_settings import check_processes
 
-        given = dict(given or {})
+        given = preset_block(REPRESENT_PRESETS, given, "represent")
         tasks = {k: options(c, given.pop(k, None) or {}, f"represent.{k}") for k, c in TASKS.items()}
         rep = options(cls, {**given, **tasks}, "represent")
+        rep.amp = amp_mode(rep.amp, "represent")
+        if rep.image_size and not 8 <= rep.image_size <= 512:
+            raise InputError(f"represent.image_size: {rep.image_size} must be 0 (the top-level image_size) or "
+                             "8 to 512 px")
         check_processes(rep, "represent")
         return rep
+
+
+def representation_image_size(config: dict) -> int:
+    """The side of the representation's images (``represent/images.parquet``, and what an imported
+    ``represent.model`` must take): ``represent.image_size`` after its preset, or the top-level
+    ``image_size`` where that is 0."""
+    return RepresentSettings.from_config(config.get("represent")).image_size or int(config["image_size"])
+
+
+# represent.preset picks one; every other key under `represent:` overrides it.  A preset states only
+# what it changes of the defaults above (RepresentSettings, their one source).
+REPRESENT_PRESETS = {
+    "default": {},
+    # Zoobot (Walmsley et al. 2022, methods.md section 2): EfficientNet-B0 at 224 px on greyscale images.
+    # Epochs are not in methods.md: 15, what config.yaml suggests for real catalogues.
+    "paper": {"backbone": "efficientnet_b0", "image_size": 224, "greyscale": True, "epochs": 15},
+}
 
 
 def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:

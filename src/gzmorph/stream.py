@@ -159,17 +159,17 @@ def as_rows(x):
     return TensorRows(x if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x)))
 
 
-def channel_stats_rows(rows: StoreRows, batch: int = 4096) -> tuple[list[float], list[float]]:
+def channel_stats_rows(rows: StoreRows, batch: int = 4096, greyscale: bool = False) -> tuple[list[float], list[float]]:
     """Per-channel mean and std in [0, 1] units (:func:`gzmorph.augment.channel_stats`), streamed."""
-    from .augment import channel_stats
+    from .augment import channel_stats, pixel_values
 
     if rows.fits:
-        return channel_stats(rows._all(), batch)
-    c = rows.store.shape[-1]
+        return channel_stats(rows._all(), batch, greyscale)
+    c = 1 if greyscale else rows.store.shape[-1]
     s = torch.zeros(c, dtype=torch.float64)
     s2 = torch.zeros(c, dtype=torch.float64)
     for x in rows.ordered_batches(batch):
-        b = x.reshape(-1, c).double() / 255
+        b = pixel_values(x, greyscale)
         s += b.sum(0)
         s2 += (b * b).sum(0)
     n = len(rows) * int(np.prod(rows.store.shape[:-1]))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from gzmorph.classify_settings import ClassifySettings
+from gzmorph.classify_settings import ClassifySettings, curated_image_size
 from gzmorph.codedeps import import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
@@ -23,6 +23,9 @@ try:
 except InputError as err:
     raise WorkflowError(str(err)) from None
 CUT = get_cut(config["cut"], config["cuts"])
+# the side of the curated images: classify.image_size (e.g. 240 with classify.preset: paper), else
+# the top-level image_size; the representation's images have their own (represent.smk)
+CURATED_IMAGE_SIZE = curated_image_size(config)
 
 config["dataset"] = dataset_name(config)
 DATASET = config["dataset"]

@@ -49,7 +49,7 @@ rule preprocess_images:
         mem_mb=8000,
         runtime=60,
     params:
-        image_size=config["image_size"],
+        image_size=CURATED_IMAGE_SIZE,  # classify.image_size, or image_size
         crop_fraction=config["crop_fraction"],
         max_bad_fraction=config["max_bad_image_fraction"],
         max_image_pixels=config["max_image_pixels"],

@@ -12,10 +12,12 @@
 # parts that need vote fractions run only where every source has them (gzmorph.stages, STAGE_PLAN).
 
 from gzmorph.distributed import rule_resources
-from gzmorph.represent_settings import workflow_options
+from gzmorph.represent_settings import representation_image_size, workflow_options
 
 # the represent: block over its defaults (gzmorph.represent_settings, the one place they live)
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config["represent"], config["seed"])
+# the side of its images: represent.image_size (224 with represent.preset: paper), else image_size
+REPRESENT_IMAGE_SIZE = representation_image_size(config)
 # represent.processes > 1: data-parallel training (gzmorph.distributed), as in classify.smk
 try:
     REPRESENT_RESOURCES = rule_resources(
@@ -82,7 +84,7 @@ rule represent_images:
         mem_mb=8000,
         runtime=60,
     params:
-        image_size=config["image_size"],
+        image_size=REPRESENT_IMAGE_SIZE,
         crop_fraction=config["crop_fraction"],
         max_bad_fraction=config["max_bad_image_fraction"],
         max_image_pixels=config["max_image_pixels"],
@@ -111,7 +113,7 @@ if REPRESENT["model"]:
             mem_mb=2000,
             runtime=10,
         params:
-            image_size=config["image_size"],
+            image_size=REPRESENT_IMAGE_SIZE,
         script:
             "../scripts/import_representation.py"
 

@@ -14,7 +14,8 @@ with rule_context(snakemake) as (params, log):
     bundle = load_bundle(src, MODEL_FORMAT, "representation model file (config represent.model)")
     if int(bundle["image_size"]) != int(params["image_size"]):
         raise InputError(f"config represent.model: {src} is a representation of {bundle['image_size']} px images; "
-                         f"this run's image_size is {params['image_size']}: set image_size: {bundle['image_size']}")
+                         f"this run's representation images are {params['image_size']} px: set "
+                         f"represent.image_size: {bundle['image_size']}")
     with atomic_path(snakemake.output.model) as tmp:
         shutil.copyfile(src, tmp)
     write_table(Path(snakemake.output.training), list(bundle.get("history") or []))
