@@ -289,7 +289,7 @@ def task_labels(settings: FinetuneSettings, source: pd.DataFrame, curated: pd.Da
     or any column of the source catalogue (categories as they are; a fractional column split at
     ``settings.threshold`` into below/at-or-above)."""
     if settings.label == "rings":
-        return ring_labels(source, settings), ["not ring", "ring"], f"ring vs not ring, {settings.describe_rings()}"
+        return ring_labels(source, settings), ["not ring", "ring"], "ring vs not ring"
     if settings.label == "class":
         if curated is None:
             raise InputError("represent.finetune.label: class needs the curated catalogue")

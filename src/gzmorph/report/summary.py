@@ -61,7 +61,8 @@ def representation_rows(run: Path) -> list[tuple[str, str, str]]:
     if f and f.get("budgets"):
         b = str(min(f["budgets"]))
         arms = {arm: r[b]["accuracy_mean"] for arm, r in f["arms"].items() if b in r}
-        rows.append((f"fine-tuning ({f['task']})", f"test accuracy at {b} labels per class, "
+        task = "ring vs not ring" if f.get("label", "rings") == "rings" else f["task"]
+        rows.append((f"fine-tuning ({task})", f"test accuracy at {b} labels per class, "
                      + " / ".join(arms), " / ".join(f"{v:.3f}" for v in arms.values())))
     return rows
 
