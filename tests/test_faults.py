@@ -27,6 +27,8 @@ import pytest
 import yaml
 from test_workflow import SNAKEMAKE, TINY, copy_workflow, planned_jobs
 
+from gzmorph.imagestream import IMAGE_SUFFIXES
+
 DS = "f"
 RES = f"results/{DS}"
 CURATION = [f"{RES}/curated/catalogue.parquet", f"{RES}/curated/images.parquet"]
@@ -522,11 +524,13 @@ def test_gzmorph_help_and_version():
     assert "predictions Parquet file to write (its folder must exist)" in " ".join(out.stdout.split())
 
 
+SUFFIXES = ", ".join(IMAGE_SUFFIXES)  # the formats a folder is searched for
 USAGE_ERRORS = {  # arguments -> the one error line argparse prints under the usage
     "no arguments": ([], "gzmorph: error: the following arguments are required: command"),
     "unknown subcommand": (
         ["frobnicate"],
-        "gzmorph: error: argument command: invalid choice: 'frobnicate' (choose from 'classify')"),
+        "gzmorph: error: argument command: invalid choice: 'frobnicate' (choose from 'classify', 'predict', "
+        "'embed', 'finetune', 'export-encoder')"),
     "unknown option": (
         ["classify", "m.pt", "img", "-o", "p.parquet", "--frobnicate"],
         "gzmorph: error: unrecognized arguments: --frobnicate"),
@@ -603,10 +607,10 @@ def input_errors(tmp_path, model: Path, images: Path) -> dict:
             f"{images / '200000.jpg'}: classifier model file cannot be read: not a safetensors file; {retrain}"),
         "folder without images": (
             ["classify", model, tmp_path / "notes", "-o", out],
-            f"{tmp_path / 'notes'}: folder has no .jpg/.jpeg/.png images"),
+            f"{tmp_path / 'notes'}: folder has no images ({SUFFIXES})"),
         "empty folder": (
             ["classify", model, tmp_path / "empty", "-o", out],
-            f"{tmp_path / 'empty'}: folder has no .jpg/.jpeg/.png images"),
+            f"{tmp_path / 'empty'}: folder has no images ({SUFFIXES})"),
         "missing image": (
             ["classify", model, tmp_path / "nope.jpg", "-o", out],
             f"{tmp_path / 'nope.jpg'}: no such image file or folder"),

@@ -262,11 +262,12 @@ def test_every_gpu_rule_of_the_workflow_is_in_the_slurm_profile():
 
     gpu_rules = set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for block in re.split(r"\n(?=rule \w+:)", smk.read_text()):
-            m = re.match(r"rule (\w+):", block)
+        for block in re.split(r"\n(?=\s*rule \w+:)", smk.read_text()):  # rules may sit under an if/else
+            m = re.match(r"\s*rule (\w+):", block)
             if m and re.search(r"^\s+gpu\s*=", block, re.M):
                 gpu_rules.add(m.group(1))
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert gpu_rules <= set(profile["set-resources"]), gpu_rules - set(profile["set-resources"])
     for rule in gpu_rules:
-        assert profile["set-resources"][rule]["gpu"] == 1
+        # one GPU a job, or none set here: the training rules take their count from config (processes)
+        assert profile["set-resources"][rule].get("gpu", 1) == 1

@@ -109,7 +109,8 @@ def test_declared_gz2_votes_are_made_cumulative(gz2_dir, tmp_path):
     df = read_source("table", tmp_path, catalogue="g.csv", id_column="dr7objid", image_dir=str(gz2_dir / "images"),
                      image_pattern="{asset_id}.jpg", votes="gz2", vote_suffix="_weighted_fraction")
     assert df["id"].tolist() == ref["id"].head(50).tolist()
-    assert df["image_path"].tolist() == ref["image_path"].head(50).tolist()
+    # the same files (one reader may resolve a linked shared-data folder, the other not)
+    assert [Path(p).resolve() for p in df["image_path"]] == [Path(p).resolve() for p in ref["image_path"].head(50)]
     np.testing.assert_allclose(df[KAGGLE_COLUMNS].to_numpy(), ref[KAGGLE_COLUMNS].head(50).to_numpy())
     assert len(GZ2_TREE.answers) == 37
 

@@ -196,7 +196,7 @@ def rule_scripts(workdir: Path) -> dict[str, str]:
     out, derived = {}, {}
     for f in (workdir / "workflow" / "rules").glob("*.smk"):
         text = f.read_text()
-        for m in re.finditer(r'^rule (\w+):.*?script:\s*"\.\./scripts/(\w+)\.py"', text, re.M | re.S):
+        for m in re.finditer(r'^\s*rule (\w+):.*?script:\s*"\.\./scripts/(\w+)\.py"', text, re.M | re.S):
             out[m.group(1)] = m.group(2)
         derived.update((m.group(2), m.group(1)) for m in re.finditer(r"^use rule (\w+) as (\w+)", text, re.M))
     return out | {new: out[base] for new, base in derived.items()}
@@ -345,7 +345,7 @@ def test_gz2_guan9_real_sample(tmp_path, gz2_dir):
     (["colour=red"], r"config colour: unknown key; known keys: classify, "),
     (["seeds=1"], r"config seeds: unknown key; did you mean 'seed'\? \(workflow/schemas/config.schema.yaml\)"),
     (["image_size=big"], r"config image_size: 'big' is not of type 'integer' \(workflow/schemas/"),
-    (["source=sdss"], r"config source: 'sdss' is not one of \['synthetic', 'kaggle', 'gz2'\]"),
+    (["source=sdss"], r"config source: 'sdss' is not one of \['synthetic', 'kaggle', 'gz2', 'table'\]"),
     (["cut=zhu7"], r"config cut: 'zhu7' is not a named cut"),
     (["dataset=.."], r"config dataset: '\.\.' is not a safe name"),
 ])
