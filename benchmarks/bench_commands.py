@@ -67,6 +67,15 @@ def run(cmd: list[str]) -> dict:
             "peak_rss_tree_mb": round(peak["tree"], 1)}
 
 
+def emit(result: dict, out: str | None) -> dict:
+    """Print the benchmark's JSON document (and write it to ``out``)."""
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return result
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a representation model file (predict, embed)")
@@ -108,11 +117,7 @@ def main(argv=None) -> dict:
                 "marginal_images_per_s": round((hi["n"] - lo["n"]) / max(1e-9, hi["wall_s"] - lo["wall_s"]), 1),
                 "peak_rss_tree_ratio": round(hi["peak_rss_tree_mb"] / lo["peak_rss_tree_mb"], 3),
                 "peak_rss_main_ratio": round(hi["peak_rss_main_mb"] / lo["peak_rss_main_mb"], 3)}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

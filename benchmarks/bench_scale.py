@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_commands import run  # noqa: E402 - the process-tree RSS sampler
+from bench_commands import emit, run  # noqa: E402 - the process-tree RSS sampler, the JSON output
 
 REPO = Path(__file__).resolve().parents[1]
 KAGGLE = Path(os.environ.get("GZMORPH_SHARED_DATA", REPO.parent / "shared" / "data")) / "gz-kaggle-dev"
@@ -192,11 +192,7 @@ def main(argv=None) -> dict:
         goals["stream_vs_memory_64px"] = {"ratio": round(st["images_per_s"] / mem["images_per_s"], 3),
                                           "goal_met": st["images_per_s"] >= 0.9 * mem["images_per_s"]}
     result["goals"] = goals
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

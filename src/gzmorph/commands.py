@@ -117,7 +117,7 @@ def embed_command(args) -> int:
     (a fixed-size list of float32) per image."""
     import pyarrow as pa
 
-    from .represent import load_representation
+    from .represent import embedding_table, load_representation
 
     check_device(args.device)
     rep = load_representation(args.model, device=args.device)
@@ -126,9 +126,8 @@ def embed_command(args) -> int:
                                                                     "embedding_dim": rep.dim}) as write:
         for frame, vec in stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
                                        lambda x: rep.embed(x, args.batch_size), "embed"):
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            col = pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1), pa.float32()), vec.shape[1])
-            write(table.append_column("embedding", col))
+            table = embedding_table(np.asarray(frame["id"]), vec)
+            write(table.add_column(1, "path", pa.array(frame["path"], pa.string())))
     log.info("%d images -> %s (%d-d)", len(paths), args.output, rep.dim)
     return 0
 

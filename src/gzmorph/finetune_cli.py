@@ -17,7 +17,6 @@ images are held in memory as uint8 (a label set is hundreds, not millions, of ga
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -92,14 +91,10 @@ def load_encoder_file(path, image_size: int | None = None):
 
 
 def _folder_norm(path) -> dict | None:
-    """The mean/std a timm folder's ``config.json`` declares (``pretrained_cfg``), in [0, 1] units."""
-    cfg = Path(path) / "config.json" if Path(path).is_dir() else None
-    if cfg is None or not cfg.is_file():
-        return None
-    try:
-        pc = json.loads(cfg.read_text()).get("pretrained_cfg", {})
-    except (json.JSONDecodeError, AttributeError):
-        return None
+    """The mean/std a timm encoder's ``config.json`` declares (``pretrained_cfg``), in [0, 1] units."""
+    from .pretrained import encoder_config
+
+    pc = (encoder_config(path) or {}).get("pretrained_cfg") or {}
     if "mean" in pc and "std" in pc:
         return {"mean": [float(v) for v in pc["mean"]], "std": [float(v) for v in pc["std"]]}
     return None

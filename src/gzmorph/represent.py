@@ -408,7 +408,8 @@ def load_representation(path: str | Path, device=None) -> Representation:
 # --------------------------------------------------------------------------- embeddings
 
 
-def _embedding_table(ids, vectors: np.ndarray):
+def embedding_table(ids, vectors: np.ndarray):
+    """``id`` (int64, or string) + ``embedding`` (fixed-size list<float32>) as an Arrow table."""
     import pyarrow as pa
 
     from .imageset import _id_array
@@ -426,7 +427,7 @@ def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict 
 
     meta = {"embedding_dim": int(np.shape(vectors)[1]), **(metadata or {})}
     with parquet_stream(path, metadata=meta) as write:
-        write(_embedding_table(ids, vectors))
+        write(embedding_table(ids, vectors))
 
 
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -461,7 +462,7 @@ def embed_table(model: str | Path | Representation, images: str | Path, out: str
                  mininterval=5) as bar:
         for pos, images_ in store.batches(max(batch_size, 4096)):
             vec = rep.embed(images_, batch_size=batch_size)
-            write(_embedding_table(store.ids[pos], vec))
+            write(embedding_table(store.ids[pos], vec))
             parts.append(vec)
             bar.update(len(pos))
     vec = np.concatenate(parts) if parts else np.zeros((0, rep.dim), np.float32)

@@ -92,19 +92,18 @@ class StoreRows:
     def windows(self, gen: torch.Generator) -> list[np.ndarray]:
         """Positions (into ``rows``) of each window of an epoch: row groups in a seeded order,
         consecutive groups up to ``window_rows`` rows per window."""
-        groups = self.store.group_of(self.rows)
-        uniq, inverse = np.unique(groups, return_inverse=True)
-        members = [[] for _ in uniq]
-        for pos, k in enumerate(inverse):
-            members[k].append(pos)
-        out, current = [], []
-        for k in torch.randperm(len(uniq), generator=gen).tolist():
-            if current and len(current) + len(members[k]) > self.window_rows:
-                out.append(np.array(current, dtype=np.int64))
-                current = []
-            current += members[k]
+        _, inverse, counts = np.unique(self.store.group_of(self.rows), return_inverse=True, return_counts=True)
+        # each group's positions, ascending (a stable sort by group), without a Python loop over rows
+        members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+        out, current, size = [], [], 0
+        for k in torch.randperm(len(members), generator=gen).tolist():
+            if current and size + len(members[k]) > self.window_rows:
+                out.append(np.concatenate(current))
+                current, size = [], 0
+            current.append(members[k])
+            size += len(members[k])
         if current:
-            out.append(np.array(current, dtype=np.int64))
+            out.append(np.concatenate(current))
         return out
 
     def epoch_batches(self, batch_size: int, gen: torch.Generator, weights=None):
