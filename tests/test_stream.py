@@ -77,7 +77,8 @@ def test_rows_that_fit_the_window_are_shuffled_exactly_as_an_in_memory_tensor(st
 
 def test_a_window_smaller_than_the_rows_streams_each_row_once_in_a_seeded_order(store):
     path, imgs = store
-    rows = StoreRows(path, np.arange(3, 300), window_mb=100 * 8 * 8 * 3 / 2**20)  # about 100 rows per window
+    # about 100 rows per window; read in this process (workers=0), to see what each read asks for
+    rows = StoreRows(path, np.arange(3, 300), window_mb=100 * 8 * 8 * 3 / 2**20, workers=0)
     assert not rows.fits
     seen_max = []
     read = rows.store.read_rows
@@ -97,6 +98,35 @@ def test_a_window_smaller_than_the_rows_streams_each_row_once_in_a_seeded_order(
     w[:10] = 1.0
     drawn = torch.cat([p for p, _ in rows.epoch_batches(32, torch.Generator().manual_seed(1), w)]).numpy()
     assert set(drawn.tolist()) <= set(range(10))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_worker_processes_stream_exactly_what_the_training_process_reads(store, weighted):
+    """Windows read by 1-3 DataLoader workers come back in the one seeded order of workers=0."""
+    path, imgs = store
+    w = torch.rand(297, generator=torch.Generator().manual_seed(0), dtype=torch.double) if weighted else None
+
+    def epoch(workers):
+        rows = StoreRows(path, np.arange(3, 300), window_mb=70 * 8 * 8 * 3 / 2**20, workers=workers)
+        return list(rows.epoch_batches(16, torch.Generator().manual_seed(4), w)), list(rows.ordered_batches(40))
+
+    (base, ordered) = epoch(0)
+    assert torch.equal(torch.cat(ordered), torch.from_numpy(imgs[3:300]))
+    for workers in (1, 2, 3):
+        batches, ordered_w = epoch(workers)
+        assert len(batches) == len(base)
+        for (pa_, xa), (pb, xb) in zip(batches, base):
+            assert torch.equal(pa_, pb) and torch.equal(xa, xb)
+        assert all(torch.equal(a, b) for a, b in zip(ordered_w, ordered))
+
+
+def test_a_store_damaged_under_a_worker_is_one_error_naming_it(store):
+    path, _ = store
+    rows = StoreRows(path, window_mb=100 * 8 * 8 * 3 / 2**20, workers=2)
+    path.write_bytes(path.read_bytes()[:500])  # truncated after the rows were opened
+    with pytest.raises(InputError) as err:
+        list(rows.epoch_batches(32, torch.Generator().manual_seed(1)))
+    assert str(path) in str(err.value) and "\n" not in str(err.value) and "Traceback" not in str(err.value)
 
 
 def test_fit_on_streamed_rows_resumes_to_the_weights_of_an_uninterrupted_run(store, tmp_path):

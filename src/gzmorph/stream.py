@@ -11,8 +11,15 @@ tensor.  An epoch's order is drawn from the epoch's seeded generator:
   about ``window_mb`` of pixels, and each window is permuted on its own: the shard shuffle +
   shuffle buffer of WebDataset and LitData.  Weighted draws with replacement take two stages: how
   many draws each window gets (by its share of the weight), then which of its rows.  Batches run on across
-  windows, so an epoch has the same number of batches either way, and memory holds two windows
-  (the next one is read by a background thread while the model trains on this one).
+  windows, so an epoch has the same number of batches either way.
+
+Windows are read by the worker processes of a ``torch.utils.data.DataLoader`` (``workers``, each
+with its own handle on the store): worker ``i`` reads windows ``i, i + workers, ...`` and the loader
+hands them back in that round-robin order, so the stream is the same for any number of workers
+(0 reads in the training process).  Reading and decoding the next windows overlaps training on
+this one; memory holds at most ``workers + 1`` windows.  Augmentation is not done in the workers: it
+runs batched on the training device (:mod:`gzmorph.augment`), where a GPU does it faster than CPU
+workers could, and where it draws from the one seeded generator of the epoch.
 
 The same seed gives the same order, so a run resumed at an epoch boundary sees what an
 uninterrupted run would.
@@ -20,15 +27,26 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .imageset import ImageStore
+from .io import InputError
 
 #: the default shuffle window: pixels of one window of rows, in MB
 DEFAULT_WINDOW_MB = 128
+#: at most this many DataLoader worker processes read windows (a window is ~``window_mb`` of
+#: reading; two keep a GPU fed), fewer where the CPUs are fewer (:func:`window_workers`)
+MAX_WORKERS = 2
+
+
+def window_workers() -> int:
+    """Worker processes reading windows: :func:`gzmorph.imagestream.default_workers` (the CPUs less
+    one for the model), at most :data:`MAX_WORKERS`."""
+    from .imagestream import default_workers
+
+    return min(MAX_WORKERS, default_workers())
 
 
 def n_batches(n: int, batch_size: int) -> int:
@@ -61,19 +79,21 @@ class TensorRows:
 class StoreRows:
     """Rows ``rows`` (default: all) of an image store, streamed (see the module docstring)."""
 
-    def __init__(self, store: ImageStore | str, rows=None, window_mb: float = DEFAULT_WINDOW_MB):
+    def __init__(self, store: ImageStore | str, rows=None, window_mb: float = DEFAULT_WINDOW_MB,
+                 workers: int | None = None):
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         self.rows = np.arange(len(self.store)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.window_mb = window_mb
+        self.workers = window_workers() if workers is None else int(workers)
         self.window_rows = max(1, int(window_mb * 2**20) // self.store.nbytes_per_image)
         self._cache: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def subset(self, positions) -> "StoreRows":
+    def subset(self, positions) -> StoreRows:
         """The rows at ``positions`` of these rows, from the same store."""
-        return StoreRows(self.store, self.rows[np.asarray(positions, dtype=np.int64)], self.window_mb)
+        return StoreRows(self.store, self.rows[np.asarray(positions, dtype=np.int64)], self.window_mb, self.workers)
 
     @property
     def shape(self) -> tuple:
@@ -123,32 +143,64 @@ class StoreRows:
                     for win, k in zip(wins, counts) if k]
         yield from self._stream(plan, batch_size)
 
+    def read_windows(self, plan: list[np.ndarray]):
+        """The images of each window of ``plan`` (positions into ``rows``), in order, read by the
+        DataLoader's workers (module docstring)."""
+        if not plan:
+            return
+        workers = min(self.workers, len(plan))
+        windows = _Windows(self.store.path if workers else self.store, [self.rows[p] for p in plan])
+        loader = DataLoader(windows, batch_size=None, num_workers=workers,
+                            prefetch_factor=1 if workers else None, pin_memory=torch.cuda.is_available())
+        for images, error in loader:
+            if error is not None:
+                raise InputError(error)
+            yield images.numpy()
+
     def _stream(self, plan: list[np.ndarray], batch_size: int):
         total, done = sum(len(p) for p in plan), 0
         n_out = n_batches(total, batch_size)
         carry_pos = np.zeros(0, np.int64)
         carry_img = np.zeros((0, *self.store.shape), np.uint8)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self.store.read_rows, self.rows[plan[0]]) if plan else None
-            for i, order in enumerate(plan):
-                images = pending.result()
-                pending = pool.submit(self.store.read_rows, self.rows[plan[i + 1]]) if i + 1 < len(plan) else None
-                pos, img = np.concatenate([carry_pos, order]), np.concatenate([carry_img, images])
-                last = i + 1 == len(plan)
-                start = 0
-                while done < n_out and (len(pos) - start >= batch_size or (last and len(pos) - start > 0)):
-                    stop = min(start + batch_size, len(pos))
-                    yield torch.from_numpy(pos[start:stop]), torch.from_numpy(img[start:stop])
-                    start, done = stop, done + 1
-                carry_pos, carry_img = pos[start:], img[start:]
+        for i, (order, images) in enumerate(zip(plan, self.read_windows(plan))):
+            pos, img = np.concatenate([carry_pos, order]), np.concatenate([carry_img, images])
+            last = i + 1 == len(plan)
+            start = 0
+            while done < n_out and (len(pos) - start >= batch_size or (last and len(pos) - start > 0)):
+                stop = min(start + batch_size, len(pos))
+                yield torch.from_numpy(pos[start:stop]), torch.from_numpy(img[start:stop])
+                start, done = stop, done + 1
+            carry_pos, carry_img = pos[start:], img[start:]
 
     def ordered_batches(self, batch_size: int):
         """The rows' images in order, a batch at a time (evaluation, embedding)."""
         if self.fits:
             yield from TensorRows(self._all()).ordered_batches(batch_size)
             return
-        for _, images in self.store.batches(batch_size, self.rows):
-            yield torch.from_numpy(images)
+        n, w = len(self.rows), self.window_rows
+        plan = [np.arange(i, min(i + w, n)) for i in range(0, n, w)]
+        for window in self.read_windows(plan):
+            for i in range(0, len(window), batch_size):
+                yield torch.from_numpy(window[i:i + batch_size])
+
+
+class _Windows(IterableDataset):
+    """Store rows of each window; a DataLoader worker ``i`` of ``n`` reads windows ``i, i + n, ...``
+    through its own :class:`ImageStore` (an open Parquet file is not shared across processes):
+    ``store`` is its path, or the open store when there are no workers."""
+
+    def __init__(self, store, windows: list[np.ndarray]):
+        self.store, self.windows = store, windows
+
+    def __iter__(self):
+        info = get_worker_info()
+        first, step = (info.id, info.num_workers) if info else (0, 1)
+        try:
+            store = self.store if isinstance(self.store, ImageStore) else ImageStore(self.store)
+            for k in range(first, len(self.windows), step):
+                yield torch.from_numpy(store.read_rows(self.windows[k])), None
+        except InputError as err:  # handed back as text: the user sees the file, not a worker traceback
+            yield None, str(err)
 
 
 def as_rows(x):
