@@ -11,13 +11,13 @@ and the report rule calls :func:`assemble` on all fragments.
 """
 
 from .html import (
-    ORDER, Block, Fragment, Section, assemble, bullet_list, columns, data_uri, definition_list, details,
+    ORDER, Block, Fragment, Section, assemble, bullet_list, class_grid, columns, data_uri, definition_list, details,
     encode_array, encode_figure, figure, format_value, heading, image_grid, metrics, new_figure, note,
     paragraph, raw_html, read_fragment, render_page, style_axes, table, write_fragment,
 )
 
 __all__ = [
-    "ORDER", "Block", "Fragment", "Section", "assemble", "bullet_list", "columns", "data_uri",
+    "ORDER", "Block", "Fragment", "Section", "assemble", "bullet_list", "class_grid", "columns", "data_uri",
     "definition_list", "details", "encode_array", "encode_figure", "figure", "format_value", "heading",
     "image_grid", "metrics", "new_figure", "note", "paragraph", "raw_html", "read_fragment", "render_page",
     "style_axes", "table", "write_fragment", "curation_section",

@@ -62,7 +62,8 @@ def write_exports(exports, figures: str | Path | None, tables: str | Path | None
                 elif e.kind == "figure":
                     Path(tmp).write_bytes(e.data)
                 else:
-                    images, titles, ncols = e.data
-                    Path(tmp).write_bytes(grid_png(images, titles, ncols=ncols, label=e.caption))
+                    images, titles, ncols, *row_labels = e.data
+                    Path(tmp).write_bytes(grid_png(images, titles, ncols=ncols, label=e.caption,
+                                                   row_labels=row_labels[0] if row_labels else None))
             written[key].append(path)
     return written

@@ -174,10 +174,40 @@ def image_grid(images, titles: Sequence[Any] | None = None, *, ncols: int = 8,
                  f'{"".join(cells)}</div>{cap}</figure>', "image_grid", (export,))
 
 
+def class_grid(rows: Sequence[tuple[str, Any]], *, caption: str | None = None, cell_px: int = 72,
+               max_px: int | None = 160, label: str | None = None, name: str | None = None) -> Block:
+    """Images in one row per class and one column per image, the class's name at the head of its
+    row (distilled prototypes: a row of IPC images per class).  ``rows`` is ``[(class, images), ...]``.
+    The columns are fixed: a narrow screen scrolls the grid sideways instead of wrapping a class onto
+    a second line.  Exported as one PNG of the same rows (:func:`grid_png` with ``row_labels``)."""
+    ncols = max((len(images) for _, images in rows), default=1) or 1
+    cells = []
+    for cls, images in rows:
+        cells.append(f'<div class="gz-class-name">{esc(cls)}</div>')
+        for i in range(ncols):
+            if i >= len(images):
+                cells.append("<div></div>")
+                continue
+            uri, w, h = encode_array(images[i], max_px=max_px)
+            pix = ' class="gz-pixelated"' if max(w, h) < cell_px else ""
+            cells.append(f'<div class="gz-cell"><img{pix} src="{uri}" width="{w}" height="{h}" '
+                         f'alt="{esc(cls)} {i + 1}"></div>')
+    lab = f'<div class="gz-grid-label">{esc(label)}</div>' if label else ""
+    cap = f"<figcaption>{_text_html(caption)}</figcaption>" if caption else ""
+    style = f"grid-template-columns:max-content repeat({ncols}, {int(cell_px)}px)"
+    flat = [img for _, images in rows for img in images]
+    same = all(len(images) == ncols for _, images in rows)
+    export = Export("grid", export_name(name, label, caption, default="images"),
+                    (flat, None, ncols if same else 1, [c for c, _ in rows] if same else None),
+                    caption or label)
+    return Block(f'<figure class="gz-grid-figure">{lab}<div class="gz-class-grid" style="{style}">'
+                 f'{"".join(cells)}</div>{cap}</figure>', "class_grid", (export,))
+
+
 def grid_png(images, titles: Sequence[str] | None = None, *, ncols: int = 8, label: str | None = None,
-             cell_in: float = 1.1, dpi: int = 144) -> bytes:
+             cell_in: float = 1.1, dpi: int = 144, row_labels: Sequence[str] | None = None) -> bytes:
     """An image grid (as :func:`image_grid` shows it) drawn into one PNG: ``ncols`` images a row,
-    each under its title, ``label`` above them all."""
+    each under its title, ``label`` above them all, ``row_labels`` left of each row."""
     n = len(images)
     ncols = max(1, min(int(ncols), n)) if n else 1
     nrows = max(1, -(-n // ncols))
@@ -192,6 +222,9 @@ def grid_png(images, titles: Sequence[str] | None = None, *, ncols: int = 8, lab
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         if titles:
             ax.set_title(titles[i], fontsize=6, color="#3a4150")
+    for r, text in enumerate(list(row_labels or [])[:nrows]):
+        axes[r, 0].text(-0.08, 0.5, str(text), transform=axes[r, 0].transAxes, ha="right", va="center",
+                        fontsize=7, color="#3a4150")
     if not n:
         axes[0, 0].text(0.5, 0.5, "(no images)", ha="center", va="center", fontsize=8, color="#868e96")
     if label:

@@ -114,6 +114,8 @@ figure { margin: 10px 0 18px; }
 .gz-cell { background: #0b0d14; border-radius: 6px; overflow: hidden; }
 .gz-cell img { display: block; width: 100%; height: auto; aspect-ratio: auto; }
 .gz-cell img.gz-pixelated { image-rendering: pixelated; image-rendering: crisp-edges; image-rendering: pixelated; }
+.gz-class-grid { display: grid; gap: 6px; align-items: center; overflow-x: auto; max-width: 100%; }
+.gz-class-name { font-family: var(--gz-mono); font-size: 12px; text-align: right; padding-right: 6px; white-space: nowrap; }
 .gz-cell-title { color: #d8dceb; font-family: var(--gz-mono); font-size: 11px; line-height: 1.3; padding: 3px 6px 4px; text-align: center; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 
 .gz-footer { max-width: 1320px; margin: 0 auto; padding: 8px 28px 36px; color: var(--gz-muted); font-size: 12.5px; }
