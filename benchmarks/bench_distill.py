@@ -57,16 +57,19 @@ def peak_rss_bytes() -> int:
 
 def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, width: int = 128, depth: int = 3,
                     n_classes: int = 5, memory: str = "constant", leaf: int = 4, batch_syn: int = 0,
-                    repeats: int = 1, device: str = "cpu", seed: int = 0) -> dict:
+                    repeats: int = 1, device: str = "cpu", seed: int = 0, augment: bool = True,
+                    budget_mb: float = 0) -> dict:
     """One distillation iteration (matching gradient + update) on random data: seconds and peak memory.
 
     CPU: peak RSS (VmHWM, reset just before the measured call) minus the RSS at that moment, after a
     warm-up iteration with N = 1; run it in a fresh process with ``MALLOC_MMAP_THRESHOLD_`` small so that
     freed tensors leave the RSS (see :func:`probe_subprocess`).  CUDA: ``max_memory_allocated`` increment.
+    ``memory="auto"`` plans the mode from ``budget_mb`` (0: what the device has) as the stage does;
+    ``augment=False`` draws no DSA augmentation (the inner loop alone, as :func:`probe_reference`).
     """
     from gzmorph.augment import AugmentConfig, BatchTransform
     from gzmorph.experts import step_generator
-    from gzmorph.matching import matching_loss
+    from gzmorph.matching import device_budget_bytes, matching_loss, plan_memory, step_graph_bytes
     from gzmorph.models import build_convnet
     from gzmorph.student import Student, flat_params
 
@@ -76,20 +79,28 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     student = Student(net)
     theta0 = flat_params(net).to(dev)
     target = theta0 + 0.01 * torch.randn_like(theta0)
-    transform = BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5)
+    transform = (BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5) if augment else
+                 BatchTransform([0.5] * 3, [0.25] * 3))
     syn = torch.randn(n_classes * ipc, 3, image_size, image_size, device=dev, requires_grad=True)
     labels = torch.arange(n_classes, device=dev).repeat_interleave(ipc)
     opt = torch.optim.SGD([syn], lr=100.0, momentum=0.5)
     bsz = len(syn) if batch_syn <= 0 else min(batch_syn, len(syn))
+    mode, graph_steps = memory, (syn_steps if memory == "unroll" else 0)
+    if memory == "auto":
+        params = transform.sample(bsz, torch.Generator().manual_seed(0))
+        params = None if params is None else {k: v.to(dev) for k, v in params.items()}
+        step = step_graph_bytes(student, theta0, syn.detach()[:bsz], labels[:bsz], transform, params)
+        budget = budget_mb * 2**20 if budget_mb > 0 else device_budget_bytes(dev)
+        mode, graph_steps = plan_memory(syn_steps, step, theta0.numel() * 4, budget, leaf)
 
     def one(n, it):
         plan = []
         for k in range(n):
             idx = torch.randperm(len(syn), generator=torch.Generator().manual_seed(it * 1000 + k))[:bsz].to(dev)
-            p = {kk: v.to(dev) for kk, v in transform.sample(bsz, step_generator(seed, it, k)).items()}
-            plan.append((idx, p))
+            p = transform.sample(bsz, step_generator(seed, it, k))
+            plan.append((idx, None if p is None else {kk: v.to(dev) for kk, v in p.items()}))
         loss, g, ga = matching_loss(student, theta0, target, 1.0, syn.detach(), labels, torch.tensor(0.01, device=dev),
-                                    plan, transform, memory, leaf)
+                                    plan, transform, mode, leaf, graph_steps=min(graph_steps, n))
         syn.grad = g
         opt.step()
         return loss
@@ -109,12 +120,68 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     sec = (time.perf_counter() - t0) / repeats
     peak_rss = peak_rss_bytes()
     out = {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": memory,
-           "batch_syn": bsz, "device": str(dev), "seconds_per_iteration": round(sec, 4),
+           **({"budget_mb": budget_mb, "planned": f"{mode}, last {graph_steps} steps unrolled"}
+              if memory == "auto" else {}), "augment": augment, "batch_syn": bsz, "device": str(dev),
+           "seconds_per_iteration": round(sec, 4),
            "rss_before_mb": round(before / 2**20, 2), "peak_rss_mb": round(peak_rss / 2**20, 2),
            "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
     if dev.type == "cuda":
         out["cuda_peak_increment_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 2)
     return out
+
+
+def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_steps: int = 10, width: int = 128,
+                    depth: int = 3, n_classes: int = 10, repeats: int = 1, seed: int = 0, **_) -> dict:
+    """The inner loop of the MTT reference (Cazenavette et al., github.com/GeorgeCazenavette/mtt-distillation,
+    a checkout at ``reference``) on its own ConvNet and ReparamModule: ``syn_steps`` create_graph SGD steps
+    of the student on all the synthetic images, the normalised parameter loss, one backward and the image
+    and step-size updates (its distill.py, without DSA and logging).  Measured as :func:`probe_iteration`."""
+    sys.path.insert(0, reference)
+    from networks import ConvNet
+    from reparam_module import ReparamModule
+
+    torch.manual_seed(seed)
+    net = ConvNet(3, n_classes, width, depth, "relu", "instancenorm", "avgpooling", (image_size, image_size))
+    student_net = ReparamModule(net)
+    student_net.train()
+    start = student_net.flat_param.detach().clone()  # its own flattening of the net's parameters
+    num_params = start.numel()
+    target = start + 0.01 * torch.randn_like(start)
+    image_syn = torch.randn(n_classes * ipc, 3, image_size, image_size, requires_grad=True)
+    y_hat = torch.arange(n_classes).repeat_interleave(ipc)
+    syn_lr = torch.tensor(0.01, requires_grad=True)
+    optimizer_img = torch.optim.SGD([image_syn], lr=100.0, momentum=0.5)
+    optimizer_lr = torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5)
+    criterion = torch.nn.CrossEntropyLoss()
+
+    def one(n, it):
+        student_params = [start.clone().requires_grad_(True)]
+        for k in range(n):
+            idx = torch.randperm(len(image_syn), generator=torch.Generator().manual_seed(it * 1000 + k))
+            out = student_net(image_syn[idx], flat_param=student_params[-1])
+            grad = torch.autograd.grad(criterion(out, y_hat[idx]), student_params[-1], create_graph=True)[0]
+            student_params.append(student_params[-1] - syn_lr * grad)
+        loss = (torch.nn.functional.mse_loss(student_params[-1], target, reduction="sum") / num_params
+                / (torch.nn.functional.mse_loss(start, target, reduction="sum") / num_params))
+        optimizer_img.zero_grad()
+        optimizer_lr.zero_grad()
+        loss.backward()
+        optimizer_img.step()
+        optimizer_lr.step()
+        return float(loss)
+
+    one(1, 0)
+    reset_peak_rss()
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        one(syn_steps, r + 1)
+    sec = (time.perf_counter() - t0) / repeats
+    peak_rss = peak_rss_bytes()
+    return {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": "reference",
+            "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", "seconds_per_iteration": round(sec, 4),
+            "rss_before_mb": round(before / 2**20, 2), "peak_rss_mb": round(peak_rss / 2**20, 2),
+            "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
 
 
 def probe_subprocess(threads: int = 2, **kw) -> dict:
@@ -157,6 +224,39 @@ def expert_images_per_s(image_size: int, width: int, device: str, threads: int, 
     return 256 * steps / (time.perf_counter() - t0)
 
 
+def compare_with_reference(a) -> None:
+    """The reference's inner loop beside gzmorph's memory modes on one workload (ConvNet-D3, --width, 32 px,
+    IPC 10, 10 classes, all 100 images per step, no augmentation, --threads), one fresh process each, for
+    every N of --steps; prints one JSON document (and writes it to --out)."""
+    if not a.reference or not os.path.isfile(os.path.join(a.reference, "reparam_module.py")):
+        sys.exit(f"--reference {a.reference!r}: not a checkout of github.com/GeorgeCazenavette/mtt-distillation "
+                 "(reparam_module.py, networks.py); clone it and pass its folder or set GZMORPH_MTT_REFERENCE")
+    work = dict(image_size=32, ipc=10, n_classes=10, width=a.width, repeats=a.repeats)
+    runs = []
+    for n in a.steps:
+        probes = [dict(reference=a.reference)] + [dict(memory=m, augment=False) for m in a.memory]
+        probes += [dict(memory="auto", budget_mb=b, augment=False) for b in a.budgets]
+        for kw in probes:
+            r = probe_subprocess(threads=a.threads, syn_steps=n, **work, **kw)
+            runs.append(r)
+            print(json.dumps(r), flush=True)
+    table = {}
+    for r in runs:
+        ref = next(q for q in runs if q["memory"] == "reference" and q["syn_steps"] == r["syn_steps"])
+        key = r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
+        table.setdefault(f"N={r['syn_steps']}", {})[key] = {
+            "s_per_iter": r["seconds_per_iteration"], "peak_increment_mb": r["peak_increment_mb"],
+            "time_vs_reference": round(r["seconds_per_iteration"] / ref["seconds_per_iteration"], 3),
+            **({"planned": r["planned"]} if "planned" in r else {})}
+    out = {"workload": {**work, "depth": 3, "threads": a.threads, "augment": False, "batch_syn": 100},
+           "reference": a.reference, "table": table, "runs": runs}
+    text = json.dumps(out, indent=1)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
@@ -168,12 +268,20 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="")
+    ap.add_argument("--reference", nargs="?", const=os.environ.get("GZMORPH_MTT_REFERENCE", ""), default=None,
+                    help="compare with the MTT reference's inner loop: a checkout of "
+                         "github.com/GeorgeCazenavette/mtt-distillation (default $GZMORPH_MTT_REFERENCE)")
+    ap.add_argument("--budgets", type=float, nargs="*", default=[],
+                    help="with --reference: memory budgets (MB) of extra memory: auto runs")
     ap.add_argument("--probe", default="", help=argparse.SUPPRESS)  # the child of probe_subprocess
     a = ap.parse_args(argv)
     if a.probe:
         torch.set_num_threads(a.threads)
-        print("PROBE" + json.dumps(probe_iteration(**json.loads(a.probe))))
+        kw = json.loads(a.probe)
+        print("PROBE" + json.dumps(probe_reference(**kw) if kw.get("reference") else probe_iteration(**kw)))
         return
+    if a.reference is not None:
+        return compare_with_reference(a)
     devices = [a.device] + (["cuda"] if a.device == "cpu" and torch.cuda.is_available() else [])
     runs = []
     for dev in devices:

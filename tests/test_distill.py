@@ -53,6 +53,42 @@ def test_gradient_equals_plain_unroll(dtype, memory, leaf):
     assert abs(float(ga1 - ga0)) / abs(float(ga0)) < 1e-4
 
 
+@pytest.mark.parametrize("memory", ["store", "constant"])
+def test_unrolling_the_last_steps_gives_the_gradient_of_plain_unroll(memory):
+    """graph_steps K: the last K steps by autograd, the rest by the adjoint sweep; every K is exact."""
+    st, th, target, syn, lab, a, plan, t = _case(torch.float64)
+    l0, gx0, ga0 = matching_loss(st, th, target, 1.3, syn, lab, a, plan, t, "unroll")
+    n = len(plan)
+    for k in (1, n // 2, n - 1, n):
+        l1, gx1, ga1 = matching_loss(st, th, target, 1.3, syn, lab, a, plan, t, memory, leaf=2, graph_steps=k)
+        assert l1 == pytest.approx(l0, rel=1e-9)
+        assert float((gx1 - gx0).norm() / gx0.norm()) < 1e-8, k
+        assert abs(float(ga1 - ga0)) / abs(float(ga0)) < 1e-8, k
+
+
+def test_plan_memory_unrolls_as_many_last_steps_as_the_budget_holds():
+    from gzmorph.matching import plan_memory
+
+    mb = 2**20
+    # 20 steps, a step's graph 10 MB, parameters 1 MB
+    assert plan_memory(20, 10 * mb, mb, 400 * mb) == ("unroll", 20)
+    memory, k = plan_memory(20, 10 * mb, mb, 110 * mb)  # 20 snapshots + k graphs: (110 - 20) / 9 = 10
+    assert (memory, k) == ("store", 10)
+    assert plan_memory(20, 10 * mb, mb, 20 * mb) == ("store", 0)
+    assert plan_memory(20, 10 * mb, mb, 15 * mb)[0] == "constant"
+    ks = [plan_memory(20, 10 * mb, mb, b * mb)[1] for b in range(20, 220, 10)]
+    assert ks == sorted(ks) and ks[0] == 0 and ks[-1] == 20  # more memory, never fewer unrolled steps
+
+
+def test_a_step_graph_is_measured_and_grows_with_the_batch():
+    from gzmorph.matching import step_graph_bytes
+
+    st, th, target, syn, lab, a, plan, t = _case(torch.float32)
+    small = step_graph_bytes(st, th, syn[:2], lab[:2], t, None)
+    large = step_graph_bytes(st, th, syn, lab, t, None)
+    assert large > small > th.numel() * 4
+
+
 def test_peak_memory_does_not_grow_with_steps():
     """Peak RSS increment (fresh process, glibc mmap threshold 64 KiB so freed tensors leave the RSS)."""
     code = r"""
@@ -116,7 +152,7 @@ def test_stm_schedule_grows_the_cap_then_fine_tunes():
 DEFAULT_PRESET = {
     "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
     "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
-    "memory": "constant", "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
+    "memory": "auto", "memory_budget_mb": 0, "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
     "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
     "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
             "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0, "alpha_param": "direct"},

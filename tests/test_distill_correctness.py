@@ -287,7 +287,7 @@ class _Script:
         self.probe_losses, self.g_alpha, self.calls = list(probe_losses), g_alpha, []
 
     def __call__(self, student, theta0, target, denom, syn, labels, alpha, plan, transform, memory, leaf,
-                 need_grad=True):
+                 need_grad=True, graph_steps=0):
         self.calls.append({"theta0": theta0.detach().clone(), "syn": syn.detach().clone(),
                            "alpha": float(alpha), "probe": not need_grad})
         if not need_grad:

@@ -49,7 +49,7 @@ from .augment import BatchTransform, normalize, to_float
 from .distill_settings import DistillConfig, DistillSettings, STMConfig
 from .experts import Data, expected_meta, load_expert, step_generator
 from .io import InputError, atomic_path, save_bundle
-from .matching import matching_loss
+from .matching import device_budget_bytes, matching_loss, plan_memory, step_graph_bytes
 from .models import build_convnet
 from .stm import STMSchedule
 from .student import Student
@@ -152,6 +152,27 @@ class _Run:
         self.n_syn = len(self.labels)
         self.bsz = self.n_syn if cfg.batch_syn <= 0 else min(cfg.batch_syn, self.n_syn)
         self.rng = np.random.default_rng(cfg.seed)
+        self.memory, self.graph_steps = self.choose_memory()
+
+    def choose_memory(self) -> tuple[str, int]:
+        """``(memory, graph_steps)`` of :func:`gzmorph.matching.matching_loss`: as configured, or for
+        ``memory: auto`` planned from the budget and one student step's measured graph (logged)."""
+        cfg, n = self.cfg, self.cfg.syn_steps
+        if cfg.memory != "auto":
+            return cfg.memory, n if cfg.memory == "unroll" else 0
+        theta = self.experts.traj[0][0].to(self.device)
+        params = self.transform.sample(self.bsz, torch.Generator().manual_seed(0), device="cpu")
+        params = None if params is None else {k: v.to(self.device) for k, v in params.items()}
+        step = step_graph_bytes(self.student, theta, self.initial[:self.bsz], self.labels[:self.bsz],
+                                self.transform, params)
+        param_bytes = theta.numel() * theta.element_size()
+        budget = cfg.memory_budget_mb * 2**20 if cfg.memory_budget_mb > 0 else device_budget_bytes(self.device)
+        memory, k = plan_memory(n, step, param_bytes, budget, cfg.leaf)
+        log.info("distill memory: budget %.0f MB (%s), one student step's graph %.1f MB, parameters %.2f MB: "
+                 "the last %d of %d steps unrolled, the others '%s'", budget / 2**20,
+                 "distill.memory_budget_mb" if cfg.memory_budget_mb > 0 else f"what the {self.device.type} has",
+                 step / 2**20, param_bytes / 2**20, k, n, memory)
+        return memory, k
 
     def pick_expert(self) -> int:
         return int(self.rng.integers(len(self.experts.traj)))
@@ -185,7 +206,8 @@ class _Run:
         images = syn.images.detach()
         return matching_loss(self.student, theta0, target, max(denom, 1e-12), images, self.labels,
                              torch.tensor(float(alpha), dtype=images.dtype, device=images.device),
-                             self.plan(it, salt), self.transform, self.cfg.memory, self.cfg.leaf, need_grad)
+                             self.plan(it, salt), self.transform, self.memory, self.cfg.leaf, need_grad,
+                             graph_steps=self.graph_steps)
 
 
 class _Synthetic:

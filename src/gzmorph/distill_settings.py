@@ -22,7 +22,7 @@ from .io import InputError
 from .settings import deep_merge
 
 METHODS = ("mtt", "stm")
-MEMORY_MODES = ("constant", "store", "unroll")
+MEMORY_MODES = ("constant", "store", "unroll", "auto")
 ALPHA_PARAMS = ("direct", "log")  # learn α itself (MTT) or log α (Guan et al.'s code)
 
 
@@ -109,7 +109,8 @@ class DistillSettings:
     augment: bool | dict = True  # gzmorph.augment.make_transform: True = DSA single mode; {"mode": "all"} the old
     # every-op augmentation (AugmentConfig keys) + a cutout square; False none
     cutout: float = 0.5  # the cutout square's side / image side (DSA's ratio_cutout in single mode)
-    memory: str = "constant"  # gzmorph.matching.MEMORY_MODES
+    memory: str = "auto"  # gzmorph.matching: constant | store | unroll | auto (from memory_budget_mb)
+    memory_budget_mb: int = 0  # memory: auto: what one distillation may use; 0 = what the device has
     leaf: int = 4
     device: str = "auto"
     threads: int = 2
@@ -156,6 +157,7 @@ class DistillConfig(MTTOptions):
     ipc: int = 1
     momentum: float = 0.5
     memory: str = DistillSettings.memory
+    memory_budget_mb: int = DistillSettings.memory_budget_mb
     leaf: int = DistillSettings.leaf
     alpha_max: float = 1.0  # a larger learned α rolls the iteration back
     max_rollbacks: int = 20

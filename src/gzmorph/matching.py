@@ -21,10 +21,16 @@ does not grow with ``N`` apart from a few parameter vectors, at the price of
 ≈ (N/2)·log2(N/leaf) extra gradient evaluations; ``memory="store"`` keeps
 all N snapshots (no recomputation, memory ``N × params``); ``memory="unroll"``
 is the reference: plain autograd through the whole unrolled graph (memory
-linear in N with all activations).  All three give the same gradient.
+linear in N with all activations).  In between, ``graph_steps=K`` unrolls the last
+``K`` steps with plain autograd (their activations kept, no recomputation) and sweeps the
+first ``N − K`` in reverse as ``memory`` says, starting from the λ autograd hands back:
+time falls step by step from ``store`` to ``unroll`` as memory grows.  :func:`plan_memory`
+picks the mode and ``K`` from a memory budget (``memory="auto"``).  All give the same gradient.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -75,52 +81,63 @@ def _reverse_states(theta0, n, step, leaf, cache):
 
 
 def matching_loss(student: Student, theta0, target, denom, syn, labels, alpha, plan, transform: BatchTransform,
-                  memory: str = "constant", leaf: int = 4, need_grad: bool = True):
+                  memory: str = "constant", leaf: int = 4, need_grad: bool = True, graph_steps: int = 0):
     """Matching loss and its gradients w.r.t. the synthetic images and α.
 
     ``plan``: one ``(indices, augmentation params)`` per student step; ``alpha`` a 0-d tensor.
+    ``memory``: ``constant``/``store``/``unroll`` (module docstring); with ``graph_steps`` K > 0 the
+    last K steps are unrolled with autograd and the rest follow ``memory``.
     Returns ``(loss, grad_syn, grad_alpha)`` (grads ``None`` without ``need_grad``).
     """
-    if memory not in MEMORY_MODES:
-        raise InputError(f"distill.memory must be one of {MEMORY_MODES}, not {memory!r}")
+    if memory not in MEMORY_MODES or memory == "auto":
+        raise InputError(f"distill.memory must be one of {MEMORY_MODES[:-1]} here (auto is resolved by "
+                         f"plan_memory), not {memory!r}")
     n = len(plan)
     a = float(alpha)
+    tail = 0 if not need_grad else n if memory == "unroll" else max(0, min(int(graph_steps), n))
+    head = n - tail  # steps 0 .. head-1 swept in reverse by the adjoint; head .. n-1 by autograd
 
     def batch(k, x=None):
         idx, p = plan[k]
         return transform.apply((syn if x is None else x)[idx], p), labels[idx]
-
-    if memory == "unroll" and need_grad:
-        with torch.enable_grad():
-            x = syn.detach().requires_grad_(True)
-            al = alpha.detach().clone().requires_grad_(True)
-            th = theta0.detach().clone().requires_grad_(True)
-            for k in range(n):
-                xb, yb = batch(k, x)
-                th = th - al * _ce_grad(student, th, xb, yb, create_graph=True)
-            loss = ((th - target) ** 2).sum() / denom
-            gx, ga = torch.autograd.grad(loss, [x, al])
-        return float(loss.detach()), gx, ga
 
     def step(th, k):
         with torch.no_grad():
             xb, yb = batch(k)
         return th - a * _ce_grad(student, th, xb.detach(), yb)
 
-    keep = set(range(1, n)) if memory == "store" else _spine(n, leaf)
+    keep = set(range(1, head)) if memory == "store" else _spine(head, leaf)
     cache, th = {}, theta0.detach()
-    for k in range(n):
+    for k in range(head):
         th = step(th, k)
-        if (k + 1) in keep and k + 1 < n:
+        if (k + 1) in keep and k + 1 < head:
             cache[k + 1] = th
-    loss = float(((th - target) ** 2).sum() / denom)
-    if not need_grad:
-        return loss, None, None
-    lam = 2 * (th - target) / denom
-    del th
     g_syn = torch.zeros_like(syn)
     g_alpha = torch.zeros((), dtype=syn.dtype, device=syn.device)
-    for k, th_k in _reverse_states(theta0.detach(), n, step, n if memory == "store" else leaf, cache):
+    if tail:  # the last steps as one autograd graph: their gradients, and λ at step `head`
+        with torch.enable_grad():
+            x = syn.detach().requires_grad_(True)
+            al = alpha.detach().clone().requires_grad_(True)
+            th_head = th.detach().clone().requires_grad_(True)
+            th = th_head
+            for k in range(head, n):
+                xb, yb = batch(k, x)
+                th = th - al * _ce_grad(student, th, xb, yb, create_graph=True)
+            loss_t = ((th - target) ** 2).sum() / denom
+            gx, ga, lam = torch.autograd.grad(loss_t, [x, al, th_head], allow_unused=head == 0)
+        loss = float(loss_t.detach())
+        del th, th_head, loss_t, x, al
+        g_syn += gx
+        g_alpha += ga
+        if head == 0:
+            return loss, g_syn, g_alpha
+    else:
+        loss = float(((th - target) ** 2).sum() / denom)
+        if not need_grad:
+            return loss, None, None
+        lam = 2 * (th - target) / denom
+        del th
+    for k, th_k in _reverse_states(theta0.detach(), head, step, head if memory == "store" else leaf, cache):
         idx, p = plan[k]
         with torch.enable_grad():
             xk = syn[idx].detach().requires_grad_(True)
@@ -132,3 +149,65 @@ def matching_loss(student: Student, theta0, target, denom, syn, labels, alpha, p
         lam = lam - a * hv
         del g, hv, gx, thk, xk
     return loss, g_syn, g_alpha
+
+
+# --------------------------------------------------------------------------- automatic memory mode
+
+
+def step_graph_bytes(student: Student, theta, x, y, transform: BatchTransform | None = None, params=None) -> int:
+    """Bytes that one differentiable student step keeps alive for the backward pass: the tensors its
+    forward pass and its create_graph gradient save (counted once per storage), and the new θ."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        xx = x.detach().requires_grad_(True)
+        th = theta.detach().clone().requires_grad_(True)
+        xb = transform.apply(xx, params) if transform is not None else xx
+        th2 = th - 0.01 * _ce_grad(student, th, xb, y, create_graph=True)
+    return int(sum(seen.values()) + th2.numel() * th2.element_size())
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup (v2) memory limit, as Slurm and containers set it."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return None if limit == "max" else max(0, int(limit) - used)
+
+
+def device_budget_bytes(device: torch.device) -> int:
+    """The memory distillation may use when the config gives none: 80 % of the GPU's free memory,
+    or half the memory the system has available (and its cgroup, e.g. a Slurm job, allows)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.8 * free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        room = info.get("MemAvailable", info["MemTotal"])
+    except (OSError, KeyError, ValueError, IndexError):
+        room = 4 * 2**30
+    cgroup = _cgroup_room()
+    return int(0.5 * (room if cgroup is None else min(room, cgroup)))
+
+
+def plan_memory(n_steps: int, step_bytes: int, param_bytes: int, budget_bytes: int, leaf: int = 4) -> tuple[str, int]:
+    """``(memory, graph_steps)`` for ``n_steps`` student steps within ``budget_bytes``: unroll when
+    every step's graph fits; else keep the graphs of as many last steps as fit beside a snapshot of
+    each other step (``store``), or beside the O(log N) snapshots of ``constant`` when even the
+    snapshots do not fit.  Time falls as the budget grows: each unrolled step saves one recomputed
+    gradient."""
+    if n_steps * step_bytes <= budget_bytes:
+        return "unroll", n_steps
+    if n_steps * param_bytes <= budget_bytes and step_bytes > param_bytes:
+        k = (budget_bytes - n_steps * param_bytes) // (step_bytes - param_bytes)
+        return "store", int(max(0, min(n_steps - 1, k)))
+    spine = (max(1, n_steps).bit_length() + leaf + 2) * param_bytes
+    return "constant", int(max(0, min(n_steps - 1, (budget_bytes - spine) // max(1, step_bytes))))

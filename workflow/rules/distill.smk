@@ -96,6 +96,7 @@ rule distill:
         augment=DISTILL["augment"],
         cutout=DISTILL["cutout"],
         memory=DISTILL["memory"],
+        memory_budget_mb=DISTILL["memory_budget_mb"],
         leaf=DISTILL["leaf"],
         device=DISTILL["device"],
         seed=config["seed"],

@@ -9,8 +9,9 @@ with rule_context(snakemake) as (params, log):
     # the method's block (distill.mtt / distill.stm with its per-IPC overrides; from_dict sorts the STM
     # schedule's keys out by STMConfig's fields) and the run's keys
     cfg = DistillConfig.from_dict({**params["options"], "method": params["method"], "ipc": params["ipc"],
-                                   "memory": params["memory"], "leaf": params["leaf"], "seed": params["seed"],
-                                   "device": params["device"]})
+                                   "memory": params["memory"],
+                                   "memory_budget_mb": params["memory_budget_mb"], "leaf": params["leaf"],
+                                   "seed": params["seed"], "device": params["device"]})
     model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                     **params["model"]}
     result = distill(data, list(snakemake.input.experts), cfg, model_config, augment=params["augment"],
