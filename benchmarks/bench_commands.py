@@ -45,16 +45,32 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: the process's resident pages, each shared page divided among the
+    processes sharing it (so a forked worker's copy-on-write pages are not counted twice)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run(cmd: list[str]) -> dict:
-    """Run ``cmd``; its wall time and the peak RSS of its main process and of its process tree."""
+    """Run ``cmd``; its wall time, the peak RSS of its main process and of its process tree (a sum
+    of RSS: pages shared between processes count once per process), and the tree's peak PSS."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = {"main": 0.0, "tree": 0.0}
+    peak = {"main": 0.0, "tree": 0.0, "pss": 0.0}
 
     def sample():
         while proc.poll() is None:
+            tree = _tree(proc.pid)
             peak["main"] = max(peak["main"], _rss_mb(proc.pid))
-            peak["tree"] = max(peak["tree"], sum(_rss_mb(p) for p in _tree(proc.pid)))
+            peak["tree"] = max(peak["tree"], sum(_rss_mb(p) for p in tree))
+            peak["pss"] = max(peak["pss"], sum(_pss_mb(p) for p in tree))
             time.sleep(0.05)
 
     t = threading.Thread(target=sample, daemon=True)
@@ -64,7 +80,7 @@ def run(cmd: list[str]) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-500:]}")
     return {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_main_mb": round(peak["main"], 1),
-            "peak_rss_tree_mb": round(peak["tree"], 1)}
+            "peak_rss_tree_mb": round(peak["tree"], 1), "peak_pss_tree_mb": round(peak["pss"], 1)}
 
 
 def emit(result: dict, out: str | None) -> dict:
