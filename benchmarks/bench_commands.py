@@ -80,7 +80,9 @@ def run(cmd: list[str]) -> dict:
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()[-500:]}")
     return {"wall_s": round(time.perf_counter() - t0, 2), "peak_rss_main_mb": round(peak["main"], 1),
-            "peak_rss_tree_mb": round(peak["tree"], 1), "peak_pss_tree_mb": round(peak["pss"], 1)}
+            "peak_rss_tree_mb": round(peak["tree"], 1),
+            # no smaps_rollup (an old kernel, another OS): the RSS sum stands in for it
+            "peak_pss_tree_mb": round(peak["pss"] or peak["tree"], 1)}
 
 
 def emit(result: dict, out: str | None) -> dict:

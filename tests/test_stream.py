@@ -112,6 +112,7 @@ def test_worker_processes_stream_exactly_what_the_training_process_reads(store, 
 
     (base, ordered) = epoch(0)
     assert torch.equal(torch.cat(ordered), torch.from_numpy(imgs[3:300]))
+    assert [len(b) for b in ordered] == [40] * 7 + [17]  # batches run on across windows of ~70 rows
     for workers in (1, 2, 3):
         batches, ordered_w = epoch(workers)
         assert len(batches) == len(base)

@@ -87,6 +87,14 @@ def _collate(items):
     return np.array([i for i, _, _ in items]), np.stack([x for _, x, _ in items])
 
 
+def worker_context():
+    """``fork`` where the platform has it (workers then never re-import a Snakemake script's
+    ``__main__``, as :func:`gzmorph.preprocess._pool`); else the platform's default."""
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
 def default_workers() -> int:
     """Decoding processes: the CPUs this process may use, less one for the model (at least 0)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -103,7 +111,8 @@ def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FR
     workers = default_workers() if workers is None else int(workers)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=_collate, prefetch_factor=2 if workers else None,
-                                         persistent_workers=False)
+                                         persistent_workers=False,
+                                         multiprocessing_context=worker_context() if workers else None)
     for pos, images in loader:
         if pos is None:
             raise InputError(images)

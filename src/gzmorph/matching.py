@@ -30,6 +30,7 @@ picks the mode and ``K`` from a memory budget (``memory="auto"``).  All give the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -172,30 +173,53 @@ def step_graph_bytes(student: Student, theta, x, y, transform: BatchTransform | 
     return int(sum(seen.values()) + th2.numel() * th2.element_size())
 
 
-def _cgroup_room() -> int | None:
-    """Bytes left under this process's cgroup (v2) memory limit, as Slurm and containers set it."""
+def cgroup_limit_bytes() -> int | None:
+    """The tightest memory limit of this process's cgroup and its ancestors (v2 ``memory.max``, v1
+    ``memory.limit_in_bytes``), as a Slurm job or a container sets it; ``None`` without one."""
+    root, limits = Path("/sys/fs/cgroup"), []
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-    except (OSError, ValueError):
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
         return None
-    return None if limit == "max" else max(0, int(limit) - used)
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: one unified hierarchy
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):  # v1
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        here = base / path.lstrip("/")
+        while True:
+            try:
+                text = (here / name).read_text().strip()
+                if text.isdigit() and int(text) < 2**60:  # v1 writes "no limit" as a huge number
+                    limits.append(int(text))
+            except OSError:
+                pass
+            if here == base:
+                break
+            here = here.parent
+    return min(limits) if limits else None
 
 
 def device_budget_bytes(device: torch.device) -> int:
-    """The memory distillation may use when the config gives none: 80 % of the GPU's free memory,
-    or half the memory the system has available (and its cgroup, e.g. a Slurm job, allows)."""
+    """The memory distillation may use when the config gives none, from the machine's totals (not
+    from what happens to be free, so that the same machine always plans the same way): 80 % of
+    the GPU's memory, or half of the system's memory or of its cgroup's limit (e.g. a Slurm job's)."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.8 * free)
+        return int(0.8 * torch.cuda.get_device_properties(device).total_memory)
     try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        room = info.get("MemAvailable", info["MemTotal"])
-    except (OSError, KeyError, ValueError, IndexError):
-        room = 4 * 2**30
-    cgroup = _cgroup_room()
-    return int(0.5 * (room if cgroup is None else min(room, cgroup)))
+        total = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError):
+        total = 8 * 2**30
+    limit = cgroup_limit_bytes()
+    return int(0.5 * (total if limit is None else min(total, limit)))
+
+
+#: a student step's measured graph is planned at this multiple: the backward pass's own buffers
+#: and the allocator's slack come on top of the tensors saved for it
+STEP_MARGIN = 1.3
 
 
 def plan_memory(n_steps: int, step_bytes: int, param_bytes: int, budget_bytes: int, leaf: int = 4) -> tuple[str, int]:
@@ -203,7 +227,8 @@ def plan_memory(n_steps: int, step_bytes: int, param_bytes: int, budget_bytes: i
     every step's graph fits; else keep the graphs of as many last steps as fit beside a snapshot of
     each other step (``store``), or beside the O(log N) snapshots of ``constant`` when even the
     snapshots do not fit.  Time falls as the budget grows: each unrolled step saves one recomputed
-    gradient."""
+    gradient.  ``step_bytes`` is taken at :data:`STEP_MARGIN` times."""
+    step_bytes = int(STEP_MARGIN * step_bytes)
     if n_steps * step_bytes <= budget_bytes:
         return "unroll", n_steps
     if n_steps * param_bytes <= budget_bytes and step_bytes > param_bytes:

@@ -148,14 +148,22 @@ class StoreRows:
         DataLoader's workers (module docstring)."""
         if not plan:
             return
+        from .imagestream import worker_context
+
         workers = min(self.workers, len(plan))
         windows = _Windows(self.store.path if workers else self.store, [self.rows[p] for p in plan])
-        loader = DataLoader(windows, batch_size=None, num_workers=workers,
-                            prefetch_factor=1 if workers else None, pin_memory=torch.cuda.is_available())
-        for images, error in loader:
-            if error is not None:
-                raise InputError(error)
-            yield images.numpy()
+        loader = DataLoader(windows, batch_size=None, num_workers=workers, prefetch_factor=1 if workers else None,
+                            multiprocessing_context=worker_context() if workers else None)
+        batches = iter(loader)
+        try:
+            for images, error in batches:
+                if error is not None:
+                    raise InputError(error)
+                yield images.numpy()
+        finally:  # an error, an early stop or an abandoned epoch: the workers end now, not at collection
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     def _stream(self, plan: list[np.ndarray], batch_size: int):
         total, done = sum(len(p) for p in plan), 0
@@ -179,9 +187,15 @@ class StoreRows:
             return
         n, w = len(self.rows), self.window_rows
         plan = [np.arange(i, min(i + w, n)) for i in range(0, n, w)]
-        for window in self.read_windows(plan):
-            for i in range(0, len(window), batch_size):
-                yield torch.from_numpy(window[i:i + batch_size])
+        carry = np.zeros((0, *self.store.shape), np.uint8)
+        for window in self.read_windows(plan):  # batches run on across windows, as in memory
+            images = np.concatenate([carry, window]) if len(carry) else window
+            full = len(images) - len(images) % batch_size
+            for i in range(0, full, batch_size):
+                yield torch.from_numpy(images[i:i + batch_size])
+            carry = images[full:]
+        if len(carry):
+            yield torch.from_numpy(carry)
 
 
 class _Windows(IterableDataset):
