@@ -153,7 +153,7 @@ DEFAULT_PRESET = {
     "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
     "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
     "memory": "auto", "memory_budget_mb": 0, "leaf": 4, "device": "auto", "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
-    "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32},
+    "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32, "class_weighted": False},
     "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
             "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01, "batch_syn": 0, "alpha_param": "direct"},
     "stm": {"syn_steps": 8, "iterations": 40, "lr_img": 100.0, "lr_alpha": 1e-5, "alpha0": 0.01,
@@ -161,7 +161,7 @@ DEFAULT_PRESET = {
             "ft_every": 5, "ft_factor": 0.8, "lr_floor": 60.0, "alpha_per_epoch": False},
     "ipc_overrides": {},
     "eval": {"n_nets": 2, "epochs": 80, "baseline_lr": 0.01, "full_epochs": 4, "full_lr": 0.01,
-             "batch_size": 256, "full_batch_size": 64},
+             "batch_size": 256, "full_batch_size": 64, "full_patience": 5},
 }
 
 

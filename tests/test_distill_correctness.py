@@ -487,3 +487,49 @@ def test_matching_gradient_is_exact_with_dsa_single_mode():
     l1, gx1, ga1 = matching_loss(st, th, target, 1.3, syn, lab, a, plan, t, "constant", leaf=2)
     assert l1 == pytest.approx(l0, rel=1e-9)
     assert float((gx1 - gx0).norm() / gx0.norm()) < 1e-8 and abs(float(ga1 - ga0)) / abs(float(ga0)) < 1e-8
+
+
+def test_the_full_baseline_trains_by_the_same_protocol_and_stops_on_validation(tiny_data, monkeypatch):
+    """full: the evaluation nets' optimiser and augmentation, stopping on the validation split with
+    its best epoch kept; the random baseline trains its fixed epochs as a distilled set does."""
+    import dataclasses
+
+    import gzmorph.train as train_module
+    from gzmorph import distill_eval
+    from gzmorph.distill_settings import EvalConfig
+
+    calls = []
+    real_fit = train_module.fit
+
+    def spy(model, loss_fn, train, val=None, **kw):
+        calls.append({"val": val, **kw})
+        return real_fit(model, loss_fn, train, val, **kw)
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    data = dataclasses.replace(tiny_data, x_val=tiny_data.x_test[:6], y_val=tiny_data.y_test[:6])
+    model = {"name": "convnet_d3", "num_classes": 3, "image_size": 8, "width": 4, "depth": 1, "norm": "instance"}
+    cfg = EvalConfig(n_nets=1, epochs=2, full_epochs=30, full_patience=2, batch_size=12, full_batch_size=12)
+    full = distill_eval.evaluate_baseline("full", 1, data, model, cfg, seed=0)
+    random = distill_eval.evaluate_baseline("random", 2, data, model, cfg, seed=0)
+    f, r = calls
+    assert f["val"][0] is data.x_val and f["patience"] == 2 and f["monitor"] == "val_accuracy"
+    assert f["mode"] == "max" and f["restore_best"] is True
+    assert r["val"] is None and r["restore_best"] is False and r["epochs"] == 2
+    opt_f, opt_r = f["optimizer"]([torch.zeros(1, requires_grad=True)]), r["optimizer"]([torch.zeros(1)])
+    assert opt_f.defaults["momentum"] == opt_r.defaults["momentum"] == cfg.momentum
+    assert opt_f.defaults["weight_decay"] == opt_r.defaults["weight_decay"] == cfg.weight_decay
+    assert {"mean", "balanced_accuracy_mean"} <= set(full) and {"mean", "balanced_accuracy_mean"} <= set(random)
+
+
+def test_class_weighted_experts_weigh_every_class_the_same():
+    from gzmorph.experts import Data, expert_loss
+
+    y = torch.tensor([0] * 6 + [1] * 2 + [2] * 1)
+    data = Data(["a", "b", "c"], torch.zeros(9, 8, 8, 3, dtype=torch.uint8), y, None, None, [0.5] * 3, [0.2] * 3, 8, "x")
+    assert expert_loss(data, False, "cpu") is F.cross_entropy
+    loss = expert_loss(data, True, "cpu")
+    logits = torch.randn(9, 3)
+    per = F.cross_entropy(logits, y, reduction="none")
+    w = torch.tensor([9 / 18, 9 / 6, 9 / 3])  # N / (K · count)
+    assert torch.allclose(loss(logits, y), (w[y] * per).sum() / w[y].sum())
+    assert torch.allclose(w[y].view(-1, 1).mul(torch.nn.functional.one_hot(y)).sum(0), torch.full((3,), 3.0))

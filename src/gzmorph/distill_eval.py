@@ -5,6 +5,9 @@ or on a baseline (``random`` real images per class, ``mean`` class-mean images, 
 training split), with SGD and the stage's augmentation, and tested on the real test split:
 accuracy and balanced accuracy (the mean of the per-class recalls), each as mean, sd and runs.
 
+The ``full`` baseline is trained by the same protocol (optimiser, augmentation, schedule) for at
+most ``full_epochs``, stopping on the validation split (``full_patience``) with its best epoch kept.
+
 Learning rate over the ``E = cfg.epochs`` epochs: one α, α then α × 0.1 from halfway; one α per
 start epoch (STM's ``alpha_per_epoch``), as Guan et al.'s ``evaluate_synset``: the pieces α_0 …
 α_{k−1} for max(N, (E/2) / k) epochs each (N: the distillation's student steps), then E/2
@@ -55,9 +58,11 @@ def _schedule(epochs: int, pieces: list[float] | None, per_piece: int = 0):
 
 def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
                     *, augment=AUGMENT, cutout=CUTOUT, pieces=None, syn_steps: int = 0,
-                    batch_size=None) -> dict:
+                    batch_size=None, val=None, patience: int = 0) -> dict:
     """``{"accuracy": [...], "balanced_accuracy": [...]}`` on the test split of ``cfg.n_nets`` fresh
-    ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch)."""
+    ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch).
+    With ``val`` = (x, y) and ``patience``, each net stops after ``patience`` epochs without a better
+    validation accuracy and keeps its best epoch (training to convergence, judged on validation)."""
     from .train import fit, pick_device, predict_tensor
 
     device = pick_device(cfg.device)
@@ -71,17 +76,25 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
         torch.manual_seed(seed * 1009 + k)
         net = convnet(model_config)
         lr0 = float(pieces[0]) if pieces else float(lr)
-        fit(net, F.cross_entropy, (x, y), None, epochs=epochs, batch_size=batch_size or cfg.batch_size,
+        fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size or cfg.batch_size,
             seed=seed * 1009 + k,
             optimizer=lambda p, lr0=lr0: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
                                                          weight_decay=cfg.weight_decay),
-            scheduler=_schedule(epochs, pieces, per_piece), transform=transform, restore_best=False,
-            device=device, amp=False, progress=False)
+            scheduler=_schedule(epochs, pieces, per_piece), transform=transform,
+            device=device, amp=False, progress=False, **_stopping(val, patience))
         out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
         accs.append(accuracy(out, data.y_test))
         balanced.append(balanced_accuracy(out, data.y_test))
         log.info("net %d: test accuracy %.4f, balanced %.4f", k, accs[-1], balanced[-1])
     return {"accuracy": accs, "balanced_accuracy": balanced}
+
+
+def _stopping(val, patience: int) -> dict:
+    """``fit``'s early-stopping arguments: on validation accuracy with ``val`` and ``patience``, else none."""
+    if val is None or val[0] is None or len(val[0]) == 0 or patience <= 0:
+        return {"val": None, "restore_best": False}
+    return {"val": val, "patience": int(patience), "monitor": "val_accuracy", "mode": "max", "restore_best": True,
+            "metrics_fn": lambda out, y: {"accuracy": accuracy(out, y)}}
 
 
 def _stats(values: list[float]) -> tuple[float, float, list[float]]:
@@ -127,7 +140,8 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
                                augment=augment, cutout=cutout)
     elif kind == "full":
         accs = train_eval_nets(data.x_train, data.y_train, data, model_config, cfg.full_lr, cfg.full_epochs,
-                               cfg, seed, augment=augment, cutout=cutout, batch_size=cfg.full_batch_size)
+                               cfg, seed, augment=augment, cutout=cutout, batch_size=cfg.full_batch_size,
+                               val=(data.x_val, data.y_val), patience=cfg.full_patience)
     else:
         raise InputError(f"unknown baseline {kind!r}: random | mean | full")
     return {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),

@@ -36,6 +36,7 @@ class ExpertTraining:
     epochs: int = 4
     lr: float = 0.01
     batch_size: int = 32
+    class_weighted: bool = False  # weight the loss by 1 / class count (Guan et al.'s experts, imbalanced cuts)
 
 
 @dataclass
@@ -89,9 +90,10 @@ class EvalOptions:
     epochs: int = 80
     batch_size: int = 256
     baseline_lr: float = 0.01  # lr for the random / mean baselines
-    full_epochs: int = 4
+    full_epochs: int = 4  # at most; the best epoch on the validation split is kept (full_patience)
     full_lr: float = 0.01
     full_batch_size: int = 64
+    full_patience: int = 5  # epochs without a better validation accuracy before the full baseline stops
 
 
 @dataclass

@@ -59,6 +59,8 @@ class Data:
     image_size: int
     fingerprint: str
     zca: torch.Tensor | None = None  # D×D whitening matrix on normalised, flattened images
+    x_val: torch.Tensor | None = None  # the validation split (the full-data baseline stops on it)
+    y_val: torch.Tensor | None = None
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.y_train, minlength=len(self.classes)).tolist()
@@ -96,7 +98,8 @@ def zca_matrix(x_norm: torch.Tensor, reg: float = 0.1) -> torch.Tensor:
 
 def load_data(catalogue, images, image_size: int = DistillSettings.image_size, zca: bool = DistillSettings.zca,
               zca_reg: float = 0.1) -> Data:
-    """Train and test splits of the curated catalogue at ``image_size`` px, with normalisation stats."""
+    """Train and test splits (and the validation split, where it has galaxies) of the curated
+    catalogue at ``image_size`` px, with normalisation stats."""
     from .augment import channel_stats
     from .curate import read_catalogue
     from .imageset import content_hash, read_images
@@ -119,6 +122,11 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     data_id = fingerprint(df[df["split"] == "train"]["id"].to_numpy(), y_tr.numpy(), content_hash(images),
                           [int(image_size), list(classes)])
     data = Data(list(classes), x_tr, y_tr, *parts["test"], mean, std, int(image_size), data_id)
+    val = df[df["split"] == "val"]
+    if len(val):
+        _, img = read_images(images, val["id"].to_numpy())
+        data.x_val = torch.from_numpy(resize_uint8(img, int(image_size)))
+        data.y_val = torch.as_tensor(val["label"].to_numpy().copy(), dtype=torch.long)
     if zca:
         data.zca = zca_matrix(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
     return data
@@ -186,6 +194,16 @@ def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accu
     return traj, rows
 
 
+def expert_loss(data: Data, class_weighted: bool, device):
+    """The experts' cross-entropy; ``class_weighted``: each class weighted by N / (K · its count), so
+    that every class weighs the same in an epoch, as Guan et al.'s experts on imbalanced cuts."""
+    if not class_weighted:
+        return F.cross_entropy
+    counts = torch.tensor(data.class_counts(), dtype=torch.float32).clamp_min(1)
+    weight = (counts.sum() / (len(counts) * counts)).to(device)
+    return lambda out, y: F.cross_entropy(out, y, weight=weight.to(out.device))
+
+
 def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, work_dir=None,
                  history_path=None, progress: bool = False) -> dict:
     """Train one expert; save its parameters after every epoch (resumable); write ``out_path``."""
@@ -204,7 +222,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
             "fingerprint": data.fingerprint, "image_size": data.image_size, "mean": data.mean,
             "std": data.std, "zca": data.zca is not None, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "augment": cfg.augment, "cutout": cfg.cutout, "seed": seed, "index": index,
-            "code_version": package_hash()}
+            "class_weighted": cfg.class_weighted, "code_version": package_hash()}
     transform = data.transform(cfg.augment, cfg.cutout)
     device = pick_device(cfg.device)
     n_eval = min(len(data.x_train), cfg.train_eval_images)
@@ -235,7 +253,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
                      "test_balanced_accuracy": row.get("val_balanced_accuracy"), "seconds": row["seconds"]})
         save_traj()
 
-    fit(model, F.cross_entropy, (data.x_train, data.y_train), (data.x_test, data.y_test),
+    fit(model, expert_loss(data, cfg.class_weighted, device), (data.x_train, data.y_train), (data.x_test, data.y_test),
         epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
         optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
         transform=transform, metrics_fn=test_metrics, restore_best=False, checkpoint_dir=work,
