@@ -32,11 +32,13 @@ CLUSTER = REPO / "tests" / "cluster"
 SLURM_DIR = Path(os.environ.get("GZMORPH_SLURM_DIR", "/tmp/gzmorph-slurm"))
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile")]
 SACCT_FIELDS = "JobID,JobName,Comment,State,AllocTRES,Elapsed,WorkDir"
-# The whole tiny workflow runs through Slurm (31 jobs + 2 GPU probes, ~4 min here, most of it the two snakemake
-# start-ups and status polling of every job). GZMORPH_CLUSTER_FULL=0 runs it --until these rules
-# instead: all of curation, a multi-instance GPU rule (train_expert, one job per expert), the
-# classifiers and the two gpu_probe jobs.
-FULL = os.environ.get("GZMORPH_CLUSTER_FULL", "1") not in ("", "0")
+# Every Slurm job costs ~10-20 s here (two snakemake start-ups and status polling), so the suite
+# runs the tiny workflow --until these rules: all of curation, a multi-instance GPU rule
+# (train_expert, one job per expert), both training rules and the two gpu_probe jobs; the local
+# end-to-end tests (test_workflow.py) run the whole DAG. GZMORPH_CLUSTER_FULL=1 runs the whole tiny
+# workflow through Slurm (31 jobs + 2 probes, ~9 min here).
+UNTIL = ("report_curation", "train_expert", "train_classifier", "train_representation", "gpu_probe")
+FULL = os.environ.get("GZMORPH_CLUSTER_FULL", "0") not in ("", "0")
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
