@@ -55,6 +55,24 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _timed(one, syn_steps: int, repeats: int, warm_up: bool = True) -> dict:
+    """Run ``one(syn_steps, it)`` ``repeats`` times after a warm-up ``one(1, 0)`` (kernels, allocator,
+    optimizer state): seconds per iteration and the peak RSS above the RSS before (reset just before)."""
+    if warm_up:
+        one(1, 0)
+    reset_peak_rss()
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        one(syn_steps, r + 1)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    sec = (time.perf_counter() - t0) / repeats
+    peak_rss = peak_rss_bytes()
+    return {"seconds_per_iteration": round(sec, 4), "rss_before_mb": round(before / 2**20, 2),
+            "peak_rss_mb": round(peak_rss / 2**20, 2), "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
+
+
 def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, width: int = 128, depth: int = 3,
                     n_classes: int = 5, memory: str = "constant", leaf: int = 4, batch_syn: int = 0,
                     repeats: int = 1, device: str = "cpu", seed: int = 0, augment: bool = True,
@@ -69,7 +87,7 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     """
     from gzmorph.augment import AugmentConfig, BatchTransform
     from gzmorph.experts import step_generator
-    from gzmorph.matching import device_budget_bytes, matching_loss, plan_memory, step_graph_bytes
+    from gzmorph.matching import auto_memory, matching_loss
     from gzmorph.models import build_convnet
     from gzmorph.student import Student, flat_params
 
@@ -87,11 +105,8 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
     bsz = len(syn) if batch_syn <= 0 else min(batch_syn, len(syn))
     mode, graph_steps = memory, (syn_steps if memory == "unroll" else 0)
     if memory == "auto":
-        params = transform.sample(bsz, torch.Generator().manual_seed(0))
-        params = None if params is None else {k: v.to(dev) for k, v in params.items()}
-        step = step_graph_bytes(student, theta0, syn.detach()[:bsz], labels[:bsz], transform, params)
-        budget = budget_mb * 2**20 if budget_mb > 0 else device_budget_bytes(dev)
-        mode, graph_steps = plan_memory(syn_steps, step, theta0.numel() * 4, budget, leaf)
+        mode, graph_steps, _ = auto_memory(student, theta0, syn.detach()[:bsz], labels[:bsz], transform, syn_steps,
+                                           budget_mb, leaf)
 
     def one(n, it):
         plan = []
@@ -105,26 +120,15 @@ def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, wid
         opt.step()
         return loss
 
-    one(1, 0)  # warm-up: kernels, allocator, optimizer state
     if dev.type == "cuda":
+        one(1, 0)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    reset_peak_rss()
-    before = rss_bytes()
-    t0 = time.perf_counter()
-    for r in range(repeats):
-        one(syn_steps, r + 1)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    sec = (time.perf_counter() - t0) / repeats
-    peak_rss = peak_rss_bytes()
     out = {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": memory,
            **({"budget_mb": budget_mb, "planned": f"{mode}, last {graph_steps} steps unrolled"}
               if memory == "auto" else {}), "augment": augment, "batch_syn": bsz, "device": str(dev),
-           "seconds_per_iteration": round(sec, 4),
-           "rss_before_mb": round(before / 2**20, 2), "peak_rss_mb": round(peak_rss / 2**20, 2),
-           "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
+           **_timed(one, syn_steps, repeats, warm_up=dev.type != "cuda")}
     if dev.type == "cuda":
         out["cuda_peak_increment_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 2)
     return out
@@ -170,18 +174,8 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
         optimizer_lr.step()
         return float(loss)
 
-    one(1, 0)
-    reset_peak_rss()
-    before = rss_bytes()
-    t0 = time.perf_counter()
-    for r in range(repeats):
-        one(syn_steps, r + 1)
-    sec = (time.perf_counter() - t0) / repeats
-    peak_rss = peak_rss_bytes()
     return {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": "reference",
-            "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", "seconds_per_iteration": round(sec, 4),
-            "rss_before_mb": round(before / 2**20, 2), "peak_rss_mb": round(peak_rss / 2**20, 2),
-            "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
+            "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", **_timed(one, syn_steps, repeats)}
 
 
 def probe_subprocess(threads: int = 2, **kw) -> dict:

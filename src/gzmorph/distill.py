@@ -49,7 +49,7 @@ from .augment import BatchTransform, normalize, to_float
 from .distill_settings import DistillConfig, DistillSettings, STMConfig
 from .experts import Data, expected_meta, load_expert, step_generator
 from .io import InputError, atomic_path, save_bundle
-from .matching import device_budget_bytes, matching_loss, plan_memory, step_graph_bytes
+from .matching import auto_memory, matching_loss
 from .models import build_convnet
 from .stm import STMSchedule
 from .student import Student
@@ -160,18 +160,12 @@ class _Run:
         cfg, n = self.cfg, self.cfg.syn_steps
         if cfg.memory != "auto":
             return cfg.memory, n if cfg.memory == "unroll" else 0
-        theta = self.experts.traj[0][0].to(self.device)
-        params = self.transform.sample(self.bsz, torch.Generator().manual_seed(0), device="cpu")
-        params = None if params is None else {k: v.to(self.device) for k, v in params.items()}
-        step = step_graph_bytes(self.student, theta, self.initial[:self.bsz], self.labels[:self.bsz],
-                                self.transform, params)
-        param_bytes = theta.numel() * theta.element_size()
-        budget = cfg.memory_budget_mb * 2**20 if cfg.memory_budget_mb > 0 else device_budget_bytes(self.device)
-        memory, k = plan_memory(n, step, param_bytes, budget, cfg.leaf)
+        memory, k, f = auto_memory(self.student, self.experts.traj[0][0].to(self.device), self.initial[:self.bsz],
+                                   self.labels[:self.bsz], self.transform, n, cfg.memory_budget_mb, cfg.leaf)
         log.info("distill memory: budget %.0f MB (%s), one student step's graph %.1f MB, parameters %.2f MB: "
-                 "the last %d of %d steps unrolled, the others '%s'", budget / 2**20,
+                 "the last %d of %d steps unrolled, the others '%s'", f["budget_bytes"] / 2**20,
                  "distill.memory_budget_mb" if cfg.memory_budget_mb > 0 else f"what the {self.device.type} has",
-                 step / 2**20, param_bytes / 2**20, k, n, memory)
+                 f["step_bytes"] / 2**20, f["param_bytes"] / 2**20, k, n, memory)
         return memory, k
 
     def pick_expert(self) -> int:

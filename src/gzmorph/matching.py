@@ -236,3 +236,17 @@ def plan_memory(n_steps: int, step_bytes: int, param_bytes: int, budget_bytes: i
         return "store", int(max(0, min(n_steps - 1, k)))
     spine = (max(1, n_steps).bit_length() + leaf + 2) * param_bytes
     return "constant", int(max(0, min(n_steps - 1, (budget_bytes - spine) // max(1, step_bytes))))
+
+
+def auto_memory(student: Student, theta, x, y, transform: BatchTransform, n_steps: int, budget_mb: float = 0,
+                leaf: int = 4) -> tuple[str, int, dict]:
+    """``memory: auto``: ``(memory, graph_steps, facts)`` for ``n_steps`` student steps on batches like
+    ``x, y`` (one augmentation draw), within ``budget_mb`` (0: :func:`device_budget_bytes`); ``facts``
+    holds the budget, the measured step graph and the parameter bytes, for the log."""
+    params = transform.sample(len(x), torch.Generator().manual_seed(0), device="cpu")
+    params = None if params is None else {k: v.to(x.device) for k, v in params.items()}
+    step = step_graph_bytes(student, theta, x, y, transform, params)
+    param_bytes = theta.numel() * theta.element_size()
+    budget = int(budget_mb * 2**20) if budget_mb > 0 else device_budget_bytes(theta.device)
+    memory, k = plan_memory(n_steps, step, param_bytes, budget, leaf)
+    return memory, k, {"budget_bytes": budget, "step_bytes": step, "param_bytes": param_bytes}
