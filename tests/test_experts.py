@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import gzmorph.train as train_module
-
 from gzmorph.augment import AugmentConfig, BatchTransform
-from gzmorph.experts import Data, ExpertConfig, expected_meta, load_expert, step_generator, train_expert
+from gzmorph.experts import Data, ExpertConfig, expected_meta, load_expert, segment_noise, step_generator, train_expert
 from gzmorph.io import InputError
 from gzmorph.models import build_convnet, list_models
 from gzmorph.student import Student, flat_params
@@ -100,3 +99,17 @@ def test_load_expert_errors(tmp_path, tiny_data):
     (tmp_path / "junk.pt").write_text("x")
     with pytest.raises(InputError, match="cannot be read"):
         load_expert(tmp_path / "junk.pt")
+
+
+def test_segment_noise_is_zero_for_full_batch_descent_and_grows_with_sgd_noise(tmp_path, tiny_data):
+    """Full-batch gradient descent without augmentation is deterministic (noise ~0); mini-batches of
+    4 with DSA augmentation redraw a different segment (noise well above 0); both stay within [0, 1]
+    in practice and a segment past the trajectory's end is an error."""
+    exact = ExpertConfig(epochs=3, lr=0.05, batch_size=36, width=4, augment=False)
+    ex = train_expert(tiny_data, tmp_path / "gd.pt", exact, index=0)
+    assert segment_noise(tiny_data, ex, exact, start=1, epochs=2) < 1e-6
+    noisy = ExpertConfig(epochs=3, lr=0.05, batch_size=4, width=4)
+    ex = train_expert(tiny_data, tmp_path / "sgd.pt", noisy, index=0)
+    assert 0.01 < segment_noise(tiny_data, ex, noisy, start=0, epochs=2) < 1.5
+    with pytest.raises(InputError, match="outside"):
+        segment_noise(tiny_data, ex, noisy, start=2, epochs=2)

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as aug
-from .distill_settings import DistillSettings, ExpertConfig
 from .codedeps import package_hash
+from .distill_settings import DistillSettings, ExpertConfig
 from .io import InputError, atomic_path, save_bundle
 from .models import build_convnet
 from .student import flat_params
@@ -268,6 +268,34 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     return result
 
 
+def segment_noise(data: Data, expert: dict, cfg: ExpertConfig, start: int, epochs: int, *, seed: int = 1) -> float:
+    """How much of one trajectory segment is SGD noise: the share of θ_{t+M} − θ_t that another
+    draw of the data order and augmentation would change.
+
+    From the expert's θ_t (``start``), train ``epochs`` (M) epochs again with the expert's settings
+    (``cfg``) but another seed, giving d' beside the saved d = θ_{t+M} − θ_t, and return
+    ``‖d' − d‖² / (‖d‖² + ‖d'‖²)``: 0 when the segment is deterministic, 1 when the two draws are
+    uncorrelated.  This is the noise in the target a matching step chases (MTT, STM).
+    """
+    from .student import load_flat
+    from .train import fit, pick_device
+
+    traj = expert["trajectory"]
+    if not (0 <= start and start + epochs < len(traj)):
+        raise InputError(f"segment {start}+{epochs} is outside the expert's {len(traj) - 1} epochs")
+    device = pick_device(cfg.device)
+    model = load_flat(build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm),
+                      traj[start].clone())
+    fit(model, expert_loss(data, cfg.class_weighted, device), (data.x_train, data.y_train), None,
+        epochs=epochs, batch_size=cfg.batch_size, seed=expert_seed(seed, 10_000 + start),
+        optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
+        transform=data.transform(cfg.augment, cfg.cutout), restore_best=False, device=device, amp=False,
+        progress=False)
+    d = traj[start + epochs] - traj[start]
+    d_other = flat_params(model) - traj[start]
+    return float((d_other - d).pow(2).sum() / (d.pow(2).sum() + d_other.pow(2).sum()).clamp_min(1e-30))
+
+
 def load_expert(path, *, expect: dict | None = None, min_epochs: int = 0) -> dict:
     """Read an expert file; clear ``InputError`` if it is missing, too short or from another set-up."""
     from .io import load_bundle
@@ -293,4 +321,4 @@ def expected_meta(data: Data, model_config: dict) -> dict:
 
 
 __all__ = ["COMPAT_KEYS", "Data", "ExpertConfig", "accuracy", "balanced_accuracy", "expected_meta", "load_data",
-           "load_expert", "resize_uint8", "step_generator", "train_expert", "zca_matrix"]
+           "load_expert", "resize_uint8", "segment_noise", "step_generator", "train_expert", "zca_matrix"]
