@@ -162,10 +162,11 @@ class _Run:
             return cfg.memory, n if cfg.memory == "unroll" else 0
         memory, k, f = auto_memory(self.student, self.experts.traj[0][0].to(self.device), self.initial[:self.bsz],
                                    self.labels[:self.bsz], self.transform, n, cfg.memory_budget_mb, cfg.leaf)
-        log.info("distill memory: budget %.0f MB (%s), one student step's graph %.1f MB, parameters %.2f MB: "
-                 "the last %d of %d steps unrolled, the others '%s'", f["budget_bytes"] / 2**20,
+        plan = f"all {n} steps unrolled" if k >= n else f"the last {k} of {n} steps unrolled, the others '{memory}'"
+        log.info("distill memory: budget %.0f MB (%s), one student step's graph %.1f MB, parameters %.2f MB: %s",
+                 f["budget_bytes"] / 2**20,
                  "distill.memory_budget_mb" if cfg.memory_budget_mb > 0 else f"what the {self.device.type} has",
-                 f["step_bytes"] / 2**20, f["param_bytes"] / 2**20, k, n, memory)
+                 f["step_bytes"] / 2**20, f["param_bytes"] / 2**20, plan)
         return memory, k
 
     def pick_expert(self) -> int:
