@@ -2,8 +2,9 @@
 
 Synthetic images X (``ipc`` per class, initialised from real training images, kept in normalised
 space: ZCA whitening, when on, is part of the input pipeline and applied once, when a batch goes
-into a net; the references instead store whitened images and take the gradient step on those) and a learnable student step size α are optimised so that ``N`` SGD steps of a student
-started at an expert's epoch-``t`` parameters land near the expert's epoch-``t+M`` parameters.
+into a net; the references instead store whitened images and take the gradient step on those)
+and a learnable student step size α are optimised so that ``N`` SGD steps of a student started at
+an expert's epoch-``t`` parameters land near the expert's epoch-``t+M`` parameters.
 One iteration of :func:`distill`::
 
     e ← a random expert,  t ← a start epoch      MTT: t uniform in [0, T+),  M = expert_epochs
