@@ -204,10 +204,27 @@ def expert_loss(data: Data, class_weighted: bool, device):
     return lambda out, y: F.cross_entropy(out, y, weight=weight.to(out.device))
 
 
+def _build(data: Data, cfg: ExpertConfig):
+    """A fresh expert ConvNet for ``data`` with ``cfg``'s model options."""
+    return build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+
+
+def _fit_as_expert(model, data: Data, cfg: ExpertConfig, transform, device, *, epochs: int, seed: int, val=None,
+                   **kw):
+    """Train ``model`` on the training split as every expert is trained: plain SGD at ``cfg.lr`` (no
+    momentum, no weight decay), ``cfg``'s batch size and loss, the input pipeline ``transform``."""
+    from .train import fit
+
+    return fit(model, expert_loss(data, cfg.class_weighted, device), (data.x_train, data.y_train), val,
+               epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+               optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
+               transform=transform, restore_best=False, device=device, amp=False, **kw)
+
+
 def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, work_dir=None,
                  history_path=None, progress: bool = False) -> dict:
     """Train one expert; save its parameters after every epoch (resumable); write ``out_path``."""
-    from .train import discard_checkpoints, fit, pick_device, predict_tensor, write_table
+    from .train import discard_checkpoints, pick_device, predict_tensor, write_table
 
     out_path = Path(out_path)
     work = Path(work_dir) if work_dir else out_path.with_suffix(".work")
@@ -215,7 +232,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
     traj_path = work / "trajectory.pt"
     seed = expert_seed(cfg.seed, index)
     torch.manual_seed(seed)
-    build = partial(build_convnet, len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm)
+    build = partial(_build, data, cfg)
     model = build()
     mcfg = cfg.model_config(len(data.classes), data.image_size)
     meta = {"model": "convnet_d3", "model_config": mcfg, "classes": data.classes,
@@ -253,11 +270,9 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
                      "test_balanced_accuracy": row.get("val_balanced_accuracy"), "seconds": row["seconds"]})
         save_traj()
 
-    fit(model, expert_loss(data, cfg.class_weighted, device), (data.x_train, data.y_train), (data.x_test, data.y_test),
-        epochs=cfg.epochs, batch_size=cfg.batch_size, seed=seed,
-        optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
-        transform=transform, metrics_fn=test_metrics, restore_best=False, checkpoint_dir=work,
-        meta=meta, device=device, amp=False, progress=progress, on_epoch_end=on_epoch_end)
+    _fit_as_expert(model, data, cfg, transform, device, epochs=cfg.epochs, seed=seed, val=(data.x_test, data.y_test),
+                   metrics_fn=test_metrics, checkpoint_dir=work, meta=meta, progress=progress,
+                   on_epoch_end=on_epoch_end)
     if len(traj) != cfg.epochs + 1:
         raise RuntimeError(f"expert {index}: trajectory has {len(traj) - 1} epochs, expected {cfg.epochs}")
     result = {"format": EXPERT_FORMAT, "trajectory": torch.stack(traj), "history": rows, "meta": meta}
@@ -278,19 +293,15 @@ def segment_noise(data: Data, expert: dict, cfg: ExpertConfig, start: int, epoch
     uncorrelated.  This is the noise in the target a matching step chases (MTT, STM).
     """
     from .student import load_flat
-    from .train import fit, pick_device
+    from .train import pick_device
 
     traj = expert["trajectory"]
     if not (0 <= start and start + epochs < len(traj)):
         raise InputError(f"segment {start}+{epochs} is outside the expert's {len(traj) - 1} epochs")
     device = pick_device(cfg.device)
-    model = load_flat(build_convnet(len(data.classes), data.image_size, cfg.width, cfg.depth, cfg.norm),
-                      traj[start].clone())
-    fit(model, expert_loss(data, cfg.class_weighted, device), (data.x_train, data.y_train), None,
-        epochs=epochs, batch_size=cfg.batch_size, seed=expert_seed(seed, 10_000 + start),
-        optimizer=lambda p: torch.optim.SGD(p, lr=cfg.lr, momentum=0.0, weight_decay=0.0),
-        transform=data.transform(cfg.augment, cfg.cutout), restore_best=False, device=device, amp=False,
-        progress=False)
+    model = load_flat(_build(data, cfg), traj[start].clone())
+    _fit_as_expert(model, data, cfg, data.transform(cfg.augment, cfg.cutout), device, epochs=epochs,
+                   seed=expert_seed(seed, 10_000 + start), progress=False)
     d = traj[start + epochs] - traj[start]
     d_other = flat_params(model) - traj[start]
     return float((d_other - d).pow(2).sum() / (d.pow(2).sum() + d_other.pow(2).sum()).clamp_min(1e-30))
