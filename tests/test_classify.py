@@ -84,6 +84,48 @@ def test_compose_hiwl_on_a_hand_made_case():
     assert [classes[::-1][i] for i in pred2] == ["cigar", "edge-on", "in-between"]
 
 
+def test_compose_hiwl_threshold_moves_the_fine_decision_and_keeps_probabilities_consistent():
+    classes = ["round", "in-between", "cigar", "edge-on", "spiral"]
+    p4 = np.array([[0.1, 0.8, 0.05, 0.05]] * 3)  # all routed to the fine level
+    p2 = np.array([[0.6, 0.4], [0.75, 0.25], [0.2, 0.8]])
+    names = lambda pred: [classes[i] for i in pred]  # noqa: E731
+    assert names(C.compose_hiwl(p4, p2, classes)[1]) == ["cigar", "cigar", "edge-on"]
+    probs, pred = C.compose_hiwl(p4, p2, classes, threshold=0.7)
+    assert names(pred) == ["edge-on", "cigar", "edge-on"]  # cigar only where P2(cigar) >= 0.7
+    np.testing.assert_allclose(probs.sum(1), 1.0)
+    # the log-odds of cigar move by -logit(0.7); at P2(cigar) = threshold the two fine classes tie
+    odds = probs[:, 2] / probs[:, 3]
+    np.testing.assert_allclose(odds, (p2[:, 0] / p2[:, 1]) * (0.3 / 0.7))
+    tie = C.compose_hiwl(p4[:1], np.array([[0.7, 0.3]]), classes, threshold=0.7)
+    np.testing.assert_allclose(tie[0][0, 2], tie[0][0, 3])
+    assert names(tie[1]) == ["cigar"]
+    np.testing.assert_allclose(C.compose_hiwl(p4, p2, classes, 0.5)[0], C.compose_hiwl(p4, p2, classes)[0])
+
+
+def test_choose_fine_threshold_picks_the_most_accurate_hierarchy_on_validation():
+    classes = ["round", "in-between", "cigar", "edge-on", "spiral"]
+    # 2 cigars and 8 edge-ons, all routed to the fine level; a balanced-sampled fine level gives the
+    # edge-ons P2(cigar) up to 0.6, the cigars 0.8 and 0.9: argmax calls 3 edge-ons cigar
+    p_cigar = np.array([0.8, 0.9, 0.55, 0.6, 0.52, 0.3, 0.2, 0.1, 0.4, 0.45])
+    labels = np.array([2, 2] + [3] * 8)
+    p4 = np.tile([0.05, 0.85, 0.05, 0.05], (10, 1))
+    p2 = np.stack([p_cigar, 1 - p_cigar], 1)
+    t, curve = C.choose_fine_threshold(p4, p2, labels, classes)
+    assert curve["0.50"] == pytest.approx(0.7) and max(curve.values()) == 1.0
+    assert t == 0.65  # 0.65, 0.70, 0.75 and 0.80 are all perfect: the one nearest the argmax
+    assert len(curve) == 19 and set(curve) >= {"0.05", "0.95"}
+    # nothing to gain: the argmax stays
+    assert C.choose_fine_threshold(p4, p2, np.where(p_cigar >= 0.5, 2, 3), classes)[0] == 0.5
+
+
+def test_fine_threshold_setting():
+    assert C.TrainConfig().fine_threshold == "val"
+    assert C.TrainConfig.from_params({"fine_threshold": 0.3}).fine_threshold == 0.3
+    for bad in ("auto", 0, 1.0, True):
+        with pytest.raises(InputError, match="fine_threshold"):
+            C.TrainConfig.from_params({"fine_threshold": bad})
+
+
 def test_levels_smoothing_and_weighted_sampling_configured():
     cfg = C.TrainConfig()
     labels = np.repeat(np.arange(5), [80, 80, 5, 40, 80])  # cigar rare
@@ -110,6 +152,12 @@ def test_trained_model_file_and_training_outputs(trained):
     coarse, fine = bundle["levels"]
     assert (coarse["name"], fine["name"]) == ("coarse", "fine")
     assert fine["weighted_sampling"] and fine["label_smoothing"] == 0.05 and fine["n_train"] == 2 + 10
+    # the fine threshold was chosen on the validation split (3 galaxies of the merged class) and kept
+    assert bundle["fine_threshold"] in C.FINE_THRESHOLDS and bundle["fine_threshold_val"]["n"] == 9
+    best = max(bundle["fine_threshold_val"]["accuracy"].values())
+    assert bundle["fine_threshold_val"]["accuracy"][f"{bundle['fine_threshold']:.2f}"] == best
+    assert C.load_model(path).fine_threshold == bundle["fine_threshold"]
+    assert "fine_threshold" not in read_model_file(out["flat"][0])
     assert out["flat"][1]["levels"][0]["label_smoothing"] == 0.0
     tsv = pd.read_csv(path.parent / "training.tsv", sep="\t")
     assert list(tsv["level"].unique()) == ["coarse", "fine"] and {"epoch", "train_loss", "val_accuracy"} <= set(tsv)

@@ -10,7 +10,12 @@ smoothing; a level whose smallest class has under ``rare_ratio`` of the
 largest class's training examples is trained with weighted sampling
 (weights 1 / class count, with replacement) and early-stopped on the
 balanced accuracy (mean per-class recall) instead of the accuracy — on the
-HIWL cut that is the fine level (cigar is rare).
+HIWL cut that is the fine level (cigar is rare).  Sampling the classes equally
+makes the fine level call cigar as often as edge-on, far above cigar's share of
+the merged class; so its decision threshold on P2(cigar) is then chosen on the
+validation split, as the one with the most accurate whole hierarchy
+(``classify.fine_threshold``; 0.5 is its argmax, as in the paper), and the
+model file keeps it.
 
 ``flat``: the same backbone as one K-way classifier with plain cross-entropy,
 no weighted sampling and no smoothing.  Augmentation is the same for both, so
@@ -209,7 +214,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     labels = df["label"].to_numpy(int)
     pixels = content_hash(images)  # a checkpoint belongs to these images only
 
-    saved_levels, tables = [], []
+    saved_levels, tables, trained = [], [], {}
     for lv in levels:
         y = lv.target[labels]
         tr = np.flatnonzero(is_train & (y >= 0))
@@ -240,6 +245,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
             checkpoint_dir=Path(checkpoint_dir) / lv.name if checkpoint_dir else None, meta=meta,
             device=device, amp=cfg.amp, progress=cfg.progress)
         model.cpu()
+        trained[lv.name] = model
         saved_levels.append({"name": lv.name, "classes": lv.classes, "model": cfg.backbone,
                              "model_config": model.config, "state_dict": model.state_dict(),
                              "label_smoothing": smoothing, "weighted_sampling": lv.weighted,
@@ -250,6 +256,9 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     bundle = {"format": MODEL_FORMAT, "kind": kind, "cut": cut, "classes": classes, "image_size": image_size,
               "norm": {"mean": mean, "std": std}, "levels": saved_levels,
               "preprocess": _preprocess_meta(images), "config": asdict(cfg)}
+    if kind == "hiwl":
+        bundle["fine_threshold"], bundle["fine_threshold_val"] = _fine_threshold(
+            cfg, trained, rows.subset(np.flatnonzero(~is_train)), labels[~is_train], classes, bundle["norm"])
     if is_main():  # under data-parallel training, rank 0 alone writes (gzmorph.distributed)
         if metrics_path:
             write_table(Path(metrics_path), tables)
@@ -257,6 +266,39 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "levels"} | {
         "levels": [{k: v for k, v in lv.items() if k != "state_dict"} for lv in saved_levels]}
+
+
+def _fine_threshold(cfg: TrainConfig, trained: dict, val_rows, val_labels: np.ndarray, classes: list[str],
+                    norm: dict) -> tuple[float, dict]:
+    """The fine level's threshold: ``cfg.fine_threshold``, or where that is "val" the one
+    :func:`choose_fine_threshold` picks on the validation galaxies; with the validation accuracy
+    of the hierarchy at each threshold tried (empty when the threshold was given)."""
+    from .augment import input_transform
+    from .train import predict_tensor
+
+    if cfg.fine_threshold != "val":
+        return float(cfg.fine_threshold), {}
+    p4, p2 = (torch.softmax(predict_tensor(trained[name], val_rows, input_transform(norm)), 1).numpy()
+              for name in ("coarse", "fine"))
+    threshold, curve = choose_fine_threshold(p4, p2, val_labels, classes)
+    log.info("hiwl/fine: threshold %.2f on P(cigar | cigar or edge-on), chosen on %d validation galaxies: "
+             "accuracy %.4f (argmax: %.4f)", threshold, len(val_labels), curve[f"{threshold:.2f}"], curve["0.50"])
+    return threshold, {"split": "val", "n": int(len(val_labels)), "accuracy": curve}
+
+
+FINE_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def choose_fine_threshold(p4: np.ndarray, p2: np.ndarray, labels: np.ndarray, classes: list[str]
+                          ) -> tuple[float, dict]:
+    """The threshold of :data:`FINE_THRESHOLDS` whose hierarchy (:func:`compose_hiwl`) is the most
+    accurate on these labelled galaxies; of equals, the one nearest 0.5 (the fine argmax).
+    Returns it and the accuracy at every threshold (keys "0.05" ... "0.95")."""
+    labels = np.asarray(labels, int)
+    curve = {f"{t:.2f}": float((compose_hiwl(p4, p2, classes, t)[1] == labels).mean()) for t in FINE_THRESHOLDS}
+    best = max(curve.values())
+    threshold = min((t for t in FINE_THRESHOLDS if curve[f"{t:.2f}"] == best), key=lambda t: (abs(t - 0.5), t))
+    return float(threshold), curve
 
 
 def _preprocess_meta(images) -> dict:
@@ -289,6 +331,7 @@ class TrainedClassifier:
 
         self.path, self.bundle = path, bundle
         self.kind, self.classes, self.cut = bundle["kind"], list(bundle["classes"]), bundle.get("cut")
+        self.fine_threshold = float(bundle.get("fine_threshold", 0.5))  # files before it: the fine argmax
         self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
         self.device = pick_device(device)
         self.models = {}
@@ -333,16 +376,26 @@ class TrainedClassifier:
         if self.kind == "flat":
             p = self._probs("flat", x, batch_size)
             return p, p.argmax(1)
-        return compose_hiwl(self._probs("coarse", x, batch_size), self._probs("fine", x, batch_size), self.classes)
+        return compose_hiwl(self._probs("coarse", x, batch_size), self._probs("fine", x, batch_size), self.classes,
+                            self.fine_threshold)
 
 
-def compose_hiwl(p4: np.ndarray, p2: np.ndarray, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def compose_hiwl(p4: np.ndarray, p2: np.ndarray, classes: list[str], threshold: float = 0.5
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """5-class probabilities and hierarchical predictions from the coarse (P4) and fine (P2) models.
 
+    P2 is first moved to the fine ``threshold``: its log-odds of cigar shifted by −logit(threshold),
+    so that P2(cigar) >= threshold becomes P2(cigar) >= 0.5 (0.5 leaves it as it is).  Then
     P(c) = P4(c) for the unmerged classes and P4(merged) × P2(c) for cigar/edge-on; the prediction
     is the coarse argmax, replaced by the fine argmax where the coarse argmax is the merged class.
     """
     p4, p2 = np.asarray(p4, float), np.asarray(p2, float)
+    if threshold != 0.5:
+        c, e = FINE_CLASSES.index("cigar"), FINE_CLASSES.index("edge-on")
+        cig, edge = p2[:, c] * (1 - threshold), p2[:, e] * threshold
+        p2 = np.empty_like(p2)
+        p2[:, c] = cig / np.maximum(cig + edge, 1e-300)
+        p2[:, e] = 1 - p2[:, c]
     probs = np.zeros((len(p4), len(classes)))
     m = COARSE_CLASSES.index(MERGED)
     for k, c in enumerate(classes):
@@ -449,6 +502,8 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
     pred = predict(clf, catalogue, images, split, device=device)
     result = metrics_from_predictions(pred, clf.classes)
     result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path)})
+    if clf.kind == "hiwl":
+        result["fine_threshold"] = clf.fine_threshold
     if predictions_out:
         with atomic_path(predictions_out) as tmp:
             pred.to_parquet(tmp, index=False)

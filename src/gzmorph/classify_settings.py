@@ -47,6 +47,10 @@ class ClassifySettings:
     label_smoothing: float = 0.05  # hiwl only; flat always uses 0
     weighted_sampling: str = "rare"  # hiwl only: rare | always | never
     rare_ratio: float = 0.25  # "rare": a class under this share of the largest class's examples
+    #: hiwl only: the fine level calls a galaxy cigar where P(cigar | cigar or edge-on) >= this
+    #: (0.5 = its argmax); "val": the value of 0.05, 0.10, ..., 0.95 whose whole hierarchy is the most
+    #: accurate on the validation split (:func:`gzmorph.classify.choose_fine_threshold`)
+    fine_threshold: str | float = "val"
     patience: int = 3  # epochs without improvement on validation; 0 = no early stopping
     warmup_epochs: int = 1
     augment: bool | dict = True  # or overrides of gzmorph.augment.AugmentConfig
@@ -70,6 +74,9 @@ class ClassifySettings:
                              "8 to 512 px")
         if cfg.weighted_sampling not in ("rare", "always", "never"):
             raise InputError(f"{where}.weighted_sampling: {cfg.weighted_sampling!r} is not rare, always or never")
+        if cfg.fine_threshold != "val" and (isinstance(cfg.fine_threshold, bool) or not isinstance(
+                cfg.fine_threshold, (int, float)) or not 0 < cfg.fine_threshold < 1):
+            raise InputError(f"{where}.fine_threshold: {cfg.fine_threshold!r} is not 'val' or a number in (0, 1)")
         if not 0 <= cfg.label_smoothing < 1:
             raise InputError(f"{where}.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
         if cfg.epochs < 1 or cfg.batch_size < 2:
@@ -97,9 +104,10 @@ CLASSIFY_PRESETS = {
     # HIWL (Ma et al. 2023, methods.md section 3): EfficientNet-B1 at 240 px, SGD lr 0.005 with plain
     # momentum (the paper names no Nesterov), a cosine schedule (no warm-up), batch 16; momentum 0.9,
     # weight decay 1e-4, label smoothing 0.05, 1/count sampling of the rare class and early stopping
-    # are the defaults already (tests/test_presets.py pins the resolved values).  The paper starts
-    # from ImageNet weights: gzmorph never downloads them, so set classify.pretrained to a local copy.
+    # are the defaults already (tests/test_presets.py pins the resolved values); the fine level takes
+    # its argmax (fine_threshold 0.5), as the paper's does.  The paper starts from ImageNet weights:
+    # gzmorph never downloads them, so set classify.pretrained to a local copy.
     # Epochs and patience are not in the paper: those of configs/kaggle-hiwl5.yaml.
     "paper": {"backbone": "efficientnet_b1", "image_size": 240, "lr": 0.005, "nesterov": False, "warmup_epochs": 0,
-              "batch_size": 16, "epochs": 30, "patience": 8},
+              "batch_size": 16, "epochs": 30, "patience": 8, "fine_threshold": 0.5},
 }

@@ -92,6 +92,11 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
     if "hiwl" not in models:
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
                      f"{HIWL_CLASSES}, this cut has {first['classes']}."))
+    if "fine_threshold" in models.get("hiwl", {}):
+        t = models["hiwl"]["fine_threshold"]
+        sec.add(note(f"hiwl calls a galaxy of the merged class cigar where its fine level gives P(cigar) >= {t:.2f}"
+                     + (" (its argmax)." if t == 0.5 else ", the threshold chosen on the validation split "
+                        "(classify.fine_threshold).")))
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
                           | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
                           name="accuracy"))
