@@ -112,8 +112,8 @@ def test_choose_fine_threshold_picks_the_most_accurate_hierarchy_on_validation()
     p2 = np.stack([p_cigar, 1 - p_cigar], 1)
     t, curve = C.choose_fine_threshold(p4, p2, labels, classes)
     assert curve["0.50"] == pytest.approx(0.7) and max(curve.values()) == 1.0
-    assert t == 0.65  # 0.65, 0.70, 0.75 and 0.80 are all perfect: the one nearest the argmax
-    assert len(curve) == 19 and set(curve) >= {"0.05", "0.95"}
+    assert t == 0.61  # 0.61 to 0.80 are all perfect: the one nearest the argmax
+    assert len(curve) == 99 and set(curve) >= {"0.01", "0.99"}
     # nothing to gain: the argmax stays
     assert C.choose_fine_threshold(p4, p2, np.where(p_cigar >= 0.5, 2, 3), classes)[0] == 0.5
 

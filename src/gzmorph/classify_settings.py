@@ -48,7 +48,7 @@ class ClassifySettings:
     weighted_sampling: str = "rare"  # hiwl only: rare | always | never
     rare_ratio: float = 0.25  # "rare": a class under this share of the largest class's examples
     #: hiwl only: the fine level calls a galaxy cigar where P(cigar | cigar or edge-on) >= this
-    #: (0.5 = its argmax); "val": the value of 0.05, 0.10, ..., 0.95 whose whole hierarchy is the most
+    #: (0.5 = its argmax); "val": the value of 0.01, 0.02, ..., 0.99 whose whole hierarchy is the most
     #: accurate on the validation split (:func:`gzmorph.classify.choose_fine_threshold`)
     fine_threshold: str | float = "val"
     patience: int = 3  # epochs without improvement on validation; 0 = no early stopping
