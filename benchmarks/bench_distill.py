@@ -1,14 +1,16 @@
-"""Distillation cost: seconds per iteration and peak memory for N student steps (and expert images/s).
+"""Distillation cost: seconds per iteration and peak memory of ``gzmorph.distill.distill`` (and expert images/s).
 
-One fresh process per configuration (:func:`probe_subprocess`): a warm-up iteration with
-N = 1, then the peak-RSS high-water mark (VmHWM) is reset and one (``--repeats``) full iteration runs
-(forward unroll, reverse sweep, update); ``peak_increment_mb`` = peak RSS − RSS before the call.
-glibc's mmap threshold is fixed at 64 KiB in the child so that freed tensors leave the RSS (an honest
-CPU measure of what the iteration holds at its peak).  On CUDA: ``max_memory_allocated`` increment.
-Prints one JSON document::
+Every configuration runs in a fresh process (:func:`probe_subprocess`): ``distill()`` itself on a random
+labelled image set and a 3-epoch expert of the same ConvNet-D3 (MTT, all images in every student step,
+image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration and then ``--repeats`` (5) timed ones; it
+reports their median and the peak RSS of the whole process.  glibc's mmap threshold is fixed at 64 KiB
+in the child so that freed tensors leave the RSS.  On CUDA, also ``max_memory_allocated``.
+With ``--reference`` the MTT reference's own inner loop runs beside it on the same workload
+(:func:`compare_with_reference`).  Prints one JSON document::
 
-    .venv/bin/python benchmarks/bench_distill.py                       # width 128, N 10/20/40, IPC 1/10, 32/64 px
+    .venv/bin/python benchmarks/bench_distill.py                       # width 128, 32 px, N 10/20/40, IPC 1/10
     .venv/bin/python benchmarks/bench_distill.py --width 16 --memory constant unroll --out bench.json
+    .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --memory unroll --budgets 2900
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import torch
@@ -55,82 +59,92 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _timed(one, syn_steps: int, repeats: int, warm_up: bool = True) -> dict:
-    """Run ``one(syn_steps, it)`` ``repeats`` times after a warm-up ``one(1, 0)`` (kernels, allocator,
-    optimizer state): seconds per iteration and the peak RSS above the RSS before (reset just before)."""
-    if warm_up:
-        one(1, 0)
-    reset_peak_rss()
-    before = rss_bytes()
-    t0 = time.perf_counter()
+def _median_timed(one, syn_steps: int, repeats: int) -> dict:
+    """``one(syn_steps, it)`` once as a warm-up, then ``repeats`` times: the median seconds per iteration
+    and the peak RSS of the whole process (VmHWM, never reset)."""
+    one(syn_steps, 0)
+    times = []
     for r in range(repeats):
+        t0 = time.perf_counter()
         one(syn_steps, r + 1)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    sec = (time.perf_counter() - t0) / repeats
-    peak_rss = peak_rss_bytes()
-    return {"seconds_per_iteration": round(sec, 4), "rss_before_mb": round(before / 2**20, 2),
-            "peak_rss_mb": round(peak_rss / 2**20, 2), "peak_increment_mb": round((peak_rss - before) / 2**20, 2)}
+        times.append(time.perf_counter() - t0)
+    return {"seconds_per_iteration": round(statistics.median(times), 4), "seconds_runs": [round(t, 3) for t in times],
+            "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
 
 
-def probe_iteration(image_size: int = 32, ipc: int = 1, syn_steps: int = 10, width: int = 128, depth: int = 3,
-                    n_classes: int = 5, memory: str = "constant", leaf: int = 4, batch_syn: int = 0,
-                    repeats: int = 1, device: str = "cpu", seed: int = 0, augment: bool = True,
-                    budget_mb: float = 0) -> dict:
-    """One distillation iteration (matching gradient + update) on random data: seconds and peak memory.
+def workload_data(image_size: int = 32, n_classes: int = 10, per_class: int = 20, seed: int = 0):
+    """A random labelled image set (:class:`gzmorph.experts.Data`): the same for the same arguments, so
+    that the parent's expert fits every child's data."""
+    from gzmorph.experts import Data
 
-    CPU: peak RSS (VmHWM, reset just before the measured call) minus the RSS at that moment, after a
-    warm-up iteration with N = 1; run it in a fresh process with ``MALLOC_MMAP_THRESHOLD_`` small so that
-    freed tensors leave the RSS (see :func:`probe_subprocess`).  CUDA: ``max_memory_allocated`` increment.
-    ``memory="auto"`` plans the mode from ``budget_mb`` (0: what the device has) as the stage does;
-    ``augment=False`` draws no DSA augmentation (the inner loop alone, as :func:`probe_reference`).
-    """
-    from gzmorph.augment import AugmentConfig, BatchTransform
-    from gzmorph.experts import step_generator
-    from gzmorph.matching import auto_memory, matching_loss
-    from gzmorph.models import build_convnet
-    from gzmorph.student import Student, flat_params
+    g = torch.Generator().manual_seed(seed)
+    n = n_classes * per_class
+    x = torch.randint(0, 256, (n, image_size, image_size, 3), generator=g, dtype=torch.uint8)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    return Data(classes=[f"c{k}" for k in range(n_classes)], x_train=x, y_train=y, x_test=x[:n_classes],
+                y_test=y[::per_class].clone(), mean=[0.5] * 3, std=[0.25] * 3, image_size=image_size,
+                fingerprint=f"bench-{image_size}-{n_classes}-{per_class}-{seed}")
 
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    net = build_convnet(n_classes, image_size, width, depth).to(dev)
-    student = Student(net)
-    theta0 = flat_params(net).to(dev)
-    target = theta0 + 0.01 * torch.randn_like(theta0)
-    transform = (BatchTransform([0.5] * 3, [0.25] * 3, AugmentConfig(), cutout=0.5) if augment else
-                 BatchTransform([0.5] * 3, [0.25] * 3))
-    syn = torch.randn(n_classes * ipc, 3, image_size, image_size, device=dev, requires_grad=True)
-    labels = torch.arange(n_classes, device=dev).repeat_interleave(ipc)
-    opt = torch.optim.SGD([syn], lr=100.0, momentum=0.5)
-    bsz = len(syn) if batch_syn <= 0 else min(batch_syn, len(syn))
-    mode, graph_steps = memory, (syn_steps if memory == "unroll" else 0)
-    if memory == "auto":
-        mode, graph_steps, _ = auto_memory(student, theta0, syn.detach()[:bsz], labels[:bsz], transform, syn_steps,
-                                           budget_mb, leaf)
 
-    def one(n, it):
-        plan = []
-        for k in range(n):
-            idx = torch.randperm(len(syn), generator=torch.Generator().manual_seed(it * 1000 + k))[:bsz].to(dev)
-            p = transform.sample(bsz, step_generator(seed, it, k))
-            plan.append((idx, None if p is None else {kk: v.to(dev) for kk, v in p.items()}))
-        loss, g, ga = matching_loss(student, theta0, target, 1.0, syn.detach(), labels, torch.tensor(0.01, device=dev),
-                                    plan, transform, mode, leaf, graph_steps=min(graph_steps, n))
-        syn.grad = g
-        opt.step()
-        return loss
+def model_config_of(n_classes: int, image_size: int, width: int, depth: int = 3) -> dict:
+    return {"name": "convnet_d3", "num_classes": n_classes, "image_size": image_size, "width": width,
+            "depth": depth, "norm": "instance"}
 
-    if dev.type == "cuda":
-        one(1, 0)
-        torch.cuda.synchronize()
+
+def write_expert(folder: str, image_size: int, n_classes: int, width: int, depth: int = 3) -> str:
+    """A 3-epoch expert of the workload's ConvNet on :func:`workload_data` (its file path)."""
+    from gzmorph.distill_settings import ExpertConfig
+    from gzmorph.experts import train_expert
+
+    path = os.path.join(folder, f"expert-{image_size}px-{n_classes}c-w{width}-d{depth}.safetensors")
+    if not os.path.exists(path):
+        cfg = ExpertConfig(epochs=3, lr=0.01, batch_size=64, width=width, depth=depth, augment=False, device="cpu")
+        train_expert(workload_data(image_size, n_classes), path, cfg, work_dir=os.path.join(folder, "work"))
+    return path
+
+
+def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: int = 10, width: int = 128,
+                  depth: int = 3, n_classes: int = 10, memory: str = "auto", budget_mb: float = 0,
+                  repeats: int = 5, device: str = "cpu", seed: int = 0, augment: bool = False, **_) -> dict:
+    """:func:`gzmorph.distill.distill` itself (MTT, all ``n_classes × ipc`` images in every student step,
+    image lr 1,000, learned log α from α = 0.01, M = 2) for ``repeats + 1`` iterations: the first
+    is the warm-up; the median seconds of the others and the peak RSS of the whole process (run it in a
+    fresh process: :func:`probe_subprocess`).  ``memory="auto"`` plans from ``budget_mb`` (0: what the
+    device has) and reports the plan.  ``augment=False`` draws no DSA augmentation, as the reference's
+    inner loop (:func:`probe_reference`)."""
+    import logging
+
+    from gzmorph.distill import distill
+    from gzmorph.distill_settings import DistillConfig
+
+    plans = []
+
+    class _Plan(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("distill memory"):
+                plans.append(record.getMessage().split(": ")[-1])
+
+    logging.getLogger("gzmorph.distill").addHandler(_Plan())
+    logging.getLogger("gzmorph.distill").setLevel(logging.INFO)
+    # log α (lr 1e-3) keeps α > 0 on random images, so that no iteration is rolled back
+    cfg = DistillConfig(method="mtt", ipc=ipc, syn_steps=syn_steps, iterations=repeats + 1, lr_img=1000.0,
+                        alpha0=0.01, alpha_param="log", lr_alpha=1e-3, expert_epochs=2, max_start_epoch=1,
+                        memory=memory, memory_budget_mb=int(budget_mb), seed=seed, device=device)
+    if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
+    result = distill(workload_data(image_size, n_classes), [expert], cfg, model_config_of(n_classes, image_size,
+                                                                                          width, depth),
+                     augment=augment)
+    times = [row["seconds"] for row in result["history"]][1:]
+    if len(times) < repeats:
+        raise RuntimeError(f"only {len(times)} timed iterations: {result['events']}")
     out = {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": memory,
-           **({"budget_mb": budget_mb, "planned": f"{mode}, last {graph_steps} steps unrolled"}
-              if memory == "auto" else {}), "augment": augment, "batch_syn": bsz, "device": str(dev),
-           **_timed(one, syn_steps, repeats, warm_up=dev.type != "cuda")}
-    if dev.type == "cuda":
-        out["cuda_peak_increment_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 2)
+           **({"budget_mb": budget_mb, "planned": plans[-1] if plans else "?"} if memory == "auto" else {}),
+           "augment": augment, "batch_syn": n_classes * ipc, "device": device,
+           "seconds_per_iteration": round(statistics.median(times), 4), "seconds_runs": [round(t, 3) for t in times],
+           "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
+    if device.startswith("cuda"):
+        out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
 
 
@@ -139,7 +153,8 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
     """The inner loop of the MTT reference (Cazenavette et al., github.com/GeorgeCazenavette/mtt-distillation,
     a checkout at ``reference``) on its own ConvNet and ReparamModule: ``syn_steps`` create_graph SGD steps
     of the student on all the synthetic images, the normalised parameter loss, one backward and the image
-    and step-size updates (its distill.py, without DSA and logging).  Measured as :func:`probe_iteration`."""
+    and step-size updates (its distill.py, without DSA and logging).  A full iteration as the warm-up,
+    then the median of ``repeats`` and the peak RSS of the whole process, as :func:`probe_distill`."""
     sys.path.insert(0, reference)
     from networks import ConvNet
     from reparam_module import ReparamModule
@@ -154,7 +169,7 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
     image_syn = torch.randn(n_classes * ipc, 3, image_size, image_size, requires_grad=True)
     y_hat = torch.arange(n_classes).repeat_interleave(ipc)
     syn_lr = torch.tensor(0.01, requires_grad=True)
-    optimizer_img = torch.optim.SGD([image_syn], lr=100.0, momentum=0.5)
+    optimizer_img = torch.optim.SGD([image_syn], lr=1000.0, momentum=0.5)
     optimizer_lr = torch.optim.SGD([syn_lr], lr=1e-5, momentum=0.5)
     criterion = torch.nn.CrossEntropyLoss()
 
@@ -175,12 +190,12 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
         return float(loss)
 
     return {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": "reference",
-            "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", **_timed(one, syn_steps, repeats)}
+            "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", **_median_timed(one, syn_steps, repeats)}
 
 
 def probe_subprocess(threads: int = 2, **kw) -> dict:
-    """:func:`probe_iteration` in a fresh Python process (this file run with ``--probe``), so that the
-    peak RSS is this probe's own."""
+    """:func:`probe_distill` (or with ``reference``, :func:`probe_reference`) in a fresh Python process
+    (this file run with ``--probe``), so that the peak RSS is this probe's own."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, __file__, "--probe", json.dumps(kw), "--threads", str(threads)],
@@ -219,30 +234,33 @@ def expert_images_per_s(image_size: int, width: int, device: str, threads: int, 
 
 
 def compare_with_reference(a) -> None:
-    """The reference's inner loop beside gzmorph's memory modes on one workload (ConvNet-D3, --width, 32 px,
-    IPC 10, 10 classes, all 100 images per step, no augmentation, --threads), one fresh process each, for
-    every N of --steps; prints one JSON document (and writes it to --out)."""
+    """The reference's inner loop beside :func:`gzmorph.distill.distill` in each memory mode on one workload
+    (ConvNet-D3, --width, 32 px, IPC 10, 10 classes, all 100 images per step, no augmentation, --threads),
+    one fresh process each, for every N of --steps; prints one JSON document (and writes it to --out)."""
     if not a.reference or not os.path.isfile(os.path.join(a.reference, "reparam_module.py")):
         sys.exit(f"--reference {a.reference!r}: not a checkout of github.com/GeorgeCazenavette/mtt-distillation "
                  "(reparam_module.py, networks.py); clone it and pass its folder or set GZMORPH_MTT_REFERENCE")
     work = dict(image_size=32, ipc=10, n_classes=10, width=a.width, repeats=a.repeats)
     runs = []
-    for n in a.steps:
-        probes = [dict(reference=a.reference)] + [dict(memory=m, augment=False) for m in a.memory]
-        probes += [dict(memory="auto", budget_mb=b, augment=False) for b in a.budgets]
-        for kw in probes:
-            r = probe_subprocess(threads=a.threads, syn_steps=n, **work, **kw)
-            runs.append(r)
-            print(json.dumps(r), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        expert = write_expert(tmp, 32, 10, a.width)
+        for n in a.steps:
+            probes = [dict(reference=a.reference)] + [dict(memory=m, expert=expert) for m in a.memory]
+            probes += [dict(memory="auto", budget_mb=b, expert=expert) for b in a.budgets]
+            for kw in probes:
+                r = probe_subprocess(threads=a.threads, syn_steps=n, **work, **kw)
+                runs.append(r)
+                print(json.dumps(r), flush=True)
     table = {}
     for r in runs:
         ref = next(q for q in runs if q["memory"] == "reference" and q["syn_steps"] == r["syn_steps"])
         key = r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
         table.setdefault(f"N={r['syn_steps']}", {})[key] = {
-            "s_per_iter": r["seconds_per_iteration"], "peak_increment_mb": r["peak_increment_mb"],
+            "s_per_iter": r["seconds_per_iteration"], "peak_rss_mb": r["peak_rss_mb"],
             "time_vs_reference": round(r["seconds_per_iteration"] / ref["seconds_per_iteration"], 3),
             **({"planned": r["planned"]} if "planned" in r else {})}
     out = {"workload": {**work, "depth": 3, "threads": a.threads, "augment": False, "batch_syn": 100},
+           "timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",
            "reference": a.reference, "table": table, "runs": runs}
     text = json.dumps(out, indent=1)
     print(text)
@@ -255,51 +273,47 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
     ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[32])
+    ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--width", type=int, default=128)
-    ap.add_argument("--memory", nargs="+", default=["constant"])
+    ap.add_argument("--memory", nargs="+", default=["auto"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-up (their median)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="")
     ap.add_argument("--reference", nargs="?", const=os.environ.get("GZMORPH_MTT_REFERENCE", ""), default=None,
                     help="compare with the MTT reference's inner loop: a checkout of "
                          "github.com/GeorgeCazenavette/mtt-distillation (default $GZMORPH_MTT_REFERENCE)")
     ap.add_argument("--budgets", type=float, nargs="*", default=[],
-                    help="with --reference: memory budgets (MB) of extra memory: auto runs")
+                    help="with --reference: memory budgets (MB): extra memory: auto runs")
     ap.add_argument("--probe", default="", help=argparse.SUPPRESS)  # the child of probe_subprocess
     a = ap.parse_args(argv)
     if a.probe:
         torch.set_num_threads(a.threads)
         kw = json.loads(a.probe)
-        print("PROBE" + json.dumps(probe_reference(**kw) if kw.get("reference") else probe_iteration(**kw)))
+        print("PROBE" + json.dumps(probe_reference(**kw) if kw.get("reference") else probe_distill(**kw)))
         return
     if a.reference is not None:
         return compare_with_reference(a)
     devices = [a.device] + (["cuda"] if a.device == "cpu" and torch.cuda.is_available() else [])
     runs = []
-    for dev in devices:
-        for mem in a.memory:
-            for size in a.sizes:
-                for ipc in a.ipc:
-                    for n in a.steps:
-                        r = probe_subprocess(threads=a.threads, image_size=size, ipc=ipc, syn_steps=n, width=a.width,
-                                             memory=mem, repeats=a.repeats, device=dev)
-                        runs.append(r)
-                        print(json.dumps(r), flush=True)
-    ratios = {}
-    for r in runs:
-        if r["syn_steps"] == max(a.steps):
-            base = [q for q in runs if q["syn_steps"] == min(a.steps) and all(
-                q[k] == r[k] for k in ("image_size", "ipc", "memory", "device"))]
-            if base:
-                key = "cuda_peak_increment_mb" if r["device"].startswith("cuda") else "peak_increment_mb"
-                ratios[f"{r['device']}/{r['memory']}/{r['image_size']}px/ipc{r['ipc']}"] = round(
-                    r[key] / max(base[0][key], 1e-9), 3)
-    out = {"runs": runs, f"peak_ratio_N{max(a.steps)}_vs_N{min(a.steps)}": ratios,
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in a.sizes:
+            expert = write_expert(tmp, size, a.classes, a.width)
+            for dev in devices:
+                for mem in a.memory:
+                    for ipc in a.ipc:
+                        for n in a.steps:
+                            r = probe_subprocess(threads=a.threads, expert=expert, image_size=size, ipc=ipc,
+                                                 syn_steps=n, width=a.width, n_classes=a.classes, memory=mem,
+                                                 repeats=a.repeats, device=dev, augment=True)
+                            runs.append(r)
+                            print(json.dumps(r), flush=True)
+    out = {"timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",
+           "runs": runs,
            "expert_images_per_s": {f"{d}/{s}px": round(expert_images_per_s(s, a.width, d, a.threads), 1)
                                    for d in devices for s in a.sizes},
-           "width": a.width, "threads": a.threads}
+           "width": a.width, "threads": a.threads, "classes": a.classes}
     text = json.dumps(out, indent=2)
     if a.out:
         with open(a.out, "w") as f:
