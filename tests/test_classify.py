@@ -62,7 +62,7 @@ def trained(tmp_path_factory):
     for kind in ("hiwl", "flat"):
         k = d / kind
         summary = C.train(cat, imgs, k / "model.pt", kind=kind, checkpoint_dir=k / "checkpoints",
-                          metrics_path=k / "training.tsv", **TINY)
+                          metrics_path=k / "training.tsv", **TINY, fine_threshold="val")
         out[kind] = (k / "model.pt", summary)
     return cat, imgs, out
 
@@ -119,7 +119,7 @@ def test_choose_fine_threshold_picks_the_most_accurate_hierarchy_on_validation()
 
 
 def test_fine_threshold_setting():
-    assert C.TrainConfig().fine_threshold == "val"
+    assert C.TrainConfig().fine_threshold == 0.5 and C.TrainConfig().fine_from_coarse
     assert C.TrainConfig.from_params({"fine_threshold": 0.3}).fine_threshold == 0.3
     for bad in ("auto", 0, 1.0, True):
         with pytest.raises(InputError, match="fine_threshold"):
@@ -158,10 +158,27 @@ def test_trained_model_file_and_training_outputs(trained):
     assert bundle["fine_threshold_val"]["accuracy"][f"{bundle['fine_threshold']:.2f}"] == best
     assert C.load_model(path).fine_threshold == bundle["fine_threshold"]
     assert "fine_threshold" not in read_model_file(out["flat"][0])
+    # the fine level started from the coarse level's backbone; the coarse level from random weights
+    assert (coarse["init"], fine["init"]) == ("random", "coarse")
     assert out["flat"][1]["levels"][0]["label_smoothing"] == 0.0
     tsv = pd.read_csv(path.parent / "training.tsv", sep="\t")
     assert list(tsv["level"].unique()) == ["coarse", "fine"] and {"epoch", "train_loss", "val_accuracy"} <= set(tsv)
     assert not (path.parent / "checkpoints").exists()  # a finished run keeps no checkpoint
+
+
+def test_copy_backbone_copies_all_but_the_head():
+    from gzmorph.models import create_model
+
+    torch.manual_seed(0)
+    donor, model = (create_model("cnn", n, 16, widths=[4, 8]) for n in (4, 2))
+    h = C.copy_backbone(donor, model)
+    for k, v in model.state_dict().items():
+        same = torch.equal(v, donor.state_dict()[k]) if not k.startswith("head.") else None
+        assert same is None or same, k
+    assert model.head[-1].weight.shape[0] == 2 and len(h) == 16
+    assert C.copy_backbone(donor, create_model("cnn", 2, 16, widths=[4, 8])) == h  # the same weights, the same hash
+    with pytest.raises(InputError, match="backbone differs"):
+        C.copy_backbone(donor, create_model("cnn", 2, 16, widths=[4, 16]))
 
 
 @pytest.mark.parametrize("kind", ["hiwl", "flat"])

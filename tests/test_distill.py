@@ -249,3 +249,22 @@ def test_bad_inputs(tmp_path, tiny_data, experts):
         distill(tiny_data, experts, DistillConfig(max_start_epoch=3, expert_epochs=2, ipc=1), MC)
     with pytest.raises(InputError, match="another set-up"):
         distill(tiny_data, experts, DistillConfig(ipc=1, max_start_epoch=1, expert_epochs=1), {**MC, "width": 8})
+
+
+def test_distillation_benchmark_times_distill_itself(tmp_path):
+    """bench_distill runs gzmorph.distill.distill in a fresh process: a warm-up iteration, then the
+    median of the timed ones and the whole process's peak RSS."""
+    import statistics
+
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_distill as B
+    finally:
+        sys.path.remove(bench)
+    expert = B.write_expert(str(tmp_path), 16, 3, 8)
+    r = B.probe_subprocess(threads=1, expert=expert, image_size=16, ipc=1, syn_steps=2, width=8, n_classes=3,
+                           memory="auto", budget_mb=500, repeats=3)
+    assert len(r["seconds_runs"]) == 3 and r["seconds_per_iteration"] == pytest.approx(
+        statistics.median(r["seconds_runs"]), abs=1e-3)
+    assert r["planned"] == "all 2 steps unrolled" and r["peak_rss_mb"] > 100

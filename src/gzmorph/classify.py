@@ -10,12 +10,13 @@ smoothing; a level whose smallest class has under ``rare_ratio`` of the
 largest class's training examples is trained with weighted sampling
 (weights 1 / class count, with replacement) and early-stopped on the
 balanced accuracy (mean per-class recall) instead of the accuracy — on the
-HIWL cut that is the fine level (cigar is rare).  Sampling the classes equally
-makes the fine level call cigar as often as edge-on, far above cigar's share of
-the merged class; so its decision threshold on P2(cigar) is then chosen on the
-validation split, as the one with the most accurate whole hierarchy
-(``classify.fine_threshold``; 0.5 is its argmax, as in the paper), and the
-model file keeps it.
+HIWL cut that is the fine level (cigar is rare).  The fine level starts from
+the trained coarse level's backbone with a new head (``classify.fine_from_coarse``):
+its ~12 % of the galaxies then build on features learned from all of them (HIWL
+starts both levels from ImageNet weights, which gzmorph cannot download).  Its
+decision threshold on P2(cigar) is the argmax (0.5), a number, or ``val``: the
+threshold whose whole hierarchy is the most accurate on the validation split
+(``classify.fine_threshold``); the model file keeps it.
 
 ``flat``: the same backbone as one K-way classifier with plain cross-entropy,
 no weighted sampling and no smoothing.  Augmentation is the same for both, so
@@ -223,15 +224,19 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         torch.manual_seed(cfg.seed)
         model = create_model(cfg.backbone, len(lv.classes), image_size, pretrained=cfg.pretrained or None,
                              **cfg.model_kwargs)
+        init_from = None
+        if kind == "hiwl" and lv.name == "fine" and cfg.fine_from_coarse:
+            init_from = copy_backbone(trained["coarse"], model)
         loss = torch.nn.CrossEntropyLoss(label_smoothing=smoothing)
         # a level trained for its rare class keeps the epoch with the best mean per-class recall
         monitor = "val_balanced_accuracy" if lv.weighted else "val_accuracy"
         hyper = cfg.identity()
         meta = {"model": cfg.backbone, "model_config": model.config, "classes": lv.classes,
                 "fingerprint": fingerprint(df["id"].to_numpy()[tr], y[tr], df["id"].to_numpy()[va], y[va],
-                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels)}
-        log.info("%s/%s: %d train / %d val images, classes %s, label smoothing %s, weighted sampling %s",
-                 kind, lv.name, len(tr), len(va), lv.classes, smoothing, lv.weighted)
+                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels, init_from)}
+        log.info("%s/%s: %d train / %d val images, classes %s, label smoothing %s, weighted sampling %s%s",
+                 kind, lv.name, len(tr), len(va), lv.classes, smoothing, lv.weighted,
+                 ", from the coarse level's backbone" if init_from else "")
         ytr, yva = torch.as_tensor(y[tr]), torch.as_tensor(y[va])
         result = fit(
             model, loss, (rows.subset(tr), ytr), (rows.subset(va), yva),
@@ -249,6 +254,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         saved_levels.append({"name": lv.name, "classes": lv.classes, "model": cfg.backbone,
                              "model_config": model.config, "state_dict": model.state_dict(),
                              "label_smoothing": smoothing, "weighted_sampling": lv.weighted,
+                             "init": "coarse" if init_from else (cfg.pretrained and "pretrained") or "random",
                              "best_epoch": result.best_epoch, "monitor": monitor, "best_val_metric": result.best_metric,
                              "epochs_run": len(result.history), "n_train": len(tr), "n_val": len(va)})
         tables += [{"level": lv.name, **row} for row in result.history]
@@ -266,6 +272,27 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         discard_checkpoints(checkpoint_dir)
     return {k: v for k, v in bundle.items() if k != "levels"} | {
         "levels": [{k: v for k, v in lv.items() if k != "state_dict"} for lv in saved_levels]}
+
+
+def copy_backbone(donor: torch.nn.Module, model: torch.nn.Module) -> str:
+    """Load ``donor``'s weights, all but its ``head``, into ``model`` (of the same backbone); return
+    a hash of what was copied (a resumed checkpoint must start from the same weights)."""
+    import hashlib
+
+    state = {k: v for k, v in donor.state_dict().items() if not k.startswith("head.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise InputError(f"the fine level's backbone differs from the coarse level's: "
+                         f"{str(err).splitlines()[-1].strip()}") from None
+    if unexpected or any(not k.startswith("head.") for k in missing):
+        raise InputError(f"the fine level's backbone differs from the coarse level's: missing {missing}, "
+                         f"unexpected {unexpected}")
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _fine_threshold(cfg: TrainConfig, trained: dict, val_rows, val_labels: np.ndarray, classes: list[str],

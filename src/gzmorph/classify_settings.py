@@ -47,10 +47,13 @@ class ClassifySettings:
     label_smoothing: float = 0.05  # hiwl only; flat always uses 0
     weighted_sampling: str = "rare"  # hiwl only: rare | always | never
     rare_ratio: float = 0.25  # "rare": a class under this share of the largest class's examples
+    #: hiwl only: the fine level (cigar vs edge-on) starts from the trained coarse level's backbone
+    #: (a new head), so that its 1.4k galaxies build on features learned from all of them
+    fine_from_coarse: bool = True
     #: hiwl only: the fine level calls a galaxy cigar where P(cigar | cigar or edge-on) >= this
-    #: (0.5 = its argmax); "val": the value of 0.01, 0.02, ..., 0.99 whose whole hierarchy is the most
+    #: (0.5: its argmax); "val": the value of 0.01, 0.02, ..., 0.99 whose whole hierarchy is the most
     #: accurate on the validation split (:func:`gzmorph.classify.choose_fine_threshold`)
-    fine_threshold: str | float = "val"
+    fine_threshold: str | float = 0.5
     patience: int = 3  # epochs without improvement on validation; 0 = no early stopping
     warmup_epochs: int = 1
     augment: bool | dict = True  # or overrides of gzmorph.augment.AugmentConfig
@@ -104,10 +107,10 @@ CLASSIFY_PRESETS = {
     # HIWL (Ma et al. 2023, methods.md section 3): EfficientNet-B1 at 240 px, SGD lr 0.005 with plain
     # momentum (the paper names no Nesterov), a cosine schedule (no warm-up), batch 16; momentum 0.9,
     # weight decay 1e-4, label smoothing 0.05, 1/count sampling of the rare class and early stopping
-    # are the defaults already (tests/test_presets.py pins the resolved values); the fine level takes
-    # its argmax (fine_threshold 0.5), as the paper's does.  The paper starts from ImageNet weights:
-    # gzmorph never downloads them, so set classify.pretrained to a local copy.
+    # are the defaults already (tests/test_presets.py pins the resolved values).  The paper starts both
+    # levels from ImageNet weights (fine_from_coarse off): gzmorph never downloads them, so set
+    # classify.pretrained to a local copy.
     # Epochs and patience are not in the paper: those of configs/kaggle-hiwl5.yaml.
     "paper": {"backbone": "efficientnet_b1", "image_size": 240, "lr": 0.005, "nesterov": False, "warmup_epochs": 0,
-              "batch_size": 16, "epochs": 30, "patience": 8, "fine_threshold": 0.5},
+              "batch_size": 16, "epochs": 30, "patience": 8, "fine_from_coarse": False},
 }
