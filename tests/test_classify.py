@@ -378,6 +378,8 @@ def test_report_section_fragment(trained, tmp_path):
     report_section(metrics, tables, preds, imgs, frag, n_mistakes=4)
     text = frag.read_text()
     assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
+    assert "fine level (cigar vs edge-on) started from the coarse level&#x27;s trained backbone" in text or \
+        "fine level (cigar vs edge-on) started from the coarse level's trained backbone" in text
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
     report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)

@@ -533,6 +533,7 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
     result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path)})
     if clf.kind == "hiwl":
         result["fine_threshold"] = clf.fine_threshold
+        result["fine_init"] = next(lv.get("init", "random") for lv in clf.bundle["levels"] if lv["name"] == "fine")
     if predictions_out:
         with atomic_path(predictions_out) as tmp:
             pred.to_parquet(tmp, index=False)

@@ -93,10 +93,12 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
                      f"{HIWL_CLASSES}, this cut has {first['classes']}."))
     if "fine_threshold" in models.get("hiwl", {}):
-        t = models["hiwl"]["fine_threshold"]
-        sec.add(note(f"hiwl calls a galaxy of the merged class cigar where its fine level gives P(cigar) >= {t:.2f}"
-                     + (" (its argmax)." if t == 0.5 else ", the threshold chosen on the validation split "
-                        "(classify.fine_threshold).")))
+        t, init = models["hiwl"]["fine_threshold"], models["hiwl"].get("fine_init", "random")
+        start = {"coarse": "the coarse level's trained backbone", "pretrained": "the pretrained encoder"}.get(
+            init, "random weights")
+        sec.add(note(f"hiwl's fine level (cigar vs edge-on) started from {start}; it calls a galaxy of the merged "
+                     f"class cigar where P(cigar) >= {t:.2f}" + (" (its argmax)." if t == 0.5 else
+                                                                 " (classify.fine_threshold).")))
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
                           | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
                           name="accuracy"))
