@@ -60,14 +60,18 @@ def peak_rss_bytes() -> int:
 
 
 def _median_timed(one, syn_steps: int, repeats: int) -> dict:
-    """``one(syn_steps, it)`` once as a warm-up, then ``repeats`` times: the median seconds per iteration
-    and the peak RSS of the whole process (VmHWM, never reset)."""
+    """``one(syn_steps, it)`` once as a warm-up, then ``repeats`` times: :func:`_timing` of those."""
     one(syn_steps, 0)
     times = []
     for r in range(repeats):
         t0 = time.perf_counter()
         one(syn_steps, r + 1)
         times.append(time.perf_counter() - t0)
+    return _timing(times)
+
+
+def _timing(times: list[float]) -> dict:
+    """The median seconds per iteration of ``times`` and the peak RSS of the whole process (VmHWM, never reset)."""
     return {"seconds_per_iteration": round(statistics.median(times), 4), "seconds_runs": [round(t, 3) for t in times],
             "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
 
@@ -84,11 +88,6 @@ def workload_data(image_size: int = 32, n_classes: int = 10, per_class: int = 20
     return Data(classes=[f"c{k}" for k in range(n_classes)], x_train=x, y_train=y, x_test=x[:n_classes],
                 y_test=y[::per_class].clone(), mean=[0.5] * 3, std=[0.25] * 3, image_size=image_size,
                 fingerprint=f"bench-{image_size}-{n_classes}-{per_class}-{seed}")
-
-
-def model_config_of(n_classes: int, image_size: int, width: int, depth: int = 3) -> dict:
-    return {"name": "convnet_d3", "num_classes": n_classes, "image_size": image_size, "width": width,
-            "depth": depth, "norm": "instance"}
 
 
 def write_expert(folder: str, image_size: int, n_classes: int, width: int, depth: int = 3) -> str:
@@ -115,7 +114,7 @@ def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: i
     import logging
 
     from gzmorph.distill import distill
-    from gzmorph.distill_settings import DistillConfig
+    from gzmorph.distill_settings import DistillConfig, ExpertConfig
 
     plans = []
 
@@ -132,17 +131,14 @@ def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: i
                         memory=memory, memory_budget_mb=int(budget_mb), seed=seed, device=device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    result = distill(workload_data(image_size, n_classes), [expert], cfg, model_config_of(n_classes, image_size,
-                                                                                          width, depth),
-                     augment=augment)
+    model_config = ExpertConfig(width=width, depth=depth).model_config(n_classes, image_size)  # the expert's
+    result = distill(workload_data(image_size, n_classes), [expert], cfg, model_config, augment=augment)
     times = [row["seconds"] for row in result["history"]][1:]
     if len(times) < repeats:
         raise RuntimeError(f"only {len(times)} timed iterations: {result['events']}")
     out = {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": memory,
            **({"budget_mb": budget_mb, "planned": plans[-1] if plans else "?"} if memory == "auto" else {}),
-           "augment": augment, "batch_syn": n_classes * ipc, "device": device,
-           "seconds_per_iteration": round(statistics.median(times), 4), "seconds_runs": [round(t, 3) for t in times],
-           "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1)}
+           "augment": augment, "batch_syn": n_classes * ipc, "device": device, **_timing(times)}
     if device.startswith("cuda"):
         out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out

@@ -277,7 +277,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
 def copy_backbone(donor: torch.nn.Module, model: torch.nn.Module) -> str:
     """Load ``donor``'s weights, all but its ``head``, into ``model`` (of the same backbone); return
     a hash of what was copied (a resumed checkpoint must start from the same weights)."""
-    import hashlib
+    from .train import fingerprint
 
     state = {k: v for k, v in donor.state_dict().items() if not k.startswith("head.")}
     try:
@@ -288,11 +288,7 @@ def copy_backbone(donor: torch.nn.Module, model: torch.nn.Module) -> str:
     if unexpected or any(not k.startswith("head.") for k in missing):
         raise InputError(f"the fine level's backbone differs from the coarse level's: missing {missing}, "
                          f"unexpected {unexpected}")
-    h = hashlib.sha256()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(state[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    return fingerprint(sorted(state), *(state[k].detach().cpu().numpy() for k in sorted(state)))
 
 
 def _fine_threshold(cfg: TrainConfig, trained: dict, val_rows, val_labels: np.ndarray, classes: list[str],

@@ -93,9 +93,9 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
                      f"{HIWL_CLASSES}, this cut has {first['classes']}."))
     if "fine_threshold" in models.get("hiwl", {}):
-        t, init = models["hiwl"]["fine_threshold"], models["hiwl"].get("fine_init", "random")
+        t = models["hiwl"]["fine_threshold"]
         start = {"coarse": "the coarse level's trained backbone", "pretrained": "the pretrained encoder"}.get(
-            init, "random weights")
+            models["hiwl"].get("fine_init"), "random weights")
         sec.add(note(f"hiwl's fine level (cigar vs edge-on) started from {start}; it calls a galaxy of the merged "
                      f"class cigar where P(cigar) >= {t:.2f}" + (" (its argmax)." if t == 0.5 else
                                                                  " (classify.fine_threshold).")))
