@@ -62,7 +62,8 @@ def trained(tmp_path_factory):
     for kind in ("hiwl", "flat"):
         k = d / kind
         summary = C.train(cat, imgs, k / "model.pt", kind=kind, checkpoint_dir=k / "checkpoints",
-                          metrics_path=k / "training.tsv", **TINY, fine_threshold="val")
+                          metrics_path=k / "training.tsv", **TINY, fine_threshold="val",
+                          tta=8 if kind == "hiwl" else 1)
         out[kind] = (k / "model.pt", summary)
     return cat, imgs, out
 
@@ -126,6 +127,48 @@ def test_fine_threshold_setting():
             C.TrainConfig.from_params({"fine_threshold": bad})
 
 
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    from gzmorph.augment import dihedral
+
+    x = torch.arange(9.0).view(1, 1, 3, 3)  # no symmetry of its own: 8 distinct views
+    views = [dihedral(x, v) for v in range(8)]
+    assert torch.equal(views[0], x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert torch.equal(views[1], torch.rot90(x, 1, dims=(-2, -1))) and torch.equal(views[4], x.flip(-1))
+    # closed under a quarter turn and a mirror: the set of views of a turned image is the same set
+    turned = {tuple(dihedral(torch.rot90(x, 1, dims=(-2, -1)), v).flatten().tolist()) for v in range(8)}
+    assert turned == {tuple(v.flatten().tolist()) for v in views}
+
+
+def test_view_average_is_invariant_to_the_views_it_averages():
+    from gzmorph.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn", 4, 16, widths=[4, 8]).eval()
+    x = torch.randn(3, 3, 16, 16)
+    turn, mirror = torch.rot90(x, 1, dims=(-2, -1)), x.flip(-1)
+    probs = lambda m, y: torch.softmax(m(y), 1)  # noqa: E731
+    with torch.no_grad():
+        assert torch.equal(C.ViewAverage(model, 1)(x), model(x))
+        assert not torch.allclose(probs(model, x), probs(model, turn), atol=1e-4)  # the model alone is not
+        eight, four = C.ViewAverage(model, 8), C.ViewAverage(model, 4)
+        for y in (turn, mirror, torch.rot90(mirror, 3, dims=(-2, -1))):
+            torch.testing.assert_close(probs(eight, y), probs(eight, x), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(probs(four, turn), probs(four, x), atol=1e-6, rtol=1e-5)
+        # the average of the views' probabilities, as probabilities
+        mean = sum(probs(model, torch.rot90(x, k, dims=(-2, -1))) for k in range(4)) / 4
+        torch.testing.assert_close(probs(four, x), mean, atol=1e-6, rtol=1e-5)
+    with pytest.raises(InputError, match="views"):
+        C.ViewAverage(model, 3)
+
+
+def test_tta_setting():
+    assert C.TrainConfig().tta == 1 and C.TrainConfig.from_params({"tta": 8}).tta == 8
+    for bad in (2, 0, True, "8"):
+        with pytest.raises(InputError, match="tta"):
+            C.TrainConfig.from_params({"tta": bad})
+
+
 def test_levels_smoothing_and_weighted_sampling_configured():
     cfg = C.TrainConfig()
     labels = np.repeat(np.arange(5), [80, 80, 5, 40, 80])  # cigar rare
@@ -157,6 +200,8 @@ def test_trained_model_file_and_training_outputs(trained):
     best = max(bundle["fine_threshold_val"]["accuracy"].values())
     assert bundle["fine_threshold_val"]["accuracy"][f"{bundle['fine_threshold']:.2f}"] == best
     assert C.load_model(path).fine_threshold == bundle["fine_threshold"]
+    # the model file keeps its test-time views (8 for hiwl here; flat has the default, 1)
+    assert bundle["tta"] == C.load_model(path).tta == 8 and read_model_file(out["flat"][0])["tta"] == 1
     assert "fine_threshold" not in read_model_file(out["flat"][0])
     # the fine level started from the coarse level's backbone; the coarse level from random weights
     assert (coarse["init"], fine["init"]) == ("random", "coarse")
@@ -190,6 +235,12 @@ def test_predict_and_evaluate(trained, kind):
     assert len(pred) == 10 and pred["label_name"].value_counts()["cigar"] == 2
     np.testing.assert_allclose(pred[[f"p_{c}" for c in HIWL]].sum(axis=1), 1.0, atol=1e-5)
     m = C.evaluate(out[kind][0], cat, imgs)
+    assert m["tta"] == (8 if kind == "hiwl" else 1)
+    if kind == "hiwl":  # 8 views: a galaxy turned by 90° and mirrored gets the same probabilities
+        x = C.load_images(imgs, pred["id"])
+        turned = np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2))[:, :, ::-1])
+        np.testing.assert_allclose(C.predict_images(out[kind][0], turned, pred["id"])[[f"p_{c}" for c in HIWL]],
+                                   pred[[f"p_{c}" for c in HIWL]], atol=1e-5)
     assert {"accuracy", "per_class", "confusion", "classes", "n_test", "macro_f1"} <= set(m)
     assert m["classes"] == HIWL and m["n_test"] == 10
     assert np.array(m["confusion"]).sum() == 10
@@ -251,6 +302,10 @@ def test_model_file_errors(trained, tmp_path):
     C.save_model(bundle, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="do not fit model 'cnn'"):
         C.load_model(tmp_path / "bad.pt")
+    bundle = read_model_file(out["flat"][0]) | {"tta": 5}
+    C.save_model(bundle, tmp_path / "views.pt")
+    with pytest.raises(InputError, match="views.pt: tta 5 is not one of 1, 4, 8"):
+        C.load_model(tmp_path / "views.pt")
 
 
 def read_model_file(path):
@@ -380,6 +435,7 @@ def test_report_section_fragment(trained, tmp_path):
     assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
     assert "fine level (cigar vs edge-on) started from the coarse level&#x27;s trained backbone" in text or \
         "fine level (cigar vs edge-on) started from the coarse level's trained backbone" in text
+    assert "hiwl: 8 views" in text and "flat: " not in text  # flat predicts from one view
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
     report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)

@@ -116,6 +116,13 @@ def rot90_flip(x: torch.Tensor, k: torch.Tensor, flip: torch.Tensor) -> torch.Te
     return rotated
 
 
+def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
+    """View ``view`` (0 to 7) of a batch of square N×C×S×S images: rotated by (view mod 4)×90°, and
+    mirrored left to right for views 4 to 7.  View 0 is the batch itself."""
+    out = torch.rot90(x, view % 4, dims=(-2, -1))
+    return out.flip(-1) if view >= 4 else out
+
+
 def affine(x: torch.Tensor, angle, scale, shift) -> torch.Tensor:
     """Rotate by ``angle`` (radians), zoom by ``scale`` and shift (grid units), bilinear, reflected borders."""
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale

@@ -18,6 +18,10 @@ decision threshold on P2(cigar) is the argmax (0.5), a number, or ``val``: the
 threshold whose whole hierarchy is the most accurate on the validation split
 (``classify.fine_threshold``); the model file keeps it.
 
+Prediction may average each level's class probabilities over 4 or 8 views of a galaxy (its 90°
+rotations and their mirror images, ``classify.tta``: :class:`ViewAverage`), as Dieleman et al.
+(2015) did for the Kaggle challenge; the model file keeps the number of views.
+
 ``flat``: the same backbone as one K-way classifier with plain cross-entropy,
 no weighted sampling and no smoothing.  Augmentation is the same for both, so
 the comparison isolates hierarchy + sampling + smoothing.  ``flat`` works for
@@ -41,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .classify_settings import ClassifySettings
+from .classify_settings import TTA_VIEWS, ClassifySettings
 from .io import InputError, atomic_path, save_bundle, write_json
 
 log = logging.getLogger(__name__)
@@ -261,7 +265,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
 
     bundle = {"format": MODEL_FORMAT, "kind": kind, "cut": cut, "classes": classes, "image_size": image_size,
               "norm": {"mean": mean, "std": std}, "levels": saved_levels,
-              "preprocess": _preprocess_meta(images), "config": asdict(cfg)}
+              "preprocess": _preprocess_meta(images), "config": asdict(cfg), "tta": cfg.tta}
     if kind == "hiwl":
         bundle["fine_threshold"], bundle["fine_threshold_val"] = _fine_threshold(
             cfg, trained, rows.subset(np.flatnonzero(~is_train)), labels[~is_train], classes, bundle["norm"])
@@ -301,8 +305,8 @@ def _fine_threshold(cfg: TrainConfig, trained: dict, val_rows, val_labels: np.nd
 
     if cfg.fine_threshold != "val":
         return float(cfg.fine_threshold), {}
-    p4, p2 = (torch.softmax(predict_tensor(trained[name], val_rows, input_transform(norm)), 1).numpy()
-              for name in ("coarse", "fine"))
+    p4, p2 = (torch.softmax(predict_tensor(ViewAverage(trained[name], cfg.tta), val_rows, input_transform(norm)),
+                            1).numpy() for name in ("coarse", "fine"))
     threshold, curve = choose_fine_threshold(p4, p2, val_labels, classes)
     log.info("hiwl/fine: threshold %.2f on P(cigar | cigar or edge-on), chosen on %d validation galaxies: "
              "accuracy %.4f (argmax: %.4f)", threshold, len(val_labels), curve[f"{threshold:.2f}"], curve["0.50"])
@@ -347,6 +351,26 @@ def save_model(bundle: dict, path: str | Path) -> None:
     save_bundle(path, bundle, MODEL_FORMAT)
 
 
+class ViewAverage(torch.nn.Module):
+    """``model`` seen through ``views`` dihedral views of each image (:func:`gzmorph.augment.dihedral`):
+    the log of its class probabilities averaged over the views, so that a softmax of the output is
+    that average.  One view is the model itself."""
+
+    def __init__(self, model: torch.nn.Module, views: int = 1):
+        super().__init__()
+        if views not in TTA_VIEWS:
+            raise InputError(f"test-time views: {views!r} is not one of {', '.join(map(str, TTA_VIEWS))}")
+        self.model, self.views = model, views
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .augment import dihedral
+
+        if self.views == 1:
+            return self.model(x)
+        p = sum(torch.softmax(self.model(dihedral(x, v)).float(), 1) for v in range(self.views)) / self.views
+        return torch.log(p.clamp_min(1e-30))
+
+
 class TrainedClassifier:
     """A loaded ``model.pt``: ``predict_proba(uint8 N×S×S×3) -> (probs N×K, predicted label N)``."""
 
@@ -357,6 +381,10 @@ class TrainedClassifier:
         self.path, self.bundle = path, bundle
         self.kind, self.classes, self.cut = bundle["kind"], list(bundle["classes"]), bundle.get("cut")
         self.fine_threshold = float(bundle.get("fine_threshold", 0.5))  # files before it: the fine argmax
+        self.tta = bundle.get("tta", 1)  # files before it: one view
+        if isinstance(self.tta, bool) or self.tta not in TTA_VIEWS:
+            raise InputError(f"{path}: tta {self.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
+                             "(views per galaxy)")
         self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
         self.device = pick_device(device)
         self.models = {}
@@ -383,8 +411,8 @@ class TrainedClassifier:
         from .train import predict_tensor
 
         # a classifier fine-tuned from a greyscale representation (gzmorph finetune) records greyscale
-        out = predict_tensor(self.models[name], x, input_transform(self.norm), batch_size=batch_size,
-                             device=self.device)
+        out = predict_tensor(ViewAverage(self.models[name], self.tta), x, input_transform(self.norm),
+                             batch_size=batch_size, device=self.device)
         return torch.softmax(out, 1).numpy() if len(x) else np.zeros((0, len(self.models[name].head[-1].bias)))
 
     def check_images(self, images: np.ndarray, where: str = "images") -> None:
@@ -526,7 +554,7 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
         raise InputError(f"{catalogue}: no {split} galaxies of class(es) {empty}: cannot evaluate them")
     pred = predict(clf, catalogue, images, split, device=device)
     result = metrics_from_predictions(pred, clf.classes)
-    result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path)})
+    result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path), "tta": clf.tta})
     if clf.kind == "hiwl":
         result["fine_threshold"] = clf.fine_threshold
         result["fine_init"] = next(lv.get("init", "random") for lv in clf.bundle["levels"] if lv["name"] == "fine")

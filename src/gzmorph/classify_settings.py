@@ -14,6 +14,9 @@ from .settings import amp_mode, options, preset_block
 #: keys that say where and how a job runs, not what it computes: never part of a run's identity
 RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "runtime", "progress", "processes",
             "nodes")
+#: the views a prediction may average over (``classify.tta``): the image, its four rotations by 90°, or
+#: those and their mirror images (the dihedral group of the square; galaxies have no up or down)
+TTA_VIEWS = (1, 4, 8)
 
 
 def check_processes(cfg, where: str) -> None:
@@ -54,6 +57,9 @@ class ClassifySettings:
     #: (0.5: its argmax); "val": the value of 0.01, 0.02, ..., 0.99 whose whole hierarchy is the most
     #: accurate on the validation split (:func:`gzmorph.classify.choose_fine_threshold`)
     fine_threshold: str | float = 0.5
+    #: views of each galaxy whose class probabilities a prediction averages: 1 (the image), 4 (its
+    #: rotations by 90°) or 8 (and their mirror images); the model file keeps it (gzmorph.classify.ViewAverage)
+    tta: int = 1
     patience: int = 3  # epochs without improvement on validation; 0 = no early stopping
     warmup_epochs: int = 1
     augment: bool | dict = True  # or overrides of gzmorph.augment.AugmentConfig
@@ -80,6 +86,9 @@ class ClassifySettings:
         if cfg.fine_threshold != "val" and (isinstance(cfg.fine_threshold, bool) or not isinstance(
                 cfg.fine_threshold, (int, float)) or not 0 < cfg.fine_threshold < 1):
             raise InputError(f"{where}.fine_threshold: {cfg.fine_threshold!r} is not 'val' or a number in (0, 1)")
+        if isinstance(cfg.tta, bool) or cfg.tta not in TTA_VIEWS:
+            raise InputError(f"{where}.tta: {cfg.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
+                             "(views per galaxy)")
         if not 0 <= cfg.label_smoothing < 1:
             raise InputError(f"{where}.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
         if cfg.epochs < 1 or cfg.batch_size < 2:

@@ -99,6 +99,11 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
         sec.add(note(f"hiwl's fine level (cigar vs edge-on) started from {start}; it calls a galaxy of the merged "
                      f"class cigar where P(cigar) >= {t:.2f}" + (" (its argmax)." if t == 0.5 else
                                                                  " (classify.fine_threshold).")))
+    views = {k: m.get("tta", 1) for k, m in models.items() if m.get("tta", 1) > 1}
+    if views:
+        sec.add(note("Each prediction averages the class probabilities of " + ", ".join(
+            f"{k}: {v} views" for k, v in views.items()) + " of the galaxy (its 90° rotations"
+            + (" and their mirror images" if 8 in views.values() else "") + "; classify.tta)."))
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
                           | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
                           name="accuracy"))
