@@ -180,6 +180,33 @@ def test_early_stopping_stops_and_keeps_best(tmp_path):
     assert same_weights(again, model)
 
 
+def test_a_tie_of_the_metric_with_a_lower_validation_loss_is_an_improvement():
+    from gzmorph.train import improves
+
+    row = lambda acc, loss: {"val_accuracy": acc, "val_loss": loss}  # noqa: E731
+    assert improves(row(0.5, 9.0), "val_accuracy", -1, None, None)  # the first epoch
+    assert improves(row(0.6, 9.0), "val_accuracy", -1, 0.5, 1.0)
+    assert improves(row(0.5, 0.9), "val_accuracy", -1, 0.5, 1.0)  # tie, lower loss
+    assert not improves(row(0.5, 1.0), "val_accuracy", -1, 0.5, 1.0)  # tie, same loss
+    assert not improves(row(0.4, 0.1), "val_accuracy", -1, 0.5, 1.0)  # worse, whatever the loss
+    assert not improves(row(0.5, 0.9), "val_accuracy", -1, 0.5, None)  # no loss recorded for the best
+    assert not improves(row(0.5, 0.5), "val_loss", 1, 0.5, 0.5) and improves(row(0.5, 0.4), "val_loss", 1, 0.5, 0.5)
+    assert not improves({"val_loss": 0.1}, "val_accuracy", -1, 0.5, 1.0)  # no metric: never
+
+
+def test_a_model_still_learning_at_a_tied_accuracy_is_not_stopped():
+    """A validation accuracy stuck at one value (a small split) while the loss falls: training goes on,
+    and the epoch kept is the one of the lowest loss among the tied ones."""
+    x, y = toy()
+    model = mlp()
+    res = fit(model, nn.CrossEntropyLoss(), (x, y), toy(16, seed=1), epochs=6, batch_size=16,
+              optimizer=lambda p: torch.optim.SGD(p, lr=0.05), metrics_fn=lambda o, t: {"score": 0.5},
+              monitor="val_score", mode="max", patience=2, progress=False, device="cpu")
+    losses = [row["val_loss"] for row in res.history]
+    assert losses[-1] < losses[0] and len(res.history) > 3  # the old rule stopped after epoch 3
+    assert res.best_epoch == 1 + int(np.argmin(losses))
+
+
 def test_metrics_table_written_next_to_checkpoint(tmp_path):
     img_fit(tiny_cnn(), tmp_path, epochs=2)
     with open(tmp_path / "metrics.tsv") as f:
