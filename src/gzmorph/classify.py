@@ -358,7 +358,7 @@ class ViewAverage(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, views: int = 1):
         super().__init__()
-        if views not in TTA_VIEWS:
+        if type(views) is not int or views not in TTA_VIEWS:
             raise InputError(f"test-time views: {views!r} is not one of {', '.join(map(str, TTA_VIEWS))}")
         self.model, self.views = model, views
 
@@ -382,7 +382,7 @@ class TrainedClassifier:
         self.kind, self.classes, self.cut = bundle["kind"], list(bundle["classes"]), bundle.get("cut")
         self.fine_threshold = float(bundle.get("fine_threshold", 0.5))  # files before it: the fine argmax
         self.tta = bundle.get("tta", 1)  # files before it: one view
-        if isinstance(self.tta, bool) or self.tta not in TTA_VIEWS:
+        if type(self.tta) is not int or self.tta not in TTA_VIEWS:
             raise InputError(f"{path}: tta {self.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
                              "(views per galaxy)")
         self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]

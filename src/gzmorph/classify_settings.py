@@ -86,7 +86,7 @@ class ClassifySettings:
         if cfg.fine_threshold != "val" and (isinstance(cfg.fine_threshold, bool) or not isinstance(
                 cfg.fine_threshold, (int, float)) or not 0 < cfg.fine_threshold < 1):
             raise InputError(f"{where}.fine_threshold: {cfg.fine_threshold!r} is not 'val' or a number in (0, 1)")
-        if isinstance(cfg.tta, bool) or cfg.tta not in TTA_VIEWS:
+        if type(cfg.tta) is not int or cfg.tta not in TTA_VIEWS:  # not True, not 8.0
             raise InputError(f"{where}.tta: {cfg.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
                              "(views per galaxy)")
         if not 0 <= cfg.label_smoothing < 1:
@@ -97,7 +97,8 @@ class ClassifySettings:
         return cfg
 
     def identity(self) -> dict:
-        """The settings that determine the trained weights (what a checkpoint must agree on)."""
+        """The settings that determine the trained model file (what a checkpoint must agree on): the
+        weights, and how the file predicts (``fine_threshold``, ``tta``)."""
         return {k: v for k, v in asdict(self).items() if k not in RUN_KEYS}
 
 
