@@ -439,7 +439,7 @@ def test_report_section_fragment(trained, tmp_path):
     assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
     assert "fine level (cigar vs edge-on) started from the coarse level&#x27;s trained backbone" in text or \
         "fine level (cigar vs edge-on) started from the coarse level's trained backbone" in text
-    assert "hiwl: 8 views" in text and "flat: " not in text  # flat predicts from one view
+    assert "hiwl averages the class probabilities of 8 views of each galaxy" in text and "flat average" not in text
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
     report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)

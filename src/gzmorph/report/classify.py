@@ -101,9 +101,11 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
                                                                  " (classify.fine_threshold).")))
     views = {k: m.get("tta", 1) for k, m in models.items() if m.get("tta", 1) > 1}
     if views:
-        sec.add(note("Each prediction averages the class probabilities of " + ", ".join(
-            f"{k}: {v} views" for k, v in views.items()) + " of the galaxy (its 90° rotations"
-            + (" and their mirror images" if 8 in views.values() else "") + "; classify.tta)."))
+        by_count = {v: [k for k in views if views[k] == v] for v in sorted(set(views.values()), reverse=True)}
+        said = "; ".join(f"{' and '.join(ks)} {'average' if len(ks) > 1 else 'averages'} the class probabilities of "
+                         f"{v} views of each galaxy" for v, ks in by_count.items())
+        sec.add(note(f"Test-time views (classify.tta): {said} (its 90° rotations"
+                     + (", and for 8 views their mirror images)." if 8 in views.values() else ").")))
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
                           | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
                           name="accuracy"))
