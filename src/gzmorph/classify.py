@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .classify_settings import TTA_VIEWS, ClassifySettings
+from .classify_settings import ClassifySettings, check_tta
 from .io import InputError, atomic_path, save_bundle, write_json
 
 log = logging.getLogger(__name__)
@@ -358,9 +358,7 @@ class ViewAverage(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, views: int = 1):
         super().__init__()
-        if type(views) is not int or views not in TTA_VIEWS:
-            raise InputError(f"test-time views: {views!r} is not one of {', '.join(map(str, TTA_VIEWS))}")
-        self.model, self.views = model, views
+        self.model, self.views = model, check_tta(views, "test-time views:")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from .augment import dihedral
@@ -381,10 +379,7 @@ class TrainedClassifier:
         self.path, self.bundle = path, bundle
         self.kind, self.classes, self.cut = bundle["kind"], list(bundle["classes"]), bundle.get("cut")
         self.fine_threshold = float(bundle.get("fine_threshold", 0.5))  # files before it: the fine argmax
-        self.tta = bundle.get("tta", 1)  # files before it: one view
-        if type(self.tta) is not int or self.tta not in TTA_VIEWS:
-            raise InputError(f"{path}: tta {self.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
-                             "(views per galaxy)")
+        self.tta = check_tta(bundle.get("tta", 1), f"{path}: tta")  # files before it: one view
         self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
         self.device = pick_device(device)
         self.models = {}

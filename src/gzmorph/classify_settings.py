@@ -19,6 +19,14 @@ RUN_KEYS = ("models", "apply_to", "device", "amp", "threads", "gpu_mem_mb", "run
 TTA_VIEWS = (1, 4, 8)
 
 
+def check_tta(value, where: str) -> int:
+    """``value`` as a number of test-time views (:data:`TTA_VIEWS`; an int, not True or 8.0), or one
+    InputError that starts with ``where``."""
+    if type(value) is not int or value not in TTA_VIEWS:
+        raise InputError(f"{where} {value!r} is not one of {', '.join(map(str, TTA_VIEWS))} (views per galaxy)")
+    return value
+
+
 def check_processes(cfg, where: str) -> None:
     """``processes`` and ``nodes`` of a training block: at least one process per node, and a global
     batch that gives every process at least one example."""
@@ -86,9 +94,7 @@ class ClassifySettings:
         if cfg.fine_threshold != "val" and (isinstance(cfg.fine_threshold, bool) or not isinstance(
                 cfg.fine_threshold, (int, float)) or not 0 < cfg.fine_threshold < 1):
             raise InputError(f"{where}.fine_threshold: {cfg.fine_threshold!r} is not 'val' or a number in (0, 1)")
-        if type(cfg.tta) is not int or cfg.tta not in TTA_VIEWS:  # not True, not 8.0
-            raise InputError(f"{where}.tta: {cfg.tta!r} is not one of {', '.join(map(str, TTA_VIEWS))} "
-                             "(views per galaxy)")
+        check_tta(cfg.tta, f"{where}.tta:")
         if not 0 <= cfg.label_smoothing < 1:
             raise InputError(f"{where}.label_smoothing: {cfg.label_smoothing} must be in [0, 1)")
         if cfg.epochs < 1 or cfg.batch_size < 2:
