@@ -7,7 +7,7 @@ import pytest
 from astropy.io import fits
 from astropy.visualization import make_lupton_rgb
 
-from gzmorph.fits import FitsOptions, load_fits, read_bands
+from gzmorph.fits import FitsLayoutError, FitsOptions, load_fits, read_bands
 from gzmorph.io import InputError
 from gzmorph.preprocess import apply_bad_image_policy, image_stem, load_image, preprocess_images
 
@@ -123,6 +123,41 @@ def test_bad_fits_follow_the_bad_image_policy(tmp_path):
     apply_bad_image_policy(bad, 5, 0.2)  # 1 of 5 is within 20 %
     with pytest.raises(InputError, match="2.fits"):
         apply_bad_image_policy(bad, 5, 0.1)
+
+
+@pytest.mark.parametrize("case", ["bands3", "table"])
+def test_fits_not_matching_the_options_stops_preprocessing(tmp_path, case):
+    """A band count or HDU layout other than the options say is an error, not one unreadable image
+    that the bad-image policy could drop: no image of such a survey would be read as meant."""
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.fits"
+        if i == 3 and case == "bands3":
+            fits.PrimaryHDU(np.stack([galaxy(seed=i)] * 3)).writeto(path)
+        elif i == 3:
+            cols = fits.ColDefs([fits.Column(name="a", format="E", array=np.arange(3.0))])
+            fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(path)
+        else:
+            fits.PrimaryHDU(galaxy(seed=i)).writeto(path)
+        paths.append(path)
+    for workers in (1, 2):
+        with pytest.raises(FitsLayoutError) as err:
+            preprocess_images(paths, 16, 0.5, workers=workers, progress=False, chunk=2, fits={"bands": 1})
+        assert str(paths[3]) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_table_source_reads_its_first_fits_file_before_any_decoding(tmp_path):
+    from gzmorph.sources import read_source
+
+    for i in range(3):
+        fits.PrimaryHDU(np.stack([galaxy(seed=i)] * 3)).writeto(tmp_path / f"g{i}.fits")
+    (tmp_path / "cat.csv").write_text("id,p\na,g0.fits\nb,g1.fits\nc,g2.fits\n")
+    with pytest.raises(FitsLayoutError, match="g0.fits: FITS image with 3 band"):
+        read_source("table", tmp_path, catalogue="cat.csv", image_column="p")  # fits.bands 1 by default
+    df = read_source("table", tmp_path, catalogue="cat.csv", image_column="p", fits={"bands": 3})
+    assert df["id"].tolist() == ["a", "b", "c"]
+    (tmp_path / "g0.fits").write_text("damaged")  # one damaged file is the bad-image policy's
+    assert len(read_source("table", tmp_path, catalogue="cat.csv", image_column="p", fits={"bands": 3})) == 3
 
 
 def test_options_are_checked():

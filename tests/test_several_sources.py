@@ -75,8 +75,8 @@ def test_id_clash_and_mixed_id_types_are_one_error_each():
         merge_sources({"one": table([1, 2], ["S", "E"]), "two": table([2, 5], ["S", "E"])})
     assert "sources 'one' and 'two' both have the id 2 (/x/2.png and /x/2.png)" in str(err.value)
     assert "1 shared id(s)" in str(err.value)
-    with pytest.raises(InputError, match="mixed id types: source 'one' has integer ids .* source 'two' has "
-                                         "string ids"):
+    with pytest.raises(InputError, match=r"mixed id types: source 'one' has integer ids \(e\.g\. 1\), source "
+                                         r"'two' has string ids \(e\.g\. 'a'\)"):
         merge_sources({"one": table([1], ["S"]), "two": table(["a"], ["S"])})
 
 
@@ -114,6 +114,21 @@ def test_a_class_in_one_source_only_is_named_unless_mapped():
     text = str(err.value)
     assert "class 'round' exists in source 'first' only (cut 'a'), not in 'second'" in text
     assert "second: ['E0', 'Sp']" in text and "\n" not in text
+
+
+def test_a_mapped_value_no_galaxy_has_is_named():
+    """A misspelt value ('Spiral' for 'Sp') would leave this source without spirals while the other
+    source has them: an error naming the class, the value and the values the column holds."""
+    cuts = {"first": cut_from_config("a", LABEL | {"column": "morph"}),
+            "second": cut_from_config("b", {"kind": "label", "column": "type",
+                                            "classes": {"spiral": "Spiral", "round": "E0"}})}
+    with pytest.raises(InputError) as err:
+        select_sources(two_sources(), cuts)
+    text = str(err.value)
+    assert "(source 'second'): cut 'b': no galaxy has class 'spiral' (column 'type' == 'Spiral')" in text
+    assert "the column holds 'E0', 'Sp'" in text and "\n" not in text
+    with pytest.raises(InputError, match="no galaxy has class 'irr'"):  # one source alike
+        select(table([1, 2], ["S", "E"]), cut_from_config("m", {**LABEL, "classes": {"s": "S", "irr": "Irr"}}))
 
 
 def test_a_vote_cut_and_a_label_cut_together(kaggle_dir, tmp_path):

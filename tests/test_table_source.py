@@ -163,6 +163,8 @@ def test_bad_folders_are_one_error_naming_the_file(tmp_path, case, message):
     ("not_image", "line 2: "),
     ("no_column", "missing column(s) 'morph'"),
     ("float_id", "neither an integer nor text"),
+    ("huge_id", "line 2: id ('id') '99999999999999999999' is too large for a 64-bit integer"),
+    ("huge_uint64", "row 0: id ('id') '9223372036854775813' is too large for a 64-bit integer"),
 ])
 def test_bad_tables_are_one_error_naming_file_row_or_key(tmp_path, case, message):
     rows = {"id": ["1", "2"], "p": ["1.png", "2.png"], "morph": ["S", "E"]}
@@ -182,6 +184,11 @@ def test_bad_tables_are_one_error_naming_file_row_or_key(tmp_path, case, message
     elif case == "float_id":
         rows["id"] = [1.5, 2.0]
         fmt = "cat.parquet"
+    elif case == "huge_id":
+        rows["id"] = ["99999999999999999999", "2"]
+    elif case == "huge_uint64":  # 2**63 + 5 would wrap round to a negative int64
+        rows["id"] = np.array([2**63 + 5, 2], dtype=np.uint64)
+        fmt = "cat.parquet"
     file = catalogue(tmp_path, rows, fmt)
     with pytest.raises(InputError) as err:
         read_source("table", tmp_path, catalogue=fmt, image_column="p", label_columns=["morph"])
@@ -189,6 +196,29 @@ def test_bad_tables_are_one_error_naming_file_row_or_key(tmp_path, case, message
     assert str(file) in text and message in text and "\n" not in text
     if case == "not_image":
         assert "1.txt is not an image file" in text
+
+
+def test_huge_ids_are_kept_as_text_with_id_type_string(tmp_path):
+    catalogue(tmp_path, {"id": np.array([2**63 + 5, 2], dtype=np.uint64), "p": ["1.png", "2.png"]}, "c.parquet")
+    df = read_source("table", tmp_path, catalogue="c.parquet", image_column="p", id_type="string")
+    assert df["id"].tolist() == ["9223372036854775813", "2"]
+
+
+@pytest.mark.parametrize("name", ["cat.csv", "cat.zip"])
+def test_missing_value_words_are_text_in_id_and_label_columns(tmp_path, name):
+    """pandas reads 'None', 'NA', 'null' ... as missing; in an id or label column they are text as
+    written, while the other columns keep pandas' reading (an empty vote cell is NaN)."""
+    text = "id,p,bar,z\nNone,1.png,NA,0.5\nnull,2.png,None,\nNGC1,3.png,null,NA\n"
+    if name == "cat.zip":
+        import zipfile
+        with zipfile.ZipFile(tmp_path / name, "w") as zf:
+            zf.writestr("cat.csv", text)
+    else:
+        (tmp_path / name).write_text(text)
+    df = read_source("table", tmp_path, catalogue=name, image_column="p", label_columns=["bar"])
+    assert df["id"].tolist() == ["None", "null", "NGC1"]
+    assert df["bar"].tolist() == ["NA", "None", "null"]
+    assert df["z"].iloc[0] == 0.5 and df["z"].iloc[1:].isna().all()
 
 
 def test_settings_are_checked():

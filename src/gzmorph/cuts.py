@@ -139,6 +139,15 @@ class Cut:
             values = cut._label_values(table, where)
             pos = {v: k for k, rule in enumerate(cut.classes) for v in rule.values}
             label = values.map(lambda v: pos.get(v, -1)).to_numpy(np.int64)
+            absent = [rule for k, rule in enumerate(cut.classes) if not (label == k).any()]
+            if absent:  # a value misspelt in the mapping, or a class this source does not have
+                held = sorted(values.unique())
+                raise InputError(
+                    f"{where}: cut {self.name!r}: no galaxy has class {absent[0].name!r} (column {self.column!r} "
+                    f"== {' or '.join(map(repr, absent[0].values))}); the column holds "
+                    f"{', '.join(map(repr, held[:12]))}{' ...' if len(held) > 12 else ''}"
+                    + (f" ({len(absent)} such classes: {[r.name for r in absent]})" if len(absent) > 1 else "")
+                    + "; correct the value in the cut's classes, or leave the class out")
             return pd.DataFrame({"label": label, "confidence": np.where(label >= 0, 1.0, np.nan),
                                  "ambiguous": np.zeros(len(table), dtype=bool)}, index=table.index)
         missing = [c for c in KAGGLE_COLUMNS if c not in table.columns]

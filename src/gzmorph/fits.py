@@ -9,9 +9,13 @@ and ``Q`` (astropy's own defaults: 0, 5, 8), and flipped so that the first FITS 
 of the sky image) is the bottom of the picture, as DS9 shows it.
 
 Unreadable, under the bad-image policy of :mod:`gzmorph.preprocess` (each an
-:class:`~gzmorph.io.InputError` naming the file): no image HDU, an absent HDU, a band count other
-than ``bands``, bands of different shapes, more than ``max_pixels`` pixels, any NaN or infinite
-pixel, and a blank cutout (every pixel the same value).
+:class:`~gzmorph.io.InputError` naming the file): a damaged file, an HDU without data, more than
+``max_pixels`` pixels, any NaN or infinite pixel, and a blank cutout (every pixel the same value).
+A file whose layout does not match the options stops the run instead (:class:`FitsLayoutError`,
+one line naming the file): no image HDU, an absent or table HDU, an image of other than 2 or 3
+axes, a band count other than ``bands``, bands of different shapes.  Such a file says that the
+options are wrong for the survey's files, not that one cutout is damaged, so
+:mod:`gzmorph.sources.table` also reads the first FITS file of a source when the source is read.
 
 astropy is imported when a FITS file is read, not when this module is.
 """
@@ -26,6 +30,11 @@ from .io import InputError
 
 #: suffixes read as FITS (compressed with gzip too)
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
+
+
+class FitsLayoutError(InputError):
+    """A FITS file whose HDUs or bands do not match the source's ``fits`` options (never left to the
+    bad-image policy)."""
 
 
 def is_fits(path) -> bool:
@@ -83,7 +92,7 @@ def _hdu(hdul, ext, path):
         return hdul[ext]
     except (KeyError, IndexError):
         names = [h.name or str(i) for i, h in enumerate(hdul)]
-        raise InputError(f"{path}: no HDU {ext!r} (it has {', '.join(names)})") from None
+        raise FitsLayoutError(f"{path}: no HDU {ext!r} (it has {', '.join(names)})") from None
 
 
 def _declared_pixels(hdu) -> int:
@@ -104,13 +113,13 @@ def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
             else:
                 found = _image_hdus(hdul)
                 if not found:
-                    raise InputError(f"{path}: FITS file with no image HDU ({len(hdul)} HDU(s), none with "
+                    raise FitsLayoutError(f"{path}: FITS file with no image HDU ({len(hdul)} HDU(s), none with "
                                      "2-D or 3-D image data)")
                 hdus = [hdul[found[0]]]
             planes = []
             for h in hdus:
                 if not getattr(h, "is_image", False):
-                    raise InputError(f"{path}: HDU {h.name or '?'} is a table, not an image")
+                    raise FitsLayoutError(f"{path}: HDU {h.name or '?'} is a table, not an image")
                 if max_pixels and _declared_pixels(h) > max_pixels:
                     raise InputError(f"{path}: FITS image of {_declared_pixels(h)} pixels exceeds "
                                      f"max_image_pixels={max_pixels}")
@@ -123,7 +132,7 @@ def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
                 elif data.ndim == 3:
                     planes.extend(data)
                 else:
-                    raise InputError(f"{path}: HDU {h.name or '?'} has {data.ndim} axes; an image band has 2 "
+                    raise FitsLayoutError(f"{path}: HDU {h.name or '?'} has {data.ndim} axes; an image band has 2 "
                                      "(or 3 for a cube of bands)")
     except InputError:
         raise
@@ -133,10 +142,10 @@ def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
         text = " ".join(str(err).split()) or type(err).__name__
         raise InputError(f"{path}: cannot read FITS file ({text})") from None
     if len(planes) != opts.bands:
-        raise InputError(f"{path}: FITS image with {len(planes)} band(s); the source's fits.bands is {opts.bands}")
+        raise FitsLayoutError(f"{path}: FITS image with {len(planes)} band(s); the source's fits.bands is {opts.bands}")
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:
-        raise InputError(f"{path}: FITS bands of different shapes {sorted(shapes)}")
+        raise FitsLayoutError(f"{path}: FITS bands of different shapes {sorted(shapes)}")
     cube = np.stack(planes)
     finite = np.isfinite(cube)
     if not finite.all():

@@ -11,7 +11,9 @@ Workers are forked processes fed chunks of paths (no GIL contention; unlike
 
 FITS files (``.fits``, ``.fit``, ``.fts``, gzipped too) are read by :mod:`gzmorph.fits`: their
 bands (1 or 3, from the HDUs the source's ``fits`` options name) become RGB by the Lupton asinh
-stretch, then the same central crop and area resize; NaN pixels and blank cutouts are unreadable.
+stretch, then the same central crop and area resize; NaN pixels and blank cutouts are unreadable,
+while a file whose HDUs or bands do not match the options stops the run
+(:class:`gzmorph.fits.FitsLayoutError`).
 
 Policy for bad images (missing, unreadable, not a JPEG/PNG/FITS, any decoding
 failure, or larger than ``max_pixels``): they are collected, not raised one by
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .fits import FITS_SUFFIXES, is_fits, load_fits
+from .fits import FITS_SUFFIXES, FitsLayoutError, is_fits, load_fits
 from .io import InputError
 
 #: the image files a source may name: JPEG, PNG and FITS
@@ -121,6 +123,8 @@ def _load_chunk(paths, image_size, crop_fraction, fast, max_pixels=DEFAULT_MAX_I
     for i, (p, f) in enumerate(zip(paths, _per_path(fits, len(paths)))):
         try:
             out[i] = load_image(p, image_size, crop_fraction, fast, max_pixels, f)
+        except FitsLayoutError:  # the source's fits options are wrong: no image of it would be right
+            raise
         except InputError as err:
             bad.append((i, str(err)))
     return out, bad

@@ -108,7 +108,7 @@ def merge_sources(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     sources (an error names the id, both sources and both images, and how many ids clash)."""
     kinds = {name: _id_kind(t["id"]) for name, t in tables.items()}
     if len(set(kinds.values())) > 1:
-        listed = ", ".join(f"source {n!r} has {k} ids (e.g. {t['id'].iloc[0]!r})"
+        listed = ", ".join(f"source {n!r} has {k} ids (e.g. {t['id'].tolist()[0]!r})"
                            for (n, k), t in zip(kinds.items(), tables.values()))
         raise InputError(f"sources: mixed id types: {listed}; one dataset keeps one id type (set the table "
                          "sources' id_type so that they agree)")

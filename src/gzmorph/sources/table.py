@@ -20,12 +20,14 @@ Two layouts (config ``table.layout``):
 Ids are integers or strings and keep their type in every output: ``id_type: auto`` makes them
 integers when every id is one (written without leading zeros or a sign: ``7``, not ``007``) and
 strings when none is; a mixture is an error naming the first id of the other kind (choose
-``id_type: string``).  A CSV's id and label cells are read as text, so ``007`` stays ``007``.
+``id_type: string``).  A CSV's id and label cells are read as text, so ``007`` stays ``007`` and
+``None`` or ``NA`` is a value, not a missing cell.
 
 Images are JPEG, PNG or FITS (:mod:`gzmorph.fits`, options ``fits:``); a file of any other kind is
-an error here, while a file that cannot be decoded is left to the bad-image policy of
-:mod:`gzmorph.preprocess`.  Every other problem (absent columns, empty ids or labels, duplicate
-ids, a sub-folder inside a class folder, a class folder without images) is one
+an error here, as are ``fits`` options that do not fit the first FITS file (its HDUs or bands), while
+a file that cannot be decoded is left to the bad-image policy of :mod:`gzmorph.preprocess`.  Every
+other problem (absent columns, empty ids or labels, duplicate ids, an id too large for 64 bits, a
+sub-folder inside a class folder, a class folder without images) is one
 :class:`~gzmorph.io.InputError` naming the file, row (line) or key.
 """
 
@@ -39,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..fits import FitsOptions
+from ..fits import FitsLayoutError, FitsOptions, is_fits, read_bands
 from ..io import InputError
-from ..preprocess import IMAGE_SUFFIXES, image_stem, image_suffix
+from ..preprocess import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, image_stem, image_suffix
 from ..tree import GZ2_TREE, KAGGLE_COLUMNS
 from .validate import (check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns,
                        row_name)
@@ -137,6 +139,9 @@ def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id") -> pd.Serie
     if pd.api.types.is_integer_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         if id_type == "string":
             return raw.astype(str).astype("string")
+        if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > _INT64_MAX:
+            i = int(np.argmax(raw.to_numpy() > _INT64_MAX))
+            _too_large(name(i), where, raw.iloc[i])
         return raw.astype("int64")
     if pd.api.types.is_float_dtype(raw.dtype):
         v = raw.to_numpy(float)
@@ -160,9 +165,9 @@ def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id") -> pd.Serie
             i = int(np.flatnonzero(~is_int)[0])
             raise InputError(f"{name(i)}: {where} {text[i]!r} is not an integer (the source's id_type is "
                              "integer; choose string)")
-        return pd.Series([int(t) for t in text], index=raw.index, dtype="int64")
+        return _int64(text, raw.index, name, where)
     if is_int.all():
-        return pd.Series([int(t) for t in text], index=raw.index, dtype="int64")
+        return _int64(text, raw.index, name, where)
     if not is_int.any():
         return pd.Series(text, index=raw.index, dtype="string")
     # a mixture: name the first id of the kind that differs from the first row's
@@ -170,6 +175,22 @@ def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id") -> pd.Serie
     kinds = ("an integer", "text") if is_int[0] else ("text", "an integer")
     raise InputError(f"{name(i)}: mixed id types: {where} {text[i]!r} is {kinds[1]} while {text[0]!r} "
                      f"({name(0)}) is {kinds[0]}; set id_type: string to read every id as text")
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _too_large(row: str, where: str, value) -> None:
+    raise InputError(f"{row}: {where} {str(_plain(value))!r} is too large for a 64-bit integer; set id_type: "
+                     "string to keep every id as written")
+
+
+def _int64(text: list[str], index, name, where: str) -> pd.Series:
+    values = [int(t) for t in text]
+    for i, v in enumerate(values):
+        if not -_INT64_MAX - 1 <= v <= _INT64_MAX:
+            _too_large(name(i), where, text[i])
+    return pd.Series(values, index=index, dtype="int64")
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -182,9 +203,24 @@ def read_table_source(data_dir: str | Path, settings: TableSettings | dict | Non
     if not isinstance(settings, TableSettings):
         settings = TableSettings.from_config({**(settings or {}), **options})
     data_dir = Path(data_dir).resolve()
-    if settings.layout == "folder":
-        return read_folder(data_dir, settings)
-    return read_catalogue_table(data_dir, settings)
+    table = read_folder(data_dir, settings) if settings.layout == "folder" else read_catalogue_table(data_dir, settings)
+    check_first_fits(table["image_path"], settings.fits)
+    return table
+
+
+def check_first_fits(paths, fits: FitsOptions) -> None:
+    """Read the first FITS file that exists, so that ``fits`` options that do not fit the survey's
+    files (:class:`~gzmorph.fits.FitsLayoutError`) stop the run before any image is decoded; any
+    other problem of that one file is left to the bad-image policy."""
+    first = next((p for p in paths if is_fits(p) and Path(p).is_file()), None)
+    if first is None:
+        return
+    try:
+        read_bands(first, fits, DEFAULT_MAX_IMAGE_PIXELS)
+    except FitsLayoutError:
+        raise
+    except InputError:
+        pass
 
 
 def _rename_reserved(df: pd.DataFrame) -> pd.DataFrame:

@@ -97,6 +97,8 @@ def check_tree_sums(fractions: pd.DataFrame, file: str | Path, ids: pd.Series,
 # ----------------------------------------------------------------- reading a catalogue
 #: the forms a catalogue may take: CSV, gzipped CSV, a zip holding one CSV, Parquet
 CATALOGUE_SUFFIXES = (".csv", ".csv.gz", ".zip", ".parquet")
+#: the words pandas reads as missing by default (``pandas.read_csv``'s ``na_values``)
+_MISSING_WORDS = sorted(pd._libs.parsers.STR_NA_VALUES)
 #: entries of a zip that are not data (macOS resource forks)
 _ZIP_JUNK = ("__MACOSX/", "._")
 
@@ -134,8 +136,17 @@ def read_catalogue(file: str | Path, text_columns=()) -> pd.DataFrame:
 
 
 def _read_csv(source, where, what: str = "CSV", text_columns=()) -> pd.DataFrame:
+    """``source``: a path, or a function opening the file (read twice where ``text_columns`` are
+    given: the header first, so that only the other columns take pandas' missing-value words)."""
     try:
-        return pd.read_csv(source, low_memory=False, dtype={c: str for c in text_columns} or None)
+        if not text_columns:
+            return pd.read_csv(source() if callable(source) else source, low_memory=False)
+        header = pd.read_csv(source() if callable(source) else source, nrows=0).columns
+        # "None", "NA", "null" ... are text in an id or label column, and missing elsewhere; an empty
+        # cell is empty everywhere (an empty id or label is an error naming its line)
+        na = {c: ([""] if c in text_columns else _MISSING_WORDS) for c in header}
+        return pd.read_csv(source() if callable(source) else source, low_memory=False, keep_default_na=False,
+                           na_values=na, dtype={c: str for c in text_columns if c in header})
     except pd.errors.EmptyDataError:
         raise InputError(f"{where}: empty file: no header line and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError,
@@ -159,5 +170,4 @@ def _read_zipped_csv(file: Path, text_columns=()) -> tuple[pd.DataFrame, str]:
         where = f"{file} ({csvs[0]} inside)"
         if zf.getinfo(csvs[0]).file_size == 0:
             raise InputError(f"{where}: empty file (0 bytes): no header line and no rows")
-        with zf.open(csvs[0]) as fh:
-            return _read_csv(fh, where, "CSV", text_columns), where
+        return _read_csv(lambda: zf.open(csvs[0]), where, "CSV", text_columns), where
