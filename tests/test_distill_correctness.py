@@ -18,7 +18,7 @@ import gzmorph.train as train_module
 from gzmorph.augment import normalize, to_float
 from gzmorph.distill import DistillConfig, STMConfig, convnet, distill, real_per_class
 from gzmorph.distill_eval import EvalConfig
-from gzmorph.experts import EXPERT_FORMAT, expected_meta, zca_matrix
+from gzmorph.experts import EXPERT_FORMAT, expected_meta, fit_zca
 from gzmorph.io import InputError, save_bundle
 from gzmorph.stm import STMSchedule
 from gzmorph.student import Student, flat_params
@@ -46,16 +46,31 @@ def fake_experts(tmp_path, data, n=2, epochs=4, seed=0):
 
 
 def whiten(x_norm, zca):
-    return (x_norm.reshape(len(x_norm), -1) @ zca).view_as(x_norm)
+    return ((x_norm.reshape(len(x_norm), -1) - zca.mean) @ zca.matrix).view_as(x_norm)
 
 
 @pytest.fixture
 def zca_data(tiny_data):
     x = normalize(to_float(tiny_data.x_train), tiny_data.mean, tiny_data.std)
-    return dataclasses.replace(tiny_data, zca=zca_matrix(x))
+    return dataclasses.replace(tiny_data, zca=fit_zca(x))
 
 
 # --------------------------------------------------------------------------- ZCA once
+
+
+def test_zca_centres_and_whitens_the_training_images(zca_data):
+    """As kornia's ZCAWhitening (MTT's): (x − μ) W, so the whitened training split has mean 0 in
+    every pixel and, with no regulariser, the identity covariance on the data's span."""
+    x = normalize(to_float(zca_data.x_train), zca_data.mean, zca_data.std)
+    out = zca_data.transform(False, 0).apply(zca_data.x_train, None).reshape(len(x), -1).double()
+    assert out.mean(0).abs().max() < 1e-4  # x @ W alone leaves W μ in every image
+    assert torch.allclose(out, whiten(x, zca_data.zca).reshape(len(x), -1).double(), atol=1e-4)
+    flat = x.reshape(len(x), -1)
+    d = flat.shape[1]
+    small = flat[:, :8]  # a few pixels, far fewer than images: a full-rank covariance
+    white = fit_zca(small.reshape(len(x), 8, 1, 1), reg=0.0)(small.reshape(len(x), 8, 1, 1)).reshape(len(x), 8)
+    cov = white.double().T @ white.double() / (len(x) - 1)
+    assert d > 8 and torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=1e-3)
 
 
 def test_zca_is_applied_once_to_what_the_student_sees(tmp_path, zca_data, monkeypatch):

@@ -187,6 +187,19 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - mean) / std
 
 
+@dataclass(frozen=True)
+class Whitening:
+    """ZCA whitening of flattened normalised images, ``(x − mean) @ matrix`` (kornia's
+    ``ZCAWhitening``, which MTT uses): ``mean`` (D) and ``matrix`` (D×D) are the training split's."""
+
+    matrix: torch.Tensor
+    mean: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(len(x), -1) - self.mean.to(x.device, x.dtype)
+        return (flat @ self.matrix.to(x.device, x.dtype)).view_as(x)
+
+
 class BatchTransform:
     """The one input pipeline of training (``train.fit``), experts, distillation and evaluation.
 
@@ -194,7 +207,7 @@ class BatchTransform:
     already in *normalised* space (distilled images; denormalised to [0, 1] first, so that both
     kinds get the very same transform) -> [0, 1] -> augmentation (``train`` only) -> per-channel
     normalisation -> cutout (``train`` only; a ``cutout`` × side square set to 0, the mean
-    colour) -> optional ZCA whitening (``zca``: D×D matrix on flattened normalised images).
+    colour) -> optional ZCA whitening (``zca``: a :class:`Whitening` of the normalised images).
     Differentiable in a float input.  ``sample`` draws a transform and ``apply`` applies it, so
     a synthetic and a real batch can share one draw.
 
@@ -205,7 +218,7 @@ class BatchTransform:
     """
 
     def __init__(self, mean, std, cfg: AugmentConfig | None = None, cutout: float = 0.0,
-                 zca: torch.Tensor | None = None, greyscale: bool = False):
+                 zca: Whitening | None = None, greyscale: bool = False):
         self.mean, self.std, self.cfg, self.cutout, self.zca = list(mean), list(std), cfg, float(cutout), zca
         self.greyscale = bool(greyscale)
 
@@ -249,7 +262,7 @@ class BatchTransform:
         if params is not None and self.cutout:
             x = self._cutout(x, params["cut_centre"])
         if self.zca is not None:
-            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
+            x = self.zca(x)
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, train: bool = False):
@@ -366,7 +379,7 @@ class DSATransform(BatchTransform):
     independent of the image size, so one draw can be applied to a real and a synthetic batch of
     the same size (siamese)."""
 
-    def __init__(self, mean, std, dsa: DSAConfig | None = None, zca: torch.Tensor | None = None):
+    def __init__(self, mean, std, dsa: DSAConfig | None = None, zca: Whitening | None = None):
         super().__init__(mean, std, None, 0.0, zca)
         self.dsa = dsa or DSAConfig()
 
@@ -379,13 +392,13 @@ class DSATransform(BatchTransform):
     def apply(self, x: torch.Tensor, params: dict | None) -> torch.Tensor:
         x = normalize(to_float(x), self.mean, self.std) if x.dtype == torch.uint8 else x
         if self.zca is not None:
-            x = (x.reshape(len(x), -1) @ self.zca.to(x.device, x.dtype)).view_as(x)
+            x = self.zca(x)
         if params is not None:
             x = dsa_op(x, self.dsa.ops[int(params["op"].flatten()[0])], params["u"], self.dsa)
         return x
 
 
-def make_transform(mean, std, augment=True, cutout: float = 0.0, zca: torch.Tensor | None = None) -> BatchTransform:
+def make_transform(mean, std, augment=True, cutout: float = 0.0, zca: Whitening | None = None) -> BatchTransform:
     """The input pipeline for an ``augment`` setting: ``False`` none; ``True``/``None`` DSA single
     mode (:class:`DSATransform`, ``cutout`` its cutout ratio); a dict with ``mode: single`` and
     :class:`DSAConfig` keys, or ``mode: all`` and :class:`AugmentConfig` keys (every op on every

@@ -58,7 +58,7 @@ class Data:
     std: list
     image_size: int
     fingerprint: str
-    zca: torch.Tensor | None = None  # D×D whitening matrix on normalised, flattened images
+    zca: aug.Whitening | None = None  # ZCA whitening of the normalised images (the training split's)
     x_val: torch.Tensor | None = None  # the validation split (the full-data baseline stops on it)
     y_val: torch.Tensor | None = None
 
@@ -86,14 +86,16 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
-def zca_matrix(x_norm: torch.Tensor, reg: float = 0.1) -> torch.Tensor:
-    """ZCA whitening matrix (D×D) of normalised float images N×C×H×W (kornia-style regulariser)."""
+def fit_zca(x_norm: torch.Tensor, reg: float = 0.1) -> aug.Whitening:
+    """ZCA whitening of normalised float images N×C×H×W: their mean image (D) and the matrix
+    U (Λ + reg)^-1/2 Uᵀ of their covariance (kornia-style regulariser)."""
     flat = x_norm.reshape(len(x_norm), -1).double()
-    flat = flat - flat.mean(0, keepdim=True)
+    mean = flat.mean(0)
+    flat = flat - mean
     cov = flat.T @ flat / max(1, len(flat) - 1)
     evals, evecs = torch.linalg.eigh(cov)
     w = evecs @ torch.diag(1.0 / torch.sqrt(evals.clamp_min(0) + reg)) @ evecs.T
-    return w.float()
+    return aug.Whitening(w.float(), mean.float())
 
 
 def load_data(catalogue, images, image_size: int = DistillSettings.image_size, zca: bool = DistillSettings.zca,
@@ -128,7 +130,7 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
         data.x_val = torch.from_numpy(resize_uint8(img, int(image_size)))
         data.y_val = torch.as_tensor(val["label"].to_numpy().copy(), dtype=torch.long)
     if zca:
-        data.zca = zca_matrix(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
+        data.zca = fit_zca(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
     return data
 
 
@@ -332,4 +334,4 @@ def expected_meta(data: Data, model_config: dict) -> dict:
 
 
 __all__ = ["COMPAT_KEYS", "Data", "ExpertConfig", "accuracy", "balanced_accuracy", "expected_meta", "load_data",
-           "load_expert", "resize_uint8", "segment_noise", "step_generator", "train_expert", "zca_matrix"]
+           "load_expert", "resize_uint8", "segment_noise", "step_generator", "train_expert", "fit_zca"]
