@@ -203,6 +203,23 @@ def test_distill_blocks_are_checked_against_their_dataclasses(over, message):
     assert errors({"distill": over}) == [message]
 
 
+@pytest.mark.parametrize("over, message", [
+    ({"distill": {"augment": {"scale": [0.9, 1.1]}}}, "config distill.augment.scale: [0.9, 1.1] must be one zoom "
+     "factor >= 1 in DSA single mode (U(1/scale, scale)); a [low, high] range is the all-ops mode's (mode: all)"),
+    ({"distill": {"augment": {"mode": "every"}}}, "config distill.augment.mode must be one of ('single', 'all'), "
+     "not 'every'"),
+    ({"distill": {"augment": {"mode": "all", "flip": 0.5}}}, "config distill.augment.flip: 0.5 must be true or "
+     "false"),
+    ({"distill": {"augment": {"crop": 2}}}, "config distill.augment.crop: 2 must be a number >= 0 and <= 1"),
+    ({"represent": {"augment": {"scale": [1.2, 0.8]}}}, "config represent.augment.scale: [1.2, 0.8] must be two "
+     "zoom factors [low, high] with 0 < low <= high"),
+])
+def test_augment_settings_fail_at_dag_build_not_when_a_batch_draws_the_op(over, message):
+    """An old all-ops key under DSA single mode (scale [0.9, 1.1]) used to pass every check and crash
+    only when a batch drew the scale op, one batch in six, partway through expert training."""
+    assert errors(over) == [message]
+
+
 def test_mtt_limits_only_apply_when_mtt_runs():
     assert errors({"distill": {"methods": ["stm"], "expert": {"epochs": 2}}}) == []
 

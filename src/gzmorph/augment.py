@@ -55,6 +55,16 @@ class AugmentConfig:
     brightness: float = 0.1  # additive, uniform in [-b, b]
     contrast: float = 0.1  # multiplicative about the image mean, uniform in [1-c, 1+c]
 
+    def __post_init__(self):
+        for name in ("rot90", "flip"):
+            if not isinstance(getattr(self, name), bool):
+                _bad(f"augment.{name}", getattr(self, name), "true or false")
+        for name in ("rotate", "translate", "brightness", "contrast"):
+            _check_number(f"augment.{name}", getattr(self, name))
+        lo_hi = self.scale
+        if (len(lo_hi) != 2 or not all(_is_number(v) and v > 0 for v in lo_hi) or lo_hi[0] > lo_hi[1]):
+            _bad("augment.scale", list(lo_hi), "two zoom factors [low, high] with 0 < low <= high")
+
     @classmethod
     def from_value(cls, value) -> "AugmentConfig | None":
         """``True``/``None`` -> defaults, ``False`` -> no augmentation, dict -> overrides."""
@@ -66,7 +76,7 @@ class AugmentConfig:
             return value
         value = dict(value)
         if "scale" in value:
-            value["scale"] = tuple(value["scale"])
+            value["scale"] = tuple(value["scale"]) if isinstance(value["scale"], (list, tuple)) else (value["scale"],)
         unknown = set(value) - set(cls.__dataclass_fields__)
         if unknown:
             from .io import InputError
@@ -76,6 +86,22 @@ class AugmentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _bad(key: str, value, wanted: str):
+    from .io import InputError
+
+    raise InputError(f"{key}: {value!r} must be {wanted}")
+
+
+def _check_number(key: str, value, low: float = 0.0, high: float | None = None) -> None:
+    """A real number in [low, high]; else one error naming ``key``."""
+    if not _is_number(value) or value < low or (high is not None and value > high):
+        _bad(key, value, f"a number >= {low:g}" + (f" and <= {high:g}" if high is not None else ""))
 
 
 def _uniform(n, lo, hi, gen, device):
@@ -296,6 +322,16 @@ class DSAConfig:
     scale: float = 1.2  # per-axis zoom factors U(1/scale, scale)
     rotate: float = 15.0  # U(−rotate, rotate) degrees
 
+    def __post_init__(self):
+        for name in ("brightness", "saturation", "contrast", "rotate"):
+            _check_number(f"augment.{name}", getattr(self, name))
+        for name in ("crop", "cutout", "flip"):
+            _check_number(f"augment.{name}", getattr(self, name), high=1.0)
+        if isinstance(self.scale, (list, tuple)):
+            _bad("augment.scale", list(self.scale), "one zoom factor >= 1 in DSA single mode (U(1/scale, scale)); "
+                 "a [low, high] range is the all-ops mode's (mode: all)")
+        _check_number("augment.scale", self.scale, low=1.0)
+
     @classmethod
     def from_dict(cls, value: dict, cutout: float | None = None) -> DSAConfig:
         value = dict(value)
@@ -398,6 +434,12 @@ class DSATransform(BatchTransform):
         return x
 
 
+def check_augment(value, cutout: float = 0.0) -> None:
+    """Raise the :class:`~gzmorph.io.InputError` that an ``augment`` setting would raise when used
+    (a config check at DAG build time, not at a batch that draws the op)."""
+    make_transform([0.0], [1.0], value, cutout)
+
+
 def make_transform(mean, std, augment=True, cutout: float = 0.0, zca: Whitening | None = None) -> BatchTransform:
     """The input pipeline for an ``augment`` setting: ``False`` none; ``True``/``None`` DSA single
     mode (:class:`DSATransform`, ``cutout`` its cutout ratio); a dict with ``mode: single`` and
@@ -405,6 +447,8 @@ def make_transform(mean, std, augment=True, cutout: float = 0.0, zca: Whitening 
     image, then a ``cutout`` square: :class:`BatchTransform`)."""
     if augment is False:
         return BatchTransform(mean, std, None, 0.0, zca)
+    if not isinstance(augment, (bool, dict)) and augment is not None:
+        _bad("augment", augment, "true, false or a mapping of options")
     value = {} if augment is True or augment is None else dict(augment)
     mode = value.pop("mode", "single")
     if mode not in AUGMENT_MODES:

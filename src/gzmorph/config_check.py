@@ -60,7 +60,8 @@ def config_errors(config: dict, schema: dict | str | Path) -> list[str]:
     if errors:
         return errors
     return [*split_errors(config), *source_errors(config), *cut_errors(config), *classify_errors(config),
-            *represent_errors(config), *pretrained_errors(config), *distill_errors(config)]
+            *represent_errors(config), *pretrained_errors(config), *distill_errors(config),
+            *augment_errors(config)]
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -291,6 +292,33 @@ def represent_errors(config: dict) -> list[str]:
     if ft["not_ring_max"] >= ft["ring_min"]:
         out.append(f"config represent.finetune: not_ring_max ({number(ft['not_ring_max'])}) must be below "
                    f"ring_min ({number(ft['ring_min'])}), else a galaxy is both a ring and not one")
+    return out
+
+
+def augment_errors(config: dict) -> list[str]:
+    """Each stage's ``augment`` setting as its training would read it: a wrong option or value is an
+    error here, not when a batch first draws that op, partway through training."""
+    from . import distill_settings as ds
+    from .augment import AugmentConfig, check_augment
+    from .classify_settings import ClassifySettings
+    from .represent_settings import workflow_options
+
+    out = []
+    try:  # the blocks' own errors are reported by their checks above
+        checks = [("classify", lambda: AugmentConfig.from_value(ClassifySettings.from_config(
+            config.get("classify")).augment))]
+        rep, _ = workflow_options(config.get("represent"), config.get("seed", 0))
+        checks += [("represent", lambda: AugmentConfig.from_value(rep["augment"])),
+                   ("represent.finetune", lambda: AugmentConfig.from_value(rep["finetune"]["augment"]))]
+        dist = ds.distill_settings(config.get("distill") or {})
+        checks.append(("distill", lambda: check_augment(dist["augment"], dist["cutout"])))
+    except InputError:
+        return out
+    for block, check in checks:
+        try:
+            check()
+        except InputError as err:
+            out.append(f"config {block}.{err}")
     return out
 
 
