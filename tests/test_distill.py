@@ -225,10 +225,12 @@ def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method):
         assert 0 <= baselines[kind]["mean"] <= 1
     # the report section reads what the stage wrote
     write_json(tmp_path / "eval.json", eval_record(r, acc, baselines, len(tiny_data.y_test)))
-    (tmp_path / "expert_000.tsv").write_text("epoch\ttrain_accuracy\ttest_accuracy\n1\t0.5\t0.4\n")
+    (tmp_path / "expert_000.tsv").write_text("epoch\ttrain_accuracy\ttest_accuracy\ttest_balanced_accuracy\n"
+                                             "1\t0.5\t0.4\t0.375\n")
     frag = read_fragment(report_section([tmp_path / "eval.json"], [tmp_path / "s.pt"], [tmp_path / "expert_000.tsv"],
                                         tmp_path / "distillation.html"))
     assert frag.anchor == "distillation" and "Prototypes" in frag.html
+    assert "test_balanced_accuracy" in frag.html and "0.375" in frag.html  # the experts' table, plain and balanced
 
 
 def test_nan_rolls_back(tiny_data, experts):

@@ -112,15 +112,18 @@ def mean_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch
 
 
 class _Experts:
-    """The trajectories of the experts on the device; ``epochs``: the shortest one's."""
+    """The trajectories of the experts, kept in host memory as the reference keeps its buffer (the
+    paper preset's 100 experts of 51 epochs are several GB, which the memory plan does not count);
+    an iteration moves its two parameter vectors to the device.  ``epochs``: the shortest one's."""
 
     def __init__(self, trajectories: list[torch.Tensor], device):
-        self.traj = [t.to(device) for t in trajectories]
+        self.traj = [t.cpu() for t in trajectories]
+        self.device = device
         self.epochs = min(len(t) for t in self.traj) - 1
 
     def pair(self, e: int, start: int, m: int):
         t = self.traj[e]
-        theta0, target = t[start], t[start + m]
+        theta0, target = t[start].to(self.device), t[start + m].to(self.device)
         return theta0, target, float(((theta0 - target) ** 2).sum())
 
 

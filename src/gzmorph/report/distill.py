@@ -59,7 +59,7 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
         ax.set_ylabel("α")
         sec.add(figure(fig, f"Loss and learned step size {key}", name=f"loss-{key}"))
     if expert_histories:
-        sec.add(table(expert_histories, caption="Experts: final train / test accuracy", name="experts"))
+        sec.add(table(expert_histories, caption="Experts: final train accuracy, test accuracy and balanced accuracy", name="experts"))
     return sec
 
 
@@ -118,6 +118,8 @@ def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path, 
         h = pd.read_csv(p, sep="\t")
         experts.append({"expert": p.rsplit("/", 1)[-1].removesuffix(".tsv"), "epochs": len(h),
                         "train_accuracy": round(float(h["train_accuracy"].iloc[-1]), 4),
-                        "test_accuracy": round(float(h["test_accuracy"].iloc[-1]), 4)})
+                        "test_accuracy": round(float(h["test_accuracy"].iloc[-1]), 4),
+                        **({"test_balanced_accuracy": round(float(h["test_balanced_accuracy"].iloc[-1]), 4)}
+                           if "test_balanced_accuracy" in h.columns else {})})
     return write_fragment(distill_section(evals, grids, histories, stages, experts), out_path,
                           figures=figures_dir, tables=tables_dir)
