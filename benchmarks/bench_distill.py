@@ -5,8 +5,10 @@ labelled image set and a 3-epoch expert of the same ConvNet-D3 (MTT, all images 
 image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration and then ``--repeats`` (5) timed ones; it
 reports their median and the peak RSS of the whole process.  glibc's mmap threshold is fixed at 64 KiB
 in the child so that freed tensors leave the RSS.  On CUDA, also ``max_memory_allocated``.
-With ``--reference`` the MTT reference's own inner loop runs beside it on the same workload
-(:func:`compare_with_reference`).  Prints one JSON document::
+With a checkout of the MTT reference (``--reference``, default ``$GZMORPH_MTT_REFERENCE``) its inner loop
+runs beside it on the same workload (:func:`compare_with_reference`: the reference's ConvNet and
+ReparamModule, imported from the checkout, stepped as its ``distill.py`` does); without one, a message
+on stderr says that the comparison is skipped.  Prints one JSON document::
 
     .venv/bin/python benchmarks/bench_distill.py                       # width 128, 32 px, N 10/20/40, IPC 1/10
     .venv/bin/python benchmarks/bench_distill.py --width 16 --memory constant unroll --out bench.json
@@ -233,9 +235,6 @@ def compare_with_reference(a) -> None:
     """The reference's inner loop beside :func:`gzmorph.distill.distill` in each memory mode on one workload
     (ConvNet-D3, --width, 32 px, IPC 10, 10 classes, all 100 images per step, no augmentation, --threads),
     one fresh process each, for every N of --steps; prints one JSON document (and writes it to --out)."""
-    if not a.reference or not os.path.isfile(os.path.join(a.reference, "reparam_module.py")):
-        sys.exit(f"--reference {a.reference!r}: not a checkout of github.com/GeorgeCazenavette/mtt-distillation "
-                 "(reparam_module.py, networks.py); clone it and pass its folder or set GZMORPH_MTT_REFERENCE")
     work = dict(image_size=32, ipc=10, n_classes=10, width=a.width, repeats=a.repeats)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -260,9 +259,20 @@ def compare_with_reference(a) -> None:
            "reference": a.reference, "table": table, "runs": runs}
     text = json.dumps(out, indent=1)
     print(text)
-    if a.out:
-        with open(a.out, "w") as f:
+    write_out(a.out, text)
+
+
+def write_out(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` (if given) whole or not at all."""
+    if path:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             f.write(text + "\n")
+        os.replace(tmp, path)
+
+
+def is_reference_checkout(path: str | None) -> bool:
+    return bool(path) and all(os.path.isfile(os.path.join(path, f)) for f in ("reparam_module.py", "networks.py"))
 
 
 def main(argv=None):
@@ -277,9 +287,10 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-up (their median)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="")
-    ap.add_argument("--reference", nargs="?", const=os.environ.get("GZMORPH_MTT_REFERENCE", ""), default=None,
+    ap.add_argument("--reference", default=os.environ.get("GZMORPH_MTT_REFERENCE") or None,
                     help="compare with the MTT reference's inner loop: a checkout of "
-                         "github.com/GeorgeCazenavette/mtt-distillation (default $GZMORPH_MTT_REFERENCE)")
+                         "github.com/GeorgeCazenavette/mtt-distillation (default $GZMORPH_MTT_REFERENCE; "
+                         "without one, the comparison is skipped with a message)")
     ap.add_argument("--budgets", type=float, nargs="*", default=[],
                     help="with --reference: memory budgets (MB): extra memory: auto runs")
     ap.add_argument("--probe", default="", help=argparse.SUPPRESS)  # the child of probe_subprocess
@@ -289,8 +300,12 @@ def main(argv=None):
         kw = json.loads(a.probe)
         print("PROBE" + json.dumps(probe_reference(**kw) if kw.get("reference") else probe_distill(**kw)))
         return
-    if a.reference is not None:
+    if is_reference_checkout(a.reference):
         return compare_with_reference(a)
+    print("bench_distill: skipping the comparison with the MTT reference: "
+          + (f"{a.reference!r} is not a checkout of github.com/GeorgeCazenavette/mtt-distillation (reparam_module.py, "
+             "networks.py)" if a.reference else "no checkout named (--reference or GZMORPH_MTT_REFERENCE)")
+          + "; timing gzmorph alone", file=sys.stderr, flush=True)
     devices = [a.device] + (["cuda"] if a.device == "cpu" and torch.cuda.is_available() else [])
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -311,9 +326,7 @@ def main(argv=None):
                                    for d in devices for s in a.sizes},
            "width": a.width, "threads": a.threads, "classes": a.classes}
     text = json.dumps(out, indent=2)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
+    write_out(a.out, text)
     print(text)
 
 

@@ -270,3 +270,23 @@ def test_distillation_benchmark_times_distill_itself(tmp_path):
     assert len(r["seconds_runs"]) == 3 and r["seconds_per_iteration"] == pytest.approx(
         statistics.median(r["seconds_runs"]), abs=1e-3)
     assert r["planned"] == "all 2 steps unrolled" and r["peak_rss_mb"] > 100
+
+
+def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, monkeypatch, capsys):
+    """No checkout of the MTT reference: a message says the comparison is skipped, gzmorph is timed
+    alone, and the run succeeds."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_distill as B
+    finally:
+        sys.path.remove(bench)
+    monkeypatch.setenv("GZMORPH_MTT_REFERENCE", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(B, "expert_images_per_s", lambda *a: 1.0)
+    out = tmp_path / "b.json"
+    B.main(["--steps", "1", "--ipc", "1", "--sizes", "8", "--classes", "2", "--width", "4", "--repeats", "1",
+            "--threads", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert "skipping the comparison with the MTT reference" in err and "nowhere" in err
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 1 and runs[0]["memory"] == "auto" and "reference" not in out.read_text()
