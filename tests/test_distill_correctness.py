@@ -350,6 +350,10 @@ def test_stm_loop_probes_before_the_update_and_grows_per_epoch_alpha_as_guan(tmp
     # the α each call used: the start epoch's (main), the last epoch's (probe)
     assert calls[7]["alpha"] == pytest.approx(r["history"][3]["alpha"] - 2 * lr, rel=1e-5)
     assert calls[6]["alpha"] == pytest.approx(calls[7]["alpha"], rel=1e-6)
+    # iteration 4 starts at epoch 0 with the cap at 2: its probe still takes the last α (α_1, as
+    # Guan's test_syn_lr = exp(log_syn_lr_list[-1])), its matching α_0
+    assert calls[8]["alpha"] == pytest.approx(r["history"][3]["alpha"], rel=1e-5)
+    assert calls[9]["alpha"] != pytest.approx(calls[8]["alpha"], rel=1e-3)
 
 
 def test_stm_evaluation_runs_the_pieces_then_a_tail_at_a_tenth(monkeypatch, tiny_data):
