@@ -111,6 +111,25 @@ def test_mean_baseline_is_whitened_once(zca_data, monkeypatch):
     assert torch.allclose(seen, whiten(means, zca_data.zca), atol=1e-4)
 
 
+def test_full_baseline_is_trained_with_the_distilled_sets_pipeline(tiny_data, monkeypatch):
+    """The full-data net sees the same augmentation and cutout as the nets trained on a distilled set
+    (and the random and mean baselines), and stops on the validation split."""
+    seen = {}
+
+    def capture(x, y, data, mc, lr, epochs, cfg, seed, **kw):
+        seen[len(x)] = kw
+        return {"accuracy": [0.5], "balanced_accuracy": [0.5]}
+
+    monkeypatch.setattr(eval_module, "train_eval_nets", capture)
+    cfg = EvalConfig(n_nets=1, epochs=1, full_epochs=3, full_patience=2)
+    eval_module.evaluate_baseline("random", 1, tiny_data, MC, cfg, 0)
+    eval_module.evaluate_baseline("full", 1, tiny_data, MC, cfg, 0)
+    random, full = seen[len(tiny_data.classes)], seen[len(tiny_data.x_train)]
+    assert (full["augment"], full["cutout"]) == (random["augment"], random["cutout"]) == (
+        eval_module.AUGMENT, eval_module.CUTOUT)
+    assert full["val"][1] is tiny_data.y_val and full["patience"] == 2
+
+
 # --------------------------------------------------------------------------- DSA single mode
 
 
