@@ -138,15 +138,21 @@ def read_catalogue(file: str | Path, text_columns=()) -> pd.DataFrame:
 def _read_csv(source, where, what: str = "CSV", text_columns=()) -> pd.DataFrame:
     """``source``: a path, or a function opening the file (read twice where ``text_columns`` are
     given: the header first, so that only the other columns take pandas' missing-value words)."""
+    def read(**kw) -> pd.DataFrame:
+        if not callable(source):
+            return pd.read_csv(source, **kw)
+        with source() as fh:
+            return pd.read_csv(fh, **kw)
+
     try:
         if not text_columns:
-            return pd.read_csv(source() if callable(source) else source, low_memory=False)
-        header = pd.read_csv(source() if callable(source) else source, nrows=0).columns
+            return read(low_memory=False)
+        header = read(nrows=0).columns
         # "None", "NA", "null" ... are text in an id or label column, and missing elsewhere; an empty
         # cell is empty everywhere (an empty id or label is an error naming its line)
         na = {c: ([""] if c in text_columns else _MISSING_WORDS) for c in header}
-        return pd.read_csv(source() if callable(source) else source, low_memory=False, keep_default_na=False,
-                           na_values=na, dtype={c: str for c in text_columns if c in header})
+        return read(low_memory=False, keep_default_na=False, na_values=na,
+                    dtype={c: str for c in text_columns if c in header})
     except pd.errors.EmptyDataError:
         raise InputError(f"{where}: empty file: no header line and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError,
