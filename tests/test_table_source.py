@@ -133,13 +133,15 @@ def test_folder_layout_classes_and_ids(tmp_path):
     ("empty_class", "sub-folder with no images, so it is not a class"),
     ("same_id", "share the id 5"),
     ("mixed", "mixed id types"),
+    ("loose", "an image in the folder layout's top folder, outside every class folder"),
 ])
 def test_bad_folders_are_one_error_naming_the_file(tmp_path, case, message):
     png(tmp_path / "round" / "5.png")
     png(tmp_path / "spiral" / "6.png")
     bad = {"nested": tmp_path / "round" / "more", "not_image": tmp_path / "spiral" / "notes.txt",
            "empty_class": tmp_path / "misc", "same_id": tmp_path / "spiral" / "5.png",
-           "mixed": tmp_path / "spiral" / "abc.png"}[case]
+           "mixed": tmp_path / "spiral" / "abc.png", "loose": tmp_path / "7.png"}[case]
+    (tmp_path / "README.txt").write_text("a folder's notes are no image, and may lie beside the classes")
     if case in ("nested", "empty_class"):
         bad.mkdir()
         if case == "empty_class":

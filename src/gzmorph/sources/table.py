@@ -312,6 +312,10 @@ def read_folder(data_dir: Path, s: TableSettings) -> pd.DataFrame:
     if not classes:
         raise InputError(f"{data_dir}: no class sub-folders (the folder layout is <data_dir>/<class>/<image>, "
                          "one sub-folder per class)")
+    loose = sorted(p for p in data_dir.iterdir() if p.is_file() and image_suffix(p) and not _hidden(p))
+    if loose:  # it would be left out of every class without a word (other files, e.g. a README, may lie there)
+        raise InputError(f"{loose[0]}: an image in the folder layout's top folder, outside every class folder "
+                         f"({len(loose)} such image(s)); move it into its class's folder (<data_dir>/<class>/<image>)")
     rows = []
     for folder in classes:
         entries = sorted(p for p in folder.iterdir() if not _hidden(p))
