@@ -18,10 +18,10 @@ Two layouts (config ``table.layout``):
     label column ``class`` and the id is the file name without its suffix.
 
 Ids are integers or strings and keep their type in every output: ``id_type: auto`` makes them
-integers when every id is one (written without leading zeros or a sign: ``7``, not ``007``) and
-strings when none is; a mixture is an error naming the first id of the other kind (choose
+integers when every id is one (written as Python writes an integer, without leading zeros or a
+plus sign: ``7`` and ``-7``, not ``007`` or ``+7``) and strings when none is; a mixture is an error naming the first id of the other kind (choose
 ``id_type: string``).  A CSV's id and label cells are read as text, so ``007`` stays ``007`` and
-``None`` or ``NA`` is a value, not a missing cell.
+``None`` or ``NA`` is a value, not a missing cell; only the spaces around a cell are dropped.
 
 Images are JPEG, PNG or FITS (:mod:`gzmorph.fits`, options ``fits:``); a file of any other kind is
 an error here, as are ``fits`` options that do not fit the first FITS file (its HDUs or bands), while
