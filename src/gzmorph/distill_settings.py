@@ -19,10 +19,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .io import InputError
-from .settings import deep_merge
+from .settings import amp_mode, deep_merge
 
 METHODS = ("mtt", "stm")
 MEMORY_MODES = ("constant", "store", "unroll", "auto")
+DISTILL_AMP = ("off", "bf16")  # the student's forward pass: float32, or under bf16 autocast
 ALPHA_PARAMS = ("direct", "log")  # learn α itself (MTT) or log α (Guan et al.'s code)
 
 
@@ -114,6 +115,9 @@ class DistillSettings:
     memory: str = "auto"  # gzmorph.matching: constant | store | unroll | auto (from memory_budget_mb)
     memory_budget_mb: int = 0  # memory: auto: what one distillation may use; 0 = what the device has
     leaf: int = 4
+    amp: str = "off"  # the student steps' forward pass: off (float32) | bf16 (autocast; speed and gradient error
+    # measured in docs/results.md)
+    channels_last: bool = False  # the student's images and conv weights in channels-last format (slower on CPU)
     device: str = "auto"
     threads: int = 2
     gpu_mem_mb: int = 8000
@@ -128,6 +132,11 @@ class DistillSettings:
 def default_preset() -> dict:
     """The "default" preset: the defaults of :class:`DistillSettings` as a nested dict."""
     return asdict(DistillSettings())
+
+
+def check_amp(amp) -> str:
+    """``distill.amp`` as one of :data:`DISTILL_AMP` (an unquoted YAML ``off`` reads as ``false``)."""
+    return amp_mode(amp, "distill", DISTILL_AMP)
 
 
 # --------------------------------------------------------------------------- run configurations
@@ -161,6 +170,8 @@ class DistillConfig(MTTOptions):
     memory: str = DistillSettings.memory
     memory_budget_mb: int = DistillSettings.memory_budget_mb
     leaf: int = DistillSettings.leaf
+    amp: str = DistillSettings.amp
+    channels_last: bool = DistillSettings.channels_last
     alpha_max: float = 1.0  # a larger learned α rolls the iteration back
     max_rollbacks: int = 20
     seed: int = 0
@@ -182,6 +193,7 @@ class DistillConfig(MTTOptions):
             raise InputError(f"distill method must be one of {METHODS}, not {cfg.method!r}")
         if cfg.memory not in MEMORY_MODES:
             raise InputError(f"distill.memory must be one of {MEMORY_MODES}, not {cfg.memory!r}")
+        cfg.amp = check_amp(cfg.amp)
         if cfg.alpha_param not in ALPHA_PARAMS:
             raise InputError(f"distill alpha_param must be one of {ALPHA_PARAMS}, not {cfg.alpha_param!r}")
         return cfg
@@ -241,6 +253,7 @@ def distill_settings(user: dict) -> dict:
         raise InputError(f"config distill.preset: {preset!r} is not one of {sorted(DISTILL_PRESETS)}")
     out = deep_merge(DISTILL_PRESETS[preset], user)
     out["ipc"] = [int(i) for i in (out["ipc"] if isinstance(out["ipc"], list) else [out["ipc"]])]
+    out["amp"] = check_amp(out["amp"])
     bad = [m for m in out["methods"] if m not in ("mtt", "stm")]
     if bad:
         raise InputError(f"config distill.methods: unknown method(s) {bad}; known: mtt, stm")

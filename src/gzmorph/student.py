@@ -3,13 +3,18 @@
 * :func:`flat_params` / :func:`load_flat`: a model's parameters to / from one float vector
   (the order of ``model.parameters()``);
 * :class:`Student` evaluates a net from such a vector (``torch.func.functional_call`` on views
-  of it), so distillation can take many differentiable SGD steps of a student.
+  of it), so distillation can take many differentiable SGD steps of a student.  It can run its
+  forward pass under bf16 autocast and in channels-last memory format; the parameters and the
+  logits keep θ's dtype.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .distill_settings import check_amp
+from .io import InputError
 
 
 def flat_params(model: nn.Module) -> torch.Tensor:
@@ -21,11 +26,26 @@ def load_flat(model: nn.Module, theta: torch.Tensor) -> nn.Module:
     return model
 
 
-class Student:
-    """A net evaluated from a flat parameter vector: ``student(theta, x) -> logits``."""
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``distill.amp`` on ``device``: ``None`` (float32) for "off", bf16 for
+    "bf16" (a GPU without bf16 is one clear error; CPUs emulate it where they lack it)."""
+    if check_amp(amp) == "off":
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InputError(f"distill.amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
+                         "set distill.amp: off")
+    return torch.bfloat16
 
-    def __init__(self, model: nn.Module):
+
+class Student:
+    """A net evaluated from a flat parameter vector: ``student(theta, x) -> logits`` (in θ's dtype).
+
+    ``dtype``: the autocast dtype of the forward pass (``None``: float32); ``channels_last``: the
+    images and the conv weights go in channels-last memory format."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype | None = None, channels_last: bool = False):
         self.model = model
+        self.dtype, self.channels_last = dtype, bool(channels_last)
         self.names = [n for n, _ in model.named_parameters()]
         self.shapes = [p.shape for _, p in model.named_parameters()]
         self.numels = [p.numel() for _, p in model.named_parameters()]
@@ -34,9 +54,14 @@ class Student:
     def params(self, theta: torch.Tensor) -> dict:
         out, i = {}, 0
         for name, shape, n in zip(self.names, self.shapes, self.numels):
-            out[name] = theta[i:i + n].view(shape)
+            v = theta[i:i + n].view(shape)
+            out[name] = v.contiguous(memory_format=torch.channels_last) if self.channels_last and v.dim() == 4 else v
             i += n
         return out
 
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self.model, self.params(theta), (x,))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = torch.func.functional_call(self.model, self.params(theta), (x,))
+        return out.to(theta.dtype)

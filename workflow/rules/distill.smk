@@ -98,6 +98,8 @@ rule distill:
         memory=DISTILL["memory"],
         memory_budget_mb=DISTILL["memory_budget_mb"],
         leaf=DISTILL["leaf"],
+        amp=DISTILL["amp"],
+        channels_last=DISTILL["channels_last"],
         device=DISTILL["device"],
         seed=config["seed"],
     script:

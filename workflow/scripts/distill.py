@@ -11,6 +11,7 @@ with rule_context(snakemake) as (params, log):
     cfg = DistillConfig.from_dict({**params["options"], "method": params["method"], "ipc": params["ipc"],
                                    "memory": params["memory"],
                                    "memory_budget_mb": params["memory_budget_mb"], "leaf": params["leaf"],
+                                   "amp": params["amp"], "channels_last": params["channels_last"],
                                    "seed": params["seed"], "device": params["device"]})
     model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                     **params["model"]}

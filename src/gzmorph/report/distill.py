@@ -10,8 +10,10 @@ import numpy as np
 from . import ORDER, Section, class_grid, figure, new_figure, note, paragraph, table, write_fragment
 
 
-def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs: dict, expert_histories=None):
-    """Report section: prototype grids, accuracy table vs baselines, STM stage curves, loss and α curves."""
+def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs: dict, expert_histories=None,
+                    precision: dict | None = None):
+    """Report section: prototype grids, accuracy table vs baselines, STM stage curves, loss and α curves;
+    ``precision``: how each set's student steps ran (``distill.amp``, ``distill.channels_last``)."""
     sec = Section("Dataset distillation", anchor="distillation", order=ORDER["distillation"],
                   summary="expert trajectories → synthetic prototypes (MTT / STM)")
     sec.add(paragraph(
@@ -27,6 +29,10 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
                       name="accuracy"))
     else:
         sec.add(note("no distillation results", kind="warn"))
+    lowered = {k: v for k, v in (precision or {}).items() if v != "float32"}
+    if lowered:
+        sec.add(note("Student steps not in plain float32 (distill.amp, distill.channels_last): "
+                     + "; ".join(f"{k}: {v}" for k, v in lowered.items()) + "."))
     for key, (u8, titles) in grids.items():  # one row per class, one column per image
         classes = list(dict.fromkeys(titles))
         rows = [(c, [img for img, t in zip(u8, titles) if t == c]) for c in classes]
@@ -104,13 +110,16 @@ def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path, 
     from ..io import read_json
 
     evals = [read_json(p) for p in eval_paths]
-    grids, histories, stages = {}, {}, {}
+    grids, histories, stages, precision = {}, {}, {}, {}
     for path in synthetic_paths:
         s = load_synthetic(path)
         key = f"{s['method']} ipc {s['ipc']}"
         grids[key] = (to_uint8(s["images"], BatchTransform(s["mean"], s["std"])),
                       [s["classes"][int(i)] for i in s["labels"]])
         histories[key] = s["history"]
+        run = s.get("config") or {}
+        precision[key] = ("bf16 autocast" if run.get("amp") == "bf16" else "float32") + (
+            ", channels-last" if run.get("channels_last") else "")
         if s["method"] == "stm":
             stages[key] = s["stage_log"]
     experts = []
@@ -121,5 +130,5 @@ def report_section(eval_paths, synthetic_paths, expert_history_paths, out_path, 
                         "test_accuracy": round(float(h["test_accuracy"].iloc[-1]), 4),
                         **({"test_balanced_accuracy": round(float(h["test_balanced_accuracy"].iloc[-1]), 4)}
                            if "test_balanced_accuracy" in h.columns else {})})
-    return write_fragment(distill_section(evals, grids, histories, stages, experts), out_path,
+    return write_fragment(distill_section(evals, grids, histories, stages, experts, precision), out_path,
                           figures=figures_dir, tables=tables_dir)
