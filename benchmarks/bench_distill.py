@@ -3,8 +3,10 @@
 Every configuration runs in a fresh process (:func:`probe_subprocess`): ``distill()`` itself on a random
 labelled image set and a 3-epoch expert of the same ConvNet-D3 (MTT, all images in every student step,
 image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration and then ``--repeats`` (5) timed ones; it
-reports their median and the peak RSS of the whole process.  glibc's mmap threshold is fixed at 64 KiB
-in the child so that freed tensors leave the RSS.  On CUDA, also ``max_memory_allocated``.
+reports their median and the peak RSS of the whole process, under glibc's default allocator as a user's run
+has it.  ``--mmap-threshold 64`` fixes glibc's mmap threshold at 64 KiB in the child instead, as sessions 5-8
+measured, so that freed tensors leave the RSS at once; every iteration then pays page faults (on 2 cores,
+width 128, N 10: fp32 12.4 s against 8.5 s, bf16 9.9 s against 5.7 s).  On CUDA, also ``max_memory_allocated``.
 With a checkout of the MTT reference (``--reference``, default ``$GZMORPH_MTT_REFERENCE``) its inner loop
 runs beside it on the same workload (:func:`compare_with_reference`: the reference's ConvNet and
 ReparamModule, imported from the checkout, stepped as its ``distill.py`` does); without one, a message
@@ -13,11 +15,13 @@ on stderr says that the comparison is skipped.  Prints one JSON document::
     .venv/bin/python benchmarks/bench_distill.py                       # width 128, 32 px, N 10/20/40, IPC 1/10
     .venv/bin/python benchmarks/bench_distill.py --width 16 --memory constant unroll --out bench.json
     .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --memory unroll --budgets 2900
+    .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --steps 10 --amp off bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -27,6 +31,8 @@ import tempfile
 import time
 
 import torch
+
+from gzmorph.distill_settings import DISTILL_AMP
 
 # --------------------------------------------------------------------------- memory / speed probe
 
@@ -106,13 +112,15 @@ def write_expert(folder: str, image_size: int, n_classes: int, width: int, depth
 
 def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: int = 10, width: int = 128,
                   depth: int = 3, n_classes: int = 10, memory: str = "auto", budget_mb: float = 0,
-                  repeats: int = 5, device: str = "cpu", seed: int = 0, augment: bool = False, **_) -> dict:
+                  repeats: int = 5, device: str = "cpu", seed: int = 0, augment: bool = False, amp: str = "off",
+                  channels_last: bool = False, **_) -> dict:
     """:func:`gzmorph.distill.distill` itself (MTT, all ``n_classes × ipc`` images in every student step,
     image lr 1,000, learned log α from α = 0.01, M = 2) for ``repeats + 1`` iterations: the first
     is the warm-up; the median seconds of the others and the peak RSS of the whole process (run it in a
     fresh process: :func:`probe_subprocess`).  ``memory="auto"`` plans from ``budget_mb`` (0: what the
     device has) and reports the plan.  ``augment=False`` draws no DSA augmentation, as the reference's
-    inner loop (:func:`probe_reference`)."""
+    inner loop (:func:`probe_reference`).  ``amp``, ``channels_last``: the student's forward pass
+    (``distill.amp``, ``distill.channels_last``)."""
     import logging
 
     from gzmorph.distill import distill
@@ -130,7 +138,8 @@ def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: i
     # log α (lr 1e-3) keeps α > 0 on random images, so that no iteration is rolled back
     cfg = DistillConfig(method="mtt", ipc=ipc, syn_steps=syn_steps, iterations=repeats + 1, lr_img=1000.0,
                         alpha0=0.01, alpha_param="log", lr_alpha=1e-3, expert_epochs=2, max_start_epoch=1,
-                        memory=memory, memory_budget_mb=int(budget_mb), seed=seed, device=device)
+                        memory=memory, memory_budget_mb=int(budget_mb), amp=amp, channels_last=channels_last,
+                        seed=seed, device=device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     model_config = ExpertConfig(width=width, depth=depth).model_config(n_classes, image_size)  # the expert's
@@ -140,7 +149,8 @@ def probe_distill(expert: str, image_size: int = 32, ipc: int = 10, syn_steps: i
         raise RuntimeError(f"only {len(times)} timed iterations: {result['events']}")
     out = {"image_size": image_size, "ipc": ipc, "syn_steps": syn_steps, "width": width, "memory": memory,
            **({"budget_mb": budget_mb, "planned": plans[-1] if plans else "?"} if memory == "auto" else {}),
-           "augment": augment, "batch_syn": n_classes * ipc, "device": device, **_timing(times)}
+           "amp": amp, "channels_last": channels_last, "augment": augment, "batch_syn": n_classes * ipc,
+           "device": device, **_timing(times)}
     if device.startswith("cuda"):
         out["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
@@ -191,11 +201,14 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
             "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", **_median_timed(one, syn_steps, repeats)}
 
 
-def probe_subprocess(threads: int = 2, **kw) -> dict:
+def probe_subprocess(threads: int = 2, mmap_threshold_kb: int = 0, **kw) -> dict:
     """:func:`probe_distill` (or with ``reference``, :func:`probe_reference`) in a fresh Python process
-    (this file run with ``--probe``), so that the peak RSS is this probe's own."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+    (this file run with ``--probe``), so that the peak RSS is this probe's own; ``mmap_threshold_kb``
+    > 0 fixes glibc's mmap threshold there (0: glibc's default)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if mmap_threshold_kb > 0:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(int(mmap_threshold_kb) * 1024)
     proc = subprocess.run([sys.executable, __file__, "--probe", json.dumps(kw), "--threads", str(threads)],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -240,21 +253,24 @@ def compare_with_reference(a) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         expert = write_expert(tmp, 32, 10, a.width)
         for n in a.steps:
-            probes = [dict(reference=a.reference)] + [dict(memory=m, expert=expert) for m in a.memory]
-            probes += [dict(memory="auto", budget_mb=b, expert=expert) for b in a.budgets]
+            ours = [dict(memory=m) for m in a.memory] + [dict(memory="auto", budget_mb=b) for b in a.budgets]
+            probes = [dict(reference=a.reference)] + [dict(**o, expert=expert, amp=amp, channels_last=bool(cl))
+                                                      for amp in a.amp for cl in a.channels_last for o in ours]
             for kw in probes:
-                r = probe_subprocess(threads=a.threads, syn_steps=n, **work, **kw)
+                r = probe_subprocess(threads=a.threads, mmap_threshold_kb=a.mmap_threshold, syn_steps=n, **work, **kw)
                 runs.append(r)
                 print(json.dumps(r), flush=True)
     table = {}
     for r in runs:
         ref = next(q for q in runs if q["memory"] == "reference" and q["syn_steps"] == r["syn_steps"])
-        key = r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
+        key = (r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
+               + ("+bf16" if r.get("amp") == "bf16" else "") + ("+channels_last" if r.get("channels_last") else ""))
         table.setdefault(f"N={r['syn_steps']}", {})[key] = {
             "s_per_iter": r["seconds_per_iteration"], "peak_rss_mb": r["peak_rss_mb"],
             "time_vs_reference": round(r["seconds_per_iteration"] / ref["seconds_per_iteration"], 3),
             **({"planned": r["planned"]} if "planned" in r else {})}
-    out = {"workload": {**work, "depth": 3, "threads": a.threads, "augment": False, "batch_syn": 100},
+    out = {"workload": {**work, "depth": 3, "threads": a.threads, "augment": False, "batch_syn": 100,
+                        "mmap_threshold_kb": a.mmap_threshold or "glibc default"},
            "timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",
            "reference": a.reference, "table": table, "runs": runs}
     text = json.dumps(out, indent=1)
@@ -283,7 +299,14 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--memory", nargs="+", default=["auto"])
+    ap.add_argument("--amp", nargs="+", default=["off"], choices=list(DISTILL_AMP),
+                    help="the student's forward pass (distill.amp): each one listed is timed")
+    ap.add_argument("--channels-last", nargs="+", type=int, default=[0], choices=[0, 1],
+                    help="0 / 1: the student in channels-last format (distill.channels_last); each one listed is timed")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mmap-threshold", type=int, default=0,
+                    help="KiB: fix glibc's mmap threshold in each probe (64: as sessions 5-8 measured); "
+                         "0: glibc's default")
     ap.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-up (their median)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="")
@@ -312,19 +335,22 @@ def main(argv=None):
         for size in a.sizes:
             expert = write_expert(tmp, size, a.classes, a.width)
             for dev in devices:
-                for mem in a.memory:
+                for mem, amp, cl in itertools.product(a.memory, a.amp, a.channels_last):
                     for ipc in a.ipc:
                         for n in a.steps:
-                            r = probe_subprocess(threads=a.threads, expert=expert, image_size=size, ipc=ipc,
+                            r = probe_subprocess(threads=a.threads, mmap_threshold_kb=a.mmap_threshold,
+                                                 expert=expert, image_size=size, ipc=ipc,
                                                  syn_steps=n, width=a.width, n_classes=a.classes, memory=mem,
-                                                 repeats=a.repeats, device=dev, augment=True)
+                                                 repeats=a.repeats, device=dev, augment=True, amp=amp,
+                                                 channels_last=bool(cl))
                             runs.append(r)
                             print(json.dumps(r), flush=True)
     out = {"timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",
            "runs": runs,
            "expert_images_per_s": {f"{d}/{s}px": round(expert_images_per_s(s, a.width, d, a.threads), 1)
                                    for d in devices for s in a.sizes},
-           "width": a.width, "threads": a.threads, "classes": a.classes}
+           "width": a.width, "threads": a.threads, "classes": a.classes,
+           "mmap_threshold_kb": a.mmap_threshold or "glibc default"}
     text = json.dumps(out, indent=2)
     write_out(a.out, text)
     print(text)
