@@ -117,7 +117,7 @@ class DistillSettings:
     leaf: int = 4
     amp: str = "off"  # the student steps' forward pass: off (float32) | bf16 (autocast; speed and gradient error
     # measured in docs/results.md)
-    channels_last: bool = False  # the student's images and conv weights in channels-last format (slower on CPU)
+    channels_last: bool = False  # the student's images and conv weights in channels-last format (no gain on CPU)
     device: str = "auto"
     threads: int = 2
     gpu_mem_mb: int = 8000
