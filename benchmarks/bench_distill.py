@@ -6,7 +6,8 @@ image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration a
 reports their median and the peak RSS of the whole process, under glibc's default allocator as a user's run
 has it.  ``--mmap-threshold 64`` fixes glibc's mmap threshold at 64 KiB in the child instead, as sessions 5-8
 measured, so that freed tensors leave the RSS at once; every iteration then pays page faults
-(``matching_loss`` alone on 2 cores, width 128, N 10: fp32 12.4 s against 8.5 s, bf16 9.9 s against 5.7 s).  On CUDA, also ``max_memory_allocated``.
+(``matching_loss`` alone on 2 cores, width 128, N 10: fp32 12.4 s against 8.5 s, bf16 9.9 s against 5.7 s).
+On CUDA, also ``max_memory_allocated``.
 With a checkout of the MTT reference (``--reference``, default ``$GZMORPH_MTT_REFERENCE``) its inner loop
 runs beside it on the same workload (:func:`compare_with_reference`: the reference's ConvNet and
 ReparamModule, imported from the checkout, stepped as its ``distill.py`` does); without one, a message

@@ -238,7 +238,8 @@ def distill_part(sizes: dict, device) -> dict:
 
             def run(iterations, opts=opts, ipc=ipc):
                 cfg = DistillConfig.from_dict({**opts, "iterations": iterations, "method": "mtt", "ipc": ipc,
-                                               "memory": s["memory"], "leaf": s["leaf"], "seed": 0,
+                                               "memory": s["memory"], "leaf": s["leaf"], "amp": s["amp"],
+                                               "channels_last": s["channels_last"], "seed": 0,
                                                "device": str(device)})
                 return distill(data, [expert], cfg, mc, augment=s["augment"], cutout=s["cutout"])
 

@@ -291,3 +291,25 @@ def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, mon
     assert "skipping the comparison with the MTT reference" in err and "nowhere" in err
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 1 and runs[0]["memory"] == "auto" and "reference" not in out.read_text()
+    assert (runs[0]["amp"], runs[0]["channels_last"]) == ("off", False)
+    assert json.loads(out.read_text())["mmap_threshold_kb"] == "glibc default"
+
+
+def test_distillation_benchmark_times_each_precision_it_is_given(tmp_path, monkeypatch):
+    """--amp off bf16 --channels-last 1 --mmap-threshold 64: one probe per variant, each as asked."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_distill as B
+    finally:
+        sys.path.remove(bench)
+    monkeypatch.setenv("GZMORPH_MTT_REFERENCE", "")
+    monkeypatch.setattr(B, "expert_images_per_s", lambda *a: 1.0)
+    seen = []
+    real = B.probe_subprocess
+    monkeypatch.setattr(B, "probe_subprocess", lambda **kw: seen.append(kw["mmap_threshold_kb"]) or real(**kw))
+    out = tmp_path / "b.json"
+    B.main(["--steps", "1", "--ipc", "1", "--sizes", "8", "--classes", "2", "--width", "4", "--repeats", "1",
+            "--threads", "1", "--amp", "off", "bf16", "--channels-last", "1", "--mmap-threshold", "64", "--out", str(out)])
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["amp"], r["channels_last"]) for r in runs] == [("off", True), ("bf16", True)] and seen == [64, 64]

@@ -53,7 +53,7 @@ from .io import InputError, atomic_path, save_bundle
 from .matching import auto_memory, matching_loss
 from .models import build_convnet
 from .stm import STMSchedule
-from .student import Student, amp_dtype
+from .student import Student, student_dtype
 
 __all__ = ["DistillConfig", "STMConfig", "check_ipc", "convnet", "distill", "load_synthetic", "mean_per_class",
            "real_per_class", "save_grid", "to_uint8", "write_outputs"]
@@ -145,7 +145,7 @@ class _Run:
         check_ipc(data, cfg.ipc)
         self.experts = _Experts(load_experts(expert_paths, data, model_config, min_epochs), device)
         torch.manual_seed(cfg.seed)
-        self.student = Student(convnet(model_config).to(device), amp_dtype(cfg.amp, device), cfg.channels_last)
+        self.student = Student(convnet(model_config).to(device), student_dtype(cfg.amp, device), cfg.channels_last)
         if self.student.n_params != self.experts.traj[0].shape[1]:
             raise InputError(f"distill: trajectories have {self.experts.traj[0].shape[1]} parameters, "
                              f"the ConvNet {model_config} has {self.student.n_params}")

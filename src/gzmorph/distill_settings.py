@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .io import InputError
-from .settings import amp_mode, deep_merge
+from .settings import deep_merge
 
 METHODS = ("mtt", "stm")
 MEMORY_MODES = ("constant", "store", "unroll", "auto")
@@ -116,7 +116,7 @@ class DistillSettings:
     memory_budget_mb: int = 0  # memory: auto: what one distillation may use; 0 = what the device has
     leaf: int = 4
     amp: str = "off"  # the student steps' forward pass: off (float32) | bf16 (autocast; speed and gradient error
-    # measured in docs/results.md)
+    # measured in docs/results.md; memory: auto plans bf16 steps as float32 ones, whose graphs are larger)
     channels_last: bool = False  # the student's images and conv weights in channels-last format (no gain on CPU)
     device: str = "auto"
     threads: int = 2
@@ -136,7 +136,10 @@ def default_preset() -> dict:
 
 def check_amp(amp) -> str:
     """``distill.amp`` as one of :data:`DISTILL_AMP` (an unquoted YAML ``off`` reads as ``false``)."""
-    return amp_mode(amp, "distill", DISTILL_AMP)
+    amp = "off" if amp is False else amp
+    if amp not in DISTILL_AMP:
+        raise InputError(f"distill.amp: {amp!r} is not one of {list(DISTILL_AMP)}")
+    return amp
 
 
 # --------------------------------------------------------------------------- run configurations
@@ -178,6 +181,11 @@ class DistillConfig(MTTOptions):
     device: str = DistillSettings.device
     stm: STMConfig = field(default_factory=STMConfig)
 
+    def __post_init__(self):
+        self.amp = check_amp(self.amp)
+        if not isinstance(self.channels_last, bool):
+            raise InputError(f"distill.channels_last: {self.channels_last!r} is not true or false")
+
     @classmethod
     def from_dict(cls, d: dict) -> DistillConfig:
         """From a flat dict: a method block as the config has it (the STM schedule's keys beside the
@@ -193,7 +201,6 @@ class DistillConfig(MTTOptions):
             raise InputError(f"distill method must be one of {METHODS}, not {cfg.method!r}")
         if cfg.memory not in MEMORY_MODES:
             raise InputError(f"distill.memory must be one of {MEMORY_MODES}, not {cfg.memory!r}")
-        cfg.amp = check_amp(cfg.amp)
         if cfg.alpha_param not in ALPHA_PARAMS:
             raise InputError(f"distill alpha_param must be one of {ALPHA_PARAMS}, not {cfg.alpha_param!r}")
         return cfg

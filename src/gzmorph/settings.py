@@ -44,9 +44,9 @@ def preset_keys(presets: dict) -> set[str]:
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def amp_mode(value, where: str, modes: tuple = AMP_MODES) -> str:
-    """An ``amp`` setting as one of ``modes``; YAML reads an unquoted ``off`` as ``false``."""
+def amp_mode(value, where: str) -> str:
+    """An ``amp`` setting as one of :data:`AMP_MODES`; YAML reads an unquoted ``off`` as ``false``."""
     value = "off" if value is False else value
-    if value not in modes:
-        raise InputError(f"{where}.amp: {value!r} is not one of {list(modes)}")
+    if value not in AMP_MODES:
+        raise InputError(f"{where}.amp: {value!r} is not one of {list(AMP_MODES)}")
     return value

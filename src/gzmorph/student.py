@@ -26,12 +26,13 @@ def load_flat(model: nn.Module, theta: torch.Tensor) -> nn.Module:
     return model
 
 
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+def student_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``distill.amp`` on ``device``: ``None`` (float32) for "off", bf16 for
-    "bf16" (a GPU without bf16 is one clear error; CPUs emulate it where they lack it)."""
+    "bf16" (a GPU older than Ampere, which would only emulate it, is one clear error; CPUs without
+    bf16 instructions emulate it, slowly)."""
     if check_amp(amp) == "off":
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
         raise InputError(f"distill.amp: bf16 is not supported by {torch.cuda.get_device_name(device)}; "
                          "set distill.amp: off")
     return torch.bfloat16
@@ -62,6 +63,8 @@ class Student:
     def __call__(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        if self.dtype is None:
+            return torch.func.functional_call(self.model, self.params(theta), (x,))
+        with torch.autocast(x.device.type, dtype=self.dtype):
             out = torch.func.functional_call(self.model, self.params(theta), (x,))
         return out.to(theta.dtype)

@@ -29,10 +29,10 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
                       name="accuracy"))
     else:
         sec.add(note("no distillation results", kind="warn"))
-    lowered = {k: v for k, v in (precision or {}).items() if v != "float32"}
-    if lowered:
-        sec.add(note("Student steps not in plain float32 (distill.amp, distill.channels_last): "
-                     + "; ".join(f"{k}: {v}" for k, v in lowered.items()) + "."))
+    not_default = {k: v for k, v in (precision or {}).items() if v != "float32"}
+    if not_default:
+        sec.add(note("Sets whose student steps ran with distill.amp or distill.channels_last: "
+                     + "; ".join(f"{k}: {v}" for k, v in not_default.items()) + "."))
     for key, (u8, titles) in grids.items():  # one row per class, one column per image
         classes = list(dict.fromkeys(titles))
         rows = [(c, [img for img, t in zip(u8, titles) if t == c]) for c in classes]
