@@ -254,17 +254,23 @@ def test_bad_inputs(tmp_path, tiny_data, experts):
         distill(tiny_data, experts, DistillConfig(ipc=1, max_start_epoch=1, expert_epochs=1), {**MC, "width": 8})
 
 
+def _bench_distill():
+    """``benchmarks/bench_distill.py`` as a module (the benchmarks folder is not a package)."""
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        import bench_distill
+    finally:
+        sys.path.remove(bench)
+    return bench_distill
+
+
 def test_distillation_benchmark_times_distill_itself(tmp_path):
     """bench_distill runs gzmorph.distill.distill in a fresh process: a warm-up iteration, then the
     median of the timed ones and the whole process's peak RSS."""
     import statistics
 
-    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        import bench_distill as B
-    finally:
-        sys.path.remove(bench)
+    B = _bench_distill()
     expert = B.write_expert(str(tmp_path), 16, 3, 8)
     r = B.probe_subprocess(threads=1, expert=expert, image_size=16, ipc=1, syn_steps=2, width=8, n_classes=3,
                            memory="auto", budget_mb=500, repeats=3)
@@ -276,12 +282,7 @@ def test_distillation_benchmark_times_distill_itself(tmp_path):
 def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, monkeypatch, capsys):
     """No checkout of the MTT reference: a message says the comparison is skipped, gzmorph is timed
     alone, and the run succeeds."""
-    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        import bench_distill as B
-    finally:
-        sys.path.remove(bench)
+    B = _bench_distill()
     monkeypatch.setenv("GZMORPH_MTT_REFERENCE", str(tmp_path / "nowhere"))
     monkeypatch.setattr(B, "expert_images_per_s", lambda *a: 1.0)
     out = tmp_path / "b.json"
@@ -297,12 +298,7 @@ def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, mon
 
 def test_distillation_benchmark_times_each_precision_it_is_given(tmp_path, monkeypatch):
     """--amp off bf16 --channels-last 1 --mmap-threshold 64: one probe per variant, each as asked."""
-    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-    sys.path.insert(0, bench)
-    try:
-        import bench_distill as B
-    finally:
-        sys.path.remove(bench)
+    B = _bench_distill()
     monkeypatch.setenv("GZMORPH_MTT_REFERENCE", "")
     monkeypatch.setattr(B, "expert_images_per_s", lambda *a: 1.0)
     seen = []
@@ -310,6 +306,7 @@ def test_distillation_benchmark_times_each_precision_it_is_given(tmp_path, monke
     monkeypatch.setattr(B, "probe_subprocess", lambda **kw: seen.append(kw["mmap_threshold_kb"]) or real(**kw))
     out = tmp_path / "b.json"
     B.main(["--steps", "1", "--ipc", "1", "--sizes", "8", "--classes", "2", "--width", "4", "--repeats", "1",
-            "--threads", "1", "--amp", "off", "bf16", "--channels-last", "1", "--mmap-threshold", "64", "--out", str(out)])
+            "--threads", "1", "--amp", "off", "bf16", "--channels-last", "1", "--mmap-threshold", "64",
+            "--out", str(out)])
     runs = json.loads(out.read_text())["runs"]
     assert [(r["amp"], r["channels_last"]) for r in runs] == [("off", True), ("bf16", True)] and seen == [64, 64]
