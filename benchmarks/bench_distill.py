@@ -3,10 +3,14 @@
 Every configuration runs in a fresh process (:func:`probe_subprocess`): ``distill()`` itself on a random
 labelled image set and a 3-epoch expert of the same ConvNet-D3 (MTT, all images in every student step,
 image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration and then ``--repeats`` (5) timed ones; it
-reports their median and the peak RSS of the whole process, under glibc's default allocator as a user's run
-has it.  ``--mmap-threshold 64`` fixes glibc's mmap threshold at 64 KiB in the child instead, as sessions 5-8
-measured, so that freed tensors leave the RSS at once; every iteration then pays page faults
-(``matching_loss`` alone on 2 cores, width 128, N 10: fp32 12.4 s against 8.5 s, bf16 9.9 s against 5.7 s).
+reports their median and the peak RSS of the whole process.  Each gzmorph probe runs as a distill job
+does: with ``distill.keep_freed_memory`` (:mod:`gzmorph.allocator`) by default, or under glibc's own
+allocator with ``--keep-freed-memory 0``.  The reference runs as its users run it, under glibc's own
+allocator (``--reference-keeps-freed-memory 0 1`` also times it with gzmorph's setting).
+``--mmap-threshold 64`` (with ``--keep-freed-memory 0``) fixes glibc's mmap threshold at 64 KiB in
+the child, as sessions 5-8 measured, so that freed tensors leave the RSS at once; every iteration
+then pays page faults (``matching_loss`` alone on 2 cores, width 128, N 10: fp32 12.4 s against
+8.5 s, bf16 9.9 s against 5.7 s).
 On CUDA, also ``max_memory_allocated``.
 With a checkout of the MTT reference (``--reference``, default ``$GZMORPH_MTT_REFERENCE``) its inner loop
 runs beside it on the same workload (:func:`compare_with_reference`: the reference's ConvNet and
@@ -17,6 +21,7 @@ on stderr says that the comparison is skipped.  Prints one JSON document::
     .venv/bin/python benchmarks/bench_distill.py --width 16 --memory constant unroll --out bench.json
     .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --memory unroll --budgets 2900
     .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --steps 10 --amp off bf16
+    .venv/bin/python benchmarks/bench_distill.py --reference ~/mtt-distillation --steps 20 --rounds 3
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 
 import torch
 
+from gzmorph.allocator import THP_ENV, keep_freed_memory
 from gzmorph.distill_settings import DISTILL_AMP
 
 # --------------------------------------------------------------------------- memory / speed probe
@@ -202,14 +208,22 @@ def probe_reference(reference: str, image_size: int = 32, ipc: int = 10, syn_ste
             "augment": False, "batch_syn": n_classes * ipc, "device": "cpu", **_median_timed(one, syn_steps, repeats)}
 
 
-def probe_subprocess(threads: int = 2, mmap_threshold_kb: int = 0, **kw) -> dict:
+def probe_subprocess(threads: int = 2, mmap_threshold_kb: int = 0, keep_freed_memory: bool = False, **kw) -> dict:
     """:func:`probe_distill` (or with ``reference``, :func:`probe_reference`) in a fresh Python process
     (this file run with ``--probe``), so that the peak RSS is this probe's own; ``mmap_threshold_kb``
-    > 0 fixes glibc's mmap threshold there (0: glibc's default)."""
+    > 0 fixes glibc's mmap threshold there (0: glibc's default); ``keep_freed_memory`` sets the
+    process up as a distill job with ``distill.keep_freed_memory`` (:mod:`gzmorph.allocator`; torch's
+    huge pages from the environment, since the probe imports torch first)."""
+    if keep_freed_memory and mmap_threshold_kb > 0:
+        raise ValueError("keep_freed_memory and a fixed mmap threshold contradict each other")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    for var in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", THP_ENV):
+        env.pop(var, None)
     if mmap_threshold_kb > 0:
         env["MALLOC_MMAP_THRESHOLD_"] = str(int(mmap_threshold_kb) * 1024)
+    if keep_freed_memory:
+        env[THP_ENV] = "1"
+    kw = dict(kw, keep_freed_memory=bool(keep_freed_memory))
     proc = subprocess.run([sys.executable, __file__, "--probe", json.dumps(kw), "--threads", str(threads)],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -248,35 +262,65 @@ def expert_images_per_s(image_size: int, width: int, device: str, threads: int, 
 def compare_with_reference(a) -> None:
     """The reference's inner loop beside :func:`gzmorph.distill.distill` in each memory mode on one workload
     (ConvNet-D3, --width, 32 px, IPC 10, 10 classes, all 100 images per step, no augmentation, --threads),
-    one fresh process each, for every N of --steps; prints one JSON document (and writes it to --out)."""
+    one fresh process each, for every N of --steps; prints one JSON document (and writes it to --out).
+    With ``--rounds`` R > 1 the whole sequence runs R times, in reverse order every other round, so that
+    a slow spell of the machine falls on both sides: each ratio is taken against the same round's
+    reference, and the table gives their median and range (:func:`reference_table`)."""
     work = dict(image_size=32, ipc=10, n_classes=10, width=a.width, repeats=a.repeats)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         expert = write_expert(tmp, 32, 10, a.width)
         for n in a.steps:
             ours = [dict(memory=m) for m in a.memory] + [dict(memory="auto", budget_mb=b) for b in a.budgets]
-            probes = [dict(reference=a.reference)] + [dict(**o, expert=expert, amp=amp, channels_last=bool(cl))
-                                                      for amp in a.amp for cl in a.channels_last for o in ours]
-            for kw in probes:
-                r = probe_subprocess(threads=a.threads, mmap_threshold_kb=a.mmap_threshold, syn_steps=n, **work, **kw)
-                runs.append(r)
-                print(json.dumps(r), flush=True)
-    table = {}
-    for r in runs:
-        ref = next(q for q in runs if q["memory"] == "reference" and q["syn_steps"] == r["syn_steps"])
-        key = (r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
-               + ("+bf16" if r.get("amp") == "bf16" else "") + ("+channels_last" if r.get("channels_last") else ""))
-        table.setdefault(f"N={r['syn_steps']}", {})[key] = {
-            "s_per_iter": r["seconds_per_iteration"], "peak_rss_mb": r["peak_rss_mb"],
-            "time_vs_reference": round(r["seconds_per_iteration"] / ref["seconds_per_iteration"], 3),
-            **({"planned": r["planned"]} if "planned" in r else {})}
+            probes = [dict(reference=a.reference, keep_freed_memory=bool(k)) for k in a.reference_keeps_freed_memory]
+            probes += [dict(**o, expert=expert, amp=amp, channels_last=bool(cl), keep_freed_memory=bool(k))
+                       for amp in a.amp for cl in a.channels_last for k in a.keep_freed_memory for o in ours]
+            for rnd in range(a.rounds):
+                for kw in probes if rnd % 2 == 0 else probes[::-1]:
+                    r = probe_subprocess(threads=a.threads, mmap_threshold_kb=a.mmap_threshold, syn_steps=n,
+                                         **work, **kw)
+                    r["round"] = rnd
+                    runs.append(r)
+                    print(json.dumps(r), flush=True)
     out = {"workload": {**work, "depth": 3, "threads": a.threads, "augment": False, "batch_syn": 100,
                         "mmap_threshold_kb": a.mmap_threshold or "glibc default"},
-           "timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",
-           "reference": a.reference, "table": table, "runs": runs}
+           "timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process"
+                     + (f"; {a.rounds} rounds in alternating order: the median of the per-round ratios (each in ratios)"
+                        if a.rounds > 1 else ""),
+           "reference": a.reference, "table": reference_table(runs), "runs": runs}
     text = json.dumps(out, indent=1)
     print(text)
     write_out(a.out, text)
+
+
+def reference_table(runs: list[dict]) -> dict:
+    """``{"N=n": {variant: row}}`` of the probes of :func:`compare_with_reference`: each variant's time
+    over the reference's of the same N and round (``time_vs_reference``: the median over rounds, with
+    every round's in ``ratios`` when there are several), its median s/iteration and largest peak RSS."""
+    def key(r):
+        kept = r.get("keep_freed_memory", r["memory"] != "reference")
+        return (r["memory"] + (f"@{r['budget_mb']:g}MB" if "budget_mb" in r else "")
+                + ("+bf16" if r.get("amp") == "bf16" else "") + ("+channels_last" if r.get("channels_last") else "")
+                + ("" if kept == (r["memory"] != "reference") else "+kept_memory" if kept else "+glibc_returns_memory"))
+
+    # the reference as its users run it (glibc's own allocator) is the denominator
+    ref = {(r["syn_steps"], r.get("round", 0)): r["seconds_per_iteration"] for r in runs
+           if r["memory"] == "reference" and not r.get("keep_freed_memory")}
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["syn_steps"], key(r)), []).append(r)
+    table = {}
+    for (n, k), rs in groups.items():
+        ratios = [r["seconds_per_iteration"] / ref[(n, r.get("round", 0))] for r in rs]
+        row = {"s_per_iter": round(statistics.median(r["seconds_per_iteration"] for r in rs), 4),
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
+               "time_vs_reference": round(statistics.median(ratios), 3)}
+        if len(rs) > 1:
+            row["ratios"] = [round(x, 3) for x in ratios]
+        if "planned" in rs[-1]:
+            row["planned"] = rs[-1]["planned"]
+        table.setdefault(f"N={n}", {})[k] = row
+    return table
 
 
 def write_out(path: str, text: str) -> None:
@@ -304,11 +348,20 @@ def main(argv=None):
                     help="the student's forward pass (distill.amp): each one listed is timed")
     ap.add_argument("--channels-last", nargs="+", type=int, default=[0], choices=[0, 1],
                     help="0 / 1: the student in channels-last format (distill.channels_last); each one listed is timed")
+    ap.add_argument("--keep-freed-memory", nargs="+", type=int, default=[1], choices=[0, 1],
+                    help="1: each gzmorph probe runs as a distill job with distill.keep_freed_memory (the default); "
+                         "0: glibc's own allocator; each one listed is timed")
+    ap.add_argument("--reference-keeps-freed-memory", nargs="+", type=int, default=[0], choices=[0, 1],
+                    help="with --reference: 0 the reference as its users run it (the ratios' denominator), "
+                         "1 also under gzmorph.allocator's setting; each one listed is timed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mmap-threshold", type=int, default=0,
                     help="KiB: fix glibc's mmap threshold in each probe (64: as sessions 5-8 measured); "
                          "0: glibc's default")
     ap.add_argument("--repeats", type=int, default=5, help="timed iterations after the warm-up (their median)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --reference: run every probe this many times, alternating the order; "
+                         "ratios against the same round's reference (their median)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="")
     ap.add_argument("--reference", default=os.environ.get("GZMORPH_MTT_REFERENCE") or None,
@@ -319,10 +372,18 @@ def main(argv=None):
                     help="with --reference: memory budgets (MB): extra memory: auto runs")
     ap.add_argument("--probe", default="", help=argparse.SUPPRESS)  # the child of probe_subprocess
     a = ap.parse_args(argv)
+    if a.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    if a.mmap_threshold > 0 and 1 in a.keep_freed_memory + a.reference_keeps_freed_memory:
+        ap.error("--mmap-threshold fixes glibc's threshold: give --keep-freed-memory 0 (and no kept memory for "
+                 "the reference)")
     if a.probe:
         torch.set_num_threads(a.threads)
         kw = json.loads(a.probe)
-        print("PROBE" + json.dumps(probe_reference(**kw) if kw.get("reference") else probe_distill(**kw)))
+        allocator = keep_freed_memory() if kw.get("keep_freed_memory") else "glibc's own"
+        r = probe_reference(**kw) if kw.get("reference") else probe_distill(**kw)
+        print("PROBE" + json.dumps({**r, "keep_freed_memory": bool(kw.get("keep_freed_memory")),
+                                    "allocator": allocator}))
         return
     if is_reference_checkout(a.reference):
         return compare_with_reference(a)
@@ -336,14 +397,14 @@ def main(argv=None):
         for size in a.sizes:
             expert = write_expert(tmp, size, a.classes, a.width)
             for dev in devices:
-                for mem, amp, cl in itertools.product(a.memory, a.amp, a.channels_last):
+                for mem, amp, cl, keep in itertools.product(a.memory, a.amp, a.channels_last, a.keep_freed_memory):
                     for ipc in a.ipc:
                         for n in a.steps:
                             r = probe_subprocess(threads=a.threads, mmap_threshold_kb=a.mmap_threshold,
                                                  expert=expert, image_size=size, ipc=ipc,
                                                  syn_steps=n, width=a.width, n_classes=a.classes, memory=mem,
                                                  repeats=a.repeats, device=dev, augment=True, amp=amp,
-                                                 channels_last=bool(cl))
+                                                 channels_last=bool(cl), keep_freed_memory=bool(keep))
                             runs.append(r)
                             print(json.dumps(r), flush=True)
     out = {"timing": f"median of {a.repeats} iterations after a warm-up iteration; peak RSS of the whole process",

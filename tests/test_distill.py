@@ -307,6 +307,37 @@ def test_distillation_benchmark_times_each_precision_it_is_given(tmp_path, monke
     out = tmp_path / "b.json"
     B.main(["--steps", "1", "--ipc", "1", "--sizes", "8", "--classes", "2", "--width", "4", "--repeats", "1",
             "--threads", "1", "--amp", "off", "bf16", "--channels-last", "1", "--mmap-threshold", "64",
+            "--keep-freed-memory", "0",
             "--out", str(out)])
     runs = json.loads(out.read_text())["runs"]
     assert [(r["amp"], r["channels_last"]) for r in runs] == [("off", True), ("bf16", True)] and seen == [64, 64]
+
+
+def test_distillation_benchmark_rounds_alternate_and_compare_within_a_round(tmp_path, monkeypatch):
+    """--rounds 2: every probe twice, the second round in reverse order; each ratio is against the same
+    round's reference, and the table gives their median and each one."""
+    B = _bench_distill()
+    ref = tmp_path / "mtt"
+    ref.mkdir()
+    for f in ("reparam_module.py", "networks.py"):
+        (ref / f).write_text("")
+    seconds = {("reference", 0): 10.0, ("auto", 0): 12.0, ("reference", 1): 20.0, ("auto", 1): 18.0}
+    order = []
+
+    def fake_probe(**kw):
+        memory = "reference" if kw.get("reference") else kw["memory"]
+        rnd = sum(1 for m in order if m == memory)
+        order.append(memory)
+        return {"memory": memory, "syn_steps": kw["syn_steps"], "seconds_per_iteration": seconds[memory, rnd],
+                "peak_rss_mb": 100.0 + rnd, "amp": kw.get("amp", "off"), "channels_last": False}
+
+    monkeypatch.setattr(B, "probe_subprocess", fake_probe)
+    monkeypatch.setattr(B, "write_expert", lambda *a: "expert")
+    out = tmp_path / "b.json"
+    B.main(["--reference", str(ref), "--steps", "3", "--rounds", "2", "--out", str(out)])
+    assert order == ["reference", "auto", "auto", "reference"]
+    row = json.loads(out.read_text())["table"]["N=3"]["auto"]
+    assert row["ratios"] == [1.2, 0.9] and row["time_vs_reference"] == pytest.approx(1.05)
+    assert row["s_per_iter"] == 15.0 and row["peak_rss_mb"] == 101.0
+    with pytest.raises(SystemExit):
+        B.main(["--reference", str(ref), "--rounds", "0"])

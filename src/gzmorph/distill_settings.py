@@ -118,6 +118,8 @@ class DistillSettings:
     amp: str = "off"  # the student steps' forward pass: off (float32) | bf16 (autocast; speed and gradient error
     # measured in docs/results.md; memory: auto plans bf16 steps as float32 ones, whose graphs are larger)
     channels_last: bool = False  # the student's images and conv weights in channels-last format (no gain on CPU)
+    keep_freed_memory: bool = True  # the distill job keeps freed memory for its next tensors (gzmorph.allocator:
+    # glibc without mmap or trim, torch's huge pages); faster on the CPU, at a higher peak RSS (docs/results.md)
     device: str = "auto"
     threads: int = 2
     gpu_mem_mb: int = 8000

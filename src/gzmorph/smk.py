@@ -72,6 +72,13 @@ def sweep_outputs(snakemake, logger: logging.Logger | None = None) -> list:
     return removed
 
 
+def rule_params(snakemake) -> dict:
+    """The rule's params as one flat dict: the settings that ``named()`` (common.smk) keeps in one
+    ``named`` param, then the others (wildcard lambdas)."""
+    params = dict(snakemake.params.items())
+    return {**params.pop("named", {}), **params}
+
+
 @contextlib.contextmanager
 def rule_context(snakemake):
     """Run a rule body with its log, threads and seed set up; exit non-zero on failure."""
@@ -94,7 +101,7 @@ def rule_context(snakemake):
             logger.info("rule %s: %s", snakemake.rule, gpu_claim.describe())
         set_threads(snakemake.threads)
         seed_everything(int(snakemake.config.get("seed", 0)))
-        yield dict(snakemake.params.items()), logger
+        yield rule_params(snakemake), logger
     except InputError as err:
         logger.error("%s", err)
         sys.stderr = old_stderr

@@ -74,10 +74,12 @@ rule train_classifier:
         mem_mb=CLASSIFY["gpu_mem_mb"] * -(-CLASSIFY["processes"] // CLASSIFY["nodes"]),
         runtime=CLASSIFY["runtime"],
     params:
+        **named(
+            options=CLASSIFY_TRAIN,
+            launch=CLASSIFY_LAUNCH,
+        ),
         kind=lambda wc: wc.model,
         checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
-        options=CLASSIFY_TRAIN,
-        launch=CLASSIFY_LAUNCH,
     script:
         "../scripts/train_classifier.py"
 
@@ -104,8 +106,10 @@ rule evaluate_classifier:
         mem_mb=4000,
         runtime=20,
     params:
-        split="test",
-        device=CLASSIFY["device"],
+        **named(
+            split="test",
+            device=CLASSIFY["device"],
+        ),
     script:
         "../scripts/evaluate_classifier.py"
 
@@ -132,8 +136,10 @@ rule report_classification:
         mem_mb=4000,
         runtime=10,
     params:
-        models=CLASSIFY_MODELS,
-        n_mistakes=16,
+        **named(
+            models=CLASSIFY_MODELS,
+            n_mistakes=16,
+        ),
     script:
         "../scripts/report_classification.py"
 
@@ -158,13 +164,15 @@ rule classify_catalogue:
         mem_mb=8000,
         runtime=60,
     params:
+        **named(
+            crop_fraction=config["crop_fraction"],
+            max_bad_image_fraction=config["max_bad_image_fraction"],
+            device=CLASSIFY["device"],
+        ),
         source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
         data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),
         options=lambda wc: {
             k: v for k, v in CLASSIFY["apply_to"][wc.name].items() if k not in ("source", "data_dir")
         },
-        crop_fraction=config["crop_fraction"],
-        max_bad_image_fraction=config["max_bad_image_fraction"],
-        device=CLASSIFY["device"],
     script:
         "../scripts/classify_catalogue.py"

@@ -60,6 +60,15 @@ IMAGE_MANIFEST = res("source/images.manifest.tsv")
 refresh_manifest(IMAGE_MANIFEST)
 
 
+def named(**params):
+    """A rule's settings as one param, ``named``, a dict: Snakemake records a job's params as the set
+    of their values' reprs, without their names, so a setting turned from true to false beside
+    another true and another false (or two settings that swap values) left that set, and the stale
+    result, as they were. A dict's repr names every key. Wildcard lambdas stay beside it;
+    ``gzmorph.smk.rule_params`` hands the scripts one flat dict."""
+    return {"named": params}
+
+
 def code_of(script):
     """A rule's code inputs: its script and the library modules the script imports, directly or
     transitively (gzmorph.codedeps reads the imports; nothing is listed by hand), so that editing

@@ -21,11 +21,13 @@ rule select:
         mem_mb=4000,
         runtime=20,
     params:
-        cut=config["cut"],
-        user_cuts=config["cuts"],
-        # several sources: each source's cut (empty for one source)
-        source_cuts={n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {},
-        max_per_class=config["max_per_class"],
+        **named(
+            cut=config["cut"],
+            user_cuts=config["cuts"],
+            # several sources: each source's cut (empty for one source)
+            source_cuts={n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {},
+            max_per_class=config["max_per_class"],
+        ),
     script:
         "../scripts/select.py"
 
@@ -49,11 +51,13 @@ rule preprocess_images:
         mem_mb=8000,
         runtime=60,
     params:
-        image_size=CURATED_IMAGE_SIZE,  # classify.image_size, or image_size
-        crop_fraction=config["crop_fraction"],
-        max_bad_fraction=config["max_bad_image_fraction"],
-        max_image_pixels=config["max_image_pixels"],
-        fits=SOURCE_FITS,
+        **named(
+            image_size=CURATED_IMAGE_SIZE,  # classify.image_size, or image_size
+            crop_fraction=config["crop_fraction"],
+            max_bad_fraction=config["max_bad_image_fraction"],
+            max_image_pixels=config["max_image_pixels"],
+            fits=SOURCE_FITS,
+        ),
     script:
         "../scripts/preprocess_images.py"
 
@@ -78,7 +82,9 @@ rule split:
         mem_mb=2000,
         runtime=10,
     params:
-        fractions=config["split"],
-        seed=config["seed"],
+        **named(
+            fractions=config["split"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/split.py"

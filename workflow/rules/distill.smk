@@ -52,15 +52,17 @@ rule train_expert:
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
+        **named(
+            data=DISTILL_DATA,
+            model=DISTILL_MODEL,
+            expert=DISTILL["expert"],
+            augment=DISTILL["augment"],
+            cutout=DISTILL["cutout"],
+            device=DISTILL["device"],
+            seed=config["seed"],
+        ),
         index=lambda wc: int(wc.expert.split("_")[1]),
         work_dir=lambda wc: res(f"experts/{wc.expert}.work"),
-        data=DISTILL_DATA,
-        model=DISTILL_MODEL,
-        expert=DISTILL["expert"],
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-        device=DISTILL["device"],
-        seed=config["seed"],
     script:
         "../scripts/train_expert.py"
 
@@ -88,20 +90,23 @@ rule distill:
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
+        **named(
+            data=DISTILL_DATA,
+            model=DISTILL_MODEL,
+            augment=DISTILL["augment"],
+            cutout=DISTILL["cutout"],
+            memory=DISTILL["memory"],
+            memory_budget_mb=DISTILL["memory_budget_mb"],
+            leaf=DISTILL["leaf"],
+            amp=DISTILL["amp"],
+            channels_last=DISTILL["channels_last"],
+            keep_freed_memory=DISTILL["keep_freed_memory"],
+            device=DISTILL["device"],
+            seed=config["seed"],
+        ),
         method=lambda wc: wc.method,
         ipc=lambda wc: int(wc.ipc),
         options=lambda wc: distill_method_options(DISTILL, wc.method, wc.ipc),
-        data=DISTILL_DATA,
-        model=DISTILL_MODEL,
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-        memory=DISTILL["memory"],
-        memory_budget_mb=DISTILL["memory_budget_mb"],
-        leaf=DISTILL["leaf"],
-        amp=DISTILL["amp"],
-        channels_last=DISTILL["channels_last"],
-        device=DISTILL["device"],
-        seed=config["seed"],
     script:
         "../scripts/distill.py"
 
@@ -125,15 +130,17 @@ rule evaluate_baseline:
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
+        **named(
+            data=DISTILL_DATA,
+            model=DISTILL_MODEL,
+            eval=DISTILL["eval"],
+            augment=DISTILL["augment"],
+            cutout=DISTILL["cutout"],
+            device=DISTILL["device"],
+            seed=config["seed"],
+        ),
         kind=lambda wc: wc.baseline,
         ipc=lambda wc: int(wc.ipc),
-        data=DISTILL_DATA,
-        model=DISTILL_MODEL,
-        eval=DISTILL["eval"],
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-        device=DISTILL["device"],
-        seed=config["seed"],
     script:
         "../scripts/evaluate_distilled.py"
 
@@ -145,16 +152,9 @@ use rule evaluate_baseline as evaluate_full with:
         log_path("evaluate_full"),
     benchmark:
         bench_path("evaluate_full")
-    params:
+    params:  # the wildcard lambdas' replacements; the settings (named) are evaluate_baseline's
         kind="full",
         ipc=0,
-        data=DISTILL_DATA,
-        model=DISTILL_MODEL,
-        eval=DISTILL["eval"],
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-        device=DISTILL["device"],
-        seed=config["seed"],
 
 
 rule evaluate_distilled:
@@ -181,13 +181,15 @@ rule evaluate_distilled:
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
-        kind="distilled",
-        data=DISTILL_DATA,
-        eval=DISTILL["eval"],
-        augment=DISTILL["augment"],
-        cutout=DISTILL["cutout"],
-        device=DISTILL["device"],
-        seed=config["seed"],
+        **named(
+            kind="distilled",
+            data=DISTILL_DATA,
+            eval=DISTILL["eval"],
+            augment=DISTILL["augment"],
+            cutout=DISTILL["cutout"],
+            device=DISTILL["device"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/evaluate_distilled.py"
 

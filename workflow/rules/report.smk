@@ -27,8 +27,10 @@ rule report_curation:
         mem_mb=4000,
         runtime=10,
     params:
-        examples=config["report"]["examples_per_class"],
-        seed=config["seed"],
+        **named(
+            examples=config["report"]["examples_per_class"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/report_curation.py"
 
@@ -54,9 +56,11 @@ rule report:
         mem_mb=1000,
         runtime=5,
     params:
-        title=config["report"]["title"],
-        dataset=DATASET,
-        config=config,
-        stages=STAGE_PLAN,  # which stages ran, and why the others did not (gzmorph.stages)
+        **named(
+            title=config["report"]["title"],
+            dataset=DATASET,
+            config=config,
+            stages=STAGE_PLAN,  # which stages ran, and why the others did not (gzmorph.stages)
+        ),
     script:
         "../scripts/report.py"

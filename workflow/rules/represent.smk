@@ -84,11 +84,13 @@ rule represent_images:
         mem_mb=8000,
         runtime=60,
     params:
-        image_size=REPRESENT_IMAGE_SIZE,
-        crop_fraction=config["crop_fraction"],
-        max_bad_fraction=config["max_bad_image_fraction"],
-        max_image_pixels=config["max_image_pixels"],
-        fits=SOURCE_FITS,
+        **named(
+            image_size=REPRESENT_IMAGE_SIZE,
+            crop_fraction=config["crop_fraction"],
+            max_bad_fraction=config["max_bad_image_fraction"],
+            max_image_pixels=config["max_image_pixels"],
+            fits=SOURCE_FITS,
+        ),
     script:
         "../scripts/preprocess_images.py"
 
@@ -113,7 +115,9 @@ if REPRESENT["model"]:
             mem_mb=2000,
             runtime=10,
         params:
-            image_size=REPRESENT_IMAGE_SIZE,
+            **named(
+                image_size=REPRESENT_IMAGE_SIZE,
+            ),
         script:
             "../scripts/import_representation.py"
 
@@ -144,9 +148,11 @@ else:
             mem_mb=REPRESENT["gpu_mem_mb"] * -(-REPRESENT["processes"] // REPRESENT["nodes"]),
             runtime=REPRESENT["runtime"],
         params:
-            checkpoint_dir=res("represent/checkpoints"),
-            options=REPRESENT_TRAIN_OPTIONS,
-            launch=REPRESENT_LAUNCH,
+            **named(
+                checkpoint_dir=res("represent/checkpoints"),
+                options=REPRESENT_TRAIN_OPTIONS,
+                launch=REPRESENT_LAUNCH,
+            ),
         script:
             "../scripts/train_representation.py"
 
@@ -171,10 +177,12 @@ rule embed:
         mem_mb=8000,
         runtime=60,
     params:
-        batch_size=REPRESENT["embed_batch_size"],
-        device=REPRESENT["device"],
-        map_method=REPRESENT["map_method"],
-        seed=config["seed"],
+        **named(
+            batch_size=REPRESENT["embed_batch_size"],
+            device=REPRESENT["device"],
+            map_method=REPRESENT["map_method"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/embed.py"
 
@@ -201,8 +209,10 @@ rule similarity:
         mem_mb=4000,
         runtime=20,
     params:
-        **REPRESENT["similarity"],
-        seed=config["seed"],
+        **named(
+            **REPRESENT["similarity"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/similarity.py"
 
@@ -227,8 +237,10 @@ rule anomalies:
         mem_mb=4000,
         runtime=30,
     params:
-        **REPRESENT["anomalies"],
-        seed=config["seed"],
+        **named(
+            **REPRESENT["anomalies"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/anomalies.py"
 
@@ -257,8 +269,10 @@ rule finetune:
         mem_mb=8000,
         runtime=60,
     params:
-        **REPRESENT["finetune"],
-        seed=config["seed"],
+        **named(
+            **REPRESENT["finetune"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/finetune.py"
 
@@ -288,7 +302,9 @@ rule report_represent:
         mem_mb=4000,
         runtime=10,
     params:
+        **named(
+            model_from=REPRESENT["model"],  # a representation trained elsewhere, if any
+        ),
         part=lambda wc: wc.part,
-        model_from=REPRESENT["model"],  # a representation trained elsewhere, if any
     script:
         "../scripts/report_represent.py"

@@ -18,10 +18,12 @@ rule simulate_galaxies:
         mem_mb=2000,
         runtime=30,
     params:
-        n=config["synthetic"]["n_galaxies"],
-        stamp_size=config["synthetic"]["stamp_size"],
-        n_volunteers=config["synthetic"]["n_volunteers"],
-        seed=config["seed"],
+        **named(
+            n=config["synthetic"]["n_galaxies"],
+            stamp_size=config["synthetic"]["stamp_size"],
+            n_volunteers=config["synthetic"]["n_volunteers"],
+            seed=config["seed"],
+        ),
     script:
         "../scripts/simulate_galaxies.py"
 
@@ -44,9 +46,11 @@ rule source_table:
         mem_mb=4000,
         runtime=20,
     params:
-        # name -> {source, data_dir, options}: one source, or several merged (a `source` column)
-        sources={n: {k: s[k] for k in ("source", "data_dir", "options")} for n, s in SOURCES.items()},
-        merge=SEVERAL_SOURCES,
+        **named(
+            # name -> {source, data_dir, options}: one source, or several merged (a `source` column)
+            sources={n: {k: s[k] for k in ("source", "data_dir", "options")} for n, s in SOURCES.items()},
+            merge=SEVERAL_SOURCES,
+        ),
     script:
         "../scripts/source_table.py"
 
