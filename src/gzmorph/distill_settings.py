@@ -118,8 +118,9 @@ class DistillSettings:
     amp: str = "off"  # the student steps' forward pass: off (float32) | bf16 (autocast; speed and gradient error
     # measured in docs/results.md; memory: auto plans bf16 steps as float32 ones, whose graphs are larger)
     channels_last: bool = False  # the student's images and conv weights in channels-last format (no gain on CPU)
-    keep_freed_memory: bool = True  # the distill job keeps freed memory for its next tensors (gzmorph.allocator:
-    # glibc without mmap or trim, torch's huge pages); faster on the CPU, at a higher peak RSS (docs/results.md)
+    keep_freed_memory: bool = False  # the distill job keeps freed memory for its next tensors (gzmorph.allocator:
+    # glibc without mmap or trim, torch's huge pages): 0.5-0.7x the time at width 128 on 2 CPU cores, at a higher
+    # peak RSS, but slower at the laptop preset's width 32 and 16 px (docs/results.md); on in "paper"
     device: str = "auto"
     threads: int = 2
     gpu_mem_mb: int = 8000
@@ -243,7 +244,7 @@ DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {  # real dat
 })
 DISTILL_PRESETS["paper"] = deep_merge(DISTILL_PRESETS["default"], {
     "n_experts": 100, "image_size": 64, "width": 128, "ipc": [1, 10], "threads": 8, "gpu_mem_mb": 32000,
-    "runtime": 1440,
+    "runtime": 1440, "keep_freed_memory": True,
     "expert": {"epochs": 50, "lr": 0.001, "batch_size": 256},
     "mtt": {"syn_steps": 50, "max_start_epoch": 20, "iterations": 5000, "lr_img": 1e4, "lr_alpha": 0.01,
             "alpha0": 1e-4, "alpha_param": "log"},
