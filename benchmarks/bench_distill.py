@@ -4,8 +4,9 @@ Every configuration runs in a fresh process (:func:`probe_subprocess`): ``distil
 labelled image set and a 3-epoch expert of the same ConvNet-D3 (MTT, all images in every student step,
 image lr 1,000, learned log α, M = 2, DSA single mode), one warm-up iteration and then ``--repeats`` (5) timed ones; it
 reports their median and the peak RSS of the whole process.  Each gzmorph probe runs as a distill job
-does: with ``distill.keep_freed_memory`` (:mod:`gzmorph.allocator`) by default, or under glibc's own
-allocator with ``--keep-freed-memory 0``.  The reference runs as its users run it, under glibc's own
+does: by default with ``distill.keep_freed_memory`` (:mod:`gzmorph.allocator`; the ``paper`` preset's
+setting for this width-128 workload; the workflow's default is off), or under glibc's own allocator
+with ``--keep-freed-memory 0``.  The reference runs as its users run it, under glibc's own
 allocator (``--reference-keeps-freed-memory 0 1`` also times it with gzmorph's setting).
 ``--mmap-threshold 64`` (with ``--keep-freed-memory 0``) fixes glibc's mmap threshold at 64 KiB in
 the child, as sessions 5-8 measured, so that freed tensors leave the RSS at once; every iteration
@@ -349,7 +350,7 @@ def main(argv=None):
     ap.add_argument("--channels-last", nargs="+", type=int, default=[0], choices=[0, 1],
                     help="0 / 1: the student in channels-last format (distill.channels_last); each one listed is timed")
     ap.add_argument("--keep-freed-memory", nargs="+", type=int, default=[1], choices=[0, 1],
-                    help="1: each gzmorph probe runs as a distill job with distill.keep_freed_memory (the default); "
+                    help="1: each gzmorph probe runs as a distill job with distill.keep_freed_memory (as the paper preset); "
                          "0: glibc's own allocator; each one listed is timed")
     ap.add_argument("--reference-keeps-freed-memory", nargs="+", type=int, default=[0], choices=[0, 1],
                     help="with --reference: 0 the reference as its users run it (the ratios' denominator), "
