@@ -152,7 +152,8 @@ def test_stm_schedule_grows_the_cap_then_fine_tunes():
 DEFAULT_PRESET = {
     "methods": ["mtt", "stm"], "ipc": [1], "n_experts": 2, "image_size": 16,
     "width": 16, "depth": 3, "norm": "instance", "zca": False, "augment": True, "cutout": 0.5,
-    "memory": "auto", "memory_budget_mb": 0, "leaf": 4, "amp": "off", "channels_last": False, "device": "auto",
+    "memory": "auto", "memory_budget_mb": 0, "leaf": 4, "amp": "off", "channels_last": False,
+    "keep_freed_memory": False, "device": "auto",
     "threads": 2, "gpu_mem_mb": 8000, "runtime": 60,
     "expert": {"epochs": 4, "lr": 0.01, "batch_size": 32, "class_weighted": False},
     "mtt": {"syn_steps": 8, "expert_epochs": 2, "max_start_epoch": 2, "iterations": 30,
