@@ -11,8 +11,9 @@ the rule's log file, limits torch/BLAS threads to the rule's ``threads``, seeds
 the global RNGs from ``config["seed"]``, gives a rule with ``resources: gpu=N`` its own
 GPU(s) in a local run (``gzmorph.gpu``: a lock-file slot per device and
 ``CUDA_VISIBLE_DEVICES`` set before torch touches CUDA; left to Slurm inside a Slurm
-job; the CPU when no GPU is visible) and turns an ``InputError`` into one clear line
-in the log and a non-zero exit.  First it removes the temporary files that a job of the same
+job; the CPU when no GPU is visible), sets up the allocator of a rule with a
+``keep_freed_memory`` param (:mod:`gzmorph.allocator`, before torch is imported) and turns an
+``InputError`` into one clear line in the log and a non-zero exit.  First it removes the temporary files that a job of the same
 rule killed outright (SIGKILL, out of memory, a lost node) left beside the rule's outputs
 (``.<output name>.<random>.tmp``, :func:`gzmorph.io.sweep_temporaries`).
 """
@@ -26,6 +27,7 @@ import random
 import sys
 import traceback
 
+from .allocator import keep_freed_memory
 from .io import InputError, sweep_temporaries
 
 
@@ -99,9 +101,13 @@ def rule_context(snakemake):
 
             gpu_claim = acquire_gpus(n_gpus, logger=logger)
             logger.info("rule %s: %s", snakemake.rule, gpu_claim.describe())
+        params = rule_params(snakemake)
+        if "keep_freed_memory" in params:  # before torch is imported: it reads its huge-page switch once
+            logger.info("allocator: %s", keep_freed_memory() if params["keep_freed_memory"]
+                        else "glibc's own (keep_freed_memory: false)")
         set_threads(snakemake.threads)
         seed_everything(int(snakemake.config.get("seed", 0)))
-        yield rule_params(snakemake), logger
+        yield params, logger
     except InputError as err:
         logger.error("%s", err)
         sys.stderr = old_stderr

@@ -1,16 +1,10 @@
 """Distil {ipc} synthetic galaxies per class with {method} (mtt | stm) from the expert trajectories."""
-from gzmorph.allocator import keep_freed_memory
-from gzmorph.smk import rule_context, rule_params
-
-# before torch is imported: torch reads its huge-page switch at its first allocation
-allocator = (keep_freed_memory() if rule_params(snakemake)["keep_freed_memory"]
-             else "glibc's own (keep_freed_memory: false)")
+from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     from gzmorph.distill import DistillConfig, distill, write_outputs
     from gzmorph.experts import load_data
 
-    log.info("allocator: %s", allocator)
     data = load_data(snakemake.input.catalogue, snakemake.input.images, **params["data"])
     # the method's block (distill.mtt / distill.stm with its per-IPC overrides; from_dict sorts the STM
     # schedule's keys out by STMConfig's fields) and the run's keys
