@@ -119,7 +119,7 @@ print("RES" + json.dumps(out))
     proc = subprocess.run([sys.executable, "-c", code, bench], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RES")][-1][3:])
-    assert r["c40"] <= 1.25 * max(r["c10"], 1), r
+    assert r["c40"] <= 2 * max(r["c10"], 1), r  # a few MB each; a graph kept per step would be ~4x
     assert r["u10"] > 3 * r["c10"] > 0, r  # the measurement does see the unrolled graph
 
 

@@ -14,6 +14,7 @@ started by the real launcher (torchrun), a tiny conv net with BatchNorm (tests/d
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ def ranks_find_the_target():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
         mp.setenv("OMP_NUM_THREADS", "2")
+        mp.delenv("SLURM_JOB_ID", raising=False)  # run inside a Slurm allocation, launch would use srun
         yield
 
 
@@ -100,6 +102,45 @@ def test_a_killed_rank_fails_the_job_and_the_rerun_resumes(two, tmp_path):
     assert [row["epoch"] for row in result["history"]] == [1, 2, 3]
     resumed = torch.load(tmp_path / "resumed.pt")
     assert all(torch.equal(resumed[k], two["weights"][k]) for k in resumed)  # bit-identical
+
+
+def torchrun_report(*failures):
+    """torchrun's failure box (its own template), the first failure as the root cause."""
+    def block(i, rank, code):
+        return (f"[{i}]:\n  time      : 2026-12-03_08:00:00\n  host      : h\n"
+                f"  rank      : {rank} (local_rank: {rank})\n"
+                f"  exitcode  : {code} (pid: {100 + rank})\n  error_file: <N/A>\n  traceback : ...")
+    (r0, c0), rest = failures[0], failures[1:]
+    others = "\n".join(block(i + 1, r, c) for i, (r, c) in enumerate(rest)) or "  <NO_OTHER_FAILURES>"
+    return f"===\nFailures:\n{others}\n---\nRoot Cause (first observed failure):\n{block(0, r0, c0)}\n==="
+
+
+def error_record(folder: Path, rank: int, t: float, message: str, type_="RuntimeError"):
+    (folder / f"error.{rank}.json").write_text(json.dumps({"rank": rank, "host": "h", "type": type_,
+                                                           "message": message, "input_error": False, "time": t}))
+
+
+def test_the_failing_rank_is_the_earliest_error_not_torchruns_tie_break(tmp_path):
+    """torchrun stamps failures to the whole second and names the lowest rank on a tie: rank 1
+    raised, rank 0 then failed in its collective within the same second, and torchrun's root cause
+    is rank 0.  The ranks' own records (float times) name rank 1."""
+    error_record(tmp_path, 1, 100.25, "rank 1 gave up at epoch 1", "ValueError")
+    error_record(tmp_path, 0, 100.26, "Connection closed by peer")
+    err = D._failure(tmp_path, 1, torchrun_report((0, 1), (1, 1)), 2, "torchrun")
+    assert str(err) == "training process rank 1 of 2 (on h) failed: ValueError: rank 1 gave up at epoch 1"
+
+
+def test_a_rank_killed_without_a_record_is_the_cause_wherever_torchrun_lists_it(tmp_path):
+    error_record(tmp_path, 0, 100.26, "Connection closed by peer")
+    for report in (torchrun_report((0, 1), (1, -9)), torchrun_report((1, -9), (0, 1))):
+        err = D._failure(tmp_path, 1, report, 2, "torchrun")
+        assert "rank 1 of 2 died without an error (killed by SIGKILL" in str(err), str(err)
+    # SIGTERM is torchrun stopping the rest, not a cause
+    err = D._failure(tmp_path, 1, torchrun_report((0, 1), (1, -15)), 2, "torchrun")
+    assert str(err) == "training process rank 0 of 2 (on h) failed: RuntimeError: Connection closed by peer"
+    # srun: its first task line is the bad exit; the tasks it stops afterwards follow it
+    srun = "srun: error: n1: task 1: Killed\nsrun: error: n1: task 0: Killed\n"
+    assert "rank 1 of 2 died without an error (Killed" in str(D._failure(tmp_path, 137, srun, 2, "srun"))
 
 
 def test_one_process_runs_here_without_torch_distributed():

@@ -103,7 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
         stall = cfg["stall"].get(path, 0)
         if stall:
             cfg["stall"][path] = stall - 1
-            cfg["release"].wait(5)  # until the test ends; the client times out first
+            cfg["release"].wait(30)  # until the test ends; the client times out first
             return
         try:
             self.wfile.write(body)
@@ -256,7 +256,7 @@ def test_persistent_500_gives_up_after_retries(server, tmp_path):
 def test_timeout_is_retried(server, tmp_path):
     server.cfg["files"]["/f.bin"] = PAYLOAD
     server.cfg["stall"]["/f.bin"] = 1
-    out = fetch(server.url("/f.bin"), tmp_path / "f.bin", PAYLOAD_MD5, **{**FAST, "timeout": 0.5})
+    out = fetch(server.url("/f.bin"), tmp_path / "f.bin", PAYLOAD_MD5, **FAST)  # a 0.5 s timeout met pauses too
     assert out.read_bytes() == PAYLOAD
     assert len(server.cfg["log"]) == 2
 

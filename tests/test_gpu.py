@@ -225,7 +225,7 @@ JOB = textwrap.dedent("""
     from gzmorph.smk import rule_context
     with rule_context(snakemake) as (params, log):
         start = time.time()
-        time.sleep(1.5)
+        time.sleep(3)  # longer than the spread of the jobs' start-up, so that two hold a GPU at once
         with open(snakemake.output[0], "w") as f:
             f.write(f"{os.environ.get('CUDA_VISIBLE_DEVICES')} {start} {time.time()}")
 """)

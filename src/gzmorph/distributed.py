@@ -606,28 +606,40 @@ def _run(cmd: list[str], env: dict, stream) -> tuple[int, str]:
         raise
 
 
-def _root_cause(tail: str) -> tuple[int, str] | None:
-    """The rank the launcher saw fail first and how (exit code or signal), from its report:
-    torchrun's "Root Cause (first observed failure)" block, or srun's first "task N: ..." line."""
-    block = tail.split("Root Cause", 1)[1] if "Root Cause" in tail else ""
-    m = re.search(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", block, re.DOTALL)
-    if m:
+def _failed_ranks(tail: str) -> dict[int, str]:
+    """The ranks the launcher reports failed, and how (exit code or signal): every rank of torchrun's
+    "Failures" and "Root Cause" blocks (ranks it saw exit, not those it stopped after them), or the
+    first of srun's "task N: ..." lines (the tasks --kill-on-bad-exit stops afterwards are listed as
+    failed too)."""
+    report = tail[tail.find("Failures:"):] if "Failures:" in tail else tail
+    failed: dict[int, str] = {}
+    for m in re.finditer(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", report, re.DOTALL):
         code = int(m.group(2))
         if code < 0:
             try:
-                return int(m.group(1)), f"killed by {signal.Signals(-code).name}"
+                how = f"killed by {signal.Signals(-code).name}"
             except ValueError:
-                return int(m.group(1)), f"killed by signal {-code}"
-        return int(m.group(1)), f"exit code {code}"
-    m = re.search(r"task (\d+): ([^\n]+)", tail)
-    return (int(m.group(1)), m.group(2).strip()) if m else None
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        failed.setdefault(int(m.group(1)), how)
+    if not failed:
+        m = re.search(r"task (\d+): ([^\n]+)", tail)
+        if m:
+            failed[int(m.group(1))] = m.group(2).strip()
+    return failed
 
 
 def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) -> Exception:
-    """The error of a failed job: the failing rank's own error, else which rank died and how.
+    """The error of a failed job: which rank died without an error and how, else the earliest
+    rank's own error.
 
-    The rank that failed first is the launcher's root cause; the others usually fail after it,
-    in a collective whose peer is gone, and their errors only say so."""
+    A rank that fails first takes the others down with it: they fail in a collective whose peer is
+    gone, and their errors only say so.  The launcher's "first observed failure" cannot tell them
+    apart (torchrun stamps failures to the whole second and breaks ties by rank), so the ranks' own
+    error records decide, by the time each wrote: the earliest is the cause.  A rank the launcher
+    saw fail without a record of its own (killed, out of memory, crashed) is the cause before any;
+    SIGTERM is the launcher stopping the rest."""
     errors = {}
     for f in folder.glob("error.*.json"):
         try:
@@ -635,18 +647,17 @@ def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) ->
         except (OSError, ValueError):
             continue
         errors[int(e["rank"])] = e
-    cause = _root_cause(tail)
-    first = errors.get(cause[0]) if cause else None
-    if first is None and cause is not None:
-        return DistributedError(f"training process rank {cause[0]} of {processes} died without an error "
-                                f"({cause[1]}: a kill, the out-of-memory killer or a crash); {launcher} stopped "
+    died = [(r, how) for r, how in _failed_ranks(tail).items() if r not in errors and "SIGTERM" not in how]
+    if died:
+        r, how = died[0]
+        return DistributedError(f"training process rank {r} of {processes} died without an error "
+                                f"({how}: a kill, the out-of-memory killer or a crash); {launcher} stopped "
                                 "the other processes; a rerun resumes from the last checkpoint")
-    if first is None and errors:
-        first = min(errors.values(), key=lambda e: e["time"])
-    if first is None:
+    if not errors:
         said = [ln.strip() for ln in tail.splitlines() if ln.startswith(("srun: error:", "torch.distributed"))]
         return DistributedError(f"the {processes} training processes failed ({launcher} exit status {rc}"
                                 + (f": {said[-1]}" if said else "") + "); their output is in the log")
+    first = min(errors.values(), key=lambda e: e["time"])
     where = f"training process rank {first['rank']} of {processes} (on {first['host']})"
     if first.get("input_error"):
         return InputError(f"{where}: {first['message']}")
