@@ -21,7 +21,7 @@ def run(*args: str, timeout: int = 120) -> tuple[int, dict]:
 
 
 def test_cpu_smoke_of_every_part_prints_one_json():
-    rc, doc = run("--device", "cpu", "--quick", timeout=300)  # ~15 s on a quiet machine; gpu.sh's own backstop
+    rc, doc = run("--device", "cpu", "--quick", timeout=330)  # ~15 s quiet; beyond gpu.sh's own 300 s backstop
     assert rc == 0 and "errors" not in doc, doc.get("errors")
     assert doc["device"] == "cpu" and doc["quick"] and doc["amp_auto"] == "fp32"  # mixed precision: GPU only
     runs = doc["classify"]["runs"]
@@ -34,7 +34,7 @@ def test_cpu_smoke_of_every_part_prints_one_json():
     assert all(a > 0 for a in dist["alpha"])
     ddp = doc["ddp"]
     assert [r["processes"] for r in ddp["runs"]] == [1, 2] and ddp["speedup"] > 0 and "efficiency" in ddp
-    assert doc["seconds"] < 270  # bench_gpu.py's --budget-s: no part was skipped for time
+    assert doc["seconds"] < 150  # ~15 s on a quiet machine: the quick run stays quick
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: gpu.sh measures it")

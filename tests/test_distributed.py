@@ -132,15 +132,38 @@ def test_the_failing_rank_is_the_earliest_error_not_torchruns_tie_break(tmp_path
 
 def test_a_rank_killed_without_a_record_is_the_cause_wherever_torchrun_lists_it(tmp_path):
     error_record(tmp_path, 0, 100.26, "Connection closed by peer")
-    for report in (torchrun_report((0, 1), (1, -9)), torchrun_report((1, -9), (0, 1))):
+    decoy = ("[rank 0] Failures: 0 of 3 batches\n"  # a rank's own output before torchrun's box
+             "torch.distributed.elastic.multiprocessing.api: failed (exitcode: 1) local_rank: 0 (pid: 100)\n")
+    for report in (torchrun_report((0, 1), (1, -9)), torchrun_report((1, -9), (0, 1)),
+                   decoy + torchrun_report((0, 1), (1, -9))):
         err = D._failure(tmp_path, 1, report, 2, "torchrun")
         assert "rank 1 of 2 died without an error (killed by SIGKILL" in str(err), str(err)
     # SIGTERM is torchrun stopping the rest, not a cause
     err = D._failure(tmp_path, 1, torchrun_report((0, 1), (1, -15)), 2, "torchrun")
     assert str(err) == "training process rank 0 of 2 (on h) failed: RuntimeError: Connection closed by peer"
-    # srun: its first task line is the bad exit; the tasks it stops afterwards follow it
-    srun = "srun: error: n1: task 1: Killed\nsrun: error: n1: task 0: Killed\n"
-    assert "rank 1 of 2 died without an error (Killed" in str(D._failure(tmp_path, 137, srun, 2, "srun"))
+    # a rank torchrun stopped itself (SIGTERM, then SIGKILL 30 s later when stuck in a collective)
+    error_record(tmp_path, 1, 100.30, "rank 1 gave up", "ValueError")
+    (tmp_path / "error.0.json").unlink()
+    stuck = "WARNING Sending process 100 closing signal SIGTERM\n" + torchrun_report((1, 1), (0, -9))
+    assert str(D._failure(tmp_path, 1, stuck, 2, "torchrun")).endswith("rank 1 gave up")
+
+
+def test_srun_names_its_first_failed_task(tmp_path):
+    """srun's first error line is the bad exit --kill-on-bad-exit acts on; the tasks it stops follow
+    (grouped per node as "tasks 0-1"); the ranks' clocks may differ across nodes, so its first task's
+    own record is the cause even where another rank's record has an earlier time."""
+    error_record(tmp_path, 0, 99.0, "Connection closed by peer")
+    srun = "srun: error: n2: task 1: Killed\nsrun: error: n1: tasks 0,2-3: Killed\n"
+    assert "rank 1 of 4 died without an error (Killed" in str(D._failure(tmp_path, 137, srun, 4, "srun"))
+    srun = "srun: error: n1: tasks 2-3: Killed\nsrun: error: n2: task 1: Killed\n"
+    assert "rank 2 of 4 died without an error (Killed" in str(D._failure(tmp_path, 137, srun, 4, "srun"))
+    error_record(tmp_path, 1, 100.0, "rank 1 gave up", "ValueError")
+    srun = "srun: error: n2: task 1: Exited with exit code 1\nsrun: error: n1: task 0: Killed\n"
+    assert str(D._failure(tmp_path, 1, srun, 2, "srun")).endswith("failed: ValueError: rank 1 gave up")
+    # cancelled from outside (scancel, the time limit): no rank is the cause
+    srun = "srun: error: n1: tasks 0-1: Terminated\n"
+    err = str(D._failure(tmp_path / "none", 143, srun, 2, "srun"))
+    assert err.startswith("the 2 training processes failed (srun exit status 143: srun: error: n1: tasks 0-1"), err
 
 
 def test_one_process_runs_here_without_torch_distributed():

@@ -606,40 +606,52 @@ def _run(cmd: list[str], env: dict, stream) -> tuple[int, str]:
         raise
 
 
+def _how(code: int) -> str:
+    """A process's exit status in words."""
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 def _failed_ranks(tail: str) -> dict[int, str]:
-    """The ranks the launcher reports failed, and how (exit code or signal): every rank of torchrun's
-    "Failures" and "Root Cause" blocks (ranks it saw exit, not those it stopped after them), or the
-    first of srun's "task N: ..." lines (the tasks --kill-on-bad-exit stops afterwards are listed as
-    failed too)."""
-    report = tail[tail.find("Failures:"):] if "Failures:" in tail else tail
-    failed: dict[int, str] = {}
-    for m in re.finditer(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", report, re.DOTALL):
-        code = int(m.group(2))
-        if code < 0:
-            try:
-                how = f"killed by {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"killed by signal {-code}"
-        else:
-            how = f"exit code {code}"
-        failed.setdefault(int(m.group(1)), how)
-    if not failed:
-        m = re.search(r"task (\d+): ([^\n]+)", tail)
-        if m:
-            failed[int(m.group(1))] = m.group(2).strip()
-    return failed
+    """The ranks that failed of their own accord, as the launcher reports them, and how; the
+    launcher's first observed failure first.
+
+    torchrun: the ranks of its "Root Cause" and "Failures" blocks, less those it stopped itself
+    after the first failure (its "Sending process <pid> closing signal" lines: SIGTERM, then SIGKILL
+    30 s later for a rank stuck in a collective).  srun: the rank of its first "task(s) N: ..."
+    line, the bad exit that --kill-on-bad-exit acts on (the tasks it stops afterwards follow,
+    "Terminated" or "Killed"); a job cancelled from outside ("Terminated" first) names none."""
+    start = tail.rfind("Failures:")
+    if start >= 0:
+        stopped = set(re.findall(r"Sending process (\d+) closing signal", tail))
+        report = tail[start:]
+        root = report.find("Root Cause")
+        failed: dict[int, str] = {}
+        for part in (report[root:], report[:root]) if root >= 0 else (report,):
+            for m in re.finditer(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)\s*\(pid:\s*(\d+)\)", part, re.DOTALL):
+                if m.group(3) not in stopped:
+                    failed.setdefault(int(m.group(1)), _how(int(m.group(2))))
+        return failed
+    m = re.search(r"^srun: error: [^:\n]+: tasks? (\d+)[\d,-]*: ([^\n]+)$", tail, re.MULTILINE)
+    if m is None or m.group(2).strip() == "Terminated":
+        return {}
+    return {int(m.group(1)): m.group(2).strip()}
 
 
 def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) -> Exception:
-    """The error of a failed job: which rank died without an error and how, else the earliest
+    """The error of a failed job: which rank died without an error and how, else the failing
     rank's own error.
 
     A rank that fails first takes the others down with it: they fail in a collective whose peer is
-    gone, and their errors only say so.  The launcher's "first observed failure" cannot tell them
-    apart (torchrun stamps failures to the whole second and breaks ties by rank), so the ranks' own
-    error records decide, by the time each wrote: the earliest is the cause.  A rank the launcher
-    saw fail without a record of its own (killed, out of memory, crashed) is the cause before any;
-    SIGTERM is the launcher stopping the rest."""
+    gone, and their errors only say so.  A rank the launcher saw fail without a record of its own
+    (killed, out of memory, crashed) is the cause before any.  Otherwise srun's first failed task
+    is the cause when it wrote a record (the ranks' clocks may differ across nodes); torchrun's
+    "first observed failure" cannot be trusted there (it stamps failures to the whole second and
+    breaks ties by rank), so on one node the earliest record, by the time each rank wrote, decides."""
     errors = {}
     for f in folder.glob("error.*.json"):
         try:
@@ -647,7 +659,8 @@ def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) ->
         except (OSError, ValueError):
             continue
         errors[int(e["rank"])] = e
-    died = [(r, how) for r, how in _failed_ranks(tail).items() if r not in errors and "SIGTERM" not in how]
+    failed = _failed_ranks(tail)
+    died = [(r, how) for r, how in failed.items() if r not in errors and "SIGTERM" not in how]
     if died:
         r, how = died[0]
         return DistributedError(f"training process rank {r} of {processes} died without an error "
@@ -657,7 +670,8 @@ def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) ->
         said = [ln.strip() for ln in tail.splitlines() if ln.startswith(("srun: error:", "torch.distributed"))]
         return DistributedError(f"the {processes} training processes failed ({launcher} exit status {rc}"
                                 + (f": {said[-1]}" if said else "") + "); their output is in the log")
-    first = min(errors.values(), key=lambda e: e["time"])
+    first = next((errors[r] for r in failed if r in errors), None) if launcher == "srun" else None
+    first = first or min(errors.values(), key=lambda e: e["time"])
     where = f"training process rank {first['rank']} of {processes} (on {first['host']})"
     if first.get("input_error"):
         return InputError(f"{where}: {first['message']}")
@@ -696,9 +710,10 @@ def _worker(spec_path: str) -> int:
     except BaseException as err:  # noqa: BLE001 - reported to the launcher, then exit non-zero
         import traceback
 
+        failed_at = time.time()  # before the traceback: the earliest record names the failing rank
         traceback.print_exc(file=sys.stderr)
         record = {"rank": r, "host": socket.gethostname(), "type": type(err).__name__, "message": one_line(err),
-                  "input_error": isinstance(err, InputError), "time": time.time()}
+                  "input_error": isinstance(err, InputError), "time": failed_at}
         try:
             (folder / f"error.{r}.json").write_text(json.dumps(record))
         except OSError:
