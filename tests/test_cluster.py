@@ -32,6 +32,7 @@ CLUSTER = REPO / "tests" / "cluster"
 SLURM_DIR = Path(os.environ.get("GZMORPH_SLURM_DIR", "/tmp/gzmorph-slurm"))
 PROFILES = ["--profile", str(REPO / "profiles" / "slurm"), "--profile", str(CLUSTER / "profile")]
 SACCT_FIELDS = "JobID,JobName,Comment,State,AllocTRES,Elapsed,WorkDir"
+SINCE = "GZMORPH_TEST_SLURM_SINCE"  # the cluster fixture's start time, in its env (sacct -S)
 # Every Slurm job costs ~10-20 s here (two snakemake start-ups and status polling), so the suite
 # runs the tiny workflow --until these rules: all of curation, a multi-instance GPU rule
 # (train_expert, one job per expert), both training rules and the two gpu_probe jobs; the local
@@ -60,6 +61,9 @@ def cluster():
         pytest.skip(f"local Slurm cluster: {reason}")
     env = {**os.environ, "GZMORPH_SLURM_DIR": str(SLURM_DIR)}
     t0 = time.monotonic()
+    # the cluster's accounting outlives it (in SLURM_DIR), and a later session's tmp_path can be an
+    # earlier one's: sacct reads only the jobs of this session
+    env[SINCE] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 1))
     start = subprocess.run([str(CLUSTER / "start-slurm.sh")], env=env, capture_output=True, text=True,
                            timeout=900)
     if start.returncode != 0:
@@ -99,8 +103,9 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
 
 
 def sacct(env: dict, workdir: Path) -> list[dict]:
-    """Every Slurm job (allocation, not steps) submitted from workdir, oldest first."""
-    out = subprocess.run(["sacct", "-a", "-X", "-P", "-n", "-S", "now-1days", "-o", SACCT_FIELDS],
+    """Every Slurm job (allocation, not steps) submitted from workdir since the cluster fixture
+    started, oldest first."""
+    out = subprocess.run(["sacct", "-a", "-X", "-P", "-n", "-S", env[SINCE], "-o", SACCT_FIELDS],
                          env=env, capture_output=True, text=True, timeout=60, check=True)
     names = SACCT_FIELDS.split(",")
     rows = [dict(zip(names, line.split("|"))) for line in out.stdout.splitlines() if line.strip()]
