@@ -620,11 +620,12 @@ def _failed_ranks(tail: str) -> dict[int, str]:
     """The ranks that failed of their own accord, as the launcher reports them, and how; the
     launcher's first observed failure first.
 
-    torchrun: the ranks of its "Root Cause" and "Failures" blocks, less those it stopped itself
-    after the first failure (its "Sending process <pid> closing signal" lines: SIGTERM, then SIGKILL
-    30 s later for a rank stuck in a collective).  srun: the rank of its first "task(s) N: ..."
-    line, the bad exit that --kill-on-bad-exit acts on (the tasks it stops afterwards follow,
-    "Terminated" or "Killed"); a job cancelled from outside ("Terminated" first) names none."""
+    torchrun: the ranks of its "Root Cause" and "Failures" blocks, less those stopped from outside:
+    by torchrun itself after the first failure (its "Sending process <pid> closing signal" lines:
+    SIGTERM, then SIGKILL 30 s later for a rank stuck in a collective) or by any other SIGTERM.
+    srun: the rank of its first "task(s) N: ..." line, the bad exit that --kill-on-bad-exit acts on
+    (the tasks it stops afterwards follow, "Terminated" or "Killed"); a job cancelled from outside
+    ("Terminated" first) names none."""
     start = tail.rfind("Failures:")
     if start >= 0:
         stopped = set(re.findall(r"Sending process (\d+) closing signal", tail))
@@ -633,7 +634,7 @@ def _failed_ranks(tail: str) -> dict[int, str]:
         failed: dict[int, str] = {}
         for part in (report[root:], report[:root]) if root >= 0 else (report,):
             for m in re.finditer(r"rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)\s*\(pid:\s*(\d+)\)", part, re.DOTALL):
-                if m.group(3) not in stopped:
+                if m.group(3) not in stopped and int(m.group(2)) != -signal.SIGTERM:
                     failed.setdefault(int(m.group(1)), _how(int(m.group(2))))
         return failed
     m = re.search(r"^srun: error: [^:\n]+: tasks? (\d+)[\d,-]*: ([^\n]+)$", tail, re.MULTILINE)
@@ -660,7 +661,7 @@ def _failure(folder: Path, rc: int, tail: str, processes: int, launcher: str) ->
             continue
         errors[int(e["rank"])] = e
     failed = _failed_ranks(tail)
-    died = [(r, how) for r, how in failed.items() if r not in errors and "SIGTERM" not in how]
+    died = [(r, how) for r, how in failed.items() if r not in errors]
     if died:
         r, how = died[0]
         return DistributedError(f"training process rank {r} of {processes} died without an error "
