@@ -79,11 +79,12 @@ def _sd(runs) -> float:
 
 
 def accuracy_rows(evals: list[dict]) -> list[dict]:
-    """One row per method × IPC (ordered so), two per set: plain and balanced test accuracy of the
-    distilled set, of the ``random``/``mean``/``full`` baselines and of the experts."""
+    """One row per method × IPC (ordered so), with the image size in px it was distilled at, and two
+    columns per set: plain and balanced test accuracy of the distilled set, of the ``random``/``mean``/``full``
+    baselines and of the experts."""
     rows = []
     for ev in sorted(evals, key=lambda e: (e["method"], int(e["ipc"]))):
-        row = {"method": ev["method"], "IPC": int(ev["ipc"]),
+        row = {"method": ev["method"], "IPC": int(ev["ipc"]), "px": ev.get("image_size", "–"),
                "distilled": _pm(ev["accuracy_mean"], ev["accuracy_sd"]),
                "distilled (balanced)": _pm(ev.get("balanced_accuracy_mean"), ev.get("balanced_accuracy_sd"))}
         for name, b in ev["baselines"].items():
