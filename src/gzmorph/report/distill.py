@@ -84,7 +84,7 @@ def accuracy_rows(evals: list[dict]) -> list[dict]:
     baselines and of the experts."""
     rows = []
     for ev in sorted(evals, key=lambda e: (e["method"], int(e["ipc"]))):
-        row = {"method": ev["method"], "IPC": int(ev["ipc"]), "px": ev.get("image_size", "–"),
+        row = {"method": ev["method"], "IPC": int(ev["ipc"]), "px": ev["image_size"],
                "distilled": _pm(ev["accuracy_mean"], ev["accuracy_sd"]),
                "distilled (balanced)": _pm(ev.get("balanced_accuracy_mean"), ev.get("balanced_accuracy_sd"))}
         for name, b in ev["baselines"].items():
