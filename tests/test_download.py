@@ -400,6 +400,31 @@ def test_extract_rejects_path_traversal(tmp_path, maker, suffix, evil):
     assert not (out / f".{archive.name}.extracted").exists()
 
 
+@pytest.mark.parametrize("maker,suffix", [(_make_tar, ".tar.gz"), (_make_zip, ".zip")])
+def test_extracted_files_take_the_umask_not_the_archives_modes(tmp_path, maker, suffix):
+    """An archive's exec or world-write bits never reach the disk: files get 0o666 & ~umask."""
+    archive = tmp_path / f"modes{suffix}"
+    if maker is _make_tar:
+        with tarfile.open(archive, "w:gz") as tf:
+            for name, mode in (("images/run.sh", 0o755), ("images/ww.jpg", 0o666)):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = 2, mode
+                tf.addfile(info, io.BytesIO(b"ok"))
+    else:
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, mode in (("images/run.sh", 0o755), ("images/ww.jpg", 0o666)):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (0o100000 | mode) << 16
+                zf.writestr(info, b"ok")
+    old = os.umask(0o077)
+    try:
+        extract(archive, tmp_path / "out", progress=False)
+    finally:
+        os.umask(old)
+    for name in ("run.sh", "ww.jpg"):
+        assert (tmp_path / "out" / "images" / name).stat().st_mode & 0o777 == 0o600, name
+
+
 def test_extract_rejects_symlink_out(tmp_path):
     archive = tmp_path / "link.tar.gz"
     with tarfile.open(archive, "w:gz") as tf:

@@ -260,9 +260,14 @@ def _extract_tar(archive: Path, dest_dir: Path, marker: Path, progress: bool) ->
         for m in tqdm(members, desc=f"extract {archive.name}", unit="file", file=sys.stderr,
                       disable=not progress, leave=False, mininterval=0.5):
             try:
-                tf.extract(m, dest_dir, filter="data")
+                tf.extract(m, dest_dir, filter=_data_without_modes)
             except tarfile.FilterError as e:  # pragma: no cover - the plan refuses these first
                 raise ArchiveError(f"{archive}: member {m.name!r} refused ({e})") from e
+
+
+def _data_without_modes(member: tarfile.TarInfo, dest_path: str) -> tarfile.TarInfo:
+    """tarfile's "data" filter, and no chmod: the files get the user's umask, never an exec bit."""
+    return tarfile.data_filter(member, dest_path).replace(mode=None, deep=False)
 
 
 def _plan_tar_member(m: tarfile.TarInfo, archive: Path, layout: _Layout) -> None:
