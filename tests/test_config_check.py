@@ -251,7 +251,7 @@ def test_catalogue_errors_name_the_line_of_the_file_and_plain_values(tiny_kaggle
     df.to_csv(csv, index=False)
     with pytest.raises(InputError) as caught:
         read_source("kaggle", tiny_kaggle)
-    assert str(caught.value).endswith(": line 9: GalaxyID 1.5 is not an integer")
+    assert str(caught.value).endswith(": line 9: GalaxyID '1.5' is not an integer")  # the cell as written
     assert csv.read_text().splitlines()[9 - 1].startswith("1.5,")
 
     # the same catalogue as Parquet: no lines, its rows are counted from 0 (as pandas and pyarrow do)

@@ -366,6 +366,52 @@ def test_gz2_local_catalogue_in_every_form(tmp_path, form):
         read_source("gz2", tmp_path)
 
 
+@pytest.mark.parametrize("cell, message", [
+    ("1e30", "GalaxyID '1e30' is not an integer"),
+    ("inf", "GalaxyID 'inf' is not an integer"),
+    ("18446744073709551615", "GalaxyID '18446744073709551615' is too large for a 64-bit integer"),
+])
+def test_kaggle_ids_that_are_no_int64_name_their_line(tmp_path, cell, message):
+    """Such ids were cast through float (1e30 became -2**63, 2**64-1 became -1) or crashed."""
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+
+    path = _write_kaggle(tmp_path, ".csv")
+    lines = path.read_text().splitlines()
+    lines[3] = cell + lines[3][lines[3].index(","):]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError) as caught:
+        read_source("kaggle", tmp_path)
+    assert str(caught.value) == f"{path}: line 4: {message}"
+
+
+def test_gz2_ids_stay_exact_when_one_cell_is_written_as_a_float(tmp_path):
+    """One id written as 3.0 made pandas read the whole column as float, rounding every 18-digit
+    dr7objid; an asset_id of 1.7 became image 1.jpg."""
+    import pandas as pd
+
+    from gzmorph.io import InputError
+    from gzmorph.sources import read_source
+    from gzmorph.tree import GZ2_TREE
+
+    row = {}
+    for q in GZ2_TREE.questions:
+        for j, a in enumerate(q.answers):
+            row[f"{a.gz2}_weighted_fraction"] = 1.0 if j == 0 else 0.0
+    table = pd.DataFrame([row] * 3)
+    table.insert(0, "asset_id", ["7", "8", "9"])
+    table.insert(0, "dr7objid", ["587722981741363294", "587722981741363295", "3.0"])
+    path = tmp_path / "gz2_hart16.csv"
+    table.to_csv(path, index=False)
+    df = read_source("gz2", tmp_path)
+    assert df["id"].tolist() == [587722981741363294, 587722981741363295, 3]
+    assert df["asset_id"].tolist() == [7, 8, 9]
+    table.loc[2, "asset_id"] = "1.7"
+    table.to_csv(path, index=False)
+    with pytest.raises(InputError, match=r"gz2_hart16.csv: line 4: asset_id '1.7' is not an integer$"):
+        read_source("gz2", tmp_path)
+
+
 # ----------------------------------------------------------------- leftovers of killed jobs
 class _FakeSnakemake:
     """The few attributes of Snakemake's ``snakemake`` object that rule_context reads."""

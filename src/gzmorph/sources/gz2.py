@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..io import InputError
 from ..tree import GZ2_TREE
-from .validate import check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns
+from .validate import check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns, row_name, typed_ids
 
 FRACTION_KINDS = ("weighted_fraction", "fraction", "debiased")
 CATALOGUE_GLOBS = ("gz2_hart16*.csv", "gz2_hart16*.csv.gz", "gz2_hart16*.zip", "gz2_hart16*.parquet")
@@ -48,18 +48,25 @@ def read_gz2(data_dir: str | Path, catalogue: str | None = None,
     if fraction_kind not in FRACTION_KINDS:
         raise InputError(f"gz2.fraction_kind {fraction_kind!r}: choose one of {FRACTION_KINDS}")
     file = find_catalogue(data_dir, catalogue)
-    df = read_catalogue(file)  # .csv, .csv.gz, .zip holding one CSV, or .parquet
+    # .csv, .csv.gz, .zip holding one CSV, or .parquet; the 18-digit dr7objids parsed exactly, never through float
+    df = read_catalogue(file, text_columns=["dr7objid", "asset_id"])
     gz2_cols = [f"{a.gz2}_{fraction_kind}" for a in GZ2_TREE.answers]
     require_columns(df, ["dr7objid", "asset_id", *gz2_cols], file)
-    check_ids(df["dr7objid"], file)
-    check_ids(df["asset_id"], file)
+
+    def name(i: int) -> str:
+        return f"{file}: {row_name(file, i)}"
+
+    ids = typed_ids(df["dr7objid"], "integer", name, "dr7objid", hints=False)
+    assets = typed_ids(df["asset_id"], "integer", name, "asset_id", hints=False)
+    check_ids(ids, file)
+    check_ids(assets, file)
     check_fractions(df, gz2_cols, file)
     conditional = pd.DataFrame({a.kaggle: df[c].astype(float).to_numpy()
                                 for a, c in zip(GZ2_TREE.answers, gz2_cols)}, index=df.index)
-    check_tree_sums(conditional, file, df["dr7objid"], conditional=True)
+    check_tree_sums(conditional, file, ids, conditional=True)
     cumulative = GZ2_TREE.to_cumulative(conditional)
     out = pd.DataFrame({
-        "id": df["dr7objid"].astype("int64"),
-        "image_path": [str(data_dir / images / f"{int(a)}.jpg") for a in df["asset_id"]],
+        "id": ids.to_numpy(),
+        "image_path": [str(data_dir / images / f"{a}.jpg") for a in assets.tolist()],
     })
-    return pd.concat([out, cumulative, df.drop(columns=["dr7objid"])], axis=1)
+    return pd.concat([out, cumulative, df.drop(columns=["dr7objid"]).assign(asset_id=assets)], axis=1)

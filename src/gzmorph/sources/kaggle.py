@@ -13,8 +13,16 @@ import pandas as pd
 
 from ..io import InputError
 from ..tree import KAGGLE_COLUMNS
-from .validate import (CATALOGUE_SUFFIXES, check_fractions, check_ids, check_tree_sums,
-                       read_catalogue, require_columns, row_name)
+from .validate import (
+    CATALOGUE_SUFFIXES,
+    check_fractions,
+    check_ids,
+    check_tree_sums,
+    read_catalogue,
+    require_columns,
+    row_name,
+    typed_ids,
+)
 
 CATALOGUE = "training_solutions_rev1.csv"
 IMAGES = "images_training_rev1"
@@ -38,21 +46,16 @@ def find_catalogue(data_dir: str | Path) -> Path:
 def read_kaggle(data_dir: str | Path) -> pd.DataFrame:
     data_dir = Path(data_dir).resolve()
     file = find_catalogue(data_dir)
-    df = read_catalogue(file)
+    df = read_catalogue(file, text_columns=["GalaxyID"])  # parsed exactly, never through float
     require_columns(df, ["GalaxyID", *KAGGLE_COLUMNS], file)
-    check_ids(df["GalaxyID"], file)
+    ids = typed_ids(df["GalaxyID"], "integer", lambda i: f"{file}: {row_name(file, i)}", "GalaxyID", hints=False)
+    check_ids(ids, file)
     check_fractions(df, KAGGLE_COLUMNS, file)
-    ids = pd.to_numeric(df["GalaxyID"], errors="coerce")
-    not_int = (ids.isna() | (ids != ids.round())).to_numpy()
-    if not_int.any():
-        row = int(not_int.nonzero()[0][0])
-        value = df["GalaxyID"].iloc[row:row + 1].tolist()[0]  # plain: 1.5, not np.float64(1.5)
-        raise InputError(f"{file}: {row_name(file, row)}: GalaxyID {value!r} is not an integer")
     votes = df[KAGGLE_COLUMNS].astype(float)
-    check_tree_sums(votes, file, df["GalaxyID"])
+    check_tree_sums(votes, file, ids)
     out = pd.DataFrame({
-        "id": ids.astype("int64"),
-        "image_path": [str(data_dir / IMAGES / f"{int(i)}.jpg") for i in ids],
+        "id": ids.to_numpy(),
+        "image_path": [str(data_dir / IMAGES / f"{i}.jpg") for i in ids.tolist()],
     })
     out = pd.concat([out, votes, df.drop(columns=["GalaxyID", *KAGGLE_COLUMNS])], axis=1)
     return out

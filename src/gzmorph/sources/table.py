@@ -33,7 +33,6 @@ sub-folder inside a class folder, a class folder without images) is one
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,15 +44,14 @@ from ..fits import FitsLayoutError, FitsOptions, is_fits, read_bands
 from ..io import InputError
 from ..preprocess import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, image_stem, image_suffix
 from ..tree import GZ2_TREE, KAGGLE_COLUMNS
-from .validate import (check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns,
-                       row_name)
+from .validate import (check_fractions, check_ids, check_tree_sums, plain, read_catalogue, require_columns,
+                       row_name, typed_ids)
 
 LAYOUTS = ("table", "folder")
 ID_TYPES = ("auto", "integer", "string")
 VOTE_KINDS = ("none", "kaggle", "gz2")
 #: the label column of the folder layout: the name of the class folder
 FOLDER_LABEL = "class"
-_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 #: names a curated catalogue gives its own columns; a catalogue's own column of that name is renamed
 RESERVED = ("label", "label_name", "confidence", "split", "true_label", "source")
 
@@ -123,76 +121,6 @@ def catalogue_path(data_dir: str | Path, settings: TableSettings) -> Path:
     return path if path.is_absolute() else data_dir / path
 
 
-# ----------------------------------------------------------------------------- ids
-
-
-def _plain(v):
-    return v.item() if isinstance(v, np.generic) else v
-
-
-def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id") -> pd.Series:
-    """Ids as int64 or string (one type for the column).  ``raw`` holds text (a CSV read as text,
-    file stems) or a Parquet column's values; ``name(i)`` says where row ``i`` is."""
-    if raw.isna().any():
-        i = int(np.flatnonzero(raw.isna().to_numpy())[0])
-        raise InputError(f"{name(i)}: empty {where}")
-    if pd.api.types.is_integer_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        if id_type == "string":
-            return raw.astype(str).astype("string")
-        if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > _INT64_MAX:
-            i = int(np.argmax(raw.to_numpy() > _INT64_MAX))
-            _too_large(name(i), where, raw.iloc[i])
-        return raw.astype("int64")
-    if pd.api.types.is_float_dtype(raw.dtype):
-        v = raw.to_numpy(float)
-        bad = np.flatnonzero(v != np.round(v))
-        if len(bad):
-            raise InputError(f"{name(int(bad[0]))}: {where} {_plain(raw.iloc[int(bad[0])])!r} is neither an "
-                             "integer nor text (store ids as integers or strings)")
-        return raw.astype("int64") if id_type != "string" else raw.astype("int64").astype(str).astype("string")
-    kinds = [type(_plain(v)) for v in raw]
-    if any(k not in (str, int) for k in kinds):
-        i = next(i for i, k in enumerate(kinds) if k not in (str, int))
-        raise InputError(f"{name(i)}: {where} {_plain(raw.iloc[i])!r} is neither an integer nor text")
-    text = [str(v).strip() if isinstance(v, str) else str(v) for v in raw]
-    if any(t == "" for t in text):
-        raise InputError(f"{name(text.index(''))}: empty {where}")
-    is_int = np.array([isinstance(v, int) or bool(_INT.fullmatch(t)) for v, t in zip(raw, text)])
-    if id_type == "string":
-        return pd.Series(text, index=raw.index, dtype="string")
-    if id_type == "integer":
-        if not is_int.all():
-            i = int(np.flatnonzero(~is_int)[0])
-            raise InputError(f"{name(i)}: {where} {text[i]!r} is not an integer (the source's id_type is "
-                             "integer; choose string)")
-        return _int64(text, raw.index, name, where)
-    if is_int.all():
-        return _int64(text, raw.index, name, where)
-    if not is_int.any():
-        return pd.Series(text, index=raw.index, dtype="string")
-    # a mixture: name the first id of the kind that differs from the first row's
-    i = int(np.flatnonzero(is_int != is_int[0])[0])
-    kinds = ("an integer", "text") if is_int[0] else ("text", "an integer")
-    raise InputError(f"{name(i)}: mixed id types: {where} {text[i]!r} is {kinds[1]} while {text[0]!r} "
-                     f"({name(0)}) is {kinds[0]}; set id_type: string to read every id as text")
-
-
-_INT64_MAX = np.iinfo(np.int64).max
-
-
-def _too_large(row: str, where: str, value) -> None:
-    raise InputError(f"{row}: {where} {str(_plain(value))!r} is too large for a 64-bit integer; set id_type: "
-                     "string to keep every id as written")
-
-
-def _int64(text: list[str], index, name, where: str) -> pd.Series:
-    values = [int(t) for t in text]
-    for i, v in enumerate(values):
-        if not -_INT64_MAX - 1 <= v <= _INT64_MAX:
-            _too_large(name(i), where, text[i])
-    return pd.Series(values, index=index, dtype="int64")
-
-
 # ----------------------------------------------------------------------------- layouts
 
 
@@ -251,7 +179,7 @@ def read_catalogue_table(data_dir: Path, s: TableSettings) -> pd.DataFrame:
         empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
         if empty.any():
             i = int(np.flatnonzero(empty.to_numpy())[0])
-            raise InputError(f"{name(i)}, column {col!r}: empty label (id {_plain(ids.iloc[i])!r}); "
+            raise InputError(f"{name(i)}, column {col!r}: empty label (id {plain(ids.iloc[i])!r}); "
                              f"{int(empty.sum())} empty cell(s) in this label column")
     if s.image_column:
         paths = []
@@ -265,7 +193,7 @@ def read_catalogue_table(data_dir: Path, s: TableSettings) -> pd.DataFrame:
         paths = []
         for i, row in enumerate(df.to_dict("records")):
             try:
-                paths.append(folder / s.image_pattern.format_map({**row, "id": _plain(ids.iloc[i])}))
+                paths.append(folder / s.image_pattern.format_map({**row, "id": plain(ids.iloc[i])}))
             except (KeyError, ValueError, IndexError) as err:
                 raise InputError(f"config table.image_pattern: {s.image_pattern!r} cannot name the image of "
                                  f"{row_name(file, i)} ({err})") from None
@@ -340,7 +268,7 @@ def read_folder(data_dir: Path, s: TableSettings) -> pd.DataFrame:
     if len(dup):
         first = dup.iloc[0]
         files = [rows[i][1] for i in np.flatnonzero((ids == first).to_numpy())]
-        raise InputError(f"{' and '.join(files)} share the id {_plain(first)!r} (ids are file names without "
+        raise InputError(f"{' and '.join(files)} share the id {plain(first)!r} (ids are file names without "
                          f"their suffix; {dup.nunique()} shared id(s) in all): give them distinct file names")
     out = pd.DataFrame({"id": ids.to_numpy(), "image_path": [r[1] for r in rows],
                         FOLDER_LABEL: [r[2] for r in rows]})

@@ -10,6 +10,7 @@ Values are shown as plain Python values (``nan``, ``1.5``), never numpy reprs.
 from __future__ import annotations
 
 import difflib
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -177,3 +178,85 @@ def _read_zipped_csv(file: Path, text_columns=()) -> tuple[pd.DataFrame, str]:
         if zf.getinfo(csvs[0]).file_size == 0:
             raise InputError(f"{where}: empty file (0 bytes): no header line and no rows")
         return _read_csv(lambda: zf.open(csvs[0]), where, "CSV", text_columns), where
+
+
+# ----------------------------------------------------------------------------- ids
+
+
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_INTEGRAL = re.compile(r"(-?(?:0|[1-9][0-9]*))\.0*")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def plain(v):
+    """A cell as a plain Python value (``1.5``, not ``np.float64(1.5)``)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id", hints: bool = True) -> pd.Series:
+    """Ids as int64 or string (one type for the column).  ``raw`` holds text (a CSV read as text,
+    file stems) or a Parquet column's values; ``name(i)`` says where row ``i`` is.  Integers are
+    parsed exactly (never through float); ``hints``: the errors suggest a table source's id_type."""
+    if raw.isna().any():
+        i = int(np.flatnonzero(raw.isna().to_numpy())[0])
+        raise InputError(f"{name(i)}: empty {where}")
+    if pd.api.types.is_integer_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        if id_type == "string":
+            return raw.astype(str).astype("string")
+        if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > _INT64_MAX:
+            i = int(np.argmax(raw.to_numpy() > _INT64_MAX))
+            _too_large(name(i), where, raw.iloc[i], hints)
+        return raw.astype("int64")
+    if pd.api.types.is_float_dtype(raw.dtype):
+        v = raw.to_numpy(float)
+        bad = np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))
+        if len(bad):
+            what = ("not an integer" if id_type == "integer"
+                    else "neither an integer nor text (store ids as integers or strings)")
+            raise InputError(f"{name(int(bad[0]))}: {where} {plain(raw.iloc[int(bad[0])])!r} is {what}")
+        big = np.flatnonzero(np.abs(v) >= 2.0 ** 53)  # a float no longer holds every integer: the id may have changed
+        if len(big):
+            raise InputError(f"{name(int(big[0]))}: {where} {plain(raw.iloc[int(big[0])])!r} is stored as a float, "
+                             "too large to be an exact id (store ids as integers or text)")
+        return raw.astype("int64") if id_type != "string" else raw.astype("int64").astype(str).astype("string")
+    kinds = [type(plain(v)) for v in raw]
+    if any(k not in (str, int) for k in kinds):
+        i = next(i for i, k in enumerate(kinds) if k not in (str, int))
+        raise InputError(f"{name(i)}: {where} {plain(raw.iloc[i])!r} is neither an integer nor text")
+    text = [str(v).strip() if isinstance(v, str) else str(v) for v in raw]
+    if any(t == "" for t in text):
+        raise InputError(f"{name(text.index(''))}: empty {where}")
+    is_int = np.array([isinstance(v, int) or bool(_INT.fullmatch(t)) for v, t in zip(raw, text)])
+    if id_type == "string":
+        return pd.Series(text, index=raw.index, dtype="string")
+    if id_type == "integer":
+        text = [m.group(1) if (m := _INTEGRAL.fullmatch(t)) else t for t in text]  # 817377.0: written by a float column
+        is_int = np.array([bool(_INT.fullmatch(t)) for t in text])
+        if not is_int.all():
+            i = int(np.flatnonzero(~is_int)[0])
+            hint = " (the source's id_type is integer; choose string)" if hints else ""
+            raise InputError(f"{name(i)}: {where} {text[i]!r} is not an integer{hint}")
+        return _int64(text, raw.index, name, where, hints)
+    if is_int.all():
+        return _int64(text, raw.index, name, where, hints)
+    if not is_int.any():
+        return pd.Series(text, index=raw.index, dtype="string")
+    # a mixture: name the first id of the kind that differs from the first row's
+    i = int(np.flatnonzero(is_int != is_int[0])[0])
+    kinds = ("an integer", "text") if is_int[0] else ("text", "an integer")
+    raise InputError(f"{name(i)}: mixed id types: {where} {text[i]!r} is {kinds[1]} while {text[0]!r} "
+                     f"({name(0)}) is {kinds[0]}; set id_type: string to read every id as text")
+
+
+
+def _too_large(row: str, where: str, value, hints: bool = True) -> None:
+    hint = "; set id_type: string to keep every id as written" if hints else ""
+    raise InputError(f"{row}: {where} {str(plain(value))!r} is too large for a 64-bit integer{hint}")
+
+
+def _int64(text: list[str], index, name, where: str, hints: bool = True) -> pd.Series:
+    values = [int(t) for t in text]
+    for i, v in enumerate(values):
+        if not -_INT64_MAX - 1 <= v <= _INT64_MAX:
+            _too_large(name(i), where, text[i], hints)
+    return pd.Series(values, index=index, dtype="int64")
