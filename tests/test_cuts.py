@@ -79,6 +79,8 @@ def test_user_conditional_and_path_product_cut():
 @pytest.mark.parametrize("spec, message", [
     ({"classes": {"a": ["Class99.1 > 0.5"], "b": ["Class1.1 > 0.1"]}}, "not an answer"),
     ({"classes": {"a": ["Class1.1 >> 0.5"], "b": ["Class1.1 > 0.1"]}}, "cannot read condition"),
+    ({"classes": {"a": ["Class1.1 > 1e"], "b": ["Class1.1 > 0.1"]}}, "'1e' is not a number"),  # was a traceback
+    ({"classes": {"a": ["Class1.1 > ."], "b": ["Class1.1 > 0.1"]}}, "'.' is not a number"),
     ({"classes": {"a": ["Class1.1 > 0.5"]}}, "at least two classes"),
     ({"kind": "fuzzy", "classes": {"a": "x", "b": "y"}}, "is not one of 'threshold'"),
     ({"kind": "path_product", "classes": {"a": "t01_a01 * (t07_a16", "b": "t01_a02"}}, "cannot read expression"),

@@ -230,6 +230,12 @@ def test_settings_are_checked():
         TableSettings.from_config({"layout": "folder", "catalogue": "c.csv"})
     with pytest.raises(InputError, match="names no column"):
         TableSettings.from_config({"catalogue": "c.csv", "image_pattern": "x.fits"})
+    # patterns str.format cannot read, or that would make names of 10**11 characters: one line, not a traceback
+    for bad, message in (("{id", "cannot read '{id'"), ("}{id}.fits", "cannot read '}{id}.fits'"),
+                         ("{id:99999999999}.jpg", "asks for more than 64 characters")):
+        with pytest.raises(InputError, match=f"table.image_pattern: .*{message}"):
+            TableSettings.from_config({"catalogue": "c.csv", "image_pattern": bad})
+    assert TableSettings.from_config({"catalogue": "c.csv", "image_pattern": "{id:08d}.fits"}).image_pattern
 
 
 def test_config_yaml_shows_the_table_defaults_and_the_schema_its_keys():

@@ -197,7 +197,11 @@ def parse_condition(text: str, where: str) -> Condition:
     if not m or bool(m.group(1)) != bool(m.group(3)):
         raise InputError(f"{where}: cannot read condition {text!r}; write e.g. 'Class7.1 > 0.5' "
                          "or 'cond(t07_a16) >= 0.8'")
-    return Condition(_term(m.group(2), bool(m.group(1)), where), m.group(4), float(m.group(5)), str(text))
+    try:
+        value = float(m.group(5))
+    except ValueError:
+        raise InputError(f"{where}: cannot read condition {text!r}: {m.group(5)!r} is not a number") from None
+    return Condition(_term(m.group(2), bool(m.group(1)), where), m.group(4), value, str(text))
 
 
 def parse_product(text: str, where: str, conditional: bool) -> Product:

@@ -33,6 +33,7 @@ sub-folder inside a class folder, a class folder without images) is one
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,7 +102,16 @@ class TableSettings:
         if self.image_dir and not self.image_pattern:
             raise InputError(f"{where}.image_dir: goes with image_pattern")
         if self.image_pattern:
-            fields_ = [f for _, f, _, _ in string.Formatter().parse(self.image_pattern) if f is not None]
+            try:
+                parsed = list(string.Formatter().parse(self.image_pattern))
+            except ValueError as err:
+                raise InputError(f"{where}.image_pattern: cannot read {self.image_pattern!r} ({err}); write e.g. "
+                                 "'{id}.fits'") from None
+            wide = [spec for _, _, spec, _ in parsed if spec and any(int(n) > 64 for n in re.findall(r"\d+", spec))]
+            if wide:
+                raise InputError(f"{where}.image_pattern: the format {wide[0]!r} in {self.image_pattern!r} asks for "
+                                 "more than 64 characters; file names use e.g. '{id:08d}.fits'")
+            fields_ = [f for _, f, _, _ in parsed if f is not None]
             if not fields_:
                 raise InputError(f"{where}.image_pattern: {self.image_pattern!r} names no column; "
                                  "write e.g. '{id}.fits'")
