@@ -102,6 +102,18 @@ def test_bad_fits_is_one_error_naming_the_file(tmp_path, case, options, message)
     assert "\n" not in str(err.value)
 
 
+def test_band_count_is_read_from_the_header_before_the_pixels(tmp_path):
+    """A header declaring a 1000x1000x5000 cube (5 GB) over a few kB of data is refused by its band
+    count, without decoding it (the data are not even there: decoding would fail differently)."""
+    header = fits.PrimaryHDU(np.zeros((2, 4, 4), np.uint8)).header
+    header["NAXIS1"], header["NAXIS2"], header["NAXIS3"] = 1000, 1000, 5000
+    (tmp_path / "cube.fits").write_bytes(header.tostring().encode() + bytes(2880))
+    for bands in (1, 3):
+        message = f"cube.fits: FITS image with 5000 band.s.; the source's fits.bands is {bands}"
+        with pytest.raises(InputError, match=message):
+            read_bands(tmp_path / "cube.fits", {"bands": bands}, max_pixels=10**7)
+
+
 def test_max_pixels_refuses_before_reading(tmp_path):
     fits.PrimaryHDU(galaxy(64)).writeto(tmp_path / "big.fits")
     with pytest.raises(InputError, match="exceeds max_image_pixels=1000"):

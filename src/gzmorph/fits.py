@@ -95,9 +95,11 @@ def _hdu(hdul, ext, path):
         raise FitsLayoutError(f"{path}: no HDU {ext!r} (it has {', '.join(names)})") from None
 
 
-def _declared_pixels(hdu) -> int:
+def _declared_shape(hdu) -> tuple[int, ...]:
+    """The image's axes as its header declares them (NAXIS1 first; ZNAXISn for a compressed HDU)."""
     h = hdu.header
-    return int(h.get("NAXIS1", h.get("ZNAXIS1", 0))) * int(h.get("NAXIS2", h.get("ZNAXIS2", 0)))
+    key = "ZNAXIS" if "ZNAXIS" in h else "NAXIS"
+    return tuple(int(h.get(f"{key}{i}", 0)) for i in range(1, int(h.get(key, 0)) + 1))
 
 
 def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
@@ -116,13 +118,24 @@ def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
                     raise FitsLayoutError(f"{path}: FITS file with no image HDU ({len(hdul)} HDU(s), none with "
                                      "2-D or 3-D image data)")
                 hdus = [hdul[found[0]]]
-            planes = []
+            # the headers are checked before any pixel is decoded: a few kB of gzip can declare GBs
+            declared_bands = 0
             for h in hdus:
                 if not getattr(h, "is_image", False):
                     raise FitsLayoutError(f"{path}: HDU {h.name or '?'} is a table, not an image")
-                if max_pixels and _declared_pixels(h) > max_pixels:
-                    raise InputError(f"{path}: FITS image of {_declared_pixels(h)} pixels exceeds "
+                shape = _declared_shape(h)
+                if len(shape) > 3:
+                    raise FitsLayoutError(f"{path}: HDU {h.name or '?'} has {len(shape)} axes; an image band has 2 "
+                                          "(or 3 for a cube of bands)")
+                declared_bands += shape[2] if len(shape) == 3 else 1
+                if max_pixels and len(shape) >= 2 and shape[0] * shape[1] > max_pixels:
+                    raise InputError(f"{path}: FITS image of {shape[0] * shape[1]} pixels exceeds "
                                      f"max_image_pixels={max_pixels}")
+            if declared_bands != opts.bands:
+                raise FitsLayoutError(f"{path}: FITS image with {declared_bands} band(s); the source's fits.bands "
+                                      f"is {opts.bands}")
+            planes = []
+            for h in hdus:
                 data = h.data
                 if data is None:
                     raise InputError(f"{path}: HDU {h.name or '?'} holds no data")
