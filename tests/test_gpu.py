@@ -158,6 +158,21 @@ def test_inside_slurm_nothing_is_touched(gpu_env, monkeypatch):
     assert "Slurm job 1234" in claim.describe()
 
 
+def test_a_planted_symlink_is_refused_and_a_named_folder_keeps_its_mode(gpu_env):
+    """The lock file is never opened through a link (whose target the pid write would overwrite),
+    and only the shared default folder is made world-writable (sticky), never one the user names."""
+    locks = gpu_env / "locks"
+    locks.mkdir(mode=0o700)
+    victim = gpu_env / "victim.txt"
+    victim.write_text("precious\n")
+    for d in ("3", "5"):
+        (locks / f"gpu{d}.lock").symlink_to(victim)
+    with pytest.raises(gpu.InputError, match=r"gpu[35]\.lock: cannot use this GPU lock file \(a symbolic link\)"):
+        gpu.acquire_gpus(1, timeout=1)
+    assert victim.read_text() == "precious\n"
+    assert locks.stat().st_mode & 0o7777 == 0o700
+
+
 def test_no_gpu_runs_on_cpu_without_a_lock(gpu_env, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     claim = gpu.acquire_gpus(1)

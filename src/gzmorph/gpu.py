@@ -12,7 +12,10 @@ or is killed, so a slot is never leaked.
 * No visible device: nothing is claimed; the job runs on the CPU.
 * Inside a Slurm job (``SLURM_JOB_ID`` set): Slurm already chose the device; nothing is touched.
 * Lock folder: ``$GZMORPH_GPU_LOCK_DIR``, else ``<tmp>/gzmorph-gpu-locks`` (shared by every run
-  on the machine, so two workflows in different folders do not share a GPU either).
+  on the machine, so two workflows in different folders do not share a GPU either; made sticky
+  and world-writable like ``/tmp`` when this module creates it, while a folder the user names keeps
+  its mode).  Lock files are opened only as regular files, never through a symbolic link, and
+  read-only when another user created them (``flock`` needs no write access).
 
 ``gpu_resource_limit`` gives the value of Snakemake's global ``--resources gpu=K`` that the
 workflow profile (profiles/default) uses: ``max(1, number of visible GPUs)`` for a local run
@@ -29,12 +32,15 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .io import InputError
 
 # executors that run jobs on this machine (anything else submits them elsewhere)
 LOCAL_EXECUTORS = {None, "", "local", "dryrun", "touch"}
@@ -132,6 +138,10 @@ def default_lock_dir(environ: dict | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get("GZMORPH_GPU_LOCK_DIR"):
         return Path(env["GZMORPH_GPU_LOCK_DIR"])
+    return _shared_lock_dir()
+
+
+def _shared_lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / "gzmorph-gpu-locks"
 
 
@@ -173,8 +183,28 @@ def _lock_name(device: str) -> str:
     return "gpu" + re.sub(r"[^A-Za-z0-9_.-]", "_", device) + ".lock"
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, never through a symbolic link and only a regular file.  A file another user
+    created (mode 0o644 under their umask) is opened read-only: flock needs no write access."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | flags, 0o666)
+        except PermissionError:
+            fd = os.open(path, os.O_RDONLY | flags)
+    except OSError as err:
+        what = "a symbolic link" if err.errno == errno.ELOOP else err.strerror
+        raise InputError(f"{path}: cannot use this GPU lock file ({what}); set GZMORPH_GPU_LOCK_DIR to a "
+                         "folder of your own") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"{path}: the GPU lock file is not a regular file; set GZMORPH_GPU_LOCK_DIR to a "
+                         "folder of your own")
+    return fd
+
+
 def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -182,8 +212,9 @@ def _try_lock(path: Path) -> int | None:
         if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return None
         raise
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    with contextlib.suppress(OSError):  # the holder's pid, for people; read-only when another user made it
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
@@ -205,9 +236,13 @@ def acquire_gpus(n: int = 1, lock_dir: str | Path | None = None, poll: float = 1
         return GpuClaim([], "cpu")
     n = max(1, min(int(n), len(devices)))
     folder = Path(lock_dir) if lock_dir else default_lock_dir(env)
-    folder.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(OSError):  # shared by every user of the machine
-        folder.chmod(0o1777)
+    shared = folder == _shared_lock_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=not shared)
+        if shared:  # made here: every user of the machine shares it, as /tmp itself (sticky)
+            folder.chmod(0o1777)
+    except FileExistsError:
+        pass
     start = time.monotonic()
     waiting_logged = False
     # start the scan at a process-dependent device so that concurrent starters rarely collide
