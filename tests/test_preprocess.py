@@ -30,6 +30,22 @@ def test_crop_and_resize_match_a_full_decode(tmp_path):
     assert abs(y - 32) <= 3 and abs(x - 32) <= 3
 
 
+def test_16_bit_and_float_images_keep_their_contrast(tmp_path):
+    """A 16-bit grey PNG was clipped at 255 (almost all white) and a float TIFF truncated to 0..1
+    (all black); both now keep their pixels' order, and a blank float image is unreadable."""
+    ramp = np.tile(np.linspace(0, 1, 64), (64, 1))
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "grey16.png")
+    Image.fromarray((ramp * 3e-3 + 1e-4).astype(np.float32)).save(tmp_path / "flux.tiff")
+    for name in ("grey16.png", "flux.tiff"):
+        img = load_image(tmp_path / name, 64, 1.0)
+        assert img.shape == (64, 64, 3) and (img[..., 0] == img[..., 2]).all()
+        row = img[32, :, 0].astype(int)
+        assert row[0] <= 3 and row[-1] >= 252 and (np.diff(row) >= 0).all(), name
+    Image.fromarray(np.full((64, 64), 7.5, np.float32)).save(tmp_path / "blank.tiff")
+    with pytest.raises(InputError, match=r"blank.tiff: blank image \(every pixel is 7.5\)"):
+        load_image(tmp_path / "blank.tiff", 64, 1.0)
+
+
 def test_real_images_parallel_equals_serial(kaggle_dir):
     paths = sorted((kaggle_dir / "images_training_rev1").glob("*.jpg"))[:70]
     a, bad_a = preprocess_images(paths, 32, workers=2, progress=False, chunk=16)

@@ -73,7 +73,7 @@ def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT
             if fast:
                 need = math.ceil(image_size / crop_fraction)
                 im.draft("RGB", (need, need))
-            im = im.convert("RGB")
+            im = _as_rgb(im, path)
             w, h = im.size
             cw, ch = w * crop_fraction, h * crop_fraction
             box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
@@ -89,6 +89,25 @@ def load_image(path: str | Path, image_size: int, crop_fraction: float = DEFAULT
         raise InputError(f"{path}: cannot decode image ({_one_line(err)})") from None
     except Exception as err:  # noqa: BLE001 - whatever a damaged file makes a decoder raise
         raise InputError(f"{path}: cannot decode image ({type(err).__name__}: {_one_line(err)})") from None
+
+
+def _as_rgb(im: Image.Image, path) -> Image.Image:
+    """8-bit RGB.  Pillow's own conversion clips 16-bit grey (mode I;16) at 255 and truncates 32-bit
+    integer or float pixels (I, F): 16-bit grey is scaled by 255/65535, I and F by their own range
+    (a blank or non-finite one is an unreadable image)."""
+    if im.mode.startswith("I;16"):
+        grey = np.asarray(im, dtype=np.float32) * (255 / 65535)
+    elif im.mode in ("I", "F"):
+        grey = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(grey).all():
+            raise InputError(f"{path}: image with {int((~np.isfinite(grey)).sum())} NaN or infinite pixel(s)")
+        low, high = float(grey.min()), float(grey.max())
+        if high == low:
+            raise InputError(f"{path}: blank image (every pixel is {low:g})")
+        grey = (grey - low) * (255 / (high - low))
+    else:
+        return im.convert("RGB")
+    return Image.fromarray(np.rint(grey).clip(0, 255).astype(np.uint8), "L").convert("RGB")
 
 
 def _one_line(err: BaseException) -> str:
