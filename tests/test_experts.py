@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import gzmorph.experts as experts_module
 import gzmorph.train as train_module
 from gzmorph.augment import AugmentConfig, BatchTransform
 from gzmorph.experts import Data, ExpertConfig, expected_meta, load_expert, segment_noise, step_generator, train_expert
@@ -80,6 +81,17 @@ def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data
     assert torch.allclose(again["trajectory"], fresh["trajectory"], atol=1e-6)
     assert again["meta"]["lr"] == 0.05
     assert not (tmp_path / "b.work").exists()  # a finished expert leaves no checkpoint behind
+    # a longer run (3 epochs) killed after its 3rd, then this 2-epoch run: it trained nothing and
+    # failed on every rerun ("trajectory has 3 epochs, expected 2") until the folder was deleted
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "discard_checkpoints", lambda d: None)
+        m.setattr(experts_module, "save_bundle", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            train_expert(tiny_data, tmp_path / "c.pt", ExpertConfig(**{**cfg.__dict__, "epochs": 3}), index=0,
+                         work_dir=tmp_path / "c.work")
+    shorter = train_expert(tiny_data, tmp_path / "c.pt", cfg, index=0, work_dir=tmp_path / "c.work")
+    assert "longer run than this one's 2 epochs" in caplog.text
+    assert torch.allclose(shorter["trajectory"], fresh["trajectory"], atol=1e-6)
 
 
 def test_load_expert_errors(tmp_path, tiny_data):

@@ -159,7 +159,8 @@ def expert_seed(seed: int, index: int) -> int:
     return int(seed) * 7_777 + 1_000 * int(index) + 3
 
 
-def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accuracy, device, build) -> tuple:
+def _trajectory_so_far(work: Path, meta: dict, epochs: int, initial: torch.Tensor, train_accuracy, device,
+                       build) -> tuple:
     """The trajectory and history rows so far, consistent with fit's own checkpoint (``last.pt``):
     ``[initial], []`` without one; a checkpoint of other settings, or one that cannot be read
     weights-only (truncated, foreign, crafted to run code), is removed (training from scratch)."""
@@ -182,6 +183,11 @@ def _trajectory_so_far(work: Path, meta: dict, initial: torch.Tensor, train_accu
         # another model, data or setting (lr, batch size, augmentation, seed): never continue it
         log.warning("%s: checkpoint of other settings or without a matching trajectory; training from scratch",
                     work)
+        last.unlink()
+        return [initial], []
+    if done > epochs:  # a run of more epochs, killed after this run's last one: nothing left to train
+        log.warning("%s: checkpoint after epoch %d of a longer run than this one's %d epochs; training from scratch",
+                    work, done, epochs)
         last.unlink()
         return [initial], []
     traj, rows = list(saved["trajectory"][:done + 1]), saved["history"][:done]
@@ -255,7 +261,7 @@ def train_expert(data: Data, out_path, cfg: ExpertConfig, *, index: int = 0, wor
         m.train()
         return accuracy(out, data.y_train[eval_idx])
 
-    traj, rows = _trajectory_so_far(work, meta, flat_params(model), train_accuracy, device, build)
+    traj, rows = _trajectory_so_far(work, meta, cfg.epochs, flat_params(model), train_accuracy, device, build)
     last = work / "last.pt"
 
     def save_traj():
