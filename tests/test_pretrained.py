@@ -264,6 +264,36 @@ def test_the_classifier_stage_trains_a_timm_backbone_from_a_local_folder(encoder
     assert all(torch.equal(v, encoder["state"][k]) for k, v in weights.items())
 
 
+def test_a_checkpoint_is_never_resumed_onto_an_encoder_replaced_in_place(encoder, tmp_path, monkeypatch, caplog):
+    """The encoder's path alone was the checkpoint's identity: after a killed run, another encoder
+    copied over the same file had its run resume the old encoder's epochs."""
+    import shutil
+
+    from safetensors.torch import save_file
+    from test_classify import write_curated
+
+    from gzmorph import classify as C
+
+    cat, imgs = write_curated(tmp_path / "curated", classes=["a", "b"], counts={"a": (4, 2, 1), "b": (4, 2, 1)},
+                              size=32, cut="two")
+    path = tmp_path / "encoder.safetensors"
+    shutil.copy(encoder["safetensors"], path)
+    run = dict(kind="flat", epochs=2, batch_size=4, lr=0.01, momentum=0.0, weight_decay=0.0, patience=None,
+               backbone=f"timm/{ARCH}", pretrained=str(path), augment=False, progress=False, device="cpu")
+    with monkeypatch.context() as m:  # killed after its last epoch, before the model file
+        m.setattr(C, "save_model", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            C.train(cat, imgs, tmp_path / "model.pt", checkpoint_dir=tmp_path / "ck", **run)
+    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in encoder["state"].items()}, str(path))
+    with caplog.at_level("INFO", logger="gzmorph.train"):
+        C.train(cat, imgs, tmp_path / "model.pt", checkpoint_dir=tmp_path / "ck", **run)
+    assert "resumed from" not in caplog.text
+    C.train(cat, imgs, tmp_path / "fresh.pt", checkpoint_dir=tmp_path / "fresh", **run)
+    got, fresh = (C.load_model(tmp_path / f, device="cpu").models["flat"].state_dict()
+                  for f in ("model.pt", "fresh.pt"))
+    assert all(torch.equal(got[k], fresh[k]) for k in fresh)
+
+
 def test_a_hierarchical_classifier_is_no_encoder(tmp_path):
     from gzmorph.classify import MODEL_FORMAT
 

@@ -194,8 +194,9 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     """
     from . import augment as A
     from .distributed import is_main
-    from .models import create_model
     from .imageset import content_hash
+    from .models import create_model
+    from .pretrained import encoder_hash
     from .stream import channel_stats_rows
     from .train import cosine_schedule, discard_checkpoints, fingerprint, fit, pick_device, write_table
 
@@ -218,6 +219,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     device = pick_device(cfg.device)
     labels = df["label"].to_numpy(int)
     pixels = content_hash(images)  # a checkpoint belongs to these images only
+    encoder = encoder_hash(cfg.pretrained)  # ... and to these starting weights (an encoder replaced in place)
 
     saved_levels, tables, trained = [], [], {}
     for lv in levels:
@@ -237,7 +239,8 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
         hyper = cfg.identity()
         meta = {"model": cfg.backbone, "model_config": model.config, "classes": lv.classes,
                 "fingerprint": fingerprint(df["id"].to_numpy()[tr], y[tr], df["id"].to_numpy()[va], y[va],
-                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels, init_from)}
+                                           hyper, kind, lv.name, smoothing, lv.weighted, monitor, pixels, init_from,
+                                           encoder)}
         log.info("%s/%s: %d train / %d val images, classes %s, label smoothing %s, weighted sampling %s%s",
                  kind, lv.name, len(tr), len(va), lv.classes, smoothing, lv.weighted,
                  ", from the coarse level's backbone" if init_from else "")

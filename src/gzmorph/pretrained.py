@@ -26,6 +26,7 @@ either.  Nothing here imports torch or timm at import time: the DAG build uses
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -343,6 +344,17 @@ def encoder_files(path: str | Path | None) -> list[str]:
         return []  # the configuration check has said why at DAG build
     found = [weights_file(p), p / CONFIG_FILE if p.is_dir() else p.parent / CONFIG_FILE]
     return [str(f) for f in dict.fromkeys(found) if f.is_file()]
+
+
+def encoder_hash(path: str | Path | None) -> str:
+    """The SHA-256 of the encoder's files (:func:`encoder_files`; "" without one): part of a training
+    checkpoint's identity, so that an encoder replaced at the same path is never resumed from."""
+    h = hashlib.sha256()
+    for f in encoder_files(path):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest() if path else ""
 
 
 def export_encoder(model_file: str | Path, folder: str | Path) -> Path:

@@ -302,6 +302,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     (the source table); write the model file ``out``.  Returns a summary dict."""
     from .distributed import is_main
     from .imageset import ImageStore, content_hash
+    from .pretrained import encoder_hash
     from .stream import StoreRows
     from .train import discard_checkpoints, fingerprint, write_table
 
@@ -320,7 +321,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     counts, count_source = vote_counts(df, cfg.n_volunteers)
     hyper = {k: v for k, v in asdict(cfg).items() if k not in ("device", "amp", "progress")}
     meta = {"model": cfg.backbone, "classes": GZ2_TREE.kaggle_columns,
-            "fingerprint": fingerprint(ids, counts, hyper, content_hash(images))}
+            "fingerprint": fingerprint(ids, counts, hyper, content_hash(images), encoder_hash(cfg.pretrained))}
     model, norm, history = fit_representation(StoreRows(store), counts, cfg, checkpoint_dir, meta)
     bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(store.shape[0]),
               "norm": norm, "model_config": model.config, "num_features": int(model.num_features),
