@@ -125,14 +125,18 @@ def killed_run(tmp, meta, epoch=2):
         img_fit(tiny_cnn(), tmp, restore_best=False, on_step=kill, meta=meta)
 
 
-@pytest.mark.parametrize("change", ["classes", "fingerprint", "code_version"])
+@pytest.mark.parametrize("change", ["classes", "fingerprint", "code_version", "precision"])
 def test_a_checkpoint_of_another_run_is_set_aside(tmp_path, monkeypatch, caplog, change):
-    """Another model, other data or settings (the fingerprint), or other code: train afresh, say why."""
+    """Another model, other data or settings (the fingerprint), other code, or epochs run in another
+    precision (amp: bf16 on a GPU, then off): train afresh, say why."""
     meta = {"model": "cnn", "classes": ["a", "b"], "fingerprint": "f1"}
-    killed_run(tmp_path / "run", meta)
+    with monkeypatch.context() as m:
+        if change == "precision":  # bf16 autocast, as amp gives on a GPU (CPU autocast runs it here)
+            m.setattr(train_module, "amp_dtype", lambda device, amp: torch.bfloat16)
+        killed_run(tmp_path / "run", meta)
     if change == "code_version":
         monkeypatch.setattr(train_module, "package_hash", lambda: "edited")
-    else:
+    elif change != "precision":
         meta = {**meta, change: "other"}
     fresh = tiny_cnn()
     img_fit(fresh, tmp_path / "fresh", restore_best=False, meta=meta)

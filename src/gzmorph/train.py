@@ -67,7 +67,7 @@ from .io import atomic_path, one_line
 log = logging.getLogger(__name__)
 
 # meta keys that must agree between a checkpoint and the run resuming from it
-RESUME_KEYS = ("model", "model_config", "classes", "fingerprint", "code_version")
+RESUME_KEYS = ("model", "model_config", "classes", "fingerprint", "code_version", "precision")
 
 
 @dataclass
@@ -224,11 +224,12 @@ def fit(model: torch.nn.Module, loss_fn: Callable, train: tuple, val: tuple | No
     from . import distributed as D
     from .stream import as_rows, n_batches
 
-    meta = {**(meta or {}), "code_version": package_hash()}
     device = D.init(device) or pick_device(device)  # a rank of a DDP job gets its own device
     world, rank = D.world(), D.rank()
     progress = progress and rank == 0
     dtype = amp_dtype(device, amp)
+    # the precision the epochs run in: a bf16 run's checkpoint is not continued in float32, nor back
+    meta = {**(meta or {}), "code_version": package_hash(), "precision": str(dtype or torch.float32)}
     x, y = as_rows(train[0]), train[1]
     sign = 1.0 if mode == "min" else -1.0
     weights = None if sample_weights is None else torch.as_tensor(sample_weights, dtype=torch.double)
