@@ -52,3 +52,16 @@ def test_refresh_leaves_missing_or_foreign_files_alone(tmp_path):
     assert refresh_manifest(tmp_path / "none.tsv") is False
     (tmp_path / "x.tsv").write_text("something else\n")
     assert refresh_manifest(tmp_path / "x.tsv") is False and (tmp_path / "x.tsv").read_text() == "something else\n"
+
+
+def test_no_rule_script_writes_an_output_in_place():
+    """Every output a script writes itself goes through gzmorph.io.atomic_path (or write_json, which
+    does): a write straight to the final path, cut short, would leave a file that looks complete."""
+    import re
+
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    direct = re.compile(r"\.(to_csv|to_parquet|to_json|savefig|write_text|write_bytes)\(\s*snakemake\.output"
+                        r"|(torch|np)\.save\w*\([^)]*snakemake\.output")
+    found = [f"{p.name}:{i}" for p in sorted(scripts.glob("*.py"))
+             for i, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
+    assert found == []

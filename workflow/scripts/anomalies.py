@@ -16,7 +16,8 @@ with rule_context(snakemake) as (params, log):
     log.info("%d anomalies (odd > %s); average precision %s", metrics["n_anomalies"], metrics["threshold"],
              ", ".join(f"{k} {v['average_precision']['mean']:.3f}" for k, v in metrics["methods"].items()))
     write_json(snakemake.output.metrics, metrics)
-    curves.to_csv(snakemake.output.curves, sep="\t", index=False)
+    with atomic_path(snakemake.output.curves) as tmp:
+        curves.to_csv(tmp, sep="\t", index=False)
     with atomic_path(snakemake.output.ranking) as tmp:
         pd.DataFrame({"id": ids, "odd_fraction": odd, **{f"score_{k}": v for k, v in first.items()}}
                      ).to_parquet(tmp, index=False)

@@ -1,6 +1,6 @@
 """Fine-tuning from few labels (rings by default, or any label column): frozen representation +
 head, fine-tuned, from scratch."""
-from gzmorph.io import write_json
+from gzmorph.io import atomic_path, write_json
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
@@ -11,6 +11,7 @@ with rule_context(snakemake) as (params, log):
                                  snakemake.input.source, FinetuneSettings(**params), seed,
                                  curated_path=snakemake.input.get("curated") or None)
     write_json(snakemake.output.metrics, metrics)
-    runs.to_csv(snakemake.output.runs, sep="\t", index=False)
+    with atomic_path(snakemake.output.runs) as tmp:
+        runs.to_csv(tmp, sep="\t", index=False)
     for note in metrics["notes"]:
         log.info(note)
