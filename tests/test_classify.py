@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gzmorph import classify as C
-from gzmorph.apply import classify_source
+from gzmorph.apply import classify_table
 from gzmorph.imageset import read_images, write_images
 from gzmorph.io import InputError, load_bundle
 from gzmorph.report.classify import report_section
@@ -413,17 +413,27 @@ def test_cli_bad_image_names_the_file(trained, tmp_path, capsys):
     assert main(["classify", str(out["flat"][0]), str(tmp_path / "missing"), "-o", str(dest)]) == 2
 
 
-def test_classify_source_applies_the_model_to_a_real_catalogue(trained, tiny_kaggle, tmp_path):
+def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained, tiny_kaggle, tmp_path):
+    from gzmorph.sources import read_source
+
     _, _, out = trained
     first = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[0]
     first.write_bytes(b"garbage")
+    cat = read_source("kaggle", tiny_kaggle)
     dest = tmp_path / "apply.parquet"
     with pytest.raises(InputError, match=first.name):
-        classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1)
+        classify_table(out["hiwl"][0], cat, dest, workers=1)
     assert not dest.exists()
-    pred = classify_source(out["hiwl"][0], "kaggle", tiny_kaggle, dest, workers=1, max_bad_image_fraction=0.05)
+    pred = classify_table(out["hiwl"][0], cat, dest, workers=1, max_bad_image_fraction=0.05)
     assert len(pred) == 59 and int(first.stem) not in set(pred["id"])
     assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pd.read_parquet(dest).columns)
+    # streamed a few images at a time (blocks of 32 decoded, batches of 5 classified): the same table
+    cat.to_parquet(tmp_path / "source.parquet")
+    small = classify_table(out["hiwl"][0], tmp_path / "source.parquet", tmp_path / "small.parquet", workers=1,
+                           max_bad_image_fraction=0.05, batch_size=5)
+    pd.testing.assert_frame_equal(small, pred, check_exact=False, atol=1e-5)
+    assert small["image_path"].tolist() == cat["image_path"].drop(index=cat.index[cat["id"] == int(first.stem)]
+                                                                    ).tolist()
 
 
 def test_report_section_fragment(trained, tmp_path):

@@ -320,6 +320,26 @@ def test_a_replaced_image_reruns_preprocessing(synthetic_run):
     assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # restored as it was: nothing to do
 
 
+def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthetic_run, tiny_kaggle):
+    """classify.apply_to: the catalogue is read once into its own table and image manifest; a
+    replaced image reruns only the classification, an edited catalogue both (they were never
+    declared: the rule's only inputs were the model and its code)."""
+    config = {**TINY, "classify": {**TINY["classify"], "apply_to": {
+        "other": {"source": "kaggle", "data_dir": str(tiny_kaggle)}}}}
+    smk(synthetic_run, config=config)
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    for model in ("hiwl", "flat"):
+        pred = pd.read_parquet(res / "classify" / model / "apply" / "other.parquet")
+        assert len(pred) == 60 and str(pred["id"].dtype) == "int64" and "p_cigar" in pred.columns
+    first, second = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[:2]
+    first.write_bytes(second.read_bytes())
+    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"classify_catalogue", "all"}
+    csv = tiny_kaggle / "training_solutions_rev1.csv"
+    csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")
+    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"apply_source_table", "classify_catalogue",
+                                                                         "all"}
+
+
 def test_outputs_are_readable_as_the_umask_says(synthetic_run):
     umask = os.umask(0o022)
     os.umask(umask)

@@ -1,7 +1,9 @@
 """Apply a trained classifier to every galaxy of another catalogue (the ``classify_catalogue`` rule).
 
-Images are preprocessed as the curation stage does; the classifier itself is :mod:`gzmorph.classify`.
-Kept apart from it so that training a classifier does not depend on the source readers.
+The workflow reads the catalogue into a source table first (``apply_source_table``, with its own
+image manifest).  Images are preprocessed as the curation stage does, and streamed: decoded a block
+at a time and classified ``batch_size`` at a time, so memory does not grow with the catalogue.  The
+classifier itself is :mod:`gzmorph.classify`.
 """
 
 from __future__ import annotations
@@ -15,24 +17,50 @@ from .classify import as_classifier, predict_images
 from .io import atomic_path
 
 
-def classify_source(model, source: str, data_dir: str | Path, out: str | Path, *, crop_fraction: float | None = None,
-                    workers: int | None = None, max_bad_image_fraction: float = 0.01, batch_size: int = 256,
-                    device=None, **source_options) -> pd.DataFrame:
-    """Apply ``model`` to every galaxy of a source catalogue (``gzmorph.sources.read_source``);
-    images are preprocessed like the curation stage; unreadable images are dropped (up to
-    ``max_bad_image_fraction``, else an error) and listed in the ``bad_images`` metadata."""
-    from .preprocess import apply_bad_image_policy, preprocess_images
-    from .sources import read_source
+def classify_table(model, table: str | Path | pd.DataFrame, out: str | Path, *, crop_fraction: float | None = None,
+                   workers: int | None = None, max_bad_image_fraction: float = 0.01, batch_size: int = 256,
+                   max_pixels: int | None = None, device=None, where: str = "", progress: bool = True,
+                   ) -> pd.DataFrame:
+    """Apply ``model`` to every galaxy of a source table (``id``, ``image_path``; a Parquet file or
+    a frame) and write ``out``: ``id``, ``image_path``, the prediction and one probability per class.
+
+    Images are decoded block by block and classified ``batch_size`` at a time.  Unreadable ones are
+    dropped, up to ``max_bad_image_fraction`` of the table (else an error, as soon as that many are
+    seen), and listed in the log; nothing is written then.
+    """
+    from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, apply_bad_image_policy, preprocess_stream
 
     clf = as_classifier(model, device)
-    cat = read_source(source, data_dir, **source_options)
+    cat = table if isinstance(table, pd.DataFrame) else pd.read_parquet(table, columns=["id", "image_path"])
+    where = where or str(table if not isinstance(table, pd.DataFrame) else "the catalogue")
     crop = crop_fraction if crop_fraction is not None else clf.bundle.get("preprocess", {}).get("crop_fraction", 0.5)
-    imgs, bad = preprocess_images(cat["image_path"].tolist(), clf.image_size, crop, workers)
-    apply_bad_image_policy(bad, len(cat), max_bad_image_fraction, where=f"{source} {data_dir}: ")
-    keep = np.ones(len(cat), bool)
-    keep[[i for i, _ in bad]] = False
-    pred = predict_images(clf, imgs[keep], cat["id"].to_numpy()[keep], batch_size, where=str(data_dir))
-    pred.insert(1, "image_path", cat["image_path"].to_numpy()[keep])
+    ids, paths = cat["id"].to_numpy(), cat["image_path"].astype(str).to_numpy()
+    parts, bad = [], []
+    pending: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, images) decoded, not yet classified
+
+    def classify_pending():
+        rows = np.concatenate([r for r, _ in pending])
+        pred = predict_images(clf, np.concatenate([b for _, b in pending]), ids[rows], batch_size, where=where)
+        pred.insert(1, "image_path", paths[rows])
+        parts.append(pred)
+        pending.clear()
+
+    stream = preprocess_stream(paths.tolist(), clf.image_size, crop, workers, progress=progress,
+                               max_pixels=max_pixels or DEFAULT_MAX_IMAGE_PIXELS)
+    for start, block, block_bad in stream:
+        bad.extend(block_bad)
+        apply_bad_image_policy(bad, len(cat), max_bad_image_fraction, where=f"{where}: ")
+        keep = np.ones(len(block), bool)
+        keep[[i - start for i, _ in block_bad]] = False
+        pending.append((start + np.flatnonzero(keep), block[keep]))
+        if sum(len(r) for r, _ in pending) >= batch_size:
+            classify_pending()
+    if pending:
+        classify_pending()
+    if not parts:  # an empty table: the columns, no rows
+        pending.append((np.zeros(0, np.int64), np.zeros((0, clf.image_size, clf.image_size, 3), np.uint8)))
+        classify_pending()
+    pred = pd.concat(parts, ignore_index=True)
     with atomic_path(out) as tmp:
         pred.to_parquet(tmp, index=False)
     return pred

@@ -144,9 +144,61 @@ rule report_classification:
         "../scripts/report_classification.py"
 
 
+def apply_spec(name):
+    """classify.apply_to.<name> as a source spec (gzmorph.sources.plan): kind, data_dir, options."""
+    block = CLASSIFY["apply_to"][name]
+    return {
+        "source": block["source"],
+        "data_dir": str(Path(block["data_dir"]).resolve()),
+        "options": {k: v for k, v in block.items() if k not in ("source", "data_dir")},
+    }
+
+
+def apply_source_inputs(wildcards):
+    """The files another catalogue's table is read from, so that changing one reruns it."""
+    spec = apply_spec(wildcards.name)
+    if spec["source"] == "synthetic":
+        return [spec["data_dir"]]
+    try:
+        return source_inputs(spec, spec["data_dir"])
+    except InputError as err:
+        raise WorkflowError(f"config classify.apply_to.{wildcards.name}: {err}") from None
+
+
+# each other catalogue's image manifest, re-stat at every DAG build like the source's (IMAGE_MANIFEST)
+for _name in CLASSIFY["apply_to"]:
+    refresh_manifest(res(f"classify/apply/{_name}/images.manifest.tsv"))
+
+
+rule apply_source_table:
+    input:
+        catalogue=apply_source_inputs,
+        code=code_of("source_table"),
+    output:
+        catalogue=res("classify/apply/{name}/catalogue.parquet"),
+        manifest=res("classify/apply/{name}/images.manifest.tsv"),
+    log:
+        log_path("apply_source_table_{name}"),
+    benchmark:
+        bench_path("apply_source_table_{name}")
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    params:
+        **named(merge=False),
+        sources=lambda wc: {wc.name: apply_spec(wc.name)},
+    script:
+        "../scripts/source_table.py"
+
+
 rule classify_catalogue:
     input:
         model=res("classify/{model}/model.pt"),
+        catalogue=res("classify/apply/{name}/catalogue.parquet"),
+        manifest=res("classify/apply/{name}/images.manifest.tsv"),
         code=code_of("classify_catalogue"),
     output:
         res("classify/{model}/apply/{name}.parquet"),
@@ -167,12 +219,9 @@ rule classify_catalogue:
         **named(
             crop_fraction=config["crop_fraction"],
             max_bad_image_fraction=config["max_bad_image_fraction"],
+            max_image_pixels=config["max_image_pixels"],
             device=CLASSIFY["device"],
         ),
-        source=lambda wc: CLASSIFY["apply_to"][wc.name]["source"],
-        data_dir=lambda wc: str(Path(CLASSIFY["apply_to"][wc.name]["data_dir"]).resolve()),
-        options=lambda wc: {
-            k: v for k, v in CLASSIFY["apply_to"][wc.name].items() if k not in ("source", "data_dir")
-        },
+        data_dir=lambda wc: apply_spec(wc.name)["data_dir"],
     script:
         "../scripts/classify_catalogue.py"
