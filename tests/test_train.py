@@ -182,6 +182,15 @@ def test_early_stopping_stops_and_keeps_best(tmp_path):
         metrics_fn=lambda o, t: {"score": 0.0}, monitor="val_score", mode="max", patience=2,
         checkpoint_dir=tmp_path, progress=False, device="cpu")
     assert same_weights(again, model)
+    # a best.pt of another epoch than the run's best (left by an attempt killed before its last.pt) is
+    # not restored as if it were the best: the last epoch's weights are kept, and the log says so
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    torch.save({**best, "model": snapshots[3], "epoch": 3}, tmp_path / "best.pt")
+    third = mlp()
+    fit(third, nn.CrossEntropyLoss(), (x, y), toy(16, seed=1), epochs=8, batch_size=16,
+        metrics_fn=lambda o, t: {"score": 0.0}, monitor="val_score", mode="max", patience=2,
+        checkpoint_dir=tmp_path, progress=False, device="cpu")
+    assert all(torch.equal(v, snapshots[4][k]) for k, v in third.state_dict().items())
 
 
 def test_a_tie_of_the_metric_with_a_lower_validation_loss_is_an_improvement():

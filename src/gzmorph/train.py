@@ -316,7 +316,12 @@ def _fit_epochs(loop, x, y, val, epochs, batch_size, seed, metrics_fn, monitor, 
 
     if restore_best and state["best_epoch"] is not None:
         if best_state is None and ckdir and (ckdir / "best.pt").exists():
-            best_state = read_checkpoint(ckdir / "best.pt")["model"]
+            best = read_checkpoint(ckdir / "best.pt")
+            if best.get("epoch") == state["best_epoch"] and not resume_mismatch(best, meta):
+                best_state = best["model"]
+            else:  # written by an attempt killed before its last.pt, whose epoch the rerun did not repeat
+                log.warning("%s holds epoch %s, not the best epoch %s of this run; keeping the last epoch's "
+                            "weights", ckdir / "best.pt", best.get("epoch"), state["best_epoch"])
         if best_state is not None:
             model.load_state_dict(best_state)
     D.barrier()  # every rank has read the checkpoints before rank 0's caller removes them
