@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--mode", choices=["frozen", "full", "scratch"], default="full",
                    help="frozen: a linear head on the fixed encoder; full: every weight trained (default); "
                         "scratch: the encoder's architecture from random weights")
-    f.add_argument("--test", default=None, help="a labels CSV to score the result on (accuracy, ROC AUC)")
+    f.add_argument("--test", default=None, help="a labels CSV to score the result on (accuracy, balanced accuracy, ROC AUC)")
     f.add_argument("--steps", type=positive_int, default=None,
                    help="optimiser steps (default: as the finetune rule: 30, or 200 for the frozen head)")
     f.add_argument("--image-size", type=positive_int, default=None,

@@ -106,7 +106,7 @@ def rule_context(snakemake):
             logger.info("allocator: %s", keep_freed_memory() if params["keep_freed_memory"]
                         else "glibc's own (keep_freed_memory: false)")
         set_threads(snakemake.threads)
-        seed_everything(int(snakemake.config.get("seed", 0)))
+        seed_everything(int(snakemake.config["seed"]))  # config.yaml sets it (the schema requires it)
         yield params, logger
     except InputError as err:
         logger.error("%s", err)
