@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,29 @@ def test_segment_noise_is_zero_for_full_batch_descent_and_grows_with_sgd_noise(t
     assert 0.01 < segment_noise(tiny_data, ex, noisy, start=0, epochs=2) < 1.5
     with pytest.raises(InputError, match="outside"):
         segment_noise(tiny_data, ex, noisy, start=2, epochs=2)
+
+
+def test_load_data_shrinks_the_splits_a_batch_at_a_time(tmp_path):
+    """The splits are read and resized batch by batch (never the whole curated-size split at once),
+    and give exactly what resizing the whole split does."""
+    from test_classify import write_curated
+
+    from gzmorph.curate import read_catalogue
+    from gzmorph.experts import load_data, read_resized, resize_uint8
+    from gzmorph.imageset import ImageStore, read_images
+
+    cat, imgs = write_curated(tmp_path, size=32)
+    data = load_data(cat, imgs, image_size=8)
+    df, _ = read_catalogue(cat)
+    for split, x in (("train", data.x_train), ("test", data.x_test), ("val", data.x_val)):
+        ids = df[df["split"] == split]["id"].to_numpy()
+        assert torch.equal(x, torch.from_numpy(resize_uint8(read_images(imgs, ids)[1], 8))), split
+    store, ids = ImageStore(imgs), df["id"].to_numpy()[::-1]
+    read = []
+    original = store.read_rows
+    store.read_rows = lambda rows: read.append(len(rows)) or original(rows)
+    small = read_resized(store, ids, 8, batch_size=7)
+    assert max(read) == 7 and sum(read) == len(ids)
+    assert np.array_equal(small, resize_uint8(read_images(imgs, ids)[1], 8))
+    with pytest.raises(InputError, match="distill.image_size 64 is larger than the curated images"):
+        load_data(cat, imgs, image_size=64)
