@@ -27,7 +27,8 @@ def test_plan_budgets():
                                                     "budget 32 skipped: only 3 rings available for training"])
 
 
-def test_finetune_arms_run_on_tiny_data():
+def _tiny_task():
+    """A tiny representation, 40 galaxies (12 rings, 20 not, 8 unlabelled) and the runs of every arm."""
     from gzmorph.represent import RepresentConfig, Representation, fit_representation
 
     rng = np.random.default_rng(0)
@@ -44,10 +45,33 @@ def test_finetune_arms_run_on_tiny_data():
     emb = rep.embed(imgs)
     ft = FinetuneSettings(steps=2, head_steps=5, batch_size=8, seeds=1, augment=False)
     runs, summary = finetune_experiment(rep, imgs, emb, labels, [2, 4], ft, device="cpu")
+    return rep, imgs, emb, labels, ft, runs, summary
+
+
+def test_finetune_arms_run_on_tiny_data():
+    *_, runs, summary = _tiny_task()
     assert len(runs) == 2 * 3 and set(runs["arm"]) == {"frozen", "finetuned", "scratch"}
     assert runs["accuracy"].between(0, 1).all() and runs["roc_auc"].between(0, 1).all()
     assert (runs["n_test"] == 8).all()  # round(0.3 * 12) rings + as many non-rings
     assert set(summary["frozen"]) == {"2", "4"} and "accuracy_sd" in summary["scratch"]["4"]
+
+
+def test_finetuning_reads_from_the_store_only_the_images_it_trains_on(tmp_path):
+    """The finetune rule leaves the labelled galaxies' images in the store (it read every one into
+    memory): an arm reads its budget's images and streams the test set, with the same results."""
+    from gzmorph.finetune import LabelledImages
+    from gzmorph.imageset import ImageStore, write_images
+
+    rep, imgs, emb, labels, ft, runs, _ = _tiny_task()
+    write_images(tmp_path / "images.parquet", np.arange(len(imgs)), imgs)
+    store = ImageStore(tmp_path / "images.parquet")
+    read, original = [], store.read_rows
+    store.read_rows = lambda rows: read.append(len(rows)) or original(rows)
+    lazy = LabelledImages(store, np.arange(len(imgs)))
+    again, _ = finetune_experiment(rep, lazy, emb, labels, [2, 4], ft, device="cpu")
+    assert 0 < max(read) <= 2 * 4  # a budget of 4 per class, 2 classes; never all 40
+    numbers = ["accuracy", "balanced_accuracy", "roc_auc", "n_test"]
+    pd.testing.assert_frame_equal(again[numbers], runs[numbers])
 
 
 def test_task_labels_from_rings_classes_or_any_column():

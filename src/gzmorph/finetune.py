@@ -219,11 +219,32 @@ def _arm_logits(arm: str, rep, images, embeddings, tr, test, y_tr, n_classes, se
     from .augment import input_transform
     from .train import predict_tensor
 
-    out = train_arm(arm, rep.model, rep.norm, images[tr], y_tr, n_classes, settings, seed, device,
-                    features=embeddings[tr] if arm == "frozen" else None)
-    if arm == "frozen":
-        return out(embeddings[test])
-    return predict_tensor(out, torch.from_numpy(images[test]), input_transform(rep.norm), device=device)
+    if arm == "frozen":  # on the embeddings alone: no image is read
+        return train_arm(arm, rep.model, rep.norm, None, y_tr, n_classes, settings, seed, device,
+                         features=embeddings[tr])(embeddings[test])
+    out = train_arm(arm, rep.model, rep.norm, images[tr], y_tr, n_classes, settings, seed, device)
+    x_test = images.stream(test) if isinstance(images, LabelledImages) else torch.from_numpy(images[test])
+    return predict_tensor(out, x_test, input_transform(rep.norm), device=device)
+
+
+class LabelledImages:
+    """The labelled galaxies' images, left in the image store: ``images[positions]`` reads those
+    (a training budget), ``stream(positions)`` streams them (a test set), so that no more than a
+    budget's images are ever in memory, whatever the number of labelled galaxies."""
+
+    def __init__(self, store, rows):
+        self.store, self.rows = store, np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions) -> np.ndarray:
+        return self.store.read_rows(self.rows[np.asarray(positions, dtype=np.int64)])
+
+    def stream(self, positions):
+        from .stream import StoreRows
+
+        return StoreRows(self.store, self.rows[np.asarray(positions, dtype=np.int64)])
 
 
 def _summarise(runs: pd.DataFrame) -> dict:
@@ -240,8 +261,8 @@ def _summarise(runs: pd.DataFrame) -> dict:
     return summary
 
 
-def finetune_experiment(rep, images: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, budgets,
-                        settings: FinetuneSettings, seed: int = 0, device: str = "auto", class_order=None):
+def finetune_experiment(rep, images: np.ndarray | LabelledImages, embeddings: np.ndarray, labels: np.ndarray,
+                        budgets, settings: FinetuneSettings, seed: int = 0, device: str = "auto", class_order=None):
     """All arms x budgets x ``settings.seeds`` seeds from ``seed``.  ``images``, ``embeddings`` and
     ``labels`` (class 0..K-1, -1 = unlabelled) are aligned.
 
@@ -320,8 +341,9 @@ def task_labels(settings: FinetuneSettings, source: pd.DataFrame, curated: pd.Da
 
 
 def _task_data(images_path, embeddings_path, source_path, curated_path, settings: FinetuneSettings):
-    """Images, embeddings, labels (0..K-1) and class names of the galaxies the task labels."""
-    from .imageset import read_images
+    """Images (:class:`LabelledImages`, read when used), embeddings, labels (0..K-1) and class
+    names of the galaxies the task labels."""
+    from .imageset import ImageStore
     from .represent import read_embeddings
 
     source = pd.read_parquet(source_path)
@@ -333,8 +355,8 @@ def _task_data(images_path, embeddings_path, source_path, curated_path, settings
         curated, classes, _ = read_catalogue(curated_path)
     labels, names, task = task_labels(settings, source.set_index("id").reindex(ids).reset_index(), curated, classes)
     sel = np.flatnonzero(labels >= 0)
-    _, imgs = read_images(images_path, ids[sel])  # the labelled galaxies' images only
-    return imgs, emb[sel], labels[sel], names, task
+    store = ImageStore(images_path)
+    return LabelledImages(store, store.rows_of(ids[sel])), emb[sel], labels[sel], names, task
 
 
 def run_finetune(model_path, images_path, embeddings_path, source_path, settings: FinetuneSettings,
