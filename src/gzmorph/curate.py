@@ -4,8 +4,8 @@ Three steps, one Snakemake rule each, so that changing a split fraction does
 not decode images again:
 
 1. :func:`select` applies the cut and the per-class cap → ``selection.parquet``;
-2. :func:`gzmorph.preprocess.preprocess_images` → ``images.parquet`` and the
-   list of bad images;
+2. :func:`gzmorph.preprocess.preprocess_stream`, written block by block to
+   ``images.parquet`` (:class:`gzmorph.imageset.ImageWriter`), and the list of bad images;
 3. :func:`split` drops bad images, makes seeded stratified train/val/test
    splits → ``catalogue.parquet`` and ``stats.json``.
 """

@@ -11,8 +11,9 @@ Modes are the arms of the ``finetune`` rule (:func:`gzmorph.finetune.train_arm`)
 - ``scratch``: the encoder's architecture from random weights (the baseline).
 
 The result is a gzmorph classifier file (safetensors + JSON header, ``kind: flat``) that
-``gzmorph classify`` applies; ``--test`` scores it on labelled images it never saw.  The training
-images are held in memory as uint8 (a label set is hundreds, not millions, of galaxies).
+``gzmorph classify`` applies; ``--test`` scores it on labelled images it never saw, streamed a
+batch at a time.  The training images are held in memory as uint8 (a label set is hundreds, not
+millions, of galaxies): the one exception to the commands' flat memory.
 """
 
 from __future__ import annotations
@@ -151,9 +152,11 @@ def finetune_from_csv(args) -> str:
               "steps": settings.steps if arm != "frozen" else settings.head_steps, "seed": args.seed}
     if test is not None:
         from .augment import input_transform
+        from .imagestream import image_batches
 
-        t_images = decode_all(test[0], size, crop, args.batch_size, args.workers)
-        logits = predict_tensor(model, torch.from_numpy(t_images), input_transform(norm), device=device)
+        transform = input_transform(norm)  # the test images are streamed: only their logits are kept
+        logits = torch.cat([predict_tensor(model, torch.from_numpy(images), transform, device=device)
+                            for _, images in image_batches(test[0], size, crop, args.batch_size, args.workers)])
         record["test"] = {"labels": str(args.test), "n": int(len(test[1])),
                           **label_metrics(logits, test[1], len(classes))}
     bundle = {"format": MODEL_FORMAT, "kind": "flat", "cut": None, "classes": classes, "image_size": size,
