@@ -324,3 +324,20 @@ def test_fragment_exports_every_figure_and_table(tmp_path):
     counts = pd.read_csv(tables / "counts.tsv", sep="\t", index_col="class")
     assert counts.loc["all classes", "total"] == 150 and list(counts.index[:-1]) == CLASSES
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_class_names_and_ids_with_dollar_signs_are_drawn_as_written():
+    """matplotlib reads $...$ as mathematics: a class folder or id named like '$\\foo$' made every
+    report figure with it fail (ParseFatalException), and '$x$' was drawn as an italic x."""
+    import numpy as np
+
+    from gzmorph.report.classify import confusion_figure
+    from gzmorph.report.figures import figure_png, new_figure
+
+    fig = new_figure()
+    ax = fig.subplots()
+    ax.set_title(r"id $\foo$")
+    ax.bar([r"$\foo$", "$x$"], [1, 2])
+    assert figure_png(fig).startswith(b"\x89PNG")
+    metrics = {"confusion": np.eye(2, dtype=int).tolist(), "classes": [r"$\foo$", "b"], "accuracy": 1.0}
+    assert figure_png(confusion_figure(metrics)).startswith(b"\x89PNG")

@@ -20,6 +20,10 @@ def confusion_figure(metrics: dict, title: str = "", normalise: bool = True):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .figures import user_text_is_plain
+
+    user_text_is_plain()  # class names as written, never read as mathematics
+
     cm = np.asarray(metrics["confusion"], float)
     classes = metrics["classes"]
     frac = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
@@ -44,6 +48,10 @@ def training_curves_figure(tables: dict[str, str | Path | pd.DataFrame]):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+
+    from .figures import user_text_is_plain
+
+    user_text_is_plain()  # class names as written, never read as mathematics
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
     for name, t in tables.items():

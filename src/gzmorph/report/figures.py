@@ -99,10 +99,21 @@ def close_figure(fig) -> None:
         plt.close(fig)
 
 
+def user_text_is_plain() -> None:
+    """Draw every text as it is written: class names and ids come from users' folders and catalogues,
+    and matplotlib would read ``$...$`` in them as mathematics (or fail on it).  The report draws
+    no mathematics; this is set in the report's own processes, before a figure is made."""
+    import matplotlib
+
+    matplotlib.rcParams["text.parse_math"] = False
+
+
 def new_figure(figsize: tuple[float, float] = (6.4, 3.6), **kwargs):
-    """A matplotlib ``Figure`` outside pyplot (no global state, Agg rendering), constrained layout."""
+    """A matplotlib ``Figure`` outside pyplot (no global state, Agg rendering), constrained layout;
+    its texts are plain (:func:`user_text_is_plain`)."""
     from matplotlib.figure import Figure
 
+    user_text_is_plain()
     kwargs.setdefault("layout", "constrained")
     return Figure(figsize=figsize, **kwargs)
 
