@@ -77,6 +77,32 @@ def test_image_ids_from_file_names():
     assert image_ids(["12.jpg", "NGC 4414.png"]) == ["12", "NGC 4414"]
     with pytest.raises(InputError, match="share the id"):
         image_ids(["a/12.jpg", "b/12.png"])
+    # 20 digits do not fit an int64 (an OverflowError traceback when the ids were written): all strings
+    assert image_ids(["99999999999999999999.jpg", "5.jpg"]) == ["99999999999999999999", "5"]
+
+
+def test_misused_commands_are_one_line_exit_2(folder, representation, tmp_path, capsys):
+    """--device mps or meta (a torch RuntimeError traceback), the Kaggle CSV over the Parquet output
+    (exit 0, the Parquet file silently lost), a header-only labels CSV (an IndexError) and a folder
+    as the labels file (exit 1)."""
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("path,label\n")
+    same = tmp_path / "same.out"
+    for argv, message in (
+            (["predict", str(representation), str(folder), "-o", str(tmp_path / "v.parquet"), "--device", "mps"],
+             "--device mps: the commands run on cpu or cuda"),
+            (["embed", str(representation), str(folder), "-o", str(tmp_path / "e.parquet"), "--device", "meta"],
+             "--device meta: the commands run on cpu or cuda"),
+            (["predict", str(representation), str(folder), "-o", str(same), "--kaggle-csv", str(same)],
+             "the same file as -o"),
+            (["finetune", str(representation), str(header_only), "-o", str(tmp_path / "ft.pt")],
+             "header.csv: a header and no rows"),
+            (["finetune", str(representation), str(folder), "-o", str(tmp_path / "ft.pt")],
+             "a folder, not a labels CSV")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".parquet", ".pt", ".out")]
 
 
 def test_predict_writes_vote_fractions_and_the_kaggle_submission(folder, representation, tmp_path):

@@ -89,6 +89,8 @@ def predict_command(args) -> int:
     from .tree import GZ2_TREE
 
     check_device(args.device)
+    if args.kaggle_csv and Path(args.kaggle_csv).resolve() == Path(args.output).resolve():
+        raise InputError(f"--kaggle-csv {args.kaggle_csv}: the same file as -o; give the CSV its own name")
     rep = load_representation(args.model, device=args.device)
     cols, answers = GZ2_TREE.kaggle_columns, GZ2_TREE.answers
     paths = find_images(args.images)
@@ -165,3 +167,5 @@ def check_device(name: str) -> None:
                                   or (device.index or 0) >= torch.cuda.device_count()):
         raise InputError(f"--device {name}: no such CUDA device here "
                          f"({torch.cuda.device_count()} visible); use --device cpu or auto")
+    if device.type not in ("cpu", "cuda"):  # mps, meta, xpu ...: not a device these commands run on
+        raise InputError(f"--device {name}: the commands run on cpu or cuda (auto picks one)")

@@ -42,12 +42,16 @@ def read_labels(path, image_column: str, label_column: str, classes: list[str] |
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise InputError(f"{path}: labels file not found") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a labels CSV") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
     for col in (image_column, label_column):
         if col not in df.columns:
             raise InputError(f"{path}: no column {col!r} (columns: {', '.join(df.columns)}); "
                              f"name it with --image-column / --label-column")
+    if df.empty:
+        raise InputError(f"{path}: a header and no rows: no labelled image")
     for col in (image_column, label_column):
         empty = np.flatnonzero(df[col].str.strip() == "")
         if len(empty):

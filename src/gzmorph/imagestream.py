@@ -48,12 +48,14 @@ def find_images(items) -> list[Path]:
 
 
 def image_ids(paths) -> list:
-    """One id per file from its name: all integers when every stem is digits (``123.jpg`` -> 123),
-    else all strings (the stems), so that an id column has one type.  Two files with one id are an
+    """One id per file from its name: all integers when every stem is digits (``123.jpg`` -> 123)
+    and fits a 64-bit integer, else all strings (the stems), so that an id column has one type.  Two files with one id are an
     InputError naming them."""
     stems = [image_stem(p) for p in paths]
     # integers only when every name is one as written (007 stays the string "007")
     ids = [int(s) for s in stems] if stems and all(_INT.fullmatch(s) for s in stems) else stems
+    if ids is not stems and not all(-2**63 <= i < 2**63 for i in ids):  # 20+ digits: beyond int64
+        ids = stems
     seen: dict = {}
     for p, i in zip(paths, ids):
         if i in seen:
