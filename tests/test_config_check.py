@@ -145,6 +145,34 @@ def test_split_fractions_must_sum_to_one_and_train_be_positive():
     assert errors({"split": {"train": 0.7, "val": 0.2, "test": 0.1}}) == []  # 0.7 + 0.2 + 0.1 != 1.0 in floats
 
 
+@pytest.mark.parametrize("over, message", [
+    # each passed the dry run and failed once a job ran, after curation or a trained model
+    ({"split": {"train": 0.9, "val": 0.0, "test": 0.1}},
+     "config split.val: must be above 0: classify needs val galaxies of every class"),
+    ({"split": {"train": 0.9, "val": 0.1, "test": 0.0}},
+     "config split.test: must be above 0: classify and distill need test galaxies of every class"),
+    ({"cut": "guan9", "classify": {"models": ["hiwl"]}},
+     "config classify.models: hiwl runs only for the hiwl5 cut, so cut 'guan9' leaves no classifier to train; "
+     "add flat"),
+    ({"classify": {"models": []}}, "config classify.models: [] should be non-empty"),
+    ({"distill": {"image_size": 28}}, "config distill.image_size: 28 px is not divisible by 2^depth = 8 (the "
+     "ConvNet halves it at each of its 3 blocks)"),
+    ({"classify": {"device": "gpu"}}, "config classify.device: 'gpu' does not match"),
+    ({"represent": {"backbone": "resnet50"}}, "config represent.backbone: 'resnet50' is not one of ['cnn',"),
+    ({"classify": {"apply_to": {"o": {"source": "gz2", "data_dir": "/x", "fraction": "debiased"}}}},
+     "config classify.apply_to.o.fraction: unknown key"),
+])
+def test_settings_that_only_failed_in_a_job_fail_at_dag_build(over, message):
+    found = errors(over)
+    assert len(found) == 1 and found[0].startswith(message), found
+
+
+def test_val_and_test_splits_may_be_empty_when_no_stage_needs_them():
+    assert errors({"stages": ["represent"], "split": {"train": 0.9, "val": 0.0, "test": 0.1}}) == []
+    assert errors({"stages": ["distill"], "split": {"train": 0.9, "val": 0.1, "test": 0.0}}) == [
+        "config split.test: must be above 0: distill needs test galaxies of every class"]
+
+
 def test_every_cut_definition_and_the_cut_in_use_are_checked():
     assert errors({"cut": "zhu7"}) == ["config cut: 'zhu7' is not a named cut nor defined under 'cuts:' "
                                        "(known: guan9, hiwl5)"]

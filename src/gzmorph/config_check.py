@@ -22,6 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .io import InputError
+from .stages import STAGES
 
 #: how messages point to the schema (relative to the repository)
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
@@ -228,6 +229,13 @@ def split_errors(config: dict) -> list[str]:
         out.append(f"config split: the fractions must sum to 1, but {terms} = {number(total)}")
     if values["train"] <= 0:
         out.append("config split.train: must be above 0 (the models train on it)")
+    staged = config.get("stages") or STAGES
+    needs = {"val": [s for s in ("classify",) if s in staged],
+             "test": [s for s in ("classify", "distill") if s in staged]}
+    for split, stages in needs.items():
+        if stages and values[split] <= 0:
+            out.append(f"config split.{split}: must be above 0: {' and '.join(stages)} "
+                       f"{'needs' if len(stages) == 1 else 'need'} {split} galaxies of every class")
     return out
 
 
@@ -272,9 +280,12 @@ def classify_errors(config: dict) -> list[str]:
     from .classify_settings import ClassifySettings
 
     try:
-        ClassifySettings.from_config(config.get("classify"))
+        settings = ClassifySettings.from_config(config.get("classify"))
     except InputError as err:
         return [_stage(err)]
+    if "classify" in (config.get("stages") or STAGES) and settings.models == ["hiwl"] and config["cut"] != "hiwl5":
+        return [f"config classify.models: hiwl runs only for the hiwl5 cut, so cut {config['cut']!r} leaves no "
+                "classifier to train; add flat"]
     return []
 
 
@@ -459,6 +470,9 @@ def distill_errors(config: dict) -> list[str]:
         from .classify_settings import curated_image_size
 
         curated = curated_image_size(config)
+        if settings["image_size"] % 2 ** settings["depth"]:
+            out.append(f"config distill.image_size: {settings['image_size']} px is not divisible by 2^depth = "
+                       f"{2 ** settings['depth']} (the ConvNet halves it at each of its {settings['depth']} blocks)")
         if settings["image_size"] > curated:
             out.append(f"config distill.image_size: {settings['image_size']} px is larger than the curated images "
                        f"({curated} px: classify.image_size, else image_size); the experts only shrink them")
