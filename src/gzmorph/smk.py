@@ -106,7 +106,8 @@ def rule_context(snakemake):
             logger.info("allocator: %s", keep_freed_memory() if params["keep_freed_memory"]
                         else "glibc's own (keep_freed_memory: false)")
         set_threads(snakemake.threads)
-        seed_everything(int(snakemake.config["seed"]))  # config.yaml sets it (the schema requires it)
+        if "seed" in snakemake.config:  # config.yaml's (the schema requires it); another Snakefile may have none
+            seed_everything(int(snakemake.config["seed"]))
         yield params, logger
     except InputError as err:
         logger.error("%s", err)

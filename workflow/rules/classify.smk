@@ -144,27 +144,6 @@ rule report_classification:
         "../scripts/report_classification.py"
 
 
-def apply_spec(name):
-    """classify.apply_to.<name> as a source spec (gzmorph.sources.plan): kind, data_dir, options."""
-    block = CLASSIFY["apply_to"][name]
-    return {
-        "source": block["source"],
-        "data_dir": str(Path(block["data_dir"]).resolve()),
-        "options": {k: v for k, v in block.items() if k not in ("source", "data_dir")},
-    }
-
-
-def apply_source_inputs(wildcards):
-    """The files another catalogue's table is read from, so that changing one reruns it."""
-    spec = apply_spec(wildcards.name)
-    if spec["source"] == "synthetic":
-        return [spec["data_dir"]]
-    try:
-        return source_inputs(spec, spec["data_dir"])
-    except InputError as err:
-        raise WorkflowError(f"config classify.apply_to.{wildcards.name}: {err}") from None
-
-
 # each other catalogue's image manifest, re-stat at every DAG build like the source's (IMAGE_MANIFEST)
 for _name in CLASSIFY["apply_to"]:
     refresh_manifest(res(f"classify/apply/{_name}/images.manifest.tsv"))

@@ -145,6 +145,27 @@ def source_catalogue_input(wildcards):
     return out
 
 
+def apply_spec(name):
+    """classify.apply_to.<name> as a source spec (gzmorph.sources.plan): kind, data_dir, options."""
+    block = CLASSIFY["apply_to"][name]  # classify.smk
+    return {
+        "source": block["source"],
+        "data_dir": str(Path(block["data_dir"]).resolve()),
+        "options": {k: v for k, v in block.items() if k not in ("source", "data_dir")},
+    }
+
+
+def apply_source_inputs(wildcards):
+    """The files another catalogue's table is read from, so that changing one reruns it."""
+    spec = apply_spec(wildcards.name)
+    if spec["source"] == "synthetic":
+        return [spec["data_dir"]]
+    try:
+        return source_inputs(spec, spec["data_dir"])
+    except InputError as err:
+        raise WorkflowError(f"config classify.apply_to.{wildcards.name}: {err}") from None
+
+
 # Each stage's .smk registers what `rule all` builds and the report sections it writes;
 # both are read when the DAG is built, after every include.
 TARGETS = []
