@@ -46,3 +46,11 @@ def test_config_stages_and_report_rows():
     rows = plan_rows(plan)
     assert rows[0] == {"stage": "classification", "runs": "yes", "why": "trained on the curated classes (labels)"}
     assert [r["runs"] for r in rows[1:]] == ["no"] * 5
+
+
+def test_an_empty_stages_list_is_curation_only():
+    """stages: [] ran every stage (an empty list read as 'not given'); absent, every stage runs."""
+    assert runs(stage_plan({"stages": []}, VOTES, REP)) == set()
+    assert "not in the config's stages (none)" in stage_plan({"stages": []}, VOTES, REP)["classify"]["why"]
+    assert runs(stage_plan({}, VOTES, REP)) == runs(stage_plan({"stages": ["classify", "distill", "represent"]},
+                                                                VOTES, REP))

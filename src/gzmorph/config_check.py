@@ -22,7 +22,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .io import InputError
-from .stages import STAGES
+from .stages import staged
 
 #: how messages point to the schema (relative to the repository)
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
@@ -229,9 +229,9 @@ def split_errors(config: dict) -> list[str]:
         out.append(f"config split: the fractions must sum to 1, but {terms} = {number(total)}")
     if values["train"] <= 0:
         out.append("config split.train: must be above 0 (the models train on it)")
-    staged = config.get("stages") or STAGES
-    needs = {"val": [s for s in ("classify",) if s in staged],
-             "test": [s for s in ("classify", "distill") if s in staged]}
+    chosen = staged(config)
+    needs = {"val": [s for s in ("classify",) if s in chosen],
+             "test": [s for s in ("classify", "distill") if s in chosen]}
     for split, stages in needs.items():
         if stages and values[split] <= 0:
             out.append(f"config split.{split}: must be above 0: {' and '.join(stages)} "
@@ -283,7 +283,7 @@ def classify_errors(config: dict) -> list[str]:
         settings = ClassifySettings.from_config(config.get("classify"))
     except InputError as err:
         return [_stage(err)]
-    if "classify" in (config.get("stages") or STAGES) and settings.models == ["hiwl"] and config["cut"] != "hiwl5":
+    if "classify" in staged(config) and settings.models == ["hiwl"] and config["cut"] != "hiwl5":
         return [f"config classify.models: hiwl runs only for the hiwl5 cut, so cut {config['cut']!r} leaves no "
                 "classifier to train; add flat"]
     return []
@@ -466,7 +466,7 @@ def distill_errors(config: dict) -> list[str]:
                 break
     if "stm" in settings["methods"] and epochs < 2:
         out.append(f"config distill.expert.epochs: STM needs experts of at least 2 epochs, not {epochs}")
-    if "distill" in (config.get("stages") or ["distill"]):
+    if "distill" in staged(config):
         from .classify_settings import curated_image_size
 
         curated = curated_image_size(config)

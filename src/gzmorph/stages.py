@@ -17,11 +17,17 @@ STAGES = ("classify", "distill", "represent")
 REPRESENT_PARTS = ("embeddings", "similarity", "anomalies", "finetune")
 
 
+def staged(config: dict) -> list[str]:
+    """The stages the config asks for: ``stages`` as given (``[]``: curation only), all when absent."""
+    chosen = config.get("stages")
+    return list(STAGES if chosen is None else chosen)
+
+
 def stage_plan(config: dict, sources: dict[str, dict], represent: dict) -> dict[str, dict]:
     """``{stage or representation part: {"runs": bool, "why": str}}`` for ``config`` (its ``stages``),
     ``sources`` (:func:`gzmorph.sources.plan.source_specs`: ``votes`` per source) and the
     ``represent`` settings (``model``, ``finetune.label``)."""
-    chosen = list(config.get("stages") or STAGES)
+    chosen = staged(config)
     no_votes = [n for n, s in sources.items() if not s["votes"]]
     plan = {}
 
