@@ -361,3 +361,19 @@ def test_dry_run_refuses_split_fractions_that_do_not_sum_to_one(workflow_copy):
     assert rc != 0, text[-3000:]
     assert "config split: the fractions must sum to 1, but train 0.8 + val 0.2 + test 0.1 = 1.1" in text
     assert "Building DAG" not in text
+
+
+def test_dry_run_names_a_missing_data_folder_or_catalogue_in_one_line(workflow_copy, tmp_path):
+    """A wrong data_dir (or an apply_to one) was an InputFunctionException with Snakemake's traceback
+    and wildcards block; it is one line naming the key, before the DAG is built."""
+    wd, _ = workflow_copy
+    for config, message in (
+            ({"source": "kaggle", "data_dir": str(tmp_path / "nope")}, f"config data_dir: {tmp_path / 'nope'}: "
+             "no such folder"),
+            ({"source": "kaggle", "data_dir": str(tmp_path)}, f"config data_dir: {tmp_path}/training_solutions_rev1"
+             ".csv: Kaggle catalogue not found"),
+            ({"classify": {"apply_to": {"o": {"source": "kaggle", "data_dir": "/nope"}}}},
+             "config classify.apply_to.o.data_dir: /nope: no such folder")):
+        rc, text = dry_run(wd, config=config)
+        assert rc != 0 and message in text, text[-3000:]
+        assert "InputFunctionException" not in text and "Building DAG" not in text

@@ -12,7 +12,7 @@ from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 from gzmorph.pretrained import encoder_files
 from gzmorph.represent_settings import RepresentSettings
-from gzmorph.sources.plan import several as several_sources, source_inputs, source_specs
+from gzmorph.sources.plan import data_errors, several as several_sources, source_inputs, source_specs
 from gzmorph.stages import stage_plan
 
 REPO = Path(workflow.basedir)
@@ -113,6 +113,22 @@ SEVERAL_SOURCES = several_sources(config)
 SOURCES = source_specs(config)
 for _spec in SOURCES.values():
     _spec["data_dir"] = resolve_data_dir(_spec)
+# each source's folder and catalogue, and those of classify.apply_to, found before any job is planned
+_DATA_ERRORS = data_errors(
+    {
+        **{(f"sources.{n}.data_dir" if SEVERAL_SOURCES else "data_dir"): s for n, s in SOURCES.items()},
+        **{
+            f"classify.apply_to.{n}.data_dir": {
+                "source": b["source"],
+                "data_dir": b["data_dir"],
+                "options": {k: v for k, v in b.items() if k not in ("source", "data_dir")},
+            }
+            for n, b in config["classify"].get("apply_to", {}).items()
+        },
+    }
+)
+if _DATA_ERRORS:
+    raise WorkflowError("\n".join(_DATA_ERRORS))
 # what the image rules decode FITS files with, per source (gzmorph.fits)
 SOURCE_FITS = {name: spec["fits"] for name, spec in SOURCES.items()}
 # whether every source has vote fractions (the representation and the anomaly search need them)

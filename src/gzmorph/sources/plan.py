@@ -94,6 +94,26 @@ def spec_errors(config: dict) -> list[str]:
     return out
 
 
+def data_errors(specs: dict[str, dict]) -> list[str]:
+    """The folder and catalogue of each source (``{config key: spec}``, specs as :func:`source_specs`
+    gives them) as the rules will look for them (:func:`source_inputs`), one line naming the key each:
+    the workflow checks them when it builds the DAG, before an input function fails inside Snakemake.
+    A synthetic source, or a gz2 one to download (no data_dir), has nothing to check yet."""
+    out = []
+    for key, spec in specs.items():
+        data_dir = spec.get("data_dir")
+        if spec["source"] not in ("table", "kaggle", "gz2") or not data_dir:
+            continue
+        if not Path(data_dir).is_dir():
+            out.append(f"config {key}: {data_dir}: no such folder")
+            continue
+        try:
+            source_inputs(spec, data_dir)
+        except InputError as err:
+            out.append(f"config {key}: {err}")
+    return out
+
+
 # ----------------------------------------------------------------------------- merging
 
 
