@@ -161,6 +161,11 @@ def test_split_fractions_must_sum_to_one_and_train_be_positive():
     ({"represent": {"backbone": "resnet50"}}, "config represent.backbone: 'resnet50' is not one of ['cnn',"),
     ({"classify": {"apply_to": {"o": {"source": "gz2", "data_dir": "/x", "fraction": "debiased"}}}},
      "config classify.apply_to.o.fraction: unknown key"),
+    # these failed in the finetune job, after the representation had trained
+    ({"represent": {"finetune": {"label": "Class4.1"}}}, "config represent.finetune.label: Class4.1 is a vote "
+     "fraction; set represent.finetune.threshold to split it into two classes"),
+    ({"represent": {"finetune": {"label": "Class4.1", "threshold": 1.5}}}, "config represent.finetune.threshold: "
+     "1.5 leaves every galaxy on one side of Class4.1"),
 ])
 def test_settings_that_only_failed_in_a_job_fail_at_dag_build(over, message):
     found = errors(over)

@@ -24,6 +24,9 @@ from pathlib import Path
 from .io import InputError
 from .stages import staged
 
+#: the Kaggle-layout vote fraction columns every catalogue with votes has (Class1.1 ... Class11.6)
+KAGGLE_COLUMN = re.compile(r"Class\d+\.\d+")
+
 #: how messages point to the schema (relative to the repository)
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 DISTILL_SETTINGS_FILE = "src/gzmorph/distill_settings.py"
@@ -300,6 +303,14 @@ def represent_errors(config: dict) -> list[str]:
     if ft["budgets"] == "auto" and ft["min_budget"] > ft["max_budget"]:
         out.append(f"config represent.finetune: min_budget ({ft['min_budget']}) is above max_budget "
                    f"({ft['max_budget']}), so no label budget is left")
+    label, threshold = ft["label"], ft["threshold"]
+    if label not in ("rings", "class") and KAGGLE_COLUMN.fullmatch(str(label)):  # a vote fraction in [0, 1]
+        if threshold is None:
+            out.append(f"config represent.finetune.label: {label} is a vote fraction; set "
+                       "represent.finetune.threshold to split it into two classes")
+        elif not 0 < threshold < 1:
+            out.append(f"config represent.finetune.threshold: {number(threshold)} leaves every galaxy on one side "
+                       f"of {label} (a fraction in [0, 1]); choose a value between 0 and 1")
     if ft["not_ring_max"] >= ft["ring_min"]:
         out.append(f"config represent.finetune: not_ring_max ({number(ft['not_ring_max'])}) must be below "
                    f"ring_min ({number(ft['ring_min'])}), else a galaxy is both a ring and not one")
