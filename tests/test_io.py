@@ -65,3 +65,14 @@ def test_no_rule_script_writes_an_output_in_place():
     found = [f"{p.name}:{i}" for p in sorted(scripts.glob("*.py"))
              for i, line in enumerate(p.read_text().splitlines(), 1) if direct.search(line)]
     assert found == []
+
+
+def test_set_threads_also_limits_a_blas_library_loaded_before_it():
+    """Scripts import pandas (numpy's OpenBLAS, which reads OPENBLAS_NUM_THREADS when it loads) before
+    rule_context: the env vars alone left BLAS on every core, and similarity's PCA, for one, differed
+    in its last bits between machines of different core counts."""
+    code = ("import numpy, threadpoolctl; from gzmorph.smk import set_threads; set_threads(1); "
+            "print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info()}))")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[1]", out.stdout + out.stderr

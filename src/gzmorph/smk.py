@@ -32,9 +32,15 @@ from .io import InputError, sweep_temporaries
 
 
 def set_threads(n: int) -> None:
+    """Limit torch and the BLAS/OpenMP libraries to ``n`` threads: through the environment for those
+    not loaded yet, and through threadpoolctl for those already loaded (numpy's OpenBLAS, once a
+    script has imported pandas), which read the environment only when they load."""
+    from threadpoolctl import threadpool_limits
+
     n = max(1, int(n))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+    threadpool_limits(limits=n)
     if "torch" in sys.modules:
         import torch
 
