@@ -50,7 +50,7 @@ def select(source: pd.DataFrame, cut: Cut, max_per_class: int | None = None,
         "cut_rules": cut.rules_text, "classes": cut.class_names,
         "n_source": int(len(source)), "n_ambiguous": int(assigned["ambiguous"].sum()),
         "n_matched_per_class": dict(zip(cut.class_names, map(int, n_matched))),
-        "max_per_class": cap,
+        "max_per_class": cap or 0,  # the cap applied (the config's, else the cut's top_k); 0 = none, as in config
     }
     return df, stats
 
@@ -125,7 +125,7 @@ def select_sources(source: pd.DataFrame, cuts: dict[str, Cut], max_per_class: in
         "cut_rules": {f"{s}: {c}": r for s, (_, cut, _) in per.items() for c, r in cut.rules_text.items()},
         "classes": order, "n_source": int(len(source)),
         "n_ambiguous": int(sum(v["n_ambiguous"] for v in stats_per.values())),
-        "n_matched_per_class": dict(zip(order, map(int, n_matched))), "max_per_class": cap,
+        "n_matched_per_class": dict(zip(order, map(int, n_matched))), "max_per_class": cap or 0,
         "sources": stats_per,
         "n_selected_per_source": {s: int((df["source"] == s).sum()) for s in cuts},
     }

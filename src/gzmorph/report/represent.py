@@ -108,7 +108,7 @@ def _similarity_section(inp):
     vals = {f"precision@{met['k']}": met["precision_at_k"], "label base rate": met["base_rate"],
             "lift": met["lift"], "labelled queries": int(met["n_labelled"])}
     if "truth" in met:
-        vals[f"precision@{met['k']} by true {met['truth']['column']}"] = met["truth"]["precision_at_k"]
+        vals[f"precision@{met['k']}, true kind ({met['truth']['column']})"] = met["truth"]["precision_at_k"]
         vals["true-kind base rate"] = met["truth"]["base_rate"]
     sec.add(R.metrics(vals, float_format="{:.3f}", name="precision"))
     per = pd.DataFrame({"precision@k": met["precision_per_label"]})
@@ -198,7 +198,8 @@ def _finetune_section(inp):
         f"Task: {task}. Labelled galaxies: {counts}. Per seed a balanced test set of {met['n_test_per_class']} "
         f"galaxies per class is held out and the training sets are balanced (budget = {per_class}). Arms: frozen "
         f"representation + linear head ({met['head_steps']} steps), representation fine-tuned and the same "
-        f"architecture from scratch ({met['steps']} steps each); mean ± sd over {len(met['seeds'])} seeds."
+        f"architecture from scratch ({met['steps']} steps each); "
+        + (f"mean ± sd over {len(met['seeds'])} seeds." if len(met["seeds"]) > 1 else "one seed (no spread).")
         + ("" if n_classes == 2 else " ROC AUC is the one-vs-rest macro average.")))
     if met["notes"]:
         sec.add(R.note("; ".join(met["notes"]) + f" (budgets: auto; an explicit list above the available {per_class} "
@@ -208,11 +209,13 @@ def _finetune_section(inp):
     rows = []
     for arm, per in met["arms"].items():
         for b, v in per.items():
-            row = {"arm": arm, f"budget ({per_class})": int(b),
-                   "accuracy": f"{v['accuracy_mean']:.3f} ± {v['accuracy_sd']:.3f}"}
+            def cell(k, v=v):  # one seed has no spread to show
+                return f"{v[k + '_mean']:.3f}" + (f" ± {v[k + '_sd']:.3f}" if v.get("n_seeds", 2) > 1 else "")
+
+            row = {"arm": arm, f"budget ({per_class})": int(b), "accuracy": cell("accuracy")}
             if "balanced_accuracy_mean" in v:
-                row["balanced accuracy"] = f"{v['balanced_accuracy_mean']:.3f} ± {v['balanced_accuracy_sd']:.3f}"
-            row["ROC AUC"] = f"{v['roc_auc_mean']:.3f} ± {v['roc_auc_sd']:.3f}"
+                row["balanced accuracy"] = cell("balanced_accuracy")
+            row["ROC AUC"] = cell("roc_auc")
             rows.append(row)
     sec.add(R.table(pd.DataFrame(rows).sort_values([f"budget ({per_class})", "arm"]).reset_index(drop=True),
                     caption="Test accuracy, balanced accuracy and ROC AUC, mean ± sd over seeds", name="accuracy-auc"))
