@@ -413,7 +413,7 @@ def test_cli_bad_image_names_the_file(trained, tmp_path, capsys):
     assert main(["classify", str(out["flat"][0]), str(tmp_path / "missing"), "-o", str(dest)]) == 2
 
 
-def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained, tiny_kaggle, tmp_path):
+def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained, tiny_kaggle, tmp_path, caplog):
     from gzmorph.sources import read_source
 
     _, _, out = trained
@@ -424,7 +424,9 @@ def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained
     with pytest.raises(InputError, match=first.name):
         classify_table(out["hiwl"][0], cat, dest, workers=1)
     assert not dest.exists()
-    pred = classify_table(out["hiwl"][0], cat, dest, workers=1, max_bad_image_fraction=0.05)
+    with caplog.at_level("WARNING", logger="gzmorph.apply"):
+        pred = classify_table(out["hiwl"][0], cat, dest, workers=1, max_bad_image_fraction=0.05)
+    assert "1 unreadable image(s) skipped" in caplog.text and first.name in caplog.text
     assert len(pred) == 59 and int(first.stem) not in set(pred["id"])
     assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pd.read_parquet(dest).columns)
     # streamed a few images at a time (blocks of 32 decoded, batches of 5 classified): the same table

@@ -8,6 +8,7 @@ classifier itself is :mod:`gzmorph.classify`.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ import pandas as pd
 
 from .classify import as_classifier, predict_images
 from .io import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def classify_table(model, table: str | Path | pd.DataFrame, out: str | Path, *, crop_fraction: float | None = None,
@@ -57,6 +60,9 @@ def classify_table(model, table: str | Path | pd.DataFrame, out: str | Path, *, 
             classify_pending()
     if pending:
         classify_pending()
+    if bad:
+        log.warning("%d unreadable image(s) skipped (max_bad_image_fraction %s): %s%s", len(bad),
+                    max_bad_image_fraction, "; ".join(m for _, m in bad[:5]), " ..." if len(bad) > 5 else "")
     if not parts:  # an empty table: the columns, no rows
         pending.append((np.zeros(0, np.int64), np.zeros((0, clf.image_size, clf.image_size, 3), np.uint8)))
         classify_pending()
