@@ -126,8 +126,6 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     if int(image_size) < 8:
         raise InputError(f"distill.image_size must be at least 8 px, not {image_size}")
     store = ImageStore(images)
-    if int(image_size) > store.shape[0]:
-        raise InputError(f"distill.image_size {image_size} is larger than the curated images ({store.shape[0]} px)")
     parts = {}
     for split in ("train", "test"):
         sub = df[df["split"] == split]

@@ -154,8 +154,6 @@ def read_bands(path, fits=None, max_pixels: int | None = None) -> np.ndarray:
     except Exception as err:  # noqa: BLE001 - astropy raises many kinds for damaged files
         text = " ".join(str(err).split()) or type(err).__name__
         raise InputError(f"{path}: cannot read FITS file ({text})") from None
-    if len(planes) != opts.bands:
-        raise FitsLayoutError(f"{path}: FITS image with {len(planes)} band(s); the source's fits.bands is {opts.bands}")
     shapes = {p.shape for p in planes}
     if len(shapes) > 1:
         raise FitsLayoutError(f"{path}: FITS bands of different shapes {sorted(shapes)}")

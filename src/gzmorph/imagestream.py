@@ -19,16 +19,15 @@ the same id type.  Images are JPEG, PNG or FITS (read with the default
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .io import InputError
+from .sources.validate import INT64_MAX, INTEGER
 from .preprocess import (DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, image_stem, image_suffix,
                          load_image)
 
-_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 def find_images(items) -> list[Path]:
@@ -53,8 +52,8 @@ def image_ids(paths) -> list:
     InputError naming them."""
     stems = [image_stem(p) for p in paths]
     # integers only when every name is one as written (007 stays the string "007")
-    ids = [int(s) for s in stems] if stems and all(_INT.fullmatch(s) for s in stems) else stems
-    if ids is not stems and not all(-2**63 <= i < 2**63 for i in ids):  # 20+ digits: beyond int64
+    ids = [int(s) for s in stems] if stems and all(INTEGER.fullmatch(s) for s in stems) else stems
+    if ids is not stems and not all(-INT64_MAX - 1 <= i <= INT64_MAX for i in ids):  # 20+ digits: beyond int64
         ids = stems
     seen: dict = {}
     for p, i in zip(paths, ids):

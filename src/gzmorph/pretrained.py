@@ -352,8 +352,7 @@ def encoder_hash(path: str | Path | None) -> str:
     h = hashlib.sha256()
     for f in encoder_files(path):
         with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+            h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest() if path else ""
 
 

@@ -13,16 +13,8 @@ import pandas as pd
 
 from ..io import InputError
 from ..tree import KAGGLE_COLUMNS
-from .validate import (
-    CATALOGUE_SUFFIXES,
-    check_fractions,
-    check_ids,
-    check_tree_sums,
-    read_catalogue,
-    require_columns,
-    row_name,
-    typed_ids,
-)
+from .validate import (CATALOGUE_SUFFIXES, check_fractions, check_ids, check_tree_sums, read_catalogue,
+                       require_columns, row_name, typed_ids)
 
 CATALOGUE = "training_solutions_rev1.csv"
 IMAGES = "images_training_rev1"

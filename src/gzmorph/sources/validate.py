@@ -36,7 +36,7 @@ def row_name(file: str | Path, i: int, row_offset: int = 2) -> str:
 
 def _value(v) -> str:
     """``repr`` of a cell as a plain Python value (``nan``, not ``np.float64(nan)``)."""
-    return repr(v.item() if isinstance(v, np.generic) else v)
+    return repr(plain(v))
 
 
 def require_columns(df: pd.DataFrame, columns, file: str | Path) -> None:
@@ -183,9 +183,10 @@ def _read_zipped_csv(file: Path, text_columns=()) -> tuple[pd.DataFrame, str]:
 # ----------------------------------------------------------------------------- ids
 
 
-_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+#: an integer as written (no sign +, no leading zeros: 007 stays the string "007"), and the int64 bound
+INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
 _INTEGRAL = re.compile(r"(-?(?:0|[1-9][0-9]*))\.0*")
-_INT64_MAX = np.iinfo(np.int64).max
+INT64_MAX = np.iinfo(np.int64).max
 
 
 def plain(v):
@@ -203,8 +204,8 @@ def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id", hints: bool
     if pd.api.types.is_integer_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
         if id_type == "string":
             return raw.astype(str).astype("string")
-        if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > _INT64_MAX:
-            i = int(np.argmax(raw.to_numpy() > _INT64_MAX))
+        if raw.dtype == np.uint64 and len(raw) and int(raw.max()) > INT64_MAX:
+            i = int(np.argmax(raw.to_numpy() > INT64_MAX))
             _too_large(name(i), where, raw.iloc[i], hints)
         return raw.astype("int64")
     if pd.api.types.is_float_dtype(raw.dtype):
@@ -226,12 +227,12 @@ def typed_ids(raw: pd.Series, id_type: str, name, where: str = "id", hints: bool
     text = [str(v).strip() if isinstance(v, str) else str(v) for v in raw]
     if any(t == "" for t in text):
         raise InputError(f"{name(text.index(''))}: empty {where}")
-    is_int = np.array([isinstance(v, int) or bool(_INT.fullmatch(t)) for v, t in zip(raw, text)])
+    is_int = np.array([isinstance(v, int) or bool(INTEGER.fullmatch(t)) for v, t in zip(raw, text)])
     if id_type == "string":
         return pd.Series(text, index=raw.index, dtype="string")
     if id_type == "integer":
         text = [m.group(1) if (m := _INTEGRAL.fullmatch(t)) else t for t in text]  # 817377.0: written by a float column
-        is_int = np.array([bool(_INT.fullmatch(t)) for t in text])
+        is_int = np.array([bool(INTEGER.fullmatch(t)) for t in text])
         if not is_int.all():
             i = int(np.flatnonzero(~is_int)[0])
             hint = " (the source's id_type is integer; choose string)" if hints else ""
@@ -257,6 +258,6 @@ def _too_large(row: str, where: str, value, hints: bool = True) -> None:
 def _int64(text: list[str], index, name, where: str, hints: bool = True) -> pd.Series:
     values = [int(t) for t in text]
     for i, v in enumerate(values):
-        if not -_INT64_MAX - 1 <= v <= _INT64_MAX:
+        if not -INT64_MAX - 1 <= v <= INT64_MAX:
             _too_large(name(i), where, text[i], hints)
     return pd.Series(values, index=index, dtype="int64")
