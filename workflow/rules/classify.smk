@@ -41,7 +41,7 @@ if STAGE_PLAN["classify"]["runs"]:
         expand(
             res("classify/{model}/apply/{name}.parquet"),
             model=CLASSIFY_MODELS,
-            name=list(CLASSIFY["apply_to"]),
+            name=list(APPLY_SOURCES),
         )
     )
     REPORT_SECTIONS.append(res("report/sections/classification.html"))
@@ -145,7 +145,7 @@ rule report_classification:
 
 
 # each other catalogue's image manifest, re-stat at every DAG build like the source's (IMAGE_MANIFEST)
-for _name in CLASSIFY["apply_to"]:
+for _name in APPLY_SOURCES:
     refresh_manifest(res(f"classify/apply/{_name}/images.manifest.tsv"))
 
 
@@ -168,7 +168,7 @@ rule apply_source_table:
         runtime=20,
     params:
         **named(merge=False),
-        sources=lambda wc: {wc.name: apply_spec(wc.name)},
+        sources=lambda wc: {wc.name: APPLY_SOURCES[wc.name]},
     script:
         "../scripts/source_table.py"
 
@@ -201,6 +201,6 @@ rule classify_catalogue:
             max_image_pixels=config["max_image_pixels"],
             device=CLASSIFY["device"],
         ),
-        data_dir=lambda wc: apply_spec(wc.name)["data_dir"],
+        data_dir=lambda wc: APPLY_SOURCES[wc.name]["data_dir"],
     script:
         "../scripts/classify_catalogue.py"

@@ -12,7 +12,13 @@ from gzmorph.io import InputError
 from gzmorph.manifest import refresh_manifest
 from gzmorph.pretrained import encoder_files
 from gzmorph.represent_settings import RepresentSettings
-from gzmorph.sources.plan import data_errors, several as several_sources, source_inputs, source_specs
+from gzmorph.sources.plan import (
+    apply_specs,
+    data_errors,
+    several as several_sources,
+    source_inputs,
+    source_specs,
+)
 from gzmorph.stages import stage_plan
 
 REPO = Path(workflow.basedir)
@@ -113,18 +119,14 @@ SEVERAL_SOURCES = several_sources(config)
 SOURCES = source_specs(config)
 for _spec in SOURCES.values():
     _spec["data_dir"] = resolve_data_dir(_spec)
+# the other catalogues classify.apply_to names (rule apply_source_table reads each)
+APPLY_SOURCES = apply_specs(ClassifySettings.from_config(config["classify"]).apply_to)
 # each source's folder and catalogue, and those of classify.apply_to, found before any job is planned
+# (so the input functions below find them)
 _DATA_ERRORS = data_errors(
     {
         **{(f"sources.{n}.data_dir" if SEVERAL_SOURCES else "data_dir"): s for n, s in SOURCES.items()},
-        **{
-            f"classify.apply_to.{n}.data_dir": {
-                "source": b["source"],
-                "data_dir": b["data_dir"],
-                "options": {k: v for k, v in b.items() if k not in ("source", "data_dir")},
-            }
-            for n, b in config["classify"].get("apply_to", {}).items()
-        },
+        **{f"classify.apply_to.{n}.data_dir": s for n, s in APPLY_SOURCES.items()},
     }
 )
 if _DATA_ERRORS:
@@ -154,32 +156,16 @@ def source_catalogue_input(wildcards):
         elif spec["source"] == "gz2" and not SEVERAL_SOURCES and not config["data_dir"]:
             out.append("resources/gz2/download.done")
         else:
-            try:
-                out += source_inputs(spec, d)
-            except InputError as err:
-                raise WorkflowError(str(err))
+            out += source_inputs(spec, d)
     return out
-
-
-def apply_spec(name):
-    """classify.apply_to.<name> as a source spec (gzmorph.sources.plan): kind, data_dir, options."""
-    block = CLASSIFY["apply_to"][name]  # classify.smk
-    return {
-        "source": block["source"],
-        "data_dir": str(Path(block["data_dir"]).resolve()),
-        "options": {k: v for k, v in block.items() if k not in ("source", "data_dir")},
-    }
 
 
 def apply_source_inputs(wildcards):
     """The files another catalogue's table is read from, so that changing one reruns it."""
-    spec = apply_spec(wildcards.name)
+    spec = APPLY_SOURCES[wildcards.name]
     if spec["source"] == "synthetic":
         return [spec["data_dir"]]
-    try:
-        return source_inputs(spec, spec["data_dir"])
-    except InputError as err:
-        raise WorkflowError(f"config classify.apply_to.{wildcards.name}: {err}") from None
+    return source_inputs(spec, spec["data_dir"])
 
 
 # Each stage's .smk registers what `rule all` builds and the report sections it writes;

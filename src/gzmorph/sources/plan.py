@@ -94,6 +94,14 @@ def spec_errors(config: dict) -> list[str]:
     return out
 
 
+def apply_specs(apply_to: dict) -> dict[str, dict]:
+    """``classify.apply_to`` as source specs, ``{name: {source, data_dir (resolved), options}}``: the
+    other catalogues a trained classifier is applied to; options are the source reader's."""
+    return {str(name): {"source": b["source"], "data_dir": str(Path(b["data_dir"]).resolve()),
+                        "options": {k: v for k, v in b.items() if k not in ("source", "data_dir")}}
+            for name, b in apply_to.items()}
+
+
 def data_errors(specs: dict[str, dict]) -> list[str]:
     """The folder and catalogue of each source (``{config key: spec}``, specs as :func:`source_specs`
     gives them) as the rules will look for them (:func:`source_inputs`), one line naming the key each:
