@@ -24,9 +24,6 @@ from pathlib import Path
 from .io import InputError
 from .stages import staged
 
-#: the Kaggle-layout vote fraction columns every catalogue with votes has (Class1.1 ... Class11.6)
-KAGGLE_COLUMN = re.compile(r"Class\d+\.\d+")
-
 #: how messages point to the schema (relative to the repository)
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 DISTILL_SETTINGS_FILE = "src/gzmorph/distill_settings.py"
@@ -303,8 +300,10 @@ def represent_errors(config: dict) -> list[str]:
     if ft["budgets"] == "auto" and ft["min_budget"] > ft["max_budget"]:
         out.append(f"config represent.finetune: min_budget ({ft['min_budget']}) is above max_budget "
                    f"({ft['max_budget']}), so no label budget is left")
+    from .tree import KAGGLE_COLUMNS
+
     label, threshold = ft["label"], ft["threshold"]
-    if label not in ("rings", "class") and KAGGLE_COLUMN.fullmatch(str(label)):  # a vote fraction in [0, 1]
+    if label in KAGGLE_COLUMNS:  # a vote fraction in [0, 1] (Class1.1 ... Class11.6)
         if threshold is None:
             out.append(f"config represent.finetune.label: {label} is a vote fraction; set "
                        "represent.finetune.threshold to split it into two classes")
