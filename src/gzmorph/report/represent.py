@@ -210,7 +210,7 @@ def _finetune_section(inp):
     for arm, per in met["arms"].items():
         for b, v in per.items():
             def cell(k, v=v):  # one seed has no spread to show
-                return f"{v[k + '_mean']:.3f}" + (f" ± {v[k + '_sd']:.3f}" if v.get("n_seeds", 2) > 1 else "")
+                return f"{v[k + '_mean']:.3f}" + (f" ± {v[k + '_sd']:.3f}" if v["n_seeds"] > 1 else "")
 
             row = {"arm": arm, f"budget ({per_class})": int(b), "accuracy": cell("accuracy")}
             if "balanced_accuracy_mean" in v:
