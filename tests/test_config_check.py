@@ -166,6 +166,9 @@ def test_split_fractions_must_sum_to_one_and_train_be_positive():
      "fraction; set represent.finetune.threshold to split it into two classes"),
     ({"represent": {"finetune": {"label": "Class4.1", "threshold": 1.5}}}, "config represent.finetune.threshold: "
      "1.5 leaves every galaxy on one side of Class4.1"),
+    # timm would have opened this file itself, outside the encoder checks
+    ({"classify": {"model_kwargs": {"checkpoint_path": "/x.pth"}}}, "config classify.model_kwargs.checkpoint_path: "
+     "not a setting of the backbone (weights come only from classify.pretrained, a local encoder)"),
 ])
 def test_settings_that_only_failed_in_a_job_fail_at_dag_build(over, message):
     found = errors(over)

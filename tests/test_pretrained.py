@@ -210,6 +210,37 @@ def test_no_network_is_touched(encoder, monkeypatch, tmp_path):
     create_model("timm/convnext_atto", 2, 32)
 
 
+@pytest.mark.parametrize("key", ["checkpoint_path", "pretrained_cfg_overlay"])
+def test_a_model_files_header_cannot_make_timm_load_a_file(tmp_path, key):
+    """A model file's model_config went to timm.create_model whole: ``checkpoint_path`` made timm open
+    a file of the header's choosing (and an older timm unpickled it).  Every loader refuses it,
+    naming the file, before timm sees it."""
+    from gzmorph.classify import MODEL_FORMAT as CLASSIFIER
+    from gzmorph.classify import load_model
+    from gzmorph.represent import MODEL_FORMAT as REPRESENTATION
+    from gzmorph.represent import load_representation
+
+    marker = tmp_path / "pwned"
+    torch.save({"x": Payload(marker)}, tmp_path / "evil.pth")
+    value = str(tmp_path / "evil.pth") if key == "checkpoint_path" else {"file": str(tmp_path / "evil.pth")}
+    config = {"name": f"timm/{ARCH}", "num_classes": 3, "image_size": 32, key: value}
+    norm = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    rep, clf = tmp_path / "representation.pt", tmp_path / "classifier.pt"
+    save_bundle(rep, {"format": REPRESENTATION, "image_size": 32, "norm": norm, "model_config": config,
+                      "state_dict": {}}, REPRESENTATION)
+    save_bundle(clf, {"format": CLASSIFIER, "kind": "flat", "cut": "t", "classes": ["a", "b", "c"], "image_size": 32,
+                      "norm": norm, "levels": [{"name": "flat", "classes": ["a", "b", "c"], "model_config": config,
+                                                "state_dict": {}}]}, CLASSIFIER)
+    for path, load in ((rep, load_representation), (clf, load_model), (rep, load_encoder), (clf, load_encoder)):
+        with pytest.raises(InputError) as err:
+            load(path)
+        text = str(err.value)
+        assert text.startswith(f"{path}: timm/{ARCH}: {key} cannot be model settings") and "\n" not in text, text
+    with pytest.raises(InputError, match=f"{key} cannot be model settings"):  # nor through model_kwargs
+        create_model(f"timm/{ARCH}", 3, 32, **{key: value})
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- gzmorph model files
 
 

@@ -389,7 +389,10 @@ class TrainedClassifier:
         for lv in bundle["levels"]:
             cfg = dict(lv["model_config"])
             name = cfg.pop("name")
-            model = create_model(name, cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+            try:
+                model = create_model(name, cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+            except InputError as err:
+                raise InputError(f"{path}: {err}") from None
             try:
                 model.load_state_dict(lv["state_dict"])
             except RuntimeError as err:

@@ -61,8 +61,8 @@ def config_errors(config: dict, schema: dict | str | Path) -> list[str]:
     if errors:
         return errors
     return [*split_errors(config), *source_errors(config), *cut_errors(config), *classify_errors(config),
-            *represent_errors(config), *pretrained_errors(config), *distill_errors(config),
-            *augment_errors(config)]
+            *represent_errors(config), *pretrained_errors(config), *model_kwargs_errors(config),
+            *distill_errors(config), *augment_errors(config)]
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -287,6 +287,20 @@ def classify_errors(config: dict) -> list[str]:
         return [f"config classify.models: hiwl runs only for the hiwl5 cut, so cut {config['cut']!r} leaves no "
                 "classifier to train; add flat"]
     return []
+
+
+def model_kwargs_errors(config: dict) -> list[str]:
+    """``model_kwargs`` may not name the weights timm would load itself (``checkpoint_path``, the
+    pretrained ones: :data:`gzmorph.pretrained.NOT_MODEL_ARGS`); the weights come from ``pretrained``."""
+    from .pretrained import NOT_MODEL_ARGS
+
+    out = []
+    for stage in ("classify", "represent"):
+        given = (config.get(stage) or {}).get("model_kwargs") or {}
+        for key in sorted(set(given) & set(NOT_MODEL_ARGS)):
+            out.append(f"config {stage}.model_kwargs.{key}: not a setting of the backbone (weights come only "
+                       f"from {stage}.pretrained, a local encoder)")
+    return out
 
 
 def represent_errors(config: dict) -> list[str]:

@@ -46,7 +46,7 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 NO_DOWNLOAD = ("gzmorph never downloads weights: give a local folder with config.json and model.safetensors, "
                "a .safetensors file, a timm/torch checkpoint or a gzmorph model file")
 #: model_args of a config.json that are not the architecture's to take from the file
-_NOT_MODEL_ARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
+NOT_MODEL_ARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
                    "cache_dir", "device", "dtype")
 
 
@@ -230,6 +230,10 @@ def timm_backbone(arch: str, image_size: int, pretrained: str | Path | None = No
     from timm.models import get_pretrained_cfg, split_model_name_tag
 
     arch = _arch(arch)
+    refused = sorted(set(kwargs) & set(NOT_MODEL_ARGS))
+    if refused:  # checkpoint_path and the pretrained ones make timm read a file of their choosing
+        raise InputError(f"timm/{arch}: {', '.join(refused)} cannot be model settings (model_kwargs or a model "
+                         "file's model_config): they would make timm load weights itself")
     cfg = get_pretrained_cfg(arch)
     if cfg is not None and getattr(cfg, "fixed_input_size", False) and "img_size" not in kwargs:
         kwargs["img_size"] = int(image_size)
@@ -294,10 +298,13 @@ def load_encoder(path: str | Path, num_classes: int = 0, image_size: int | None 
         cfg, _ = gzmorph_encoder(p)
         name, size = cfg.pop("name"), cfg.pop("image_size", None)
         cfg.pop("num_classes", None)
-        return create_model(name, num_classes, image_size or size, pretrained=p, **{**cfg, **kwargs})
+        try:
+            return create_model(name, num_classes, image_size or size, pretrained=p, **{**cfg, **kwargs})
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
     given = encoder_config(p)
     if given is not None and given.get("architecture"):
-        args = {k: v for k, v in (given.get("model_args") or {}).items() if k not in _NOT_MODEL_ARGS}
+        args = {k: v for k, v in (given.get("model_args") or {}).items() if k not in NOT_MODEL_ARGS}
         size = (given.get("pretrained_cfg") or {}).get("input_size")
         image_size = image_size or (int(size[-1]) if isinstance(size, list) and size else None)
         return create_model(TIMM_PREFIX + str(given["architecture"]), num_classes, image_size, pretrained=p,

@@ -346,7 +346,10 @@ class Representation:
         cfg = dict(bundle["model_config"])
         self.bundle, self.path = bundle, path
         self.image_size, self.norm = int(bundle["image_size"]), bundle["norm"]
-        self.model = create_model(cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+        try:
+            self.model = create_model(cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("image_size"), **cfg)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
         self.model.load_state_dict(bundle["state_dict"])
         self.device = pick_device(device)
         self.model.to(self.device).eval()
