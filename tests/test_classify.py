@@ -446,7 +446,7 @@ def test_report_section_fragment(trained, tmp_path):
         metrics[kind] = C.evaluate(out[kind][0], cat, imgs, predictions_out=tmp_path / f"{kind}.parquet")
         preds[kind], tables[kind] = tmp_path / f"{kind}.parquet", d / "training.tsv"
     frag = tmp_path / "classification.html"
-    report_section(metrics, tables, preds, imgs, frag, n_mistakes=4)
+    report_section(metrics, tables, preds, imgs, frag, n_mistakes=4, tables_dir=tmp_path / "tables")
     text = frag.read_text()
     assert text.startswith("<!-- gzmorph-section") and "hiwl accuracy" in text and "flat accuracy" in text
     assert "fine level (cigar vs edge-on) started from the coarse level&#x27;s trained backbone" in text or \
@@ -455,7 +455,14 @@ def test_report_section_fragment(trained, tmp_path):
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
     report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
-    assert "Only the flat classifier applies" in only_flat.read_text()
+    # the hiwl5 classes without hiwl: the user left it out (the cut did not rule it out)
+    assert "Only the flat classifier ran: classify.models leaves out hiwl." in only_flat.read_text()
+    assert metrics["flat"]["training"] == {"backbone": "cnn", "image_size": 16, **{
+        k: v for k, v in metrics["flat"]["training"].items() if k not in ("backbone", "image_size")}}
+    assert set(metrics["hiwl"]["training"]["levels"]) == {"coarse", "fine"}
+    settings = pd.read_csv(tmp_path / "tables" / "training-settings.tsv", sep="\t")
+    assert settings[["model", "level"]].values.tolist() == [["hiwl", "coarse"], ["hiwl", "fine"], ["flat", "flat"]]
+    assert (settings["epochs_run"] >= settings["best_epoch"]).all() and (settings["image_size"] == 16).all()
 
 
 def test_bad_options_are_input_errors(tmp_path):

@@ -331,13 +331,21 @@ def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthe
     for model in ("hiwl", "flat"):
         pred = pd.read_parquet(res / "classify" / model / "apply" / "other.parquet")
         assert len(pred) == 60 and str(pred["id"].dtype) == "int64" and "p_cigar" in pred.columns
+        counts = pred["pred_name"].value_counts()
+    # the report's table of other catalogues: 60 galaxies, all classified, per class as predicted
+    other = pd.read_csv(res / "report" / "tables" / "classification" / "other-catalogues.tsv", sep="\t")
+    assert other[["catalogue", "model", "galaxies", "classified", "unreadable (skipped)"]].values.tolist() == [
+        ["other", "hiwl", 60, 60, 0], ["other", "flat", 60, 60, 0]]
+    assert other.iloc[1][list(counts.index)].tolist() == counts.tolist()  # flat's, the last read above
+    assert "Other catalogues classified" in (res / "report" / "sections" / "classification.html").read_text()
     first, second = sorted((tiny_kaggle / "images_training_rev1").glob("*.jpg"))[:2]
     first.write_bytes(second.read_bytes())
-    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"classify_catalogue", "all"}
+    report = {"report_classification", "report", "all"}
+    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"classify_catalogue"} | report
     csv = tiny_kaggle / "training_solutions_rev1.csv"
     csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")
-    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"apply_source_table", "classify_catalogue",
-                                                                         "all"}
+    assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"apply_source_table",
+                                                                         "classify_catalogue"} | report
 
 
 def test_outputs_are_readable_as_the_umask_says(synthetic_run):

@@ -540,6 +540,21 @@ def metrics_from_predictions(pred: pd.DataFrame, classes: list[str]) -> dict:
     }
 
 
+#: the settings a model file's config holds that say how it was trained (the report's table)
+TRAINING_KEYS = ("backbone", "image_size", "pretrained", "epochs", "batch_size", "lr", "patience", "augment")
+
+
+def training_record(bundle: dict) -> dict:
+    """How a model file was trained, as resolved from its preset: :data:`TRAINING_KEYS` of its config
+    (``image_size`` the size it trained at) and, per level, the epochs run and the best epoch."""
+    cfg = bundle.get("config") or {}
+    out = {k: cfg[k] for k in TRAINING_KEYS if k in cfg}
+    out["image_size"] = int(bundle["image_size"])
+    out["levels"] = {lv["name"]: {k: lv[k] for k in ("epochs_run", "best_epoch", "n_train") if k in lv}
+                     for lv in bundle.get("levels", [])}
+    return out
+
+
 def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "test",
              predictions_out: str | Path | None = None, metrics_out: str | Path | None = None,
              device=None) -> dict:
@@ -555,7 +570,8 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
         raise InputError(f"{catalogue}: no {split} galaxies of class(es) {empty}: cannot evaluate them")
     pred = predict(clf, catalogue, images, split, device=device)
     result = metrics_from_predictions(pred, clf.classes)
-    result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path), "tta": clf.tta})
+    result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path), "tta": clf.tta,
+                   "training": training_record(clf.bundle)})
     if clf.kind == "hiwl":
         result["fine_threshold"] = clf.fine_threshold
         result["fine_init"] = next(lv.get("init", "random") for lv in clf.bundle["levels"] if lv["name"] == "fine")

@@ -120,6 +120,13 @@ rule report_classification:
         predictions=expand(res("classify/{model}/predictions.parquet"), model=CLASSIFY_MODELS),
         training=expand(res("classify/{model}/training.tsv"), model=CLASSIFY_MODELS),
         images=res("curated/images.parquet"),
+        # classify.apply_to: each model's predictions on each other catalogue, and that catalogue
+        applied=expand(
+            res("classify/{model}/apply/{name}.parquet"),
+            model=CLASSIFY_MODELS,
+            name=list(APPLY_SOURCES),
+        ),
+        applied_tables=expand(res("classify/apply/{name}/catalogue.parquet"), name=list(APPLY_SOURCES)),
         code=code_of("report_classification"),
     output:
         fragment=res("report/sections/classification.html"),
@@ -138,6 +145,7 @@ rule report_classification:
     params:
         **named(
             models=CLASSIFY_MODELS,
+            applied=list(APPLY_SOURCES),
             n_mistakes=16,
         ),
     script:

@@ -87,19 +87,71 @@ def confident_mistakes(pred: pd.DataFrame, images: str | Path, n: int = 16) -> t
     return imgs, titles
 
 
+def training_table(models: dict[str, dict]) -> pd.DataFrame | None:
+    """One row per model and level: the settings of its ``training`` record (metrics files before it:
+    ``None``) and the level's epochs."""
+    rows = []
+    for name, m in models.items():
+        t = m.get("training")
+        if not t:
+            continue
+        settings = {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in t.items() if k != "levels"}
+        for level, lv in (t.get("levels") or {"": {}}).items():
+            rows.append({"model": name, "level": level, **settings, **lv})
+    return pd.DataFrame(rows) if rows else None
+
+
+def _column_counts(path: str | Path, column: str) -> tuple[int, dict]:
+    """``(rows, {value: count})`` of one column of a Parquet file, read a batch at a time."""
+    import pyarrow.parquet as pq
+
+    counts: dict = {}
+    rows = 0
+    for batch in pq.ParquetFile(path).iter_batches(columns=[column]):
+        rows += batch.num_rows
+        for k, v in batch.column(0).to_pandas().value_counts().items():
+            counts[k] = counts.get(k, 0) + int(v)
+    return rows, counts
+
+
+def applied_table(applied: dict[tuple[str, str], str | Path], catalogues: dict[str, str | Path],
+                  classes: list[str]) -> pd.DataFrame:
+    """One row per other catalogue (``classify.apply_to``) and model: its galaxies, how many were
+    classified, how many were skipped as unreadable, and how many went to each class."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for (name, model), path in applied.items():
+        n, counts = _column_counts(path, "pred_name")
+        total = pq.ParquetFile(catalogues[name]).metadata.num_rows
+        rows.append({"catalogue": name, "model": model, "galaxies": total, "classified": n,
+                     "unreadable (skipped)": total - n, **{c: counts.get(c, 0) for c in classes}})
+    return pd.DataFrame(rows)
+
+
 def report_section(models: dict[str, dict], tables: dict[str, str | Path], predictions: dict[str, str | Path],
                    images: str | Path, out: str | Path, n_mistakes: int = 16, *,
-                   figures_dir: str | Path | None = None, tables_dir: str | Path | None = None):
+                   figures_dir: str | Path | None = None, tables_dir: str | Path | None = None,
+                   applied: dict[tuple[str, str], str | Path] | None = None,
+                   applied_tables: dict[str, str | Path] | None = None):
     """Write the classification report fragment (and its figures and tables into the folders
-    ``figures_dir`` and ``tables_dir``, see :func:`write_fragment`).  ``models`` maps model name to its metrics dict."""
+    ``figures_dir`` and ``tables_dir``, see :func:`write_fragment`).  ``models`` maps model name to its metrics dict;
+    ``applied`` maps (catalogue, model) to that model's predictions on a ``classify.apply_to``
+    catalogue, whose source table ``applied_tables`` names."""
     sec = Section("Classification", anchor="classification", order=ORDER["classification"])
     first = next(iter(models.values()))
     sec.summary = ", ".join(f"{k} {m['accuracy']:.3f}" for k, m in models.items())
     sec.add(paragraph(f"Test-split classification of the {first.get('cut') or ''} cut "
                       f"({first['n_test']} galaxies, {len(first['classes'])} classes)."))
-    if "hiwl" not in models:
+    if "hiwl" not in models and sorted(first["classes"]) == sorted(HIWL_CLASSES):
+        sec.add(note("Only the flat classifier ran: classify.models leaves out hiwl."))
+    elif "hiwl" not in models:
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "
                      f"{HIWL_CLASSES}, this cut has {first['classes']}."))
+    trained = training_table(models)
+    if trained is not None:
+        sec.add(table(trained, caption="How each classifier was trained (its model file's settings, after the "
+                      "preset; epochs run and best epoch per level)", name="training-settings"))
     if "fine_threshold" in models.get("hiwl", {}):
         t = models["hiwl"]["fine_threshold"]
         start = {"coarse": "the coarse level's trained backbone", "pretrained": "the pretrained encoder"}.get(
@@ -132,5 +184,10 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
     for k, p in predictions.items():
         imgs, titles = confident_mistakes(pd.read_parquet(p), images, n_mistakes)
         sec.add(image_grid(imgs, titles, caption=f"Most confident mistakes of {k}", label=k, name=f"mistakes-{k}"))
+    if applied:
+        sec.add(table(applied_table(applied, applied_tables, first["classes"]),
+                      caption="Other catalogues classified (classify.apply_to): galaxies per predicted class; "
+                      "the unreadable images skipped are listed in the classify_catalogue log",
+                      name="other-catalogues"))
     write_fragment(sec, out, figures=figures_dir, tables=tables_dir)
     return sec
