@@ -438,11 +438,14 @@ def test_corrupt_images_are_skipped_below_the_limit_and_fatal_above(tmp_path, ti
     assert not (wd / "results/c0/curated/images.parquet").exists()
 
 
-def test_dry_run_and_lint_in_the_repo():
-    dry = subprocess.run([*SNAKEMAKE, "-n"], cwd=REPO, capture_output=True, text=True, timeout=300)
+def test_dry_run_and_lint_of_the_repos_workflow(tmp_path):
+    """The repository's own files in a fresh folder: a developer's results/ cannot empty the plan,
+    and nothing (.snakemake/) is written into the checkout."""
+    wd = copy_workflow(tmp_path)
+    dry = subprocess.run([*SNAKEMAKE, "-n"], cwd=wd, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "simulate_galaxies" in dry.stdout + dry.stderr
-    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    lint = subprocess.run([*SNAKEMAKE, "--lint"], cwd=wd, capture_output=True, text=True, timeout=300)
     assert lint.returncode == 0 and "Lints for" not in lint.stdout + lint.stderr, lint.stdout + lint.stderr
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=REPO,
+    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow"], cwd=wd,
                          capture_output=True, text=True, timeout=300)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
