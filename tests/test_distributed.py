@@ -203,4 +203,19 @@ def test_the_world_comes_from_torchrun_or_from_srun_started_by_launch():
     assert D.env_world(slurm) is None  # a plain Slurm job is not a data-parallel job
     assert D.env_world({**slurm, D.ENV_MARK: "srun"}) == D.World(5, 8, 1, 2)
     assert [D.share(7, r, 2) for r in (0, 1)] == [slice(0, 4), slice(4, 7)]
-    assert D._first_node("gpu[07-09,12],cpu1") in ("gpu07", "gpu[07-09,12]")
+    assert D._first_node("gpu[07-09,12],cpu1") == "gpu07"  # scontrol's answer where it is installed
+
+
+def test_a_rank_takes_its_device_by_name_or_as_a_torch_device():
+    """fit passes pick_device's torch.device to init; it was split like a string."""
+    import torch
+
+    w = D.World(0, 2, 0, 2)
+    assert D.rank_device(torch.device("cpu"), w) == D.rank_device("cpu", w) == torch.device("cpu")
+
+
+def test_the_first_node_without_scontrol_comes_from_the_node_list_itself(monkeypatch):
+    monkeypatch.setattr(D.shutil, "which", lambda name: None)
+    assert D._first_node("gpu[07-09,12],cpu1") == "gpu07"
+    assert D._first_node("node[3,5-6]") == "node3" and D._first_node("cpu1,gpu2") == "cpu1"
+    assert D._first_node("") is None and D._first_node(None) is None

@@ -94,6 +94,11 @@ def test_gpu_limit_local_is_at_least_one_and_unlimited_on_a_cluster(tmp_path):
     local_profile.mkdir()
     (local_profile / "config.yaml").write_text("cores: 4\n")
     assert gpu.gpu_resource_limit(["--profile", str(local_profile)], {"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3
+    # --workflow-profile, Snakemake's own place for a workflow's profile, and it wins over --profile
+    slurm = str(REPO / "profiles/slurm")
+    assert gpu.run_executor(["--workflow-profile", slurm], {}) == "slurm"
+    assert gpu.run_executor([f"--workflow-profile={slurm}", "--profile", str(local_profile)], {}) == "slurm"
+    assert gpu.gpu_resource_limit(["--workflow-profile", slurm], {"CUDA_VISIBLE_DEVICES": ""}) == cluster
 
 
 @pytest.mark.parametrize("env, expected", [

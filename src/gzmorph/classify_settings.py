@@ -74,7 +74,7 @@ class ClassifySettings:
     model_kwargs: dict = field(default_factory=dict)
     device: str = "auto"  # auto (CUDA if available) | cpu | cuda | cuda:N
     amp: str = "auto"  # mixed precision on GPU: auto (bf16 where supported, else fp16) | bf16 | fp16 | off
-    threads: int = 8  # per training process
+    threads: int = 8  # per training process on Slurm; on one machine the processes share them
     gpu_mem_mb: int = 16000  # per training process
     runtime: int = 240  # minutes (Slurm)
     processes: int = 1  # data-parallel training processes, one per GPU (gzmorph.distributed)

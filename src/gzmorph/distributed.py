@@ -158,7 +158,7 @@ def rank_device(requested: str | None, w: World):
     the launcher bound one GPU per task); the CPU when none is visible and none was asked for."""
     import torch
 
-    want = (requested or "auto").split(":")[0]
+    want = str(requested or "auto").split(":")[0]  # a name or a torch.device (fit passes pick_device's)
     if want == "cpu" or (want == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     n = torch.cuda.device_count()
@@ -296,11 +296,6 @@ def all_reduce_sum(t):
     buf = t.detach().to(_comm_device(t)).clone()
     dist.all_reduce(buf)
     return buf.to(t.device)
-
-
-def all_reduce_mean(t):
-    """The element-wise mean over ranks of tensor ``t``."""
-    return all_reduce_sum(t) / world()
 
 
 def share(n: int, r: int | None = None, w: int | None = None) -> slice:

@@ -97,11 +97,12 @@ def _executor_of_profile(name: str, environ) -> str | None:
 
 
 def run_executor(argv: list[str] | None = None, environ: dict | None = None) -> str | None:
-    """The executor a ``snakemake`` command line uses: ``--executor``/``-e``, else its profiles'."""
+    """The executor a ``snakemake`` command line uses: ``--executor``/``-e``, else its profiles'
+    (``--profile``, ``--workflow-profile`` and ``$SNAKEMAKE_PROFILE``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if environ is None else environ
     profiles = [env["SNAKEMAKE_PROFILE"]] if env.get("SNAKEMAKE_PROFILE") else []
-    executor = None
+    executor, workflow_profiles = None, []
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -111,16 +112,16 @@ def run_executor(argv: list[str] | None = None, environ: dict | None = None) -> 
             continue
         if a.startswith("--executor="):
             executor = a.split("=", 1)[1]
-        elif a == "--profile" and nxt is not None:
-            profiles.append(nxt)
+        elif a in ("--profile", "--workflow-profile") and nxt is not None:
+            (profiles if a == "--profile" else workflow_profiles).append(nxt)
             i += 2
             continue
-        elif a.startswith("--profile="):
-            profiles.append(a.split("=", 1)[1])
+        elif a.startswith(("--profile=", "--workflow-profile=")):
+            (profiles if a.startswith("--profile=") else workflow_profiles).append(a.split("=", 1)[1])
         i += 1
     if executor is not None:
         return executor
-    for p in reversed(profiles):  # the last profile wins, as in snakemake
+    for p in reversed(profiles + workflow_profiles):  # the last wins, and a workflow profile over --profile
         e = _executor_of_profile(p, env)
         if e is not None:
             return e

@@ -109,7 +109,7 @@ class RepresentSettings:
     sum_tolerance: float = 0.02
     device: str = "auto"
     amp: str = "auto"
-    threads: int = 2  # per training process
+    threads: int = 2  # as classify.threads
     gpu_mem_mb: int = 16000  # per training process
     runtime: int = 240
     processes: int = 1  # data-parallel training processes, one per GPU (gzmorph.distributed)
