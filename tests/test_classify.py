@@ -68,6 +68,17 @@ def trained(tmp_path_factory):
     return cat, imgs, out
 
 
+def test_accuracy_metrics_by_hand():
+    """Balanced accuracy (the mean recall of the classes present) picks the weighted levels' best
+    epoch; on an imbalanced case it differs from plain accuracy."""
+    y = torch.tensor([0, 0, 0, 0, 1, 2])
+    out = torch.eye(3)[[0, 0, 0, 0, 0, 2]]  # the rare class 1 missed
+    m = C.accuracy_metrics(out, y)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["balanced_accuracy"] == pytest.approx((1 + 0 + 1) / 3)
+    m = C.accuracy_metrics(torch.eye(3)[[1, 0, 0, 0, 1, 2]], y)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["balanced_accuracy"] == pytest.approx((0.75 + 1 + 1) / 3)
+
+
 def test_compose_hiwl_on_a_hand_made_case():
     classes = ["round", "in-between", "cigar", "edge-on", "spiral"]
     # coarse order: in-between, cigar|edge-on, round, spiral

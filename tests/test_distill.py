@@ -80,6 +80,33 @@ def test_plan_memory_unrolls_as_many_last_steps_as_the_budget_holds():
     assert ks == sorted(ks) and ks[0] == 0 and ks[-1] == 20  # more memory, never fewer unrolled steps
 
 
+def test_the_default_memory_budget_reads_the_tightest_cgroup_limit(tmp_path, monkeypatch):
+    """A Slurm job's or a container's limit (cgroup v2 memory.max up the tree, v1 limit_in_bytes
+    with its 'no limit' huge number) caps the default budget at half of it."""
+    import torch
+
+    from gzmorph import matching
+
+    v2, proc = tmp_path / "v2", tmp_path / "cgroup"
+    (v2 / "slurm/job_7/step_0").mkdir(parents=True)
+    (v2 / "memory.max").write_text("max\n")
+    (v2 / "slurm/job_7/memory.max").write_text(f"{8 * 2**30}\n")
+    (v2 / "slurm/job_7/step_0/memory.max").write_text("max\n")
+    proc.write_text("0::/slurm/job_7/step_0\n")
+    assert matching.cgroup_limit_bytes(proc, v2) == 8 * 2**30
+    v1 = tmp_path / "v1"
+    (v1 / "memory/docker/abc").mkdir(parents=True)
+    (v1 / "memory/memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # v1's "no limit"
+    (v1 / "memory/docker/abc/memory.limit_in_bytes").write_text(f"{3 * 2**30}\n")
+    proc.write_text("12:cpu,cpuacct:/docker/abc\n11:memory:/docker/abc\n")
+    assert matching.cgroup_limit_bytes(proc, v1) == 3 * 2**30
+    (v1 / "memory/docker/abc/memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")
+    assert matching.cgroup_limit_bytes(proc, v1) is None
+    assert matching.cgroup_limit_bytes(tmp_path / "absent", v1) is None
+    monkeypatch.setattr(matching, "cgroup_limit_bytes", lambda: 2 * 2**30)
+    assert matching.device_budget_bytes(torch.device("cpu")) == 2**30  # half the job's 2 GiB, not the machine's
+
+
 def test_a_step_graph_is_measured_and_grows_with_the_batch():
     from gzmorph.matching import step_graph_bytes
 

@@ -173,12 +173,13 @@ def step_graph_bytes(student: Student, theta, x, y, transform: BatchTransform | 
     return int(sum(seen.values()) + th2.numel() * th2.element_size())
 
 
-def cgroup_limit_bytes() -> int | None:
+def cgroup_limit_bytes(proc: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup") -> int | None:
     """The tightest memory limit of this process's cgroup and its ancestors (v2 ``memory.max``, v1
-    ``memory.limit_in_bytes``), as a Slurm job or a container sets it; ``None`` without one."""
-    root, limits = Path("/sys/fs/cgroup"), []
+    ``memory.limit_in_bytes``), as a Slurm job or a container sets it; ``None`` without one.
+    ``proc`` and ``root`` are where the kernel shows them."""
+    root, limits = Path(root), []
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = Path(proc).read_text().splitlines()
     except OSError:
         return None
     for line in lines:
