@@ -48,6 +48,28 @@ def test_manifest_is_rewritten_only_when_an_image_changes(tmp_path):
     assert refresh_manifest(manifest) is True and f"-1\t-1\t{paths[2]}" in manifest.read_text()
 
 
+def test_a_path_with_a_line_break_is_refused_and_a_tab_survives(tmp_path):
+    """A path with a newline broke every later DAG build (IndexError in refresh_manifest): it is
+    refused, as are the other characters str.splitlines splits on (\\u2028, \\x1c...); a tab is fine."""
+    import pytest
+
+    from gzmorph.io import InputError
+
+    with pytest.raises(InputError, match="holds a line break or NUL; rename the file"):
+        write_manifest(tmp_path / "m.tsv", [str(tmp_path / "a\nb.jpg")])
+    assert not (tmp_path / "m.tsv").exists()
+    odd = tmp_path / "a\u2028b\x1c.jpg"
+    odd.write_bytes(b"x")
+    with pytest.raises(InputError):
+        write_manifest(tmp_path / "m.tsv", [str(odd)])
+    tabbed = tmp_path / "a\tb.jpg"
+    tabbed.write_bytes(b"x")
+    write_manifest(tmp_path / "m.tsv", [str(tabbed)])
+    assert refresh_manifest(tmp_path / "m.tsv") is False
+    tabbed.write_bytes(b"yy")
+    assert refresh_manifest(tmp_path / "m.tsv") is True
+
+
 def test_refresh_leaves_missing_or_foreign_files_alone(tmp_path):
     assert refresh_manifest(tmp_path / "none.tsv") is False
     (tmp_path / "x.tsv").write_text("something else\n")

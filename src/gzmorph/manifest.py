@@ -12,12 +12,22 @@ Standard library only: it runs when the DAG is built.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
-from .io import atomic_path
+from .io import InputError, atomic_path
 
 HEADER = "size\tmtime_ns\tpath"
+#: what a listed path cannot hold: the manifest is one line per image (NUL: no file name has one)
+LINE_BREAK = re.compile("[\n\r\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def path_error(path: str) -> str:
+    """Why ``path`` cannot be an image path of a source ("" when it can): a line break or NUL."""
+    if LINE_BREAK.search(path):
+        return f"the image path {path!r} holds a line break or NUL; rename the file"
+    return ""
 
 
 def manifest_lines(paths: Iterable[str]) -> list[str]:
@@ -34,7 +44,11 @@ def manifest_lines(paths: Iterable[str]) -> list[str]:
 
 def write_manifest(path: str | Path, image_paths: Iterable[str]) -> None:
     """Write the manifest of ``image_paths`` (the source table's ``image_path`` column)."""
-    text = "\n".join([HEADER, *manifest_lines(map(str, image_paths))]) + "\n"
+    paths = [str(p) for p in image_paths]
+    for p in paths:
+        if path_error(p):
+            raise InputError(f"{path}: {path_error(p)}")
+    text = "\n".join([HEADER, *manifest_lines(paths)]) + "\n"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)
 
@@ -43,7 +57,7 @@ def refresh_manifest(path: str | Path) -> bool:
     """Re-stat the images a manifest lists; rewrite it if any changed.  True when it was rewritten."""
     path = Path(path)
     try:
-        old = path.read_text().splitlines()
+        old = path.read_text().split("\n")[:-1]  # lines as written (a path may hold other separators)
     except FileNotFoundError:
         return False
     if not old or old[0] != HEADER:
