@@ -90,3 +90,21 @@ def test_library_logs_through_logging_not_print():
         offenders += [f"{path.relative_to(SRC)}:{n.lineno}" for n in ast.walk(tree)
                       if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "print" and id(n) not in mains]
     assert offenders == []
+
+
+def test_a_foreign_gzmorph_is_named_unless_it_is_a_byte_identical_copy(tmp_path):
+    """The rules track src/'s modules; the package Python imports must be those files. A second
+    checkout run with the first one's environment tracked its own edits and ran the other code."""
+    import shutil
+
+    from gzmorph.codedeps import foreign_modules
+
+    assert foreign_modules(SRC) == []  # the checkout's own
+    copy = tmp_path / "src"
+    shutil.copytree(SRC / "gzmorph", copy / "gzmorph", ignore=shutil.ignore_patterns("__pycache__"))
+    assert foreign_modules(copy) == []  # a copy of the same code (the tests' workflow copies)
+    with (copy / "gzmorph" / "similarity.py").open("a") as f:
+        f.write("# edited in the other checkout\n")
+    (copy / "gzmorph" / "added.py").write_text("")
+    (copy / "gzmorph" / "cuts.py").unlink()
+    assert foreign_modules(copy) == ["added.py", "cuts.py", "similarity.py"]

@@ -98,6 +98,25 @@ def package_hash() -> str:
     return digest.hexdigest()[:16]
 
 
+def foreign_modules(root: str | Path, imported: str | Path | None = None) -> list[str]:
+    """The modules (relative paths) in which the package Python imports (``imported``: this one's
+    folder) differs from the one under ``root``, whose files the rules declare as their code: empty
+    when it is that one, or a byte-identical copy (a test's copy of the workflow, a non-editable
+    install of the same code).  A second checkout run with the first one's environment would
+    otherwise track its own edits while running the other code."""
+    here = Path(imported or Path(__file__).parent).resolve()
+    there = (Path(root) / PACKAGE).resolve()
+    if here == there:
+        return []
+
+    def files(base: Path) -> dict[str, Path]:
+        return {str(p.relative_to(base)): p for p in base.rglob("*.py")}
+
+    mine, theirs = files(here), files(there)
+    return sorted(k for k in set(mine) | set(theirs)
+                  if k not in mine or k not in theirs or mine[k].read_bytes() != theirs[k].read_bytes())
+
+
 def library_modules(root: str | Path) -> list[Path]:
     """Every module file of the package (what a code change can touch)."""
     return sorted((Path(root) / PACKAGE).rglob("*.py"))

@@ -4,8 +4,9 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+import gzmorph
 from gzmorph.classify_settings import ClassifySettings, curated_image_size
-from gzmorph.codedeps import import_closure
+from gzmorph.codedeps import foreign_modules, import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
@@ -22,6 +23,14 @@ from gzmorph.sources.plan import (
 from gzmorph.stages import stage_plan
 
 REPO = Path(workflow.basedir)
+# the rules declare src/'s modules as their code: the gzmorph that runs must be those files
+_FOREIGN = foreign_modules(REPO / "src")
+if _FOREIGN:
+    raise WorkflowError(
+        f"the gzmorph that Python imports ({Path(gzmorph.__file__).parent}) is not this "
+        f"checkout's {REPO / 'src'} and differs from it in {len(_FOREIGN)} module(s) (e.g. {_FOREIGN[0]}): "
+        "the rules would run other code than they track; install this checkout (scripts/setup-env.sh)"
+    )
 # every config value (types, ranges, names, split sum, cuts, stage blocks) is checked here, before
 # the first job is planned: one line per error, naming the key (gzmorph.config_check)
 try:
@@ -117,6 +126,9 @@ def resolve_data_dir(spec):
 # or each entry of sources:, merged into one table with a `source` column
 SEVERAL_SOURCES = several_sources(config)
 SOURCES = source_specs(config)
+# several sources: each source's cut (empty for one source); and every cut the run selects with
+SOURCE_CUTS = {n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {}
+USED_CUTS = {config["cut"], *SOURCE_CUTS.values()}
 for _spec in SOURCES.values():
     _spec["data_dir"] = resolve_data_dir(_spec)
 # the other catalogues classify.apply_to names (rule apply_source_table reads each)

@@ -23,9 +23,9 @@ rule select:
     params:
         **named(
             cut=config["cut"],
-            user_cuts=config["cuts"],
-            # several sources: each source's cut (empty for one source)
-            source_cuts={n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {},
+            # the cuts: definitions this run uses (editing another cut reruns nothing)
+            user_cuts={n: c for n, c in config["cuts"].items() if n in USED_CUTS},
+            source_cuts=SOURCE_CUTS,
             max_per_class=config["max_per_class"],
         ),
     script:
