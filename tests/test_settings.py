@@ -79,6 +79,16 @@ def test_config_yaml_is_valid_and_complete_at_the_top_level():
     assert set(CONFIG) == set(SCHEMA["properties"])  # every top-level key has its value in config.yaml
 
 
+def test_config_yaml_top_level_values_are_the_librarys_defaults():
+    """The values config.yaml shows are the ones the library falls back on (commands, old files)."""
+    from gzmorph.preprocess import DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS
+    from gzmorph.sources.gz2 import DEFAULT_FRACTION_KIND
+
+    assert CONFIG["crop_fraction"] == DEFAULT_CROP_FRACTION
+    assert CONFIG["max_image_pixels"] == DEFAULT_MAX_IMAGE_PIXELS
+    assert CONFIG["gz2"]["fraction_kind"] == DEFAULT_FRACTION_KIND
+
+
 def test_training_options_take_their_defaults_from_the_settings():
     from gzmorph.classify import TrainConfig
 

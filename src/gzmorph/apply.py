@@ -31,12 +31,13 @@ def classify_table(model, table: str | Path | pd.DataFrame, out: str | Path, *, 
     dropped, up to ``max_bad_image_fraction`` of the table (else an error, as soon as that many are
     seen), and listed in the log; nothing is written then.
     """
-    from .preprocess import DEFAULT_MAX_IMAGE_PIXELS, apply_bad_image_policy, preprocess_stream
+    from .preprocess import DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, apply_bad_image_policy, preprocess_stream
 
     clf = as_classifier(model, device)
     cat = table if isinstance(table, pd.DataFrame) else pd.read_parquet(table, columns=["id", "image_path"])
     where = where or str(table if not isinstance(table, pd.DataFrame) else "the catalogue")
-    crop = crop_fraction if crop_fraction is not None else clf.bundle.get("preprocess", {}).get("crop_fraction", 0.5)
+    trained_crop = clf.bundle.get("preprocess", {}).get("crop_fraction", DEFAULT_CROP_FRACTION)
+    crop = crop_fraction if crop_fraction is not None else trained_crop
     ids, paths = cat["id"].to_numpy(), cat["image_path"].astype(str).to_numpy()
     parts, bad = [], []
     pending: list[tuple[np.ndarray, np.ndarray]] = []  # (rows, images) decoded, not yet classified

@@ -98,6 +98,7 @@ def _images_command(sub, name: str, helptext: str, model_help: str, out_help: st
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from . import commands as C
+    from .represent_settings import FinetuneSettings  # torch-free: its defaults in the help
 
     ap = argparse.ArgumentParser(prog="gzmorph", description="Galaxy Zoo morphology tools")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -127,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "scratch: the encoder's architecture from random weights")
     f.add_argument("--test", default=None, help="a labels CSV to score the result on (accuracy, balanced accuracy, ROC AUC)")
     f.add_argument("--steps", type=positive_int, default=None,
-                   help="optimiser steps (default: as the finetune rule: 30, or 200 for the frozen head)")
+                   help=f"optimiser steps (default: as the finetune rule: {FinetuneSettings.steps}, or "
+                        f"{FinetuneSettings.head_steps} for the frozen head)")
     f.add_argument("--image-size", type=positive_int, default=None,
                    help="image size for an encoder that does not record one (default: its config, else 224)")
     f.add_argument("--crop-fraction", type=fraction, default=None)

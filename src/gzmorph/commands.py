@@ -47,7 +47,9 @@ def _id_column(ids: list):
 def _crop(args, bundle: dict) -> float:
     if args.crop_fraction is not None:
         return args.crop_fraction
-    return float(bundle.get("preprocess", {}).get("crop_fraction", 0.5))
+    from .preprocess import DEFAULT_CROP_FRACTION
+
+    return float(bundle.get("preprocess", {}).get("crop_fraction", DEFAULT_CROP_FRACTION))
 
 
 def stream_apply(paths, image_size: int, crop: float, args, fn, desc: str):

@@ -123,6 +123,7 @@ def finetune_from_csv(args) -> str:
     from .classify import MODEL_FORMAT
     from .finetune import label_metrics, train_arm, with_new_head
     from .io import save_bundle
+    from .preprocess import DEFAULT_CROP_FRACTION
     from .represent import flush_denormal
     from .represent_settings import FinetuneSettings
     from .train import pick_device, predict_tensor
@@ -130,7 +131,7 @@ def finetune_from_csv(args) -> str:
     paths, y, classes = read_labels(args.labels, args.image_column, args.label_column)
     test = read_labels(args.test, args.image_column, args.label_column, classes) if args.test else None
     encoder, norm, size, crop = load_encoder_file(args.encoder, args.image_size)
-    crop = args.crop_fraction or crop or 0.5
+    crop = args.crop_fraction or crop or DEFAULT_CROP_FRACTION
     images = decode_all(paths, size, crop, args.batch_size, args.workers)
     if norm is None:  # an encoder without its own normalisation: the labelled images' statistics
         mean, std = channel_stats(images)

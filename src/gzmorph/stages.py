@@ -61,7 +61,9 @@ def stage_plan(config: dict, sources: dict[str, dict], represent: dict) -> dict[
     plan["anomalies"] = ({"runs": False, "why": f"the simulated user's interest is the odd votes (Class6.1): "
                                                 f"{votes_needed}"} if no_votes
                          else {"runs": True, "why": f"the odd votes (Class6.1) as the user's interest, {how}"})
-    label = (represent.get("finetune") or {}).get("label", "rings")
+    from .represent_settings import FinetuneSettings
+
+    label = (represent.get("finetune") or {}).get("label", FinetuneSettings.label)
     if label == "rings" and no_votes:
         plan["finetune"] = {"runs": False, "why": f"the rings task reads the ring votes (Class8.1): {votes_needed}; "
                                                   "choose represent.finetune.label: class or a label column"}

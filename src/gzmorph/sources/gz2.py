@@ -23,6 +23,7 @@ from ..tree import GZ2_TREE
 from .validate import check_fractions, check_ids, check_tree_sums, read_catalogue, require_columns, row_name, typed_ids
 
 FRACTION_KINDS = ("weighted_fraction", "fraction", "debiased")
+DEFAULT_FRACTION_KIND = "weighted_fraction"  # config gz2.fraction_kind
 CATALOGUE_GLOBS = ("gz2_hart16*.csv", "gz2_hart16*.csv.gz", "gz2_hart16*.zip", "gz2_hart16*.parquet")
 
 
@@ -43,7 +44,7 @@ def find_catalogue(data_dir: Path, catalogue: str | None = None) -> Path:
 
 
 def read_gz2(data_dir: str | Path, catalogue: str | None = None,
-             fraction_kind: str = "weighted_fraction", images: str = "images") -> pd.DataFrame:
+             fraction_kind: str = DEFAULT_FRACTION_KIND, images: str = "images") -> pd.DataFrame:
     data_dir = Path(data_dir).resolve()
     if fraction_kind not in FRACTION_KINDS:
         raise InputError(f"gz2.fraction_kind {fraction_kind!r}: choose one of {FRACTION_KINDS}")

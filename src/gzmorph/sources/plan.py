@@ -30,7 +30,10 @@ def _options(kind: str, block: dict) -> dict:
     """The keyword arguments of :func:`gzmorph.sources.read_source` for a source of ``kind``."""
     if kind == "gz2":
         gz2 = block.get("gz2") or {}
-        return {"catalogue": gz2.get("catalogue") or None, "fraction_kind": gz2.get("fraction_kind", "weighted_fraction")}
+        from .gz2 import DEFAULT_FRACTION_KIND
+
+        return {"catalogue": gz2.get("catalogue") or None,
+                "fraction_kind": gz2.get("fraction_kind", DEFAULT_FRACTION_KIND)}
     if kind == "table":
         from .table import TableSettings
 
