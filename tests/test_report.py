@@ -162,6 +162,16 @@ def test_assemble_orders_sections_and_is_self_contained(tmp_path):
     assert 'class="gz-pixelated"' in text  # 32 px galaxies upscaled in the grid
 
 
+def test_the_same_results_give_the_same_page_under_source_date_epoch(tmp_path, monkeypatch):
+    """The page's one changing part was its build date; SOURCE_DATE_EPOCH fixes it."""
+    sec = Section("Curation", anchor="curation", order=ORDER["curation"])
+    sec.add(table([{"a": 1}]))
+    frag = write_fragment(sec, tmp_path / "cur.html")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    pages = [assemble([frag], tmp_path / f"{i}.html", title="t", meta={"dataset": "d"}).read_bytes() for i in (1, 2)]
+    assert pages[0] == pages[1] and b"2023-11-14 22:13 UTC" in pages[0]
+
+
 def test_assemble_rejects_duplicate_anchors(tmp_path):
     a = write_fragment(Section("A", anchor="same"), tmp_path / "a.html")
     b = write_fragment(Section("B", anchor="same"), tmp_path / "b.html")

@@ -104,6 +104,16 @@ def test_several_sources_each_by_its_cut_classes_matched_by_name():
         n = (cat["label"] == k).sum()
         assert abs(per["val"] - n / 4) <= 1 and abs(per["test"] - n / 4) <= 1
     assert set(st["counts_per_source"]) == {"first", "second"}
+    # the report's Sources table: every source whole (the stats went to a JSON cell cut at 200 characters)
+    from gzmorph.report.curation import curation_section
+
+    exports = {e.name: e for e in curation_section(cat, None, st["classes"], st).exports()}
+    got = exports["sources"].data.set_index("source")
+    assert got.loc["second", ["cut", "galaxies", "matched spiral", "matched round", "kept"]].tolist() == [
+        "b", 10, 4, 6, 10]
+    assert got[["train", "val", "test"]].sum(axis=1).to_dict() == {"first": 20, "second": 10}
+    other = exports["other-statistics"].data["statistic"].tolist() if "other-statistics" in exports else []
+    assert not {"sources", "n_selected_per_source", "counts_per_source"} & set(other)
 
 
 def test_a_class_in_one_source_only_is_named_unless_mapped():

@@ -19,7 +19,8 @@ SPLIT_COLOURS = {"train": "#3b5bdb", "val": "#f59f00", "test": "#12b886"}
 _OTHER_COLOUR = "#868e96"
 #: keys of stats.json that have their own place in the section
 _KNOWN_STATS = {"n_source", "n_selected", "n_ambiguous", "n_corrupt_images", "corrupt_ids", "cut",
-                "cut_description", "truth_match", "per_class", "corrupt_policy"}
+                "cut_description", "truth_match", "per_class", "corrupt_policy", "sources",
+                "n_selected_per_source", "counts_per_source"}
 
 
 def _class_name(class_names: Sequence[str], label: int) -> str:
@@ -278,6 +279,7 @@ def curation_section(catalogue_df: pd.DataFrame, images, class_names: Sequence[s
     sec.add(*_overview_blocks(df, class_names, stats, splits))
     sec.add(*_counts_blocks(df, class_names, splits))
     sec.add(*_selection_blocks(stats))
+    sec.add(*_sources_blocks(stats))
     pc = _per_class_block(stats.get("per_class"))
     if pc is not None:
         sec.add(details("Per-class statistics", pc))
@@ -351,6 +353,31 @@ def _selection_blocks(stats: Mapping[str, Any]) -> list[Block]:
     for w in stats.get("warnings") or []:
         blocks.append(note(str(w), kind="warn"))
     return blocks
+
+
+def _sources_blocks(stats: Mapping[str, Any]) -> list[Block]:
+    """Several sources (config ``sources:``): one row per source -- its cut, the galaxies it had,
+    the ambiguous ones, those each class matched, those kept, and their splits."""
+    per = stats.get("sources")
+    if not isinstance(per, Mapping) or not per:
+        return []
+    kept = stats.get("n_selected_per_source") or {}
+    splits = stats.get("counts_per_source") or {}
+    rows = []
+    for src, st in per.items():
+        row = {"source": src, "cut": st.get("cut"), "galaxies": st.get("n_source"),
+               "ambiguous": st.get("n_ambiguous"),
+               **{f"matched {c}": n for c, n in (st.get("n_matched_per_class") or {}).items()},
+               "kept": kept.get(src)}
+        rows.append(row | {s: n for s, n in (splits.get(src) or {}).items()})
+    df = pd.DataFrame(rows)
+    matched = [c for c in df.columns if c.startswith("matched ")]
+    df[matched] = df[matched].fillna(0).astype(int)  # a class another source's cut has: none matched here
+    return [heading("Sources"),
+            paragraph("Each source is cut by its own rules; its galaxies are merged into one catalogue "
+                      "(column `source`), and the splits are drawn over the union.", muted=True),
+            table(df, caption="Galaxies per source: read, ambiguous, matched per class, kept and per split",
+                  name="sources")]
 
 
 def _corrupt_blocks(stats: Mapping[str, Any]) -> list[Block]:

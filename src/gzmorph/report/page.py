@@ -7,6 +7,7 @@ is inline and there is no JavaScript.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -43,6 +44,15 @@ def _config_rows(config: Mapping[str, Any], prefix: str = "") -> list[tuple[str,
     return rows
 
 
+def build_date() -> str:
+    """When the page is built, in UTC; ``$SOURCE_DATE_EPOCH`` (the reproducible-builds convention)
+    fixes it, so that the same results give the same bytes."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch.isdigit()
+            else _dt.datetime.now(_dt.timezone.utc))
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
 def render_page(fragments: Sequence[Fragment], *, title: str, meta: Mapping[str, Any] | None = None) -> str:
     """The full HTML page for already-ordered fragments.
 
@@ -52,7 +62,7 @@ def render_page(fragments: Sequence[Fragment], *, title: str, meta: Mapping[str,
     meta = dict(meta or {})
     dataset = meta.pop("dataset", None)
     config = meta.pop("config", None)
-    date = meta.pop("date", None) or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = meta.pop("date", None) or build_date()
     version = meta.pop("version", None) or _version()
     facts_html = _facts_html(dataset, date, version, meta)
     config_html = _config_html(config)

@@ -199,7 +199,8 @@ def _finetune_section(inp):
         f"galaxies per class is held out and the training sets are balanced (budget = {per_class}). Arms: frozen "
         f"representation + linear head ({met['head_steps']} steps), representation fine-tuned and the same "
         f"architecture from scratch ({met['steps']} steps each); "
-        + (f"mean ± sd over {len(met['seeds'])} seeds." if len(met["seeds"]) > 1 else "one seed (no spread).")
+        + (f"mean ± sd over {len(met['seeds'])} seeds." if len(met["seeds"]) > 1
+           else "one seed (no spread)." if met["seeds"] else "no run (see the note).")
         + ("" if n_classes == 2 else " ROC AUC is the one-vs-rest macro average.")))
     if met["notes"]:
         sec.add(R.note("; ".join(met["notes"]) + f" (budgets: auto; an explicit list above the available {per_class} "
