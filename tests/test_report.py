@@ -351,3 +351,17 @@ def test_class_names_and_ids_with_dollar_signs_are_drawn_as_written():
     assert figure_png(fig).startswith(b"\x89PNG")
     metrics = {"confusion": np.eye(2, dtype=int).tolist(), "classes": [r"$\foo$", "b"], "accuracy": 1.0}
     assert figure_png(confusion_figure(metrics)).startswith(b"\x89PNG")
+
+
+def test_the_results_table_orders_ipcs_as_numbers(tmp_path):
+    import json
+
+    from gzmorph.report.summary import distillation_rows
+
+    for ipc in (1, 10, 2):
+        d = tmp_path / "distill" / "mtt" / f"ipc{ipc}"
+        d.mkdir(parents=True)
+        (d / "eval.json").write_text(json.dumps({
+            "method": "mtt", "ipc": ipc, "accuracy_mean": 0.5, "accuracy_sd": 0.0,
+            "baselines": {"random": {"mean": 0.2}, "full": {"mean": 0.8}}}))
+    assert [r[0] for r in distillation_rows(tmp_path)] == [f"distillation, mtt IPC {i}" for i in (1, 2, 10)]

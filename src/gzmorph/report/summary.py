@@ -3,7 +3,10 @@
 ``python -m gzmorph.report.summary results/<dataset> [--readme README.md]`` prints the table, or
 writes it into the README between the markers ``<!-- results:begin -->`` and
 ``<!-- results:end -->``, so that the README's results table is regenerated from a run's own
-outputs rather than copied by hand.  Stages the run did not produce are left out.
+outputs rather than copied by hand.  Stages the run did not produce are left out.  It reads every
+result in the folder: a folder that also holds the results of an earlier config (an IPC, a model or
+a stage that config no longer asks for) shows them too, so regenerate the README's table from a
+folder of one config's run.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ def classification_rows(run: Path) -> list[tuple[str, str, str]]:
 
 def distillation_rows(run: Path) -> list[tuple[str, str, str]]:
     rows = []
-    for path in sorted((run / "distill").glob("*/ipc*/eval.json")):
-        e = _read(path)
+    evals = [_read(p) for p in (run / "distill").glob("*/ipc*/eval.json")]
+    for e in sorted(evals, key=lambda e: (e["method"], int(e["ipc"]))):  # IPC 1, 2, 10: not as text
         b = e["baselines"]
         rows.append((f"distillation, {e['method']} IPC {e['ipc']}", "test accuracy (random / full data)",
                      f"{_pm(e['accuracy_mean'], e['accuracy_sd'])} ({b['random']['mean']:.3f} / "
