@@ -291,3 +291,22 @@ def test_every_gpu_rule_of_the_workflow_is_in_the_slurm_profile():
     for rule in gpu_rules:
         # one GPU a job, or none set here: the training rules take their count from config (processes)
         assert profile["set-resources"][rule].get("gpu", 1) == 1
+
+
+def test_rule_context_keeps_library_caches_under_results(tmp_path, monkeypatch):
+    """matplotlib's font list (and torch.compile's and Triton's kernels) went to ~/.cache, /tmp:
+    a rule points them beside its logs, leaves a cache the user chose alone, and restores the rest."""
+    from gzmorph.smk import LIBRARY_CACHES
+
+    for var in LIBRARY_CACHES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/users/own")
+    logs = tmp_path / "results" / "d" / "logs"
+    logs.mkdir(parents=True)
+    fake = SimpleNamespace(log=[str(logs / "report.log")], threads=1, config={}, params={}, rule="report",
+                           resources=SimpleNamespace())
+    with rule_context(fake):
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "results" / "d" / ".cache" / "matplotlib")
+        assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "results" / "d" / ".cache" / "torchinductor")
+        assert os.environ["TRITON_CACHE_DIR"] == "/users/own"
+    assert "MPLCONFIGDIR" not in os.environ and os.environ["TRITON_CACHE_DIR"] == "/users/own"

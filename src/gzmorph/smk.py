@@ -87,6 +87,21 @@ def rule_params(snakemake) -> dict:
     return {**params.pop("named", {}), **params}
 
 
+#: where the libraries a rule loads keep their caches (matplotlib's font list, torch.compile's and
+#: Triton's kernels), each in a folder of this name under ``results/<dataset>/.cache/``
+LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "TORCHINDUCTOR_CACHE_DIR": "torchinductor",
+                  "TRITON_CACHE_DIR": "triton"}
+
+
+def library_cache_env(log_path: str | None, environ=os.environ) -> dict[str, str]:
+    """The cache variables to set for a rule whose log is ``results/<dataset>/logs/<rule>.log``:
+    folders beside ``logs/`` (nothing is written outside ``results/``), except those the user set."""
+    if not log_path:
+        return {}
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(log_path))), ".cache")
+    return {var: os.path.join(root, name) for var, name in LIBRARY_CACHES.items() if not environ.get(var)}
+
+
 @contextlib.contextmanager
 def rule_context(snakemake):
     """Run a rule body with its log, threads and seed set up; exit non-zero on failure."""
@@ -99,6 +114,8 @@ def rule_context(snakemake):
     logging.captureWarnings(True)
     gpu_claim = None
     logger = logging.getLogger(f"gzmorph.{snakemake.rule}")
+    caches = library_cache_env(log_path)
+    os.environ.update(caches)  # before the script imports matplotlib or torch
     try:
         sweep_outputs(snakemake, logger)
         n_gpus = rule_gpus(snakemake)
@@ -126,6 +143,8 @@ def rule_context(snakemake):
     finally:
         if gpu_claim is not None:
             gpu_claim.release()
+        for var in caches:
+            os.environ.pop(var, None)
         sys.stderr = old_stderr
         if log_file is not sys.stderr:
             log_file.close()
