@@ -4,7 +4,9 @@ Speed comes from reduced-size JPEG decoding: libjpeg can decode at 1/2, 1/4
 or 1/8 scale straight from the DCT coefficients (Pillow's ``Image.draft``),
 which is several times faster than a full decode when a 424 px image becomes
 64 px.  We ask for the smallest scale that still leaves the crop at least
-``image_size`` pixels wide, so the final area resize always *downsamples*.
+``image_size`` pixels wide, so the final area resize downsamples whenever the crop has that many
+pixels; a crop smaller than ``image_size`` (the 212 px centre of a 424 px Kaggle image at the
+paper presets' 224 or 240 px) is upsampled, which adds no detail.
 Workers are forked processes fed chunks of paths (no GIL contention; unlike
 ``spawn`` they do not re-import a Snakemake script's ``__main__``); where
 ``fork`` is unavailable, threads (Pillow releases the GIL while decoding).
