@@ -23,7 +23,7 @@ SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 AT = "(workflow/schemas/config.schema.yaml)"
-UNSAFE = "is not a safe name; use letters, digits, '_' and '-', starting with a letter or digit " \
+UNSAFE = "is not a safe name; use at most 100 letters, digits, '_' and '-', starting with a letter or digit " \
          "(it names a folder under results/)"
 TWO_CLASSES = {"a": ["Class1.1 > 0.5"], "b": ["Class1.2 > 0.5"]}
 
@@ -113,6 +113,10 @@ def test_cut_and_catalogue_names_that_are_paths_are_refused():
         f"config cut: {bad!r} {UNSAFE}", f"config cuts: the cut name {bad!r} {UNSAFE}"]
     assert errors({"classify": {"apply_to": {"a/b": {"source": "kaggle", "data_dir": "/x"}}}}) == [
         f"config classify.apply_to: the catalogue name 'a/b' {UNSAFE}"]
+    long = "x" * 101  # a file name plus atomic_path's temporary suffix must stay under 255 bytes
+    assert errors({"classify": {"apply_to": {long: {"source": "kaggle", "data_dir": "/x"}}}}) == [
+        f"config classify.apply_to: the catalogue name {long!r} {UNSAFE}"]
+    assert errors({"dataset": "x" * 100}) == []
 
 
 def test_dataset_name_defaults_to_source_and_cut():

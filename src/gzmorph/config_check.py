@@ -28,8 +28,8 @@ from .stages import staged
 SCHEMA_FILE = "workflow/schemas/config.schema.yaml"
 DISTILL_SETTINGS_FILE = "src/gzmorph/distill_settings.py"
 #: dataset, cut and apply_to names become folder and file names under results/
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-NAME_RULE = "use letters, digits, '_' and '-', starting with a letter or digit"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+NAME_RULE = "use at most 100 letters, digits, '_' and '-', starting with a letter or digit"
 SPLITS = ("train", "val", "test")
 #: split fractions must sum to 1 within this (gzmorph.curate.assign_splits allows ~1e-5)
 SPLIT_TOLERANCE = 1e-6
