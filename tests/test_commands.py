@@ -272,3 +272,23 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     save_bundle(cnn, {"format": MODEL_FORMAT, "image_size": 16, "norm": norm, "model_config": m2.config,
                       "state_dict": m2.state_dict()}, MODEL_FORMAT)
     assert main(["export-encoder", str(cnn), "-o", str(tmp_path / "no")]) == 2
+    # another architecture exported over it and cut short after the weights: no pair that mismatches
+    import gzmorph.pretrained as P
+
+    other = create_model("timm/mobilenetv3_small_050", len(GZ2_TREE.kaggle_columns), 32)
+    save_bundle(rep, {"format": MODEL_FORMAT, "image_size": 32, "norm": norm, "model_config": other.config,
+                      "num_features": other.num_features, "state_dict": other.state_dict()}, MODEL_FORMAT)
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = P.json.dumps
+    P.json.dumps = cut_short
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            P.export_encoder(rep, enc)
+    finally:
+        P.json.dumps = real
+    assert sorted(p.name for p in enc.iterdir()) == ["model.safetensors"]  # the old config.json is gone
+    with pytest.raises(InputError, match="config.json"):
+        load_encoder(enc)

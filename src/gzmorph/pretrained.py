@@ -392,6 +392,9 @@ def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
                                  "source": f"gzmorph {fmt} {Path(model_file).name}"}}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # config.json last, as the mark of a finished export: an export cut short into a folder that held
+    # another encoder leaves weights without a config (one clear error), never beside the old config
+    (folder / CONFIG_FILE).unlink(missing_ok=True)
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     with atomic_path(folder / CONFIG_FILE) as tmp:
