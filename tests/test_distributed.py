@@ -219,3 +219,11 @@ def test_the_first_node_without_scontrol_comes_from_the_node_list_itself(monkeyp
     assert D._first_node("gpu[07-09,12],cpu1") == "gpu07"
     assert D._first_node("node[3,5-6]") == "node3" and D._first_node("cpu1,gpu2") == "cpu1"
     assert D._first_node("") is None and D._first_node(None) is None
+
+
+def test_a_killed_launchs_working_folder_is_removed_by_the_next(tmp_path):
+    (tmp_path / f"{D.SPOOL_PREFIX}abc").mkdir()
+    (tmp_path / f"{D.SPOOL_PREFIX}abc" / "spec.json").write_text("{}")
+    (tmp_path / "model.pt").write_text("kept")
+    assert D.sweep_spools(tmp_path) == [tmp_path / f"{D.SPOOL_PREFIX}abc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"] and D.sweep_spools(None) == []

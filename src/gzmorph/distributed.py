@@ -521,6 +521,22 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: the working folder of one launch (spec, errors, result), beside the rule's outputs
+SPOOL_PREFIX = ".gzmorph-ddp-"
+
+
+def sweep_spools(spool: str | Path | None) -> list[Path]:
+    """Remove the working folders that killed launches left in ``spool`` (the rule's output folder,
+    where one job runs at a time; a SIGKILL or a Slurm time-out skips launch's own clean-up)."""
+    if spool is None:
+        return []
+    old = sorted(p for p in Path(spool).glob(f"{SPOOL_PREFIX}*") if p.is_dir() and not p.is_symlink())
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed %s, left by a killed training job", p)
+    return old
+
+
 def launch(fn, kwargs: dict, processes: int = 1, *, nodes: int = 1, device: str = "auto", gpus: int = 0,
            threads: int | None = None, spool: str | Path | None = None, stream=None):
     """``fn(**kwargs)`` as one job of ``processes`` data-parallel ranks; rank 0's return value.
@@ -557,7 +573,8 @@ def launch(fn, kwargs: dict, processes: int = 1, *, nodes: int = 1, device: str 
         threads = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("OMP_NUM_THREADS") or 1) if slurm \
             else max(1, int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1) // processes)
     stream = stream or sys.stderr
-    folder = Path(tempfile.mkdtemp(prefix=".gzmorph-ddp-", dir=spool))
+    sweep_spools(spool)
+    folder = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool))
     try:
         spec = {"target": f"{module}:{name}", "kwargs": kwargs, "device": device, "threads": int(threads),
                 "spool": str(folder)}
