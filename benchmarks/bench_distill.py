@@ -340,9 +340,10 @@ def is_reference_checkout(path: str | None) -> bool:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
-    ap.add_argument("--ipc", type=int, nargs="+", default=[1, 10])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[32])
-    ap.add_argument("--classes", type=int, default=10)
+    # without --reference; the comparison's workload is fixed (compare_with_reference)
+    ap.add_argument("--ipc", type=int, nargs="+", default=None, help="default 1 10")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default 32")
+    ap.add_argument("--classes", type=int, default=None, help="default 10")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--memory", nargs="+", default=["auto"])
     ap.add_argument("--amp", nargs="+", default=["off"], choices=list(DISTILL_AMP),
@@ -363,12 +364,13 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --reference: run every probe this many times, alternating the order; "
                          "ratios against the same round's reference (their median)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default=None, help="default cpu (and cuda too where there is one)")
     ap.add_argument("--out", default="")
-    ap.add_argument("--reference", default=os.environ.get("GZMORPH_MTT_REFERENCE") or None,
+    ap.add_argument("--reference", default=None,
                     help="compare with the MTT reference's inner loop: a checkout of "
                          "github.com/GeorgeCazenavette/mtt-distillation (default $GZMORPH_MTT_REFERENCE; "
-                         "without one, the comparison is skipped with a message)")
+                         "without one, the comparison is skipped with a message; a --reference that is no "
+                         "checkout is an error)")
     ap.add_argument("--budgets", type=float, nargs="*", default=[],
                     help="with --reference: memory budgets (MB): extra memory: auto runs")
     ap.add_argument("--probe", default="", help=argparse.SUPPRESS)  # the child of probe_subprocess
@@ -386,8 +388,18 @@ def main(argv=None):
         print("PROBE" + json.dumps({**r, "keep_freed_memory": bool(kw.get("keep_freed_memory")),
                                     "allocator": allocator}))
         return
+    if a.reference is not None and not is_reference_checkout(a.reference):  # typed by the user: no long detour
+        ap.error(f"--reference {a.reference!r} is not a checkout of github.com/GeorgeCazenavette/mtt-distillation "
+                 "(reparam_module.py, networks.py)")
+    a.reference = a.reference or os.environ.get("GZMORPH_MTT_REFERENCE") or None
     if is_reference_checkout(a.reference):
+        fixed = [f"--{k}" for k in ("ipc", "sizes", "classes", "device") if getattr(a, k) is not None]
+        if fixed:
+            ap.error(f"the comparison with the reference runs its own workload (32 px, IPC 10, 10 classes, CPU): "
+                     f"{', '.join(fixed)} would be ignored; drop them, or time gzmorph alone without a reference")
         return compare_with_reference(a)
+    a.ipc, a.sizes = a.ipc or [1, 10], a.sizes or [32]
+    a.classes, a.device = a.classes or 10, a.device or "cpu"
     print("bench_distill: skipping the comparison with the MTT reference: "
           + (f"{a.reference!r} is not a checkout of github.com/GeorgeCazenavette/mtt-distillation (reparam_module.py, "
              "networks.py)" if a.reference else "no checkout named (--reference or GZMORPH_MTT_REFERENCE)")

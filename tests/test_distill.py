@@ -324,6 +324,24 @@ def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, mon
     assert json.loads(out.read_text())["mmap_threshold_kb"] == "glibc default"
 
 
+def test_distillation_benchmark_refuses_a_typed_reference_it_cannot_use(tmp_path, monkeypatch, capsys):
+    """A mistyped --reference ran the whole gzmorph-only sweep (tens of minutes) and exited 0; options
+    the comparison's fixed workload ignores were dropped without a word."""
+    B = _bench_distill()
+    monkeypatch.delenv("GZMORPH_MTT_REFERENCE", raising=False)
+    monkeypatch.setattr(B, "probe_subprocess", lambda **kw: pytest.fail("nothing may be timed"))
+    with pytest.raises(SystemExit) as err:
+        B.main(["--reference", str(tmp_path / "mtt-distilation")])
+    assert err.value.code == 2 and "is not a checkout" in capsys.readouterr().err
+    ref = tmp_path / "mtt"
+    ref.mkdir()
+    for f in ("reparam_module.py", "networks.py"):
+        (ref / f).write_text("")
+    with pytest.raises(SystemExit) as err:
+        B.main(["--reference", str(ref), "--ipc", "1", "--device", "cuda"])
+    assert err.value.code == 2 and "--ipc, --device would be ignored" in capsys.readouterr().err
+
+
 def test_distillation_benchmark_times_each_precision_it_is_given(tmp_path, monkeypatch):
     """--amp off bf16 --channels-last 1 --mmap-threshold 64: one probe per variant, each as asked."""
     B = _bench_distill()
