@@ -197,7 +197,7 @@ def test_frozen_head_folds_into_one_linear_layer():
 @pytest.mark.parametrize("rows, message", [
     ([{"path": "1000.jpg", "label": "round"}, {"path": "1001.jpg", "label": ""}], r"train\.csv line 3: empty 'label'"),
     ([{"path": "1000.jpg", "label": "round"}, {"path": "1002.jpg", "label": "round"}], "one class only"),
-    ([{"path": "nope.jpg", "label": "round"}, {"path": "1001.jpg", "label": "bar"}], r"nope\.jpg: image file not found"),
+    ([{"path": "nope.jpg", "label": "round"}, {"path": "1001.jpg", "label": "bar"}], r"line 2: image .*nope\.jpg not found \(1 of 2 listed images missing\)"),
 ])
 def test_finetune_bad_labels_are_one_line_exit_2(folder, representation, tmp_path, rows, message, capsys):
     labels = tmp_path / "train.csv"
@@ -292,3 +292,54 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     assert sorted(p.name for p in enc.iterdir()) == ["model.safetensors"]  # the old config.json is gone
     with pytest.raises(InputError, match="config.json"):
         load_encoder(enc)
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_runs(representation, folder, tmp_path, capsys):
+    """`-o model.pt` typed for the model, an image of the folder being read, the labels CSV: each
+    was replaced (atomically, and without a word); an export over a folder of other files too."""
+    before = {p: p.read_bytes() for p in (representation, folder / "1000.jpg", folder / "train.csv")}
+    cases = [["embed", str(representation), str(folder), "-o", str(representation)],
+             ["predict", str(representation), str(folder), "-o", str(tmp_path / "out.parquet"),
+              "--kaggle-csv", str(representation)],
+             ["embed", str(representation), str(folder), "-o", str(folder / "1000.jpg")],
+             ["finetune", str(representation), str(folder / "train.csv"), "-o", str(folder / "train.csv")]]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        assert "an input of this command" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "out.parquet").exists()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"my": "settings"}')
+    assert main(["export-encoder", str(representation), "-o", str(project)]) == 2
+    assert "a config.json of no encoder" in capsys.readouterr().err
+    assert (project / "config.json").read_text() == '{"my": "settings"}'
+
+
+def test_finetune_names_a_missing_test_image_before_training(representation, folder, tmp_path, capsys, monkeypatch):
+    import gzmorph.finetune as F
+
+    monkeypatch.setattr(F, "train_arm", lambda *a, **k: pytest.fail("trained before the test set was checked"))
+    test = folder / "test_missing.csv"
+    test.write_text("path,label\n1016.jpg,round\nmissing.jpg,bar\n")
+    try:
+        assert main(["finetune", str(representation), str(folder / "train.csv"), "-o", str(tmp_path / "f.pt"),
+                     "--test", str(test), "--workers", "0"]) == 2
+    finally:
+        test.unlink()
+    err = capsys.readouterr().err
+    assert f"{test} line 3: image {folder / 'missing.jpg'} not found (1 of 2 listed images missing)" in err
+
+
+def test_a_folder_skips_hidden_files_and_says_which_sub_folders_it_does_not_read(tmp_path, caplog):
+    from gzmorph.imagestream import find_images
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "inner").mkdir()
+    for name in ("1.png", "._1.png", "inner/2.png"):
+        Image.fromarray(galaxy(0, rng)).save(tmp_path / name)
+    (tmp_path / "._1.png").write_bytes(b"\0\5\x16\7AppleDouble")  # macOS metadata, no image
+    assert find_images([tmp_path]) == [tmp_path / "1.png"]
+    assert "1 sub-folder(s) with images not read (e.g. inner)" in caplog.text
+    (tmp_path / "1.png").unlink()
+    with pytest.raises(InputError, match="its sub-folders are not read: name them"):
+        find_images([tmp_path])

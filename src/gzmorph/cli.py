@@ -149,11 +149,44 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_outputs(args) -> None:
+    """Refuse an output that is one of the command's inputs (``-o model.pt`` typed for the model, an
+    image of a folder being read, the labels CSV), or an export folder holding other files: an
+    atomic write would replace them cleanly, and silently."""
+    import json
+
+    from .preprocess import image_suffix
+
+    def same(a, b) -> bool:
+        return Path(a).resolve() == Path(b).resolve()
+
+    inputs = [getattr(args, k) for k in ("model", "encoder", "labels", "test") if getattr(args, k, None)]
+    outputs = [o for o in (args.output, getattr(args, "kaggle_csv", None)) if o is not None]
+    for out in outputs:
+        for given in inputs + list(getattr(args, "images", None) or []):
+            if same(out, given) or (Path(given).is_dir() and same(Path(out).parent, given) and image_suffix(out)):
+                raise InputError(f"-o {out}: the output would replace {given}, an input of this command; "
+                                 "give another file name")
+    if args.command == "export-encoder" and Path(args.output).is_dir():
+        others = sorted(p.name for p in Path(args.output).iterdir() if p.name not in ("config.json",
+                                                                                      "model.safetensors"))
+        config = Path(args.output) / "config.json"
+        try:
+            foreign = config.is_file() and "architecture" not in json.loads(config.read_text())
+        except (ValueError, TypeError, OSError):  # not JSON, or not an object
+            foreign = True
+        if others or foreign:
+            held = ", ".join(others[:3]) or "a config.json of no encoder"
+            raise InputError(f"-o {args.output}: the folder holds other files ({held}); an encoder is written "
+                             "into a new folder or an encoder's")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not logging.getLogger().handlers:  # what the commands report goes to stderr, as plain lines
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
+        check_outputs(args)
         return args.func(args)
     except InputError as err:
         print(f"gzmorph {args.command}: error: {err}", file=sys.stderr)

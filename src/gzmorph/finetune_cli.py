@@ -64,8 +64,12 @@ def read_labels(path, image_column: str, label_column: str, classes: list[str] |
     if unknown:
         raise InputError(f"{path}: labels {unknown[:5]} are not classes of the model ({names})")
     pos = {n: i for i, n in enumerate(names)}
-    paths = [p if Path(p).is_absolute() else path.parent / p for p in df[image_column].str.strip()]
-    return [Path(p) for p in paths], np.array([pos[v] for v in labels], dtype=np.int64), list(names)
+    paths = [Path(p) if Path(p).is_absolute() else path.parent / p for p in df[image_column].str.strip()]
+    missing = [i for i, p in enumerate(paths) if not p.is_file()]
+    if missing:  # before any training: a --test set's typo used to cost the whole run
+        raise InputError(f"{path} line {missing[0] + 2}: image {paths[missing[0]]} not found "
+                         f"({len(missing)} of {len(paths)} listed images missing)")
+    return paths, np.array([pos[v] for v in labels], dtype=np.int64), list(names)
 
 
 def load_encoder_file(path, image_size: int | None = None):

@@ -31,13 +31,25 @@ from .preprocess import (DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, IMAGE_
 
 
 def find_images(items) -> list[Path]:
-    """Files as given, folders expanded to their JPEG, PNG and FITS images (sorted)."""
+    """Files as given, folders expanded to their JPEG, PNG and FITS images (sorted; hidden files such
+    as macOS's ``._x.png`` left out).  A folder's sub-folders are not read; the log says how many of
+    them hold images."""
+    import logging
+
     paths = []
     for item in map(Path, items):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and image_suffix(p))
+            entries = [p for p in item.iterdir() if not p.name.startswith(".")]
+            found = sorted(p for p in entries if p.is_file() and image_suffix(p))
+            nested = [p for p in entries if p.is_dir() and any(image_suffix(q) for q in p.iterdir())]
+            if nested:
+                logging.getLogger(__name__).warning(
+                    "%s: %d sub-folder(s) with images not read (e.g. %s); name them too to include them",
+                    item, len(nested), sorted(nested)[0].name)
             if not found:
-                raise InputError(f"{item}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise InputError(f"{item}: folder has no images ({', '.join(IMAGE_SUFFIXES)})"
+                                 + (f"; its sub-folders are not read: name them ({sorted(nested)[0]} ...)"
+                                    if nested else ""))
             paths += found
         elif item.is_file():
             paths.append(item)
