@@ -197,7 +197,8 @@ def test_frozen_head_folds_into_one_linear_layer():
 @pytest.mark.parametrize("rows, message", [
     ([{"path": "1000.jpg", "label": "round"}, {"path": "1001.jpg", "label": ""}], r"train\.csv line 3: empty 'label'"),
     ([{"path": "1000.jpg", "label": "round"}, {"path": "1002.jpg", "label": "round"}], "one class only"),
-    ([{"path": "nope.jpg", "label": "round"}, {"path": "1001.jpg", "label": "bar"}], r"line 2: image .*nope\.jpg not found \(1 of 2 listed images missing\)"),
+    ([{"path": "nope.jpg", "label": "round"}, {"path": "1001.jpg", "label": "bar"}],
+     r"line 2: image .*nope\.jpg not found \(1 of 2 listed images missing\)"),
 ])
 def test_finetune_bad_labels_are_one_line_exit_2(folder, representation, tmp_path, rows, message, capsys):
     labels = tmp_path / "train.csv"
