@@ -72,6 +72,29 @@ def test_image_batches_stream_in_order_and_fail_only_when_the_bad_file_is_reache
         next(stream)
 
 
+def test_unreadable_images_are_left_out_up_to_the_fraction_given(folder, representation, tmp_path, caplog):
+    """One corrupt file among many stopped the whole command, its work lost; --max-bad-fraction
+    leaves such files out (listed in the log) as the workflow's max_bad_image_fraction does."""
+    paths = jpegs(folder)[:4]
+    bad = tmp_path / "9.jpg"
+    bad.write_bytes(b"\xff\xd8 no jpeg")
+    mixed = [paths[0], bad, *paths[1:]]
+    got = list(image_batches(mixed, SIZE, 0.5, batch_size=2, workers=0, max_bad_fraction=0.25))
+    assert np.concatenate([p for p, _ in got]).tolist() == [0, 2, 3, 4]
+    assert "1 unreadable image(s) left out" in caplog.text and "9.jpg: cannot decode image" in caplog.text
+    with pytest.raises(InputError, match=r"1 of 5 images \(20\.0%\) are missing or undecodable"):
+        list(image_batches(mixed, SIZE, 0.5, batch_size=2, workers=0, max_bad_fraction=0.1))
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in [*paths, bad]:
+        (images / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "pred.parquet"
+    assert main(["embed", str(representation), str(images), "-o", str(out), "--workers", "0",
+                 "--max-bad-fraction", "0.25"]) == 0
+    assert sorted(pd.read_parquet(out)["id"]) == sorted(int(p.stem) for p in paths)
+    assert main(["embed", str(representation), str(images), "-o", str(out), "--workers", "0"]) == 2
+
+
 def test_image_ids_from_file_names():
     assert image_ids(["a/12.jpg", "b/7.png"]) == [12, 7]
     assert image_ids(["12.jpg", "NGC 4414.png"]) == ["12", "NGC 4414"]

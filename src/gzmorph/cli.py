@@ -78,6 +78,16 @@ def fraction(value: str) -> float:
     return x
 
 
+def share(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = float("nan")
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction in [0, 1)")
+    return x
+
+
 def _images_command(sub, name: str, helptext: str, model_help: str, out_help: str, func):
     from .imagestream import default_workers
 
@@ -91,6 +101,9 @@ def _images_command(sub, name: str, helptext: str, model_help: str, out_help: st
     c.add_argument("--workers", type=non_negative_int, default=None,
                    help=f"image decoding processes (default here: {default_workers()}; 0: none)")
     c.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    c.add_argument("--max-bad-fraction", type=share, default=0.0,
+                   help="leave out unreadable images up to this fraction of them, listed in the log "
+                        "(default 0: the first one stops the command)")
     c.set_defaults(func=func)
     return c
 

@@ -56,7 +56,8 @@ def stream_apply(paths, image_size: int, crop: float, args, fn, desc: str):
     """Yield ``(DataFrame of id + path, fn(images))`` per batch of ``paths``."""
     ids = image_ids(paths)
     with _progress(len(paths), desc) as bar:
-        for pos, images in image_batches(paths, image_size, crop, args.batch_size, args.workers):
+        for pos, images in image_batches(paths, image_size, crop, args.batch_size, args.workers,
+                                         max_bad_fraction=args.max_bad_fraction):
             frame = pd.DataFrame({"id": _id_column([ids[i] for i in pos]),
                                   "path": [str(Path(paths[i]).resolve()) for i in pos]})
             yield frame, fn(images)

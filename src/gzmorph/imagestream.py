@@ -94,10 +94,11 @@ class ImageFiles:
 
 
 def _collate(items):
-    for _, _, err in items:
-        if err is not None:
-            return None, err
-    return np.array([i for i, _, _ in items]), np.stack([x for _, x, _ in items])
+    """``(positions, images, [(position, error)])`` of a batch: the decoded ones and the failures."""
+    good = [(i, x) for i, x, err in items if err is None]
+    bad = [(i, err) for i, _, err in items if err is not None]
+    return (np.array([i for i, _ in good], dtype=np.int64),
+            np.stack([x for _, x in good]) if good else None, bad)
 
 
 def worker_context():
@@ -115,10 +116,19 @@ def default_workers() -> int:
 
 
 def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION, batch_size: int = 256,
-                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                  workers: int | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                  max_bad_fraction: float = 0.0):
     """Yield ``(positions, uint8 N×S×S×3 images)`` over ``paths`` in order, decoded by ``workers``
-    processes (default :func:`default_workers`; 0: in this process)."""
+    processes (default :func:`default_workers`; 0: in this process).
+
+    Unreadable images are left out up to ``max_bad_fraction`` of ``paths`` (0: the first one is an
+    InputError naming it), as the workflow's ``max_bad_image_fraction``: an error as soon as more are
+    seen, and a log line listing them at the end."""
+    import logging
+
     import torch
+
+    from .preprocess import apply_bad_image_policy
 
     data = ImageFiles(paths, image_size, crop_fraction, max_pixels)
     workers = default_workers() if workers is None else int(workers)
@@ -126,7 +136,15 @@ def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FR
                                          collate_fn=_collate, prefetch_factor=2 if workers else None,
                                          persistent_workers=False,
                                          multiprocessing_context=worker_context() if workers else None)
-    for pos, images in loader:
-        if pos is None:
-            raise InputError(images)
-        yield pos, images
+    skipped = []
+    for pos, images, bad in loader:
+        if bad and not max_bad_fraction:
+            raise InputError(bad[0][1])
+        skipped += bad
+        apply_bad_image_policy(skipped, len(data), max_bad_fraction)
+        if len(pos):
+            yield pos, images
+    if skipped:
+        logging.getLogger(__name__).warning(
+            "%d unreadable image(s) left out (--max-bad-fraction %s): %s%s", len(skipped), max_bad_fraction,
+            "; ".join(m for _, m in skipped[:5]), " ..." if len(skipped) > 5 else "")
