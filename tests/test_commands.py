@@ -276,7 +276,8 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     rep = tmp_path / "rep.pt"
     norm = {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
     save_bundle(rep, {"format": MODEL_FORMAT, "image_size": 32, "norm": norm, "model_config": model.config,
-                      "num_features": model.num_features, "state_dict": model.state_dict()}, MODEL_FORMAT)
+                      "num_features": model.num_features, "state_dict": model.state_dict(),
+                      "preprocess": {"crop_fraction": 0.8}}, MODEL_FORMAT)
     enc = tmp_path / "encoder"
     assert main(["export-encoder", str(rep), "-o", str(enc)]) == 0
     assert sorted(p.name for p in enc.iterdir()) == ["config.json", "model.safetensors"]
@@ -291,6 +292,7 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
 
     clf = load_model(out)
     assert clf.norm == norm and clf.image_size == 32
+    assert clf.bundle["preprocess"]["crop_fraction"] == 0.8  # the exported folder keeps the crop (it fell to 0.5)
     cnn = tmp_path / "cnn.pt"
     m2 = create_model("cnn", 37, 16, widths=(4, 8))
     save_bundle(cnn, {"format": MODEL_FORMAT, "image_size": 16, "norm": norm, "model_config": m2.config,

@@ -96,7 +96,18 @@ def load_encoder_file(path, image_size: int | None = None):
 
     model = load_encoder(path, num_classes=0, image_size=image_size)
     norm = _folder_norm(path)
-    return model, norm, int(image_size or model.config.get("image_size") or 224), None
+    return model, norm, int(image_size or model.config.get("image_size") or 224), _exported_crop(path)
+
+
+def _exported_crop(path) -> float | None:
+    """The crop fraction of the galaxy images a gzmorph model was trained on, which export-encoder
+    records as ``crop_pct`` (an ImageNet encoder's own crop_pct says nothing about galaxy images)."""
+    from .pretrained import encoder_config
+
+    pc = (encoder_config(path) or {}).get("pretrained_cfg") or {}
+    if str(pc.get("source", "")).startswith("gzmorph ") and isinstance(pc.get("crop_pct"), (int, float)):
+        return float(pc["crop_pct"])
+    return None
 
 
 def _folder_norm(path) -> dict | None:

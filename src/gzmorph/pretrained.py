@@ -390,6 +390,9 @@ def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
               "pretrained_cfg": {"input_size": [3, size, size], "mean": list(norm.get("mean", [])),
                                  "std": list(norm.get("std", [])), "classifier": None,
                                  "source": f"gzmorph {fmt} {Path(model_file).name}"}}
+    crop = (bundle.get("preprocess") or {}).get("crop_fraction")
+    if crop is not None:  # timm's crop_pct: the central share of the side kept, as crop_fraction
+        config["pretrained_cfg"]["crop_pct"] = float(crop)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     # config.json last, as the mark of a finished export: an export cut short into a folder that held
