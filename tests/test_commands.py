@@ -333,6 +333,12 @@ def test_an_output_that_is_an_input_is_refused_before_anything_runs(representati
         assert main(argv) == 2, argv
         assert "an input of this command" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in before} == before and not (tmp_path / "out.parquet").exists()
+    # Parquet into preds.csv was unreadable in TOPCAT or a spreadsheet
+    assert main(["embed", str(representation), str(folder), "-o", str(tmp_path / "preds.csv")]) == 2
+    assert "is written as Parquet, not .csv" in capsys.readouterr().err
+    assert main(["predict", str(representation), str(folder), "-o", str(tmp_path / "v.parquet"),
+                 "--kaggle-csv", str(tmp_path / "k.parquet")]) == 2
+    assert "is written as CSV, not .parquet" in capsys.readouterr().err
     project = tmp_path / "project"
     project.mkdir()
     (project / "config.json").write_text('{"my": "settings"}')

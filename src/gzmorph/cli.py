@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image size for an encoder that does not record one (default: its config, else 224)")
     f.add_argument("--crop-fraction", type=fraction, default=None)
     f.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    f.add_argument("--batch-size", type=positive_int, default=32)
+    f.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"training batch (default: as the finetune rule, {FinetuneSettings.batch_size})")
     f.add_argument("--workers", type=non_negative_int, default=None)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
@@ -180,6 +181,15 @@ def check_outputs(args) -> None:
             if same(out, given) or (Path(given).is_dir() and same(Path(out).parent, given) and image_suffix(out)):
                 raise InputError(f"-o {out}: the output would replace {given}, an input of this command; "
                                  "give another file name")
+    formats = {"output": ("Parquet", (".csv", ".tsv", ".txt", ".json", ".xlsx", ".fits", ".fit")),
+               "kaggle_csv": ("CSV", (".parquet", ".pq"))}
+    if args.command in ("classify", "predict", "embed"):
+        for key, (kind, wrong) in formats.items():
+            out = getattr(args, key, None)
+            if out is not None and Path(out).suffix.lower() in wrong:
+                hint = " (predict --kaggle-csv writes CSV)" if kind == "Parquet" else ""
+                raise InputError(f"{out}: this file is written as {kind}, not {Path(out).suffix}; give it a "
+                                 f"matching name{hint}")
     if args.command == "export-encoder" and Path(args.output).is_dir():
         others = sorted(p.name for p in Path(args.output).iterdir() if p.name not in ("config.json",
                                                                                       "model.safetensors"))

@@ -147,13 +147,14 @@ def finetune_from_csv(args) -> str:
     test = read_labels(args.test, args.image_column, args.label_column, classes) if args.test else None
     encoder, norm, size, crop = load_encoder_file(args.encoder, args.image_size)
     crop = args.crop_fraction or crop or DEFAULT_CROP_FRACTION
-    images = decode_all(paths, size, crop, args.batch_size, args.workers)
+    defaults = FinetuneSettings()
+    batch_size = args.batch_size or defaults.batch_size
+    images = decode_all(paths, size, crop, batch_size, args.workers)
     if norm is None:  # an encoder without its own normalisation: the labelled images' statistics
         mean, std = channel_stats(images)
         norm = {"mean": mean, "std": std}
-    defaults = FinetuneSettings()
     settings = FinetuneSettings(steps=args.steps or defaults.steps, head_steps=args.steps or defaults.head_steps,
-                                batch_size=min(args.batch_size, defaults.batch_size), augment=not args.no_augment)
+                                batch_size=batch_size, augment=not args.no_augment)
     device = pick_device(args.device)
     arm = MODES[args.mode]
     log.info("%s: %d labelled images of %d classes %s, %s fine-tuning", args.encoder, len(y), len(classes), classes,
@@ -176,7 +177,7 @@ def finetune_from_csv(args) -> str:
 
         transform = input_transform(norm)  # the test images are streamed: only their logits are kept
         logits = torch.cat([predict_tensor(model, torch.from_numpy(images), transform, device=device)
-                            for _, images in image_batches(test[0], size, crop, args.batch_size, args.workers)])
+                            for _, images in image_batches(test[0], size, crop, batch_size, args.workers)])
         record["test"] = {"labels": str(args.test), "n": int(len(test[1])),
                           **label_metrics(logits, test[1], len(classes))}
     bundle = {"format": MODEL_FORMAT, "kind": "flat", "cut": None, "classes": classes, "image_size": size,
