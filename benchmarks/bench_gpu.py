@@ -17,7 +17,7 @@ Every part runs gzmorph's own code with the paper presets' settings, on random i
 
 ``amp_auto`` says which precision ``amp: auto`` (the default of classify and represent) trains in here.
 Without a GPU it prints ``{"gpu": false, ...}`` and exits 0; ``--device cpu --quick`` instead runs a
-tiny CPU smoke of every part (small images, a step or two; ~30 s), which tests/test_bench_gpu.py runs.
+tiny CPU smoke of every part (small images, a step or two; ~15 s), which tests/test_bench_gpu.py runs.
 A part that fails records its error and the others still run; a part that would start after
 ``--budget-s`` seconds is skipped, so the whole stays within ``benchmarks/gpu.sh``'s 5 minutes::
 
@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -42,13 +43,27 @@ HERE = Path(__file__).resolve().parent
 # --------------------------------------------------------------------------- sizes
 
 
-FULL = {
-    "classify": {"backbone": "efficientnet_b1", "image_size": 240, "batch_sizes": [16, 128], "warmup": 5,
-                 "steps": 30},
-    "represent": {"backbone": "efficientnet_b0", "image_size": 224, "images": 4096, "batch_size": 256},
-    "distill": {"image_size": 64, "width": 128, "classes": 9, "runs": [[1, 50], [10, 20]], "iterations": 3},
-    "ddp": {"backbone": "efficientnet_b1", "image_size": 240, "batch_per_process": 64, "warmup": 5, "steps": 20},
-}
+def full_sizes() -> dict:
+    """The workloads of the full check: the paper presets' models, sizes, batches and (IPC, N) read from
+    their one source (the settings modules), plus how much of each to time."""
+    from gzmorph.classify_settings import ClassifySettings
+    from gzmorph.distill_settings import distill_method_options, distill_settings
+    from gzmorph.represent_settings import RepresentSettings
+
+    clf = ClassifySettings.from_config({"preset": "paper"})
+    rep = RepresentSettings.from_config({"preset": "paper"})
+    dst = distill_settings({"preset": "paper"})
+    return {
+        "classify": {"backbone": clf.backbone, "image_size": clf.image_size, "batch_sizes": [clf.batch_size, 128],
+                     "warmup": 5, "steps": 30},
+        "represent": {"backbone": rep.backbone, "image_size": rep.image_size, "images": 4096, "batch_size": 256},
+        "distill": {"image_size": dst["image_size"], "width": dst["width"], "classes": 9, "iterations": 3,
+                    "runs": [[ipc, distill_method_options(dst, "mtt", ipc)["syn_steps"]] for ipc in dst["ipc"]]},
+        "ddp": {"backbone": clf.backbone, "image_size": clf.image_size, "batch_per_process": 64, "warmup": 5,
+                "steps": 20},
+    }
+
+
 QUICK = {
     "classify": {"backbone": "efficientnet_b1", "image_size": 64, "batch_sizes": [2], "warmup": 1, "steps": 1},
     "represent": {"backbone": "efficientnet_b0", "image_size": 64, "images": 4, "batch_size": 2},
@@ -245,11 +260,11 @@ def distill_part(sizes: dict, device) -> dict:
 
             run(1)  # warm-up
             _reset_peak(device)
-            t0 = time.perf_counter()
-            r = run(sizes["iterations"])
-            dt = time.perf_counter() - t0
+            r = run(sizes["iterations"] + 1)  # its first iteration warms up again; the median of the rest
+            times = [h["seconds"] for h in r["history"][1:]]
             row = {"method": "mtt", "ipc": ipc, "syn_steps": n_steps, "images": ipc * k,
-                   "iterations": sizes["iterations"], "seconds_per_iteration": round(dt / sizes["iterations"], 4),
+                   "iterations": sizes["iterations"],
+                   "seconds_per_iteration": round(statistics.median(times), 4),
                    "rolled_back": sum(e.get("event") == "rollback" for e in r["events"]),
                    "alpha": [round(float(a), 8) for a in r["alpha"]]}
             if device.type == "cuda":
@@ -315,7 +330,7 @@ def main(argv=None) -> int:
     threads = a.threads or (1 if a.quick and device.type == "cpu" else 0)
     if threads:
         torch.set_num_threads(threads)
-    sizes = QUICK if a.quick else FULL
+    sizes = QUICK if a.quick else full_sizes()
     doc = {**head, "gpu": device.type == "cuda", "device": str(device), "quick": a.quick,
            "amp_auto": precision(device, "auto")}
     if device.type == "cuda":

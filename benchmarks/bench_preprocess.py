@@ -1,6 +1,6 @@
 """Preprocessing throughput on the real Kaggle sample: 424 px JPEG -> centre crop -> 64 px.
 
-Prints JSON with the fast path (reduced-size JPEG decoding, parallel threads)
+Prints JSON with the fast path (reduced-size JPEG decoding, forked worker processes)
 and the naive full decode beside it.  Usage::
 
     python benchmarks/bench_preprocess.py [--n 2000] [--size 64] [--workers 2] [--data DIR]
@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from gzmorph.preprocess import preprocess_images
+from gzmorph.preprocess import DEFAULT_CROP_FRACTION, preprocess_images
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "gz-kaggle-dev"
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("GZMORPH_SHARED_DATA", REPO.parent / "shared" / "data")) / "gz-kaggle-dev"
 
 
 def rate(paths, size, workers, fast):
@@ -44,7 +45,7 @@ def main(argv=None):
     naive, naive_s = rate(paths, args.size, 1, False)
     print(json.dumps({
         "benchmark": "preprocess", "n_images": len(paths), "input": "424px SDSS JPEG (Kaggle)",
-        "image_size": args.size, "crop_fraction": 0.5, "workers": args.workers,
+        "image_size": args.size, "crop_fraction": DEFAULT_CROP_FRACTION, "workers": args.workers,
         "cores": os.cpu_count(),
         "fast_images_per_s": round(fast, 1), "fast_seconds": round(fast_s, 3),
         "naive_full_decode_1_worker_images_per_s": round(naive, 1),

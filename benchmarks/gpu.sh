@@ -5,7 +5,7 @@
 # scaling over the visible GPUs.  Progress and library logs go to stderr.  Without a GPU it prints
 # {"gpu": false, ...} and exits 0.  Extra arguments go to benchmarks/bench_gpu.py, e.g.
 #   benchmarks/gpu.sh --out gpu.json
-#   benchmarks/gpu.sh --device cpu --quick     # a ~30 s CPU smoke of every part
+#   benchmarks/gpu.sh --device cpu --quick     # a ~15 s CPU smoke of every part
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
