@@ -70,11 +70,26 @@ def representation_rows(run: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def provenance(run: Path) -> str:
+    """Which code and when: the package's code version (:func:`gzmorph.codedeps.package_hash`, what
+    checkpoints record; the workflow reruns a result whose code changed) and the date of the newest
+    metrics file the table reads."""
+    import datetime as dt
+
+    from ..codedeps import package_hash
+
+    files = [p for p in (*run.glob("classify/*/metrics.json"), *run.glob("distill/*/ipc*/eval.json"),
+                         *(run / d / "metrics.json" for d in ("similarity", "anomalies", "finetune"))) if p.is_file()]
+    newest = max((p.stat().st_mtime for p in files), default=None)
+    when = dt.datetime.fromtimestamp(newest, dt.timezone.utc).strftime("%Y-%m-%d") if newest else "no results"
+    return f"gzmorph code {package_hash()}, results of {when}"
+
+
 def results_table(run: str | Path) -> str:
     """The Markdown table of ``run`` (a ``results/<dataset>`` folder)."""
     run = Path(run)
     rows = classification_rows(run) + distillation_rows(run) + representation_rows(run)
-    lines = [f"Run `{run.name}`:", "", "| stage | figure | value |", "|---|---|---|"]
+    lines = [f"Run `{run.name}` ({provenance(run)}):", "", "| stage | figure | value |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     return "\n".join(lines) + "\n"
 
