@@ -261,10 +261,10 @@ def distill_part(sizes: dict, device) -> dict:
             run(1)  # warm-up
             _reset_peak(device)
             r = run(sizes["iterations"] + 1)  # its first iteration warms up again; the median of the rest
-            times = [h["seconds"] for h in r["history"][1:]]
+            times = [h["seconds"] for h in r["history"] if h.get("iteration", 0) > 0]  # a rollback leaves no row
             row = {"method": "mtt", "ipc": ipc, "syn_steps": n_steps, "images": ipc * k,
                    "iterations": sizes["iterations"],
-                   "seconds_per_iteration": round(statistics.median(times), 4),
+                   "seconds_per_iteration": round(statistics.median(times), 4) if times else None,
                    "rolled_back": sum(e.get("event") == "rollback" for e in r["events"]),
                    "alpha": [round(float(a), 8) for a in r["alpha"]]}
             if device.type == "cuda":

@@ -465,9 +465,12 @@ def test_report_section_fragment(trained, tmp_path):
     assert "hiwl averages the class probabilities of 8 views of each galaxy" in text and "flat average" not in text
     assert text.count("<img") >= 3 + 2  # 2 confusion matrices + curves + mistakes
     only_flat = tmp_path / "flat_only.html"
-    report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
-    # the hiwl5 classes without hiwl: the user left it out (the cut did not rule it out)
+    report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat,
+                   hiwl_skipped="models")
+    # the rule says why (the cut did not rule hiwl out: the user left it out)
     assert "Only the flat classifier ran: classify.models leaves out hiwl." in only_flat.read_text()
+    report_section({"flat": metrics["flat"]}, {"flat": tables["flat"]}, {"flat": preds["flat"]}, imgs, only_flat)
+    assert "Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes" in only_flat.read_text()
     assert metrics["flat"]["training"] == {"backbone": "cnn", "image_size": 16, **{
         k: v for k, v in metrics["flat"]["training"].items() if k not in ("backbone", "image_size")}}
     assert set(metrics["hiwl"]["training"]["levels"]) == {"coarse", "fine"}

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from test_workflow import TINY, copy_workflow, planned_jobs
+from workdirs import own_library
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "cluster"
@@ -86,7 +87,7 @@ def smk_slurm(workdir: Path, env: dict, *args: str) -> subprocess.Popen:
     log = workdir / f"run-{n}.log"
     cmd = [sys.executable, "-m", "snakemake", *args, *PROFILES]
     fh = open(log, "w")
-    proc = subprocess.Popen(cmd, cwd=workdir, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=fh,
+    proc = subprocess.Popen(cmd, cwd=workdir, env=own_library({**env, "PYTHONUNBUFFERED": "1"}, workdir), stdout=fh,
                             stderr=subprocess.STDOUT, text=True)
     proc.log, proc.cmd, proc.fh = log, cmd, fh
     return proc
@@ -147,11 +148,12 @@ def runs(cluster, tmp_path_factory):
     (wd / "test-config.yaml").write_text(yaml.safe_dump(TINY))
     targets = ["all", "gpu_probes", "--configfile", "config.yaml", "test-config.yaml"]
     if not FULL:
-        listed = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=wd, env=env,
+        listed = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=wd, env=own_library(env, wd),
                                 capture_output=True, text=True, timeout=300)
         rules = set(listed.stdout.split())
         targets += ["--until", *(r for r in UNTIL if r in rules)]
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", *targets, *PROFILES], cwd=wd, env=env,
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "-n", *targets, *PROFILES], cwd=wd,
+                         env=own_library(env, wd),
                          capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0, dry.stderr[-3000:]
     planned = {r: n for r, n in planned_jobs(dry).items() if r not in ("all", "gpu_probes")}
@@ -280,7 +282,8 @@ def test_a_training_rule_runs_as_one_slurm_job_of_two_tasks(cluster, tmp_path):
     model = wd / "results/synthetic-hiwl5/classify/flat/model.pt"
     # the curated data and the reference: the same rule as 2 local processes (torchrun)
     local = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", str(model.relative_to(wd)), *configs],
-                           cwd=wd, env=cluster, capture_output=True, text=True, timeout=900, check=False)
+                           cwd=wd, env=own_library(cluster, wd), capture_output=True, text=True, timeout=900,
+                           check=False)
     assert local.returncode == 0, local.stderr[-4000:]
     reference = load_file(model)
     log = wd / "results/synthetic-hiwl5/logs/train_classifier_flat.log"

@@ -1,5 +1,7 @@
 """The ``gzmorph predict``, ``embed`` and ``finetune`` commands, and the image stream under them."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +77,7 @@ def test_image_batches_stream_in_order_and_fail_only_when_the_bad_file_is_reache
 def test_unreadable_images_are_left_out_up_to_the_fraction_given(folder, representation, tmp_path, caplog):
     """One corrupt file among many stopped the whole command, its work lost; --max-bad-fraction
     leaves such files out (listed in the log) as the workflow's max_bad_image_fraction does."""
+    caplog.set_level("INFO")
     paths = jpegs(folder)[:4]
     bad = tmp_path / "9.jpg"
     bad.write_bytes(b"\xff\xd8 no jpeg")
@@ -82,7 +85,8 @@ def test_unreadable_images_are_left_out_up_to_the_fraction_given(folder, represe
     got = list(image_batches(mixed, SIZE, 0.5, batch_size=2, workers=0, max_bad_fraction=0.25))
     assert np.concatenate([p for p, _ in got]).tolist() == [0, 2, 3, 4]
     assert "1 unreadable image(s) left out" in caplog.text and "9.jpg: cannot decode image" in caplog.text
-    with pytest.raises(InputError, match=r"1 of 5 images \(20\.0%\) are missing or undecodable"):
+    with pytest.raises(InputError, match=r"1 of 5 images \(20\.0%\) are missing or undecodable, more than "
+                                         r"--max-bad-fraction=10\.0%"):
         list(image_batches(mixed, SIZE, 0.5, batch_size=2, workers=0, max_bad_fraction=0.1))
     images = tmp_path / "imgs"
     images.mkdir()
@@ -92,6 +96,7 @@ def test_unreadable_images_are_left_out_up_to_the_fraction_given(folder, represe
     assert main(["embed", str(representation), str(images), "-o", str(out), "--workers", "0",
                  "--max-bad-fraction", "0.25"]) == 0
     assert sorted(pd.read_parquet(out)["id"]) == sorted(int(p.stem) for p in paths)
+    assert f"4 images -> {out}" in caplog.text  # those written, not those found
     assert main(["embed", str(representation), str(images), "-o", str(out), "--workers", "0"]) == 2
 
 
@@ -318,6 +323,9 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     assert sorted(p.name for p in enc.iterdir()) == ["model.safetensors"]  # the old config.json is gone
     with pytest.raises(InputError, match="config.json"):
         load_encoder(enc)
+    (enc / ".model.safetensors.ab12cd.tmp").write_bytes(b"")  # what a SIGKILL leaves: the export runs again
+    assert main(["export-encoder", str(rep), "-o", str(enc)]) == 0
+    assert load_encoder(enc).config["name"] == "timm/mobilenetv3_small_050"
 
 
 def test_an_output_that_is_an_input_is_refused_before_anything_runs(representation, folder, tmp_path, capsys):
@@ -370,7 +378,17 @@ def test_a_folder_skips_hidden_files_and_says_which_sub_folders_it_does_not_read
     for name in ("1.png", "._1.png", "inner/2.png"):
         Image.fromarray(galaxy(0, rng)).save(tmp_path / name)
     (tmp_path / "._1.png").write_bytes(b"\0\5\x16\7AppleDouble")  # macOS metadata, no image
-    assert find_images([tmp_path]) == [tmp_path / "1.png"]
+    (tmp_path / "locked").mkdir()  # a sub-folder that cannot be listed (lost+found) is no error
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Path, "iterdir", iterdir)
+        assert find_images([tmp_path]) == [tmp_path / "1.png"]
     assert "1 sub-folder(s) with images not read (e.g. inner)" in caplog.text
     (tmp_path / "1.png").unlink()
     with pytest.raises(InputError, match="its sub-folders are not read: name them"):

@@ -117,6 +117,10 @@ def test_cut_and_catalogue_names_that_are_paths_are_refused():
     assert errors({"classify": {"apply_to": {long: {"source": "kaggle", "data_dir": "/x"}}}}) == [
         f"config classify.apply_to: the catalogue name {long!r} {UNSAFE}"]
     assert errors({"dataset": "x" * 100}) == []
+    sources = {n * 60: {"source": "kaggle", "data_dir": "/x"} for n in "ab"}  # each name fine, joined too long
+    assert errors({"dataset": "", "sources": sources}) == [
+        f"config dataset: the name made of the source names and the cut ({('a' * 60 + '-' + 'b' * 60)[:40]!r}..., "
+        "127 characters) is longer than 100; set dataset"]
 
 
 def test_dataset_name_defaults_to_source_and_cut():

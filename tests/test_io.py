@@ -70,6 +70,14 @@ def test_a_path_with_a_line_break_is_refused_and_a_tab_survives(tmp_path):
     assert refresh_manifest(tmp_path / "m.tsv") is True
 
 
+def test_a_manifest_an_older_version_broke_is_removed_for_the_source_rule_to_write_again(tmp_path):
+    from gzmorph.manifest import HEADER
+
+    broken = tmp_path / "m.tsv"
+    broken.write_text(f"{HEADER}\n10\t123\t/data/a\nb.jpg\n")  # a path with a line break, split in two
+    assert refresh_manifest(broken) is True and not broken.exists()
+
+
 def test_refresh_leaves_missing_or_foreign_files_alone(tmp_path):
     assert refresh_manifest(tmp_path / "none.tsv") is False
     (tmp_path / "x.tsv").write_text("something else\n")

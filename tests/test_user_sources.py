@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workdirs import copy_workflow
+from workdirs import copy_workflow, own_library
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def smk(workdir: Path, config: dict, *args, check: bool = True):
     cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "config.yaml", "test-config.yaml",
            *args]
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         env=own_library({**os.environ, "PYTHONUNBUFFERED": "1"}, workdir))
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
     return out

@@ -113,7 +113,7 @@ def test_results_table_is_built_from_the_run(synthetic_run, tmp_path):
         assert f"| {stage}" in table, stage
     from gzmorph.codedeps import package_hash
 
-    assert table.startswith(f"Run `synthetic-hiwl5` (gzmorph code {package_hash()}, results of 20")  # which code
+    assert table.startswith(f"Run `synthetic-hiwl5` (table written by gzmorph code {package_hash()}, newest result 20")
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
     update_readme(readme, res)

@@ -1,5 +1,6 @@
 """Shared by the end-to-end tests: a fresh copy of the workflow to run the real snakemake in."""
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,3 +14,10 @@ def copy_workflow(dest: Path) -> Path:
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
     return dest
+
+
+def own_library(env: dict, workdir: Path) -> dict:
+    """``env`` with the copy's own ``src/`` first on PYTHONPATH: its jobs run the code its rules
+    declare (the workflow stops when the gzmorph Python imports differs from its src/)."""
+    path = os.pathsep.join(p for p in (str(workdir / "src"), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}

@@ -169,6 +169,7 @@ def check_outputs(args) -> None:
     atomic write would replace them cleanly, and silently."""
     import json
 
+    from .io import is_temporary
     from .preprocess import image_suffix
 
     def same(a, b) -> bool:
@@ -191,8 +192,8 @@ def check_outputs(args) -> None:
                 raise InputError(f"{out}: this file is written as {kind}, not {Path(out).suffix}; give it a "
                                  f"matching name{hint}")
     if args.command == "export-encoder" and Path(args.output).is_dir():
-        others = sorted(p.name for p in Path(args.output).iterdir() if p.name not in ("config.json",
-                                                                                      "model.safetensors"))
+        others = sorted(p.name for p in Path(args.output).iterdir()
+                        if p.name not in ("config.json", "model.safetensors") and not is_temporary(p))
         config = Path(args.output) / "config.json"
         try:
             foreign = config.is_file() and "architecture" not in json.loads(config.read_text())

@@ -80,7 +80,7 @@ def classify_command(args) -> int:
             for name, n in out["pred_name"].value_counts().items():
                 counts[name] = counts.get(name, 0) + int(n)
             write(out)
-    log.info("%d images -> %s: %s", len(paths), args.output, counts)
+    log.info("%d images -> %s: %s", sum(counts.values()), args.output, counts)
     return 0
 
 
@@ -107,13 +107,15 @@ def predict_command(args) -> int:
     with _named(args.kaggle_csv or args.output), contextlib.ExitStack() as stack:
         csv = stack.enter_context(atomic_path(args.kaggle_csv)) if args.kaggle_csv else None
         with parquet_stream(args.output, metadata={"model": str(args.model)}) as write:
+            n = 0
             for i, (frame, v) in enumerate(stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
                                                         votes, "predict")):
                 write(pd.concat([frame, v], axis=1))
+                n += len(frame)
                 if csv:  # the challenge's submission format: GalaxyID + the 37 cumulative fractions
                     sub = pd.concat([frame["id"].rename("GalaxyID"), v[cols]], axis=1)
                     sub.to_csv(csv, mode="a", header=i == 0, index=False, float_format="%.6f")
-    log.info("%d images -> %s%s", len(paths), args.output, f", {args.kaggle_csv}" if args.kaggle_csv else "")
+    log.info("%d images -> %s%s", n, args.output, f", {args.kaggle_csv}" if args.kaggle_csv else "")
     return 0
 
 
@@ -129,11 +131,13 @@ def embed_command(args) -> int:
     paths = find_images(args.images)
     with _named(args.output), parquet_stream(args.output, metadata={"model": str(args.model),
                                                                     "embedding_dim": rep.dim}) as write:
+        n = 0
         for frame, vec in stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
                                        lambda x: rep.embed(x, args.batch_size), "embed"):
             table = embedding_table(np.asarray(frame["id"]), vec)
             write(table.add_column(1, "path", pa.array(frame["path"], pa.string())))
-    log.info("%d images -> %s (%d-d)", len(paths), args.output, rep.dim)
+            n += len(frame)
+    log.info("%d images -> %s (%d-d)", n, args.output, rep.dim)
     return 0
 
 

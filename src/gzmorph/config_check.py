@@ -192,6 +192,11 @@ def name_errors(config: dict) -> list[str]:
     sources = config.get("sources")
     for name in sources if isinstance(sources, dict) else {}:
         check("sources", "the source name ", str(name))
+    if not out and not config.get("dataset") and isinstance(config.get("cut"), str):
+        derived = dataset_name(config)  # the source names and the cut, joined
+        if not safe_name(derived):
+            out.append(f"config dataset: the name made of the source names and the cut ({derived[:40]!r}..., "
+                       f"{len(derived)} characters) is longer than 100; set dataset")
     return out
 
 

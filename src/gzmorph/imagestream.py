@@ -30,6 +30,14 @@ from .preprocess import (DEFAULT_CROP_FRACTION, DEFAULT_MAX_IMAGE_PIXELS, IMAGE_
 
 
 
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` holds an image file (one that cannot be listed, e.g. lost+found: no)."""
+    try:
+        return any(image_suffix(q) for q in folder.iterdir())
+    except OSError:
+        return False
+
+
 def find_images(items) -> list[Path]:
     """Files as given, folders expanded to their JPEG, PNG and FITS images (sorted; hidden files such
     as macOS's ``._x.png`` left out).  A folder's sub-folders are not read; the log says how many of
@@ -41,7 +49,7 @@ def find_images(items) -> list[Path]:
         if item.is_dir():
             entries = [p for p in item.iterdir() if not p.name.startswith(".")]
             found = sorted(p for p in entries if p.is_file() and image_suffix(p))
-            nested = [p for p in entries if p.is_dir() and any(image_suffix(q) for q in p.iterdir())]
+            nested = [p for p in entries if p.is_dir() and _holds_images(p)]
             if nested:
                 logging.getLogger(__name__).warning(
                     "%s: %d sub-folder(s) with images not read (e.g. %s); name them too to include them",
@@ -141,7 +149,7 @@ def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FR
         if bad and not max_bad_fraction:
             raise InputError(bad[0][1])
         skipped += bad
-        apply_bad_image_policy(skipped, len(data), max_bad_fraction)
+        apply_bad_image_policy(skipped, len(data), max_bad_fraction, key="--max-bad-fraction")
         if len(pos):
             yield pos, images
     if skipped:

@@ -62,6 +62,9 @@ def refresh_manifest(path: str | Path) -> bool:
         return False
     if not old or old[0] != HEADER:
         return False  # not ours (or an older layout): the source rule rewrites it
+    if any(line.count("\t") < 2 for line in old[1:]):  # a path with a line break, listed by an older gzmorph
+        path.unlink()  # the source rule writes it again, and names the path that cannot be listed
+        return True
     new = [HEADER, *manifest_lines(line.split("\t", 2)[2] for line in old[1:])]
     if new == old:
         return False

@@ -212,13 +212,14 @@ def preprocess_images(paths, image_size: int, crop_fraction: float = DEFAULT_CRO
     return images, bad
 
 
-def apply_bad_image_policy(bad, n_total: int, max_fraction: float, where: str = "") -> None:
-    """Raise when bad images are more than ``max_fraction`` of ``n_total``."""
+def apply_bad_image_policy(bad, n_total: int, max_fraction: float, where: str = "",
+                           key: str = "max_bad_image_fraction") -> None:
+    """Raise when bad images are more than ``max_fraction`` (the setting ``key``) of ``n_total``."""
     if not bad:
         return
     frac = len(bad) / max(n_total, 1)
     if frac > max_fraction:
         listed = "; ".join(msg for _, msg in bad[:5])
         raise InputError(f"{where}{len(bad)} of {n_total} images ({frac:.1%}) are missing or "
-                         f"undecodable, more than max_bad_image_fraction={max_fraction:.1%}: "
+                         f"undecodable, more than {key}={max_fraction:.1%}: "
                          f"{listed}{' ...' if len(bad) > 5 else ''}")

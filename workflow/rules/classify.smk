@@ -145,6 +145,10 @@ rule report_classification:
     params:
         **named(
             models=CLASSIFY_MODELS,
+            # why hiwl did not run, if it did not: the cut is not hiwl5, or classify.models leaves it out
+            hiwl_skipped=(
+                "" if "hiwl" in CLASSIFY_MODELS else "cut" if "hiwl" in CLASSIFY["models"] else "models"
+            ),
             applied=list(APPLY_SOURCES),
             n_mistakes=16,
         ),

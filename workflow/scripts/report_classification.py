@@ -13,4 +13,5 @@ with rule_context(snakemake) as (params, log):
                    dict(zip(models, snakemake.input.predictions)),
                    snakemake.input.images, snakemake.output.fragment, n_mistakes=params["n_mistakes"],
                    figures_dir=snakemake.output.figures, tables_dir=snakemake.output.tables,
-                   applied=applied, applied_tables=dict(zip(names, snakemake.input.applied_tables)))
+                   applied=applied, applied_tables=dict(zip(names, snakemake.input.applied_tables)),
+                   hiwl_skipped=params["hiwl_skipped"])

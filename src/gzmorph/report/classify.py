@@ -133,17 +133,18 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
                    images: str | Path, out: str | Path, n_mistakes: int = 16, *,
                    figures_dir: str | Path | None = None, tables_dir: str | Path | None = None,
                    applied: dict[tuple[str, str], str | Path] | None = None,
-                   applied_tables: dict[str, str | Path] | None = None):
+                   applied_tables: dict[str, str | Path] | None = None, hiwl_skipped: str = "cut"):
     """Write the classification report fragment (and its figures and tables into the folders
     ``figures_dir`` and ``tables_dir``, see :func:`write_fragment`).  ``models`` maps model name to its metrics dict;
     ``applied`` maps (catalogue, model) to that model's predictions on a ``classify.apply_to``
-    catalogue, whose source table ``applied_tables`` names."""
+    catalogue, whose source table ``applied_tables`` names; ``hiwl_skipped`` says why hiwl is not among
+    ``models`` ("cut": the cut is not hiwl5; "models": classify.models leaves it out)."""
     sec = Section("Classification", anchor="classification", order=ORDER["classification"])
     first = next(iter(models.values()))
     sec.summary = ", ".join(f"{k} {m['accuracy']:.3f}" for k, m in models.items())
     sec.add(paragraph(f"Test-split classification of the {first.get('cut') or ''} cut "
                       f"({first['n_test']} galaxies, {len(first['classes'])} classes)."))
-    if "hiwl" not in models and sorted(first["classes"]) == sorted(HIWL_CLASSES):
+    if "hiwl" not in models and hiwl_skipped == "models":
         sec.add(note("Only the flat classifier ran: classify.models leaves out hiwl."))
     elif "hiwl" not in models:
         sec.add(note("Only the flat classifier applies: the HIWL hierarchy needs the hiwl5 classes "

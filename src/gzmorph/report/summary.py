@@ -71,9 +71,10 @@ def representation_rows(run: Path) -> list[tuple[str, str, str]]:
 
 
 def provenance(run: Path) -> str:
-    """Which code and when: the package's code version (:func:`gzmorph.codedeps.package_hash`, what
-    checkpoints record; the workflow reruns a result whose code changed) and the date of the newest
-    metrics file the table reads."""
+    """Which code and when: the code version of the package that writes the table
+    (:func:`gzmorph.codedeps.package_hash`) and the date of the newest metrics file it reads.  After a
+    finished ``snakemake`` run with this code every result belongs to it: each rule reran when a
+    module it imports changed (the other modules cannot change its result)."""
     import datetime as dt
 
     from ..codedeps import package_hash
@@ -82,7 +83,7 @@ def provenance(run: Path) -> str:
                          *(run / d / "metrics.json" for d in ("similarity", "anomalies", "finetune"))) if p.is_file()]
     newest = max((p.stat().st_mtime for p in files), default=None)
     when = dt.datetime.fromtimestamp(newest, dt.timezone.utc).strftime("%Y-%m-%d") if newest else "no results"
-    return f"gzmorph code {package_hash()}, results of {when}"
+    return f"table written by gzmorph code {package_hash()}, newest result {when}"
 
 
 def results_table(run: str | Path) -> str:
