@@ -393,3 +393,29 @@ def test_dry_run_names_a_missing_data_folder_or_catalogue_in_one_line(workflow_c
         rc, text = dry_run(wd, config=config)
         assert rc != 0 and message in text, text[-3000:]
         assert "InputFunctionException" not in text and "Building DAG" not in text
+
+
+@pytest.mark.e2e
+def test_dry_run_of_the_gz2_download_plans_the_download(workflow_copy, tmp_path):
+    """source=gz2 with no data_dir downloads the Zoobot release: the data check took resources/gz2 for
+    a folder the user named, and the DAG build stopped before and after the download."""
+    wd, _ = workflow_copy
+    rc, text = dry_run(wd, config={"source": "gz2", "data_dir": "", "cut": "guan9"})
+    assert rc == 0 and "download_gz2" in text and "no such folder" not in text, text[-3000:]
+
+
+def test_a_gz2_folder_with_the_zoobot_release_is_tracked_by_the_release(tmp_path, gz2_dir):
+    """Beside a Hart16 catalogue the Zoobot release is what read_source reads, so it is the input."""
+    import shutil
+
+    from gzmorph.sources.gz2_remote import CATALOGUES
+    from gzmorph.sources.plan import source_inputs
+
+    folder = tmp_path / "both"
+    shutil.copytree(gz2_dir, folder)
+    spec = {"source": "gz2", "options": {}}
+    assert [Path(p).name for p in source_inputs(spec, folder)][0].startswith("gz2_hart16")
+    (folder / CATALOGUES["train"]).write_bytes(b"")
+    assert source_inputs(spec, folder) == [str(folder / CATALOGUES["train"])]
+    named = sorted(p.name for p in folder.glob("gz2_hart16*"))[0]  # a catalogue named in config wins
+    assert source_inputs({"source": "gz2", "options": {"catalogue": named}}, folder) == [str(folder / named)]

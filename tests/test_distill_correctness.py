@@ -118,7 +118,8 @@ def test_full_baseline_is_trained_with_the_distilled_sets_pipeline(tiny_data, mo
 
     def capture(x, y, data, mc, lr, epochs, cfg, seed, **kw):
         seen[len(x)] = kw
-        return {"accuracy": [0.5], "balanced_accuracy": [0.5]}
+        return {"accuracy": [0.5], "balanced_accuracy": [0.5], "epochs": epochs,
+                "nets": [{"epochs_run": epochs, "best_epoch": epochs, "stopped_early": False}]}
 
     monkeypatch.setattr(eval_module, "train_eval_nets", capture)
     cfg = EvalConfig(n_nets=1, epochs=1, full_epochs=3, full_patience=2)
@@ -557,6 +558,11 @@ def test_the_full_baseline_trains_by_the_same_protocol_and_stops_on_validation(t
     assert opt_f.defaults["momentum"] == opt_r.defaults["momentum"] == cfg.momentum
     assert opt_f.defaults["weight_decay"] == opt_r.defaults["weight_decay"] == cfg.weight_decay
     assert {"mean", "balanced_accuracy_mean"} <= set(full) and {"mean", "balanced_accuracy_mean"} <= set(random)
+    # whether the full-data net converged can be read from full.json: it stopped on validation, or hit the cap
+    (net,) = full["training"]["nets"]
+    assert full["training"]["epochs_cap"] == 30 and full["training"]["patience"] == 2
+    assert net["stopped_early"] == (net["epochs_run"] < 30) and 1 <= net["best_epoch"] <= net["epochs_run"]
+    assert "training" not in random
 
 
 def test_class_weighted_experts_weigh_every_class_the_same():

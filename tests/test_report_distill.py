@@ -70,3 +70,14 @@ def test_accuracy_table_is_method_by_ipc_with_plain_and_balanced_beside_every_ba
     assert row["distilled"] == "0.700 ± 0.050" and row["distilled (balanced)"] == "0.650 ± 0.040"
     assert row["full"] == "0.800 ± 0.010" and row["experts (balanced)"] == "0.700 ± 0.014"
     assert row["test galaxies"] == 367 and row["px"] == 32  # the size it was distilled at, as configs differ
+
+
+def test_the_section_says_whether_the_full_data_nets_converged():
+    ev = evaluation("mtt", 10)
+    nets = [{"epochs_run": 12, "best_epoch": 9, "stopped_early": True},
+            {"epochs_run": 30, "best_epoch": 30, "stopped_early": False}]
+    ev["baselines"]["full"]["training"] = {"epochs_cap": 30, "patience": 3, "nets": nets}
+    html = distill_section([ev], {}, {}, {}).render()
+    assert "Full-data nets: 1 of 2 stopped on the validation split (3 epochs without a better accuracy); epochs " \
+           "run 12, 30 of at most 30 (distill.eval.full_epochs: a net that reaches it may not have converged)." in html
+    assert "Full-data nets" not in distill_section([evaluation("mtt", 10)], {}, {}, {}).render()  # older eval.json

@@ -71,12 +71,12 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
     if pieces:
         per_piece, tail = piece_epochs(len(pieces), epochs, syn_steps)
         epochs = per_piece * len(pieces) + tail
-    accs, balanced = [], []
+    accs, balanced, runs = [], [], []
     for k in range(cfg.n_nets):
         torch.manual_seed(seed * 1009 + k)
         net = convnet(model_config)
         lr0 = float(pieces[0]) if pieces else float(lr)
-        fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size or cfg.batch_size,
+        result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size or cfg.batch_size,
             seed=seed * 1009 + k,
             optimizer=lambda p, lr0=lr0: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
                                                          weight_decay=cfg.weight_decay),
@@ -85,8 +85,12 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
         out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
         accs.append(accuracy(out, data.y_test))
         balanced.append(balanced_accuracy(out, data.y_test))
-        log.info("net %d: test accuracy %.4f, balanced %.4f", k, accs[-1], balanced[-1])
-    return {"accuracy": accs, "balanced_accuracy": balanced}
+        runs.append({"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                     "stopped_early": bool(result.stopped_early)})
+        log.info("net %d: test accuracy %.4f, balanced %.4f (%d of %d epochs%s)", k, accs[-1], balanced[-1],
+                 len(result.history), epochs, f", best {result.best_epoch}, stopped early"
+                 if result.stopped_early else "")
+    return {"accuracy": accs, "balanced_accuracy": balanced, "epochs": epochs, "nets": runs}
 
 
 def _stopping(val, patience: int) -> dict:
@@ -144,8 +148,11 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
                                val=(data.x_val, data.y_val), patience=cfg.full_patience)
     else:
         raise InputError(f"unknown baseline {kind!r}: random | mean | full")
-    return {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),
-            "n_test": int(len(data.y_test))}
+    out = {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),
+           "n_test": int(len(data.y_test))}
+    if kind == "full":  # whether each net stopped on validation, or ran out of epochs before it converged
+        out["training"] = {"epochs_cap": accs["epochs"], "patience": cfg.full_patience, "nets": accs["nets"]}
+    return out
 
 
 BALANCED = ("balanced_accuracy_mean", "balanced_accuracy_sd")

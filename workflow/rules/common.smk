@@ -126,6 +126,8 @@ def resolve_data_dir(spec):
 # or each entry of sources:, merged into one table with a `source` column
 SEVERAL_SOURCES = several_sources(config)
 SOURCES = source_specs(config)
+# source=gz2 with no data_dir: rule download_gz2 fetches the Zoobot release into resources/gz2/
+GZ2_DOWNLOAD = config["source"] == "gz2" and not SEVERAL_SOURCES and not config["data_dir"]
 # several sources: each source's cut (empty for one source); and every cut the run selects with
 SOURCE_CUTS = {n: s["cut"] for n, s in SOURCES.items()} if SEVERAL_SOURCES else {}
 USED_CUTS = {config["cut"], *SOURCE_CUTS.values()}
@@ -137,7 +139,11 @@ APPLY_SOURCES = apply_specs(ClassifySettings.from_config(config["classify"]).app
 # (so the input functions below find them)
 _DATA_ERRORS = data_errors(
     {
-        **{(f"sources.{n}.data_dir" if SEVERAL_SOURCES else "data_dir"): s for n, s in SOURCES.items()},
+        **{
+            (f"sources.{n}.data_dir" if SEVERAL_SOURCES else "data_dir"): s
+            for n, s in SOURCES.items()
+            if not GZ2_DOWNLOAD  # nothing to find before the download
+        },
         **{f"classify.apply_to.{n}.data_dir": s for n, s in APPLY_SOURCES.items()},
     }
 )
@@ -165,7 +171,7 @@ def source_catalogue_input(wildcards):
         d = spec["data_dir"]
         if spec["source"] == "synthetic":
             out.append(d)
-        elif spec["source"] == "gz2" and not SEVERAL_SOURCES and not config["data_dir"]:
+        elif GZ2_DOWNLOAD:
             out.append("resources/gz2/download.done")
         else:
             out += source_inputs(spec, d)

@@ -29,6 +29,14 @@ def distill_section(evals: list[dict], grids: dict, histories: dict, stage_logs:
                       name="accuracy"))
     else:
         sec.add(note("no distillation results", kind="warn"))
+    full = next((ev["baselines"]["full"].get("training") for ev in evals if "full" in ev.get("baselines", {})), None)
+    if full:  # whether the full-data nets converged: stopped on validation, or ran out of epochs
+        capped = [n for n in full["nets"] if not n["stopped_early"]]
+        sec.add(note(f"Full-data nets: {len(full['nets']) - len(capped)} of {len(full['nets'])} stopped on the "
+                     f"validation split ({full['patience']} epochs without a better accuracy); epochs run "
+                     f"{', '.join(str(n['epochs_run']) for n in full['nets'])} of at most {full['epochs_cap']}"
+                     + (" (distill.eval.full_epochs: a net that reaches it may not have converged)." if capped
+                        else "."), kind="warn" if capped else "info"))
     not_default = {k: v for k, v in (precision or {}).items() if v != "float32"}
     if not_default:
         sec.add(note("Sets whose student steps ran with distill.amp or distill.channels_last: "

@@ -181,7 +181,11 @@ def source_inputs(spec: dict, data_dir: str | Path) -> list[str]:
         return [str(find_catalogue(data_dir))]
     if kind == "gz2":
         from .gz2 import find_catalogue
+        from .gz2_remote import CATALOGUES
 
+        release = [data_dir / name for name in CATALOGUES.values() if (data_dir / name).is_file()]
+        if (data_dir / CATALOGUES["train"]).is_file() and not spec["options"].get("catalogue"):
+            return [str(p) for p in release]  # the Zoobot release, which read_source reads then
         return [str(find_catalogue(data_dir, spec["options"].get("catalogue") or None))]
     if kind == "table":
         from .table import TableSettings, catalogue_path
