@@ -96,3 +96,20 @@ def test_gz2_no_catalogue(tmp_path):
 def test_unknown_source(tmp_path):
     with pytest.raises(InputError, match="unknown source 'sdss'"):
         read_source("sdss", tmp_path)
+
+
+def test_gz2_debiased_fractions_are_renormalised_per_question(gz2_dir):
+    """Hart et al. debias answer by answer: a question's debiased fractions do not sum to 1, and
+    456 of the sample's 500 galaxies failed the tree-sum check, so the option could not be used."""
+    from gzmorph.tree import GZ2_TREE
+
+    df = read_source("gz2", gz2_dir, fraction_kind="debiased")
+    assert len(df) == 500
+    for q in GZ2_TREE.questions:
+        total = df[[f"{a.gz2}_debiased" for a in q.answers]].sum(axis=1)
+        assert ((total - 1).abs() < 1e-9).to_numpy().sum() + (total == 0).sum() == len(df), q.number
+    cols = [f"{a.gz2}_debiased" for a in GZ2_TREE.question(1).answers]
+    raw = pd.read_csv(gz2_dir / "gz2_hart16_subset.csv", usecols=cols)[cols].fillna(0.0)
+    ratio = raw.iloc[:, 0] / raw.sum(axis=1)  # the ratios within the question are kept
+    got = df["t01_smooth_or_features_a01_smooth_debiased"]
+    assert np.allclose(got[ratio.notna().to_numpy()], ratio.dropna(), atol=1e-9) and ratio.notna().sum() > 490

@@ -2,7 +2,8 @@
 
 Hart et al. (2016) publish, per answer, ``*_weighted_fraction`` and
 ``*_debiased`` for every task and the raw ``*_fraction`` for some; all are
-*conditional* fractions (of the volunteers who answered that task).  We read
+*conditional* fractions (of the volunteers who answered that task); the debiased ones, corrected
+answer by answer, are renormalised per question (:func:`_renormalised`).  We read
 one kind (``fraction_kind``, default ``weighted_fraction``, present for every
 task), keep the GZ2 columns, and add the Kaggle-layout cumulative columns
 through :meth:`gzmorph.tree.DecisionTree.to_cumulative`, so cuts written in
@@ -43,6 +44,20 @@ def find_catalogue(data_dir: Path, catalogue: str | None = None) -> Path:
     return found[0]
 
 
+def _renormalised(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Hart et al.'s debiased fractions are corrected answer by answer, so a question's no longer sum
+    to 1 (and an answer nobody gave is empty): each question's are divided by their sum (empty as 0),
+    which keeps their ratios and makes them conditional fractions again."""
+    df = df.copy()
+    by_answer = dict(zip((a.gz2 for a in GZ2_TREE.answers), columns))
+    for q in GZ2_TREE.questions:
+        cols = [by_answer[a.gz2] for a in q.answers]
+        values = df[cols].apply(pd.to_numeric, errors="coerce").fillna(0.0)
+        total = values.sum(axis=1)
+        df[cols] = values.div(total.where(total > 0, 1.0), axis=0)
+    return df
+
+
 def read_gz2(data_dir: str | Path, catalogue: str | None = None,
              fraction_kind: str = DEFAULT_FRACTION_KIND, images: str = "images") -> pd.DataFrame:
     data_dir = Path(data_dir).resolve()
@@ -61,6 +76,8 @@ def read_gz2(data_dir: str | Path, catalogue: str | None = None,
     assets = typed_ids(df["asset_id"], "integer", name, "asset_id", hints=False)
     check_ids(ids, file)
     check_ids(assets, file)
+    if fraction_kind == "debiased":
+        df = _renormalised(df, gz2_cols)
     check_fractions(df, gz2_cols, file)
     conditional = pd.DataFrame({a.kaggle: df[c].astype(float).to_numpy()
                                 for a, c in zip(GZ2_TREE.answers, gz2_cols)}, index=df.index)
