@@ -112,3 +112,12 @@ def test_distill_schema_names_the_settings_keys_and_the_default_preset_is_the_cl
     assert set(SCHEMA["properties"]["distill"]["properties"]) == {f.name for f in fields(DistillSettings)} | {"preset"}
     assert CONFIG["distill"] == {"preset": "default"}
     assert distill_settings(CONFIG["distill"]) == DISTILL_PRESETS["default"] == asdict(DistillSettings())
+
+
+def test_the_conda_environment_installs_this_checkout_from_where_snakemake_builds_it():
+    """Snakemake creates the environment from a copy of envs/gzmorph.yaml in .snakemake/conda/, so the
+    pip path is relative to that copy; '-e ..' pointed at .snakemake, which is no Python project."""
+    env = yaml.safe_load((REPO / "envs" / "gzmorph.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    (editable,) = [p.split(None, 1)[1] for p in pip if p.startswith("-e ")]
+    assert ((REPO / ".snakemake" / "conda" / editable).resolve() / "pyproject.toml").is_file()

@@ -103,6 +103,7 @@ rule evaluate_classifier:
         ENV
     threads: 2
     resources:
+        gpu=1,  # inference on the classify.device (a GPU where there is one), as classify_catalogue
         mem_mb=4000,
         runtime=20,
     params:
@@ -172,6 +173,8 @@ rule apply_source_table:
         log_path("apply_source_table_{name}"),
     benchmark:
         bench_path("apply_source_table_{name}")
+    wildcard_constraints:
+        name=APPLY_NAMES,
     conda:
         ENV
     threads: 1
@@ -199,6 +202,7 @@ rule classify_catalogue:
         bench_path("classify_catalogue_{model}_{name}")
     wildcard_constraints:
         model="hiwl|flat",
+        name=APPLY_NAMES,
     conda:
         ENV
     threads: 4

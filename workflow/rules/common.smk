@@ -135,6 +135,8 @@ for _spec in SOURCES.values():
     _spec["data_dir"] = resolve_data_dir(_spec)
 # the other catalogues classify.apply_to names (rule apply_source_table reads each)
 APPLY_SOURCES = apply_specs(ClassifySettings.from_config(config["classify"]).apply_to)
+# the {name} of those rules: only the catalogues named (another target is "no rule", not a KeyError)
+APPLY_NAMES = "|".join(APPLY_SOURCES) or "(?!)"
 # each source's folder and catalogue, and those of classify.apply_to, found before any job is planned
 # (so the input functions below find them)
 _DATA_ERRORS = data_errors(

@@ -79,7 +79,7 @@ rule represent_images:
         bench_path("represent_images")
     conda:
         ENV
-    threads: 2
+    threads: 4  # decoding processes, as preprocess_images (it decodes every source galaxy)
     resources:
         mem_mb=8000,
         runtime=60,
@@ -272,6 +272,7 @@ rule finetune:
         **named(
             **REPRESENT["finetune"],
             seed=config["seed"],
+            device=REPRESENT["device"],
         ),
     script:
         "../scripts/finetune.py"

@@ -6,9 +6,9 @@ from gzmorph.smk import rule_context
 with rule_context(snakemake) as (params, log):
     from gzmorph.finetune import FinetuneSettings, run_finetune
 
-    seed = params.pop("seed")
+    seed, device = params.pop("seed"), params.pop("device")
     metrics, runs = run_finetune(snakemake.input.model, snakemake.input.images, snakemake.input.embeddings,
-                                 snakemake.input.source, FinetuneSettings(**params), seed,
+                                 snakemake.input.source, FinetuneSettings(**params), seed, device=device,
                                  curated_path=snakemake.input.get("curated") or None)
     write_json(snakemake.output.metrics, metrics)
     with atomic_path(snakemake.output.runs) as tmp:
