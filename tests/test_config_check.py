@@ -419,3 +419,17 @@ def test_a_gz2_folder_with_the_zoobot_release_is_tracked_by_the_release(tmp_path
     assert source_inputs(spec, folder) == [str(folder / CATALOGUES["train"])]
     named = sorted(p.name for p in folder.glob("gz2_hart16*"))[0]  # a catalogue named in config wins
     assert source_inputs({"source": "gz2", "options": {"catalogue": named}}, folder) == [str(folder / named)]
+
+
+def test_a_missing_image_folder_is_named_at_dag_build(tmp_path):
+    """A Kaggle folder without images_training_rev1/ passed the check and failed in preprocess_images,
+    after the source table and the selection."""
+    from gzmorph.sources.plan import data_errors
+
+    (tmp_path / "training_solutions_rev1.csv").write_text("GalaxyID\n")
+    spec = {"source": "kaggle", "data_dir": str(tmp_path), "options": {}}
+    assert data_errors({"data_dir": spec}) == [
+        f"config data_dir: {tmp_path / 'images_training_rev1'}: no such image folder (the kaggle source reads its "
+        "images from it)"]
+    (tmp_path / "images_training_rev1").mkdir()
+    assert data_errors({"data_dir": spec}) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -233,12 +234,16 @@ MC = {"name": "convnet_d3", "num_classes": 3, "image_size": 8, "width": 4, "dept
 
 
 @pytest.mark.parametrize("method", ["mtt", "stm"])
-def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method):
+def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method, caplog):
     cfg = DistillConfig(method=method, ipc=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, iterations=15,
                         lr_img=10.0, lr_alpha=1e-4, alpha0=0.05,
                         stm=STMConfig(check_every=3, r_down=0.5, r_up=0.5, patience=6, ft_every=2,
                                       ft_factor=0.5, lr_floor=2.0))
-    r = distill(tiny_data, experts, cfg, MC)
+    with caplog.at_level("INFO", logger="gzmorph.distill"):
+        r = distill(tiny_data, experts, cfg, MC)
+    # memory: auto says in the log what it chose, from which budget
+    assert re.search(r"distill memory: budget \d+ MB \(what the cpu has\), one student step's graph [\d.]+ MB, "
+                     r"parameters [\d.]+ MB: all 3 steps unrolled", caplog.text), caplog.text
     assert r["images"].shape == (6, 3, 8, 8) and torch.isfinite(r["images"]).all()
     assert r["alpha"].numel() == 1 and float(r["alpha"]) > 0
     if method == "stm":

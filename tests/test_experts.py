@@ -69,6 +69,23 @@ def test_expert_trajectory_and_resume(tmp_path, tiny_data, monkeypatch, caplog):
     assert torch.equal(resumed["trajectory"], full["trajectory"])  # bit for bit, as an uninterrupted run
 
 
+def test_experts_train_with_plain_sgd_no_momentum_no_weight_decay(tmp_path, tiny_data, monkeypatch):
+    """The references' experts: SGD at the expert lr, momentum 0, no weight decay (trajectory
+    matching assumes it); nothing else pinned it, as full-batch tests stay deterministic with momentum."""
+    seen = []
+    real = train_module.fit
+
+    def spy(model, loss_fn, train, val=None, **kw):
+        opt = kw["optimizer"]([torch.zeros(1, requires_grad=True)])
+        seen.append((type(opt), opt.defaults["lr"], opt.defaults["momentum"], opt.defaults["weight_decay"],
+                     opt.defaults["nesterov"]))
+        return real(model, loss_fn, train, val, **kw)
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    train_expert(tiny_data, tmp_path / "e.pt", ExpertConfig(epochs=1, lr=0.05, batch_size=16, width=4))
+    assert seen == [(torch.optim.SGD, 0.05, 0.0, 0.0, False)]
+
+
 def test_expert_never_resumes_a_checkpoint_of_other_settings(tmp_path, tiny_data, caplog, monkeypatch):
     cfg = ExpertConfig(epochs=2, lr=0.05, batch_size=16, width=4)
     with monkeypatch.context() as m:  # a run with another lr, killed before it could clean up

@@ -365,3 +365,9 @@ def test_the_results_table_orders_ipcs_as_numbers(tmp_path):
             "method": "mtt", "ipc": ipc, "accuracy_mean": 0.5, "accuracy_sd": 0.0,
             "baselines": {"random": {"mean": 0.2}, "full": {"mean": 0.8}}}))
     assert [r[0] for r in distillation_rows(tmp_path)] == [f"distillation, mtt IPC {i}" for i in (1, 2, 10)]
+    ev = json.loads((tmp_path / "distill" / "mtt" / "ipc1" / "eval.json").read_text())
+    ev.update(balanced_accuracy_mean=0.45)
+    ev["baselines"] = {k: {**v, "balanced_accuracy_mean": 0.1 + len(k) / 100} for k, v in ev["baselines"].items()}
+    (tmp_path / "distill" / "mtt" / "ipc1" / "eval.json").write_text(json.dumps(ev))
+    row = distillation_rows(tmp_path)[0]  # plain and balanced, as the issue asks of every accuracy
+    assert row[1:] == ("test accuracy / balanced (random; full data)", "0.500 / 0.450 (0.200 / 0.160; 0.800 / 0.140)")

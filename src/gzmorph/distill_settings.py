@@ -245,7 +245,8 @@ DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {  # real dat
 DISTILL_PRESETS["paper"] = deep_merge(DISTILL_PRESETS["default"], {
     "n_experts": 100, "image_size": 64, "width": 128, "ipc": [1, 10], "threads": 8, "gpu_mem_mb": 32000,
     "runtime": 1440, "keep_freed_memory": True,
-    "expert": {"epochs": 50, "lr": 0.001, "batch_size": 256},
+    # Guan et al.'s experts always weight their loss by 1/class count (buffer.py); equal on balanced cuts
+    "expert": {"epochs": 50, "lr": 0.001, "batch_size": 256, "class_weighted": True},
     "mtt": {"syn_steps": 50, "max_start_epoch": 20, "iterations": 5000, "lr_img": 1e4, "lr_alpha": 0.01,
             "alpha0": 1e-4, "alpha_param": "log"},
     "stm": {"syn_steps": 50, "iterations": 100000, "lr_img": 1e4, "lr_alpha": 0.01, "alpha0": 1e-4,

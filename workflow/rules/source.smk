@@ -64,7 +64,9 @@ rule download_gz2:
         "resources/gz2/download_gz2.log",
     benchmark:
         "resources/gz2/download_gz2.benchmark.tsv"
-    retries: 2
+    # no Snakemake retries: the downloader retries each mirror with back-off itself, and a wrong
+    # checksum is not transient (a retry fetched the 3 GB archive again)
+    retries: 0
     conda:
         ENV
     threads: 1

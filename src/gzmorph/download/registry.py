@@ -101,10 +101,3 @@ GZ2_FILES: dict[str, RemoteFile] = {f.name: f for f in (
         source="data.galaxyzoo.org",
     ),
 )}
-
-#: md5s of earlier versions of the Zoobot catalogues (same URLs, regenerated files);
-#: a local file matching one of these is an *old* catalogue, not a corrupt one.
-GZ2_SUPERSEDED_MD5 = {
-    "gz2_train_catalog.parquet": ("4601cf8f7bea8ab0d79b2aada1a4663d", "f489c9ec7dcf8d99f728bd00ee00b1d0"),
-    "gz2_test_catalog.parquet": ("65bc4d26cb1dd1426fed4f3c357cb42c", "8b2d74c93d35f86cc34f1d058b3b220b"),
-}

@@ -122,7 +122,25 @@ def data_errors(specs: dict[str, dict]) -> list[str]:
             source_inputs(spec, data_dir)
         except InputError as err:
             out.append(f"config {key}: {err}")
+            continue
+        images = image_folder(spec, data_dir)
+        if images is not None and not images.is_dir():  # found now, not after the source table and selection
+            out.append(f"config {key}: {images}: no such image folder (the {spec['source']} source reads its "
+                       "images from it)")
     return out
+
+
+def image_folder(spec: dict, data_dir: str | Path) -> Path | None:
+    """The folder a built-in source reads its images from (``None``: a table source names its own,
+    row by row)."""
+    data_dir = Path(data_dir)
+    if spec["source"] == "kaggle":
+        from .kaggle import IMAGES
+
+        return data_dir / IMAGES
+    if spec["source"] == "gz2":
+        return data_dir / "images"  # the Hart16 layout's, and the Zoobot release's once unpacked
+    return None
 
 
 # ----------------------------------------------------------------------------- merging
