@@ -193,3 +193,37 @@ def test_console_commands_find_fits_and_keep_ids_as_written(tmp_path):
     assert image_ids([tmp_path / "12.fits", tmp_path / "3.png"]) == [12, 3]
     pos, images = next(image_batches(paths, 16, 0.5, batch_size=2, workers=0))
     assert list(pos) == [0, 1] and images.shape == (2, 16, 16, 3)
+
+
+def test_the_commands_read_fits_as_the_models_images_were_made(tmp_path):
+    """A model trained on 3-band cutouts could not classify them with gzmorph (the commands read FITS
+    with the 1-band defaults): the store records its FITS options, model files keep them, the commands
+    use them."""
+    import torch
+
+    from gzmorph.cli import main
+    from gzmorph.imageset import ImageWriter, preprocess_meta
+    from gzmorph.io import save_bundle
+    from gzmorph.models import create_model
+    from gzmorph.represent import MODEL_FORMAT
+
+    options = {"bands": 3, "stretch": 0.5, "Q": 8.0, "extensions": [], "minimum": 0.0}
+    with ImageWriter(tmp_path / "store.parquet", (16, 16, 3), {"crop_fraction": 0.5, "fits": options}) as w:
+        w.add(np.array([1]), np.zeros((1, 16, 16, 3), np.uint8))
+    assert preprocess_meta(tmp_path / "store.parquet") == {"crop_fraction": 0.5, "fits": options}
+    images = tmp_path / "cutouts"
+    images.mkdir()
+    for i in range(3):
+        fits.PrimaryHDU(np.stack([galaxy(seed=i), galaxy(seed=i + 5), galaxy(seed=i + 9)])).writeto(
+            images / f"{i}.fits")
+    torch.manual_seed(0)
+    model = create_model("cnn", 37, 16, widths=(4, 8))
+    bundle = {"format": MODEL_FORMAT, "image_size": 16, "norm": {"mean": [0.2] * 3, "std": [0.3] * 3},
+              "model_config": model.config, "num_features": model.num_features, "state_dict": model.state_dict()}
+    save_bundle(tmp_path / "old.pt", bundle, MODEL_FORMAT)  # a file without the record: the defaults
+    assert main(["embed", str(tmp_path / "old.pt"), str(images), "-o", str(tmp_path / "a.parquet"),
+                 "--workers", "0"]) == 2
+    save_bundle(tmp_path / "rep.pt", {**bundle, "preprocess": preprocess_meta(tmp_path / "store.parquet")},
+                MODEL_FORMAT)
+    assert main(["embed", str(tmp_path / "rep.pt"), str(images), "-o", str(tmp_path / "b.parquet"),
+                 "--workers", "0"]) == 0

@@ -36,7 +36,6 @@ everything else as a JSON header; loading it never runs code.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -194,7 +193,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     """
     from . import augment as A
     from .distributed import is_main
-    from .imageset import content_hash
+    from .imageset import content_hash, preprocess_meta
     from .models import create_model
     from .pretrained import encoder_hash
     from .stream import channel_stats_rows
@@ -268,7 +267,7 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
 
     bundle = {"format": MODEL_FORMAT, "kind": kind, "cut": cut, "classes": classes, "image_size": image_size,
               "norm": {"mean": mean, "std": std}, "levels": saved_levels,
-              "preprocess": _preprocess_meta(images), "config": asdict(cfg), "tta": cfg.tta}
+              "preprocess": preprocess_meta(images), "config": asdict(cfg), "tta": cfg.tta}
     if kind == "hiwl":
         bundle["fine_threshold"], bundle["fine_threshold_val"] = _fine_threshold(
             cfg, trained, rows.subset(np.flatnonzero(~is_train)), labels[~is_train], classes, bundle["norm"])
@@ -331,19 +330,6 @@ def choose_fine_threshold(p4: np.ndarray, p2: np.ndarray, labels: np.ndarray, cl
     best = max(curve.values())
     threshold = min((t for t in FINE_THRESHOLDS if curve[f"{t:.2f}"] == best), key=lambda t: (abs(t - 0.5), t))
     return float(threshold), curve
-
-
-def _preprocess_meta(images) -> dict:
-    """Crop fraction etc. recorded by the curation stage in the image table, if any."""
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(images).metadata or {}
-    out = {}
-    for key in (b"gzmorph.crop_fraction", b"gzmorph.preprocess"):
-        if key in meta:
-            val = json.loads(meta[key])
-            out.update(val if isinstance(val, dict) else {key.decode().split(".", 1)[1]: val})
-    return out
 
 
 # --------------------------------------------------------------------------- the model file

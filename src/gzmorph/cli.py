@@ -5,7 +5,7 @@
 of a representation model.  ``gzmorph embed MODEL IMAGES... -o embeddings.parquet``: its vectors.
 ``gzmorph finetune ENCODER LABELS.csv -o model.pt``: a classifier from an encoder and a few labels.
 
-Images (JPEG/PNG files or folders of them) are streamed in batches with parallel decoding,
+Images (JPEG, PNG or FITS files, or folders of them) are streamed in batches with parallel decoding,
 preprocessed exactly like the curation stage (centre crop of ``--crop-fraction`` of the side, area
 resize to the model's image size), and keep the ids of their file names.
 
@@ -93,7 +93,7 @@ def _images_command(sub, name: str, helptext: str, model_help: str, out_help: st
 
     c = sub.add_parser(name, help=helptext, description=helptext)
     c.add_argument("model", help=model_help)
-    c.add_argument("images", nargs="+", help="image files or folders of .jpg/.jpeg/.png")
+    c.add_argument("images", nargs="+", help="image files, or folders of JPEG, PNG and FITS images")
     c.add_argument("-o", "--output", required=True, type=output_file, help=out_help + " (its folder must exist)")
     c.add_argument("--crop-fraction", type=fraction, default=None,
                    help="central fraction of the side kept before resizing (default: as in training, 0.5)")

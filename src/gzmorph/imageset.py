@@ -262,3 +262,19 @@ def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:
         return store.ids, store.read_rows(np.arange(len(store)))
     ids = np.asarray(ids)
     return ids, store.read_rows(store.rows_of(ids))
+
+
+def preprocess_meta(path: str | Path) -> dict:
+    """How an image store's images were made, as its writer recorded them: ``crop_fraction`` and, for
+    FITS sources, the ``fits`` options (:class:`gzmorph.fits.FitsOptions` as a dict); model files
+    keep it, so that the console commands prepare new images the same way."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    out = {}
+    for key in (b"gzmorph.crop_fraction", b"gzmorph.fits", b"gzmorph.preprocess"):
+        if key in meta:
+            val = json.loads(meta[key])
+            out.update(val if key == b"gzmorph.preprocess" and isinstance(val, dict)
+                       else {key.decode().split(".", 1)[1]: val})
+    return out

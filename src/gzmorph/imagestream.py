@@ -12,8 +12,9 @@ file, not a worker traceback).
 
 Ids come from the file names (:func:`image_ids`): ``123.jpg`` is the integer 123, any
 other name is kept as a string (its stem: ``007.fits.gz`` is ``"007"``), and every image gets
-the same id type.  Images are JPEG, PNG or FITS (read with the default
-:class:`gzmorph.fits.FitsOptions`: one band, astropy's Lupton stretch).
+the same id type.  Images are JPEG, PNG or FITS (read with the FITS options the model's images
+were made with, which its file records; else the default :class:`gzmorph.fits.FitsOptions`: one
+band, astropy's Lupton stretch).
 """
 
 from __future__ import annotations
@@ -87,16 +88,17 @@ class ImageFiles:
     """A map-style dataset of image files: item ``i`` is ``(i, uint8 S×S×3 pixels or None, error)``."""
 
     def __init__(self, paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION,
-                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, fits=None):
         self.paths, self.image_size = [str(p) for p in paths], int(image_size)
-        self.crop_fraction, self.max_pixels = float(crop_fraction), int(max_pixels)
+        self.crop_fraction, self.max_pixels, self.fits = float(crop_fraction), int(max_pixels), fits
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return i, load_image(self.paths[i], self.image_size, self.crop_fraction, max_pixels=self.max_pixels), None
+            return i, load_image(self.paths[i], self.image_size, self.crop_fraction, max_pixels=self.max_pixels,
+                                 fits=self.fits), None
         except InputError as err:
             return i, None, str(err)
 
@@ -125,7 +127,7 @@ def default_workers() -> int:
 
 def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FRACTION, batch_size: int = 256,
                   workers: int | None = None, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-                  max_bad_fraction: float = 0.0):
+                  max_bad_fraction: float = 0.0, fits=None):
     """Yield ``(positions, uint8 N×S×S×3 images)`` over ``paths`` in order, decoded by ``workers``
     processes (default :func:`default_workers`; 0: in this process).
 
@@ -138,7 +140,7 @@ def image_batches(paths, image_size: int, crop_fraction: float = DEFAULT_CROP_FR
 
     from .preprocess import apply_bad_image_policy
 
-    data = ImageFiles(paths, image_size, crop_fraction, max_pixels)
+    data = ImageFiles(paths, image_size, crop_fraction, max_pixels, fits)
     workers = default_workers() if workers is None else int(workers)
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=_collate, prefetch_factor=2 if workers else None,

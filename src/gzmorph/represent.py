@@ -111,19 +111,50 @@ def check_vote_table(df: pd.DataFrame, tol: float = 0.02, where: str = "catalogu
             f"{', '.join(f'Q{q}: {n}' for q, n in per_q.items())}). First: {examples}")
 
 
-def count_columns(df: pd.DataFrame, tree: DecisionTree = GZ2_TREE) -> list[str] | None:
-    """The per-answer GZ2 count columns (``<gz2 answer>_count``) when all are present, else ``None``."""
-    cols = [f"{a.gz2}_count" for a in tree.answers]
-    return cols if all(c in df.columns for c in cols) else None
+def count_columns(df: pd.DataFrame, tree: DecisionTree = GZ2_TREE) -> dict[int, list[str]]:
+    """The per-answer vote count columns of each question that has them all: ``<gz2 answer>_count``
+    (Hart et al.'s tables), else the Zoobot GZ2 release's names (which has no question 8)."""
+    from .sources.gz2_remote import ZOOBOT_COUNT_COLUMNS
+
+    out = {}
+    for q in tree.questions:
+        for names in ([f"{a.gz2}_count" for a in q.answers], [ZOOBOT_COUNT_COLUMNS.get(a.gz2) for a in q.answers]):
+            if all(c is not None and c in df.columns for c in names):
+                out[q.number] = names
+                break
+    return out
 
 
 def vote_counts(df: pd.DataFrame, n_volunteers: int = _DEFAULTS.n_volunteers,
                 tree: DecisionTree = GZ2_TREE) -> tuple[np.ndarray, str]:
-    """Per-answer vote counts (N × answers, int64) and where they came from (``counts``/``fractions``)."""
-    cols = count_columns(df, tree)
-    if cols is not None:
+    """Per-answer vote counts (N × answers, int64) and where they came from: the catalogue's counts
+    for every question that has them (``counts``), fractions × reach × ``n_volunteers`` for the rest
+    (``fractions``; ``counts and fractions`` when both)."""
+    real = count_columns(df, tree)
+    if len(real) == len(tree.questions):
+        return _real_counts(df, real, tree), "counts"
+    out, _ = _fraction_counts(df, n_volunteers, tree)
+    if not real:
+        return out, "fractions"
+    from_counts = _real_counts(df, real, tree)
+    for number in real:
+        idx = [tree.kaggle_columns.index(a.kaggle) for a in tree.question(number).answers]
+        out[:, idx] = from_counts[:, idx]
+    return out, "counts and fractions"
+
+
+def _real_counts(df: pd.DataFrame, real: dict[int, list[str]], tree: DecisionTree) -> np.ndarray:
+    """The count columns ``real`` (per question) in the tree's answer order; other answers 0."""
+    out = np.zeros((len(df), len(tree.kaggle_columns)), dtype=np.int64)
+    for number, cols in real.items():
+        idx = [tree.kaggle_columns.index(a.kaggle) for a in tree.question(number).answers]
         k = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        return np.rint(np.nan_to_num(k, nan=0.0)).clip(0).astype(np.int64), "counts"
+        out[:, idx] = np.rint(np.nan_to_num(k, nan=0.0)).clip(0).astype(np.int64)
+    return out
+
+
+def _fraction_counts(df: pd.DataFrame, n_volunteers: int, tree: DecisionTree) -> tuple[np.ndarray, str]:
+    """Counts from the cumulative fractions: conditional fraction × reach × ``n_volunteers``."""
     if n_volunteers < 1:
         raise InputError(f"n_volunteers must be >= 1, got {n_volunteers}")
     frac = df[tree.kaggle_columns].apply(pd.to_numeric, errors="coerce")
@@ -301,7 +332,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     """Train on every galaxy of ``images`` (an image table) with votes from ``catalogue``
     (the source table); write the model file ``out``.  Returns a summary dict."""
     from .distributed import is_main
-    from .imageset import ImageStore, content_hash
+    from .imageset import ImageStore, content_hash, preprocess_meta
     from .pretrained import encoder_hash
     from .stream import StoreRows
     from .train import discard_checkpoints, fingerprint, write_table
@@ -326,7 +357,7 @@ def train_representation(images: str | Path, catalogue: str | Path, out: str | P
     bundle = {"format": MODEL_FORMAT, "answers": GZ2_TREE.kaggle_columns, "image_size": int(store.shape[0]),
               "norm": norm, "model_config": model.config, "num_features": int(model.num_features),
               "state_dict": model.state_dict(), "config": asdict(cfg), "count_source": count_source,
-              "n_galaxies": int(len(ids)), "history": history,
+              "n_galaxies": int(len(ids)), "history": history, "preprocess": preprocess_meta(images),
               "mean_votes": float(counts.reshape(len(counts), -1)[:, :3].sum(1).mean())}
     if is_main():  # under data-parallel training, rank 0 alone writes (gzmorph.distributed)
         if metrics_path:

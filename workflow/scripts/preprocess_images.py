@@ -21,7 +21,12 @@ with rule_context(snakemake) as (params, log):
     fits = [fits_by_source[s] for s in sel["source"]] if several else next(iter(fits_by_source.values()))
     size, bad = params["image_size"], []
     # written as decoded: memory holds a few chunks, not the catalogue; the store appears only complete
-    with ImageWriter(snakemake.output.images, (size, size, 3), {"crop_fraction": params["crop_fraction"]}) as out:
+    # how the images were made, which model files keep for the console commands: the crop, and the
+    # FITS options where every source has the same (several that differ: none recorded)
+    record = {"crop_fraction": params["crop_fraction"]}
+    if all(f == next(iter(fits_by_source.values())) for f in fits_by_source.values()):
+        record["fits"] = next(iter(fits_by_source.values()))
+    with ImageWriter(snakemake.output.images, (size, size, 3), record) as out:
         for start, block, block_bad in preprocess_stream(sel["image_path"], size, params["crop_fraction"],
                                                          workers=snakemake.threads,
                                                          max_pixels=params["max_image_pixels"], fits=fits):
