@@ -110,6 +110,24 @@ def test_counts_from_kaggle_fractions():
     assert src2 == "counts" and counts2[0].tolist() == list(range(37))
 
 
+def test_the_zoobot_releases_counts_are_used_where_it_has_them():
+    """The Zoobot GZ2 release keeps real per-answer counts under its own names, and none for question
+    8: those questions take the real counts, the rest fraction x reach x n_volunteers."""
+    from gzmorph.sources.gz2_remote import ZOOBOT_COUNT_COLUMNS
+
+    cond = {"Class1.1": 0.25, "Class1.2": 0.75, "Class2.2": 1.0, "Class3.2": 1.0, "Class4.2": 1.0, "Class5.1": 1.0,
+            "Class6.1": 0.5, "Class6.2": 0.5, "Class8.1": 1.0}
+    df = kaggle_row(cond)
+    q1 = GZ2_TREE.question(1).answers
+    for a, n in zip(q1, (25, 15, 9)):
+        df[ZOOBOT_COUNT_COLUMNS[a.gz2]] = n
+    counts, src = vote_counts(df, n_volunteers=40)
+    got = dict(zip(KAGGLE_COLUMNS, counts[0]))
+    assert src == "counts and fractions"
+    assert [got[a.kaggle] for a in q1] == [25, 15, 9]  # real counts (fractions would give 10, 30, 0)
+    assert got["Class8.1"] == 20  # no counts for question 8: its fraction of the 40
+
+
 def test_nan_question_left_out():
     df = kaggle_row({"Class1.1": 1.0, "Class7.1": 1.0, "Class6.1": 1.0, "Class8.3": 1.0})
     df[[f"Class8.{i}" for i in range(1, 8)]] = np.nan

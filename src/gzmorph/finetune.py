@@ -163,7 +163,7 @@ def from_scratch(encoder, n_classes: int):
 
 
 def train_images(model, images: np.ndarray, y: np.ndarray, settings: FinetuneSettings, norm: dict, lr_groups,
-                 seed: int, device):
+                 seed: int, device, amp: str = "auto"):
     """Train ``model`` on uint8 ``images`` for ``settings.steps`` AdamW steps (parameter groups
     ``lr_groups(model)``), with the representation's normalisation and augmentation."""
     import torch
@@ -175,14 +175,16 @@ def train_images(model, images: np.ndarray, y: np.ndarray, settings: FinetuneSet
     transform = A.input_transform(norm, A.AugmentConfig.from_value(settings.augment))
     fit(model, torch.nn.CrossEntropyLoss(), (torch.from_numpy(np.ascontiguousarray(images)), torch.as_tensor(y)),
         None, epochs=epochs, batch_size=bs, seed=seed, optimizer=lambda p: torch.optim.AdamW(lr_groups(model)),
-        transform=transform, device=device, progress=False)
+        transform=transform, device=device, amp=amp, progress=False)
     return model.cpu().eval()
 
 
 def train_arm(arm: str, encoder, norm: dict, images: np.ndarray, y: np.ndarray, n_classes: int,
-              settings: FinetuneSettings, seed: int, device, features: np.ndarray | None = None):
+              settings: FinetuneSettings, seed: int, device, features: np.ndarray | None = None,
+              amp: str = "auto"):
     """One arm trained on ``images``/labels ``y``: a :class:`StandardisedHead` for ``frozen`` (on
-    ``features``, the frozen encoder's, computed here when not given), else a whole model."""
+    ``features``, the frozen encoder's, computed here when not given), else a whole model, whose
+    steps run at the precision ``amp`` (the representation's ``represent.amp``)."""
     import torch
 
     torch.manual_seed(seed)
@@ -194,9 +196,9 @@ def train_arm(arm: str, encoder, norm: dict, images: np.ndarray, y: np.ndarray, 
         model = with_new_head(encoder, n_classes)
         return train_images(model, images, y, settings, norm,
                             lambda m: [{"params": m.backbone.parameters(), "lr": settings.lr_finetune},
-                                       {"params": m.head.parameters(), "lr": settings.lr}], seed, device)
+                                       {"params": m.head.parameters(), "lr": settings.lr}], seed, device, amp)
     return train_images(from_scratch(encoder, n_classes), images, y, settings, norm,
-                        lambda m: [{"params": m.parameters(), "lr": settings.lr}], seed, device)
+                        lambda m: [{"params": m.parameters(), "lr": settings.lr}], seed, device, amp)
 
 
 def _features(encoder, norm, images, device) -> np.ndarray:
@@ -222,9 +224,9 @@ def _arm_logits(arm: str, rep, images, embeddings, tr, test, y_tr, n_classes, se
     if arm == "frozen":  # on the embeddings alone: no image is read
         return train_arm(arm, rep.model, rep.norm, None, y_tr, n_classes, settings, seed, device,
                          features=embeddings[tr])(embeddings[test])
-    out = train_arm(arm, rep.model, rep.norm, images[tr], y_tr, n_classes, settings, seed, device)
+    out = train_arm(arm, rep.model, rep.norm, images[tr], y_tr, n_classes, settings, seed, device, amp=rep.amp)
     x_test = images.stream(test) if isinstance(images, LabelledImages) else torch.from_numpy(images[test])
-    return predict_tensor(out, x_test, input_transform(rep.norm), device=device)
+    return predict_tensor(out, x_test, input_transform(rep.norm), device=device, amp=rep.amp)
 
 
 class LabelledImages:

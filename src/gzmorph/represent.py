@@ -386,6 +386,12 @@ class Representation:
         self.model.to(self.device).eval()
 
     @property
+    def amp(self) -> str:
+        """The precision the model trained with (``represent.amp``), which embedding and fine-tuning
+        keep; files before it: ``auto``."""
+        return str((self.bundle.get("config") or {}).get("amp", "auto"))
+
+    @property
     def dim(self) -> int:
         return int(self.model.num_features)
 
@@ -414,7 +420,7 @@ class Representation:
 
         images = np.asarray(images)
         self.check_images(images)
-        dtype = amp_dtype(self.device, "auto")
+        dtype = amp_dtype(self.device, self.amp)
         out = []
         tf = self.transform
         for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress,
