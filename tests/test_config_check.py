@@ -14,7 +14,7 @@ import yaml
 
 from gzmorph.config_check import (ConfigError, check_config, check_inside, config_errors, dataset_name,
                                   number, show)
-from gzmorph.io import InputError
+from gzmorph.io import InputError, save_bundle
 from gzmorph.settings import deep_merge
 from gzmorph.sources import read_source
 
@@ -433,3 +433,29 @@ def test_a_missing_image_folder_is_named_at_dag_build(tmp_path):
         "images from it)"]
     (tmp_path / "images_training_rev1").mkdir()
     assert data_errors({"data_dir": spec}) == []
+
+
+def test_a_representation_from_elsewhere_is_checked_at_dag_build(tmp_path):
+    """represent.model of another image size failed in import_representation, while represent_images
+    was decoding every source galaxy for it; a file of another kind too."""
+    import torch
+
+    from gzmorph.models import create_model
+    from gzmorph.represent import MODEL_FORMAT
+
+    model = create_model("cnn", 37, 32, widths=(4, 8))
+    path = tmp_path / "other32.pt"
+    save_bundle(path, {"format": MODEL_FORMAT, "image_size": 32, "norm": {"mean": [0.1], "std": [0.2]},
+                       "model_config": model.config, "state_dict": model.state_dict()}, MODEL_FORMAT)
+    assert errors({"represent": {"model": str(path)}}) == [
+        f"config represent.model: {path} is a representation of 32 px images; this run's representation "
+        "images are 64 px: set represent.image_size: 32"]
+    assert errors({"represent": {"model": str(path), "image_size": 32}}) == []
+    save_bundle(tmp_path / "expert.pt", {"format": "gzmorph.expert/1", "trajectory": torch.zeros(2, 3)},
+                "gzmorph.expert/1")
+    (tmp_path / "notes.pt").write_text("not a model")
+    assert errors({"represent": {"model": str(tmp_path / "expert.pt")}}) == [
+        f"config represent.model: {tmp_path / 'expert.pt'}: not a gzmorph representation model file "
+        "(gzmorph.expert/1)"]
+    assert errors({"represent": {"model": str(tmp_path / "notes.pt")}}) == [
+        f"config represent.model: {tmp_path / 'notes.pt'}: not a gzmorph representation model file"]

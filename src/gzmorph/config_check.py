@@ -381,7 +381,31 @@ def pretrained_errors(config: dict) -> list[str]:
     if isinstance(model, str) and model and not Path(model).is_file():
         out.append(f"config represent.model: {model}: no such file (a gzmorph representation model file, "
                    "e.g. results/<dataset>/represent/model.pt of another run)")
+    elif isinstance(model, str) and model:
+        out += _imported_representation_errors(config, model)
     return out
+
+
+def _imported_representation_errors(config: dict, model: str) -> list[str]:
+    """A representation trained elsewhere must be one, of this run's representation image size (its
+    JSON header says, read without torch): found before every source galaxy is decoded for it."""
+    from .io import bundle_header
+    from .represent_settings import representation_image_size
+
+    header = bundle_header(model)
+    fmt = str((header or {}).get("format", ""))
+    if not fmt.startswith("gzmorph.representation"):
+        return [f"config represent.model: {model}: not a gzmorph representation model file"
+                + (f" ({fmt})" if fmt else "")]
+    size = ((header.get("bundle") or {}).get("image_size"))
+    try:
+        want = representation_image_size(config)
+    except (InputError, KeyError, TypeError):
+        return []  # the represent block's own errors say why
+    if isinstance(size, int) and size != want:
+        return [f"config represent.model: {model} is a representation of {size} px images; this run's "
+                f"representation images are {want} px: set represent.image_size: {size}"]
+    return []
 
 
 # ----------------------------------------------------------------------------- distill

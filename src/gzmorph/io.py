@@ -126,6 +126,24 @@ def save_bundle(path: str | Path, bundle: dict, fmt: str) -> None:
         save_file(tensors, str(tmp), metadata={BUNDLE_HEADER_KEY: text})
 
 
+def bundle_header(path: str | Path) -> dict | None:
+    """The JSON part of a gzmorph file (its ``format`` and the bundle's plain values; tensors are
+    not read), read from the safetensors header without torch, for checks when the DAG is built;
+    ``None`` for a file that is not one."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= n <= _MAX_HEADER:
+                return None
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+        header = json.loads(meta[BUNDLE_HEADER_KEY])
+    except (OSError, struct.error, ValueError, KeyError, AttributeError, TypeError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -> dict:
     """The bundle of a gzmorph file of format ``fmt`` written by :func:`save_bundle` (models, experts,
     synthetic sets); tensors come back on the CPU.
