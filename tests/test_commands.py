@@ -393,3 +393,20 @@ def test_a_folder_skips_hidden_files_and_says_which_sub_folders_it_does_not_read
     (tmp_path / "1.png").unlink()
     with pytest.raises(InputError, match="its sub-folders are not read: name them"):
         find_images([tmp_path])
+
+
+def test_reader_processes_keep_to_the_rules_threads(monkeypatch):
+    """A rule's threads (OMP_NUM_THREADS, set by rule_context) bound the image-store readers and the
+    decoders; they took the machine's CPUs, beyond what Snakemake counted the job as."""
+    import os
+
+    from gzmorph.imagestream import default_workers
+    from gzmorph.stream import window_workers
+
+    cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_workers() == max(0, min(8, cpus - 1))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert default_workers() == 0 and window_workers() == 0  # one thread: read in the training process
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert default_workers() == min(1, cpus - 1)

@@ -528,7 +528,7 @@ def test_matching_gradient_is_exact_with_dsa_single_mode():
     assert float((gx1 - gx0).norm() / gx0.norm()) < 1e-8 and abs(float(ga1 - ga0)) / abs(float(ga0)) < 1e-8
 
 
-def test_the_full_baseline_trains_by_the_same_protocol_and_stops_on_validation(tiny_data, monkeypatch):
+def test_the_full_baseline_trains_by_the_same_protocol_and_stops_on_validation(tiny_data, monkeypatch, caplog):
     """full: the evaluation nets' optimiser and augmentation, stopping on the validation split with
     its best epoch kept; the random baseline trains its fixed epochs as a distilled set does."""
     import dataclasses
@@ -548,7 +548,9 @@ def test_the_full_baseline_trains_by_the_same_protocol_and_stops_on_validation(t
     data = dataclasses.replace(tiny_data, x_val=tiny_data.x_test[:6], y_val=tiny_data.y_test[:6])
     model = {"name": "convnet_d3", "num_classes": 3, "image_size": 8, "width": 4, "depth": 1, "norm": "instance"}
     cfg = EvalConfig(n_nets=1, epochs=2, full_epochs=30, full_patience=2, batch_size=12, full_batch_size=12)
-    full = distill_eval.evaluate_baseline("full", 1, data, model, cfg, seed=0)
+    with caplog.at_level("INFO", logger="gzmorph.train"):
+        full = distill_eval.evaluate_baseline("full", 1, data, model, cfg, seed=0)
+    assert "epoch=1 train_loss=" in caplog.text  # the long nets log each epoch (nothing showed they ran)
     random = distill_eval.evaluate_baseline("random", 2, data, model, cfg, seed=0)
     f, r = calls
     assert f["val"][0] is data.x_val and f["patience"] == 2 and f["monitor"] == "val_accuracy"

@@ -58,11 +58,12 @@ def _schedule(epochs: int, pieces: list[float] | None, per_piece: int = 0):
 
 def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
                     *, augment=AUGMENT, cutout=CUTOUT, pieces=None, syn_steps: int = 0,
-                    batch_size=None, val=None, patience: int = 0) -> dict:
+                    batch_size=None, val=None, patience: int = 0, progress: bool = False) -> dict:
     """``{"accuracy": [...], "balanced_accuracy": [...]}`` on the test split of ``cfg.n_nets`` fresh
     ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch).
     With ``val`` = (x, y) and ``patience``, each net stops after ``patience`` epochs without a better
-    validation accuracy and keeps its best epoch (training to convergence, judged on validation)."""
+    validation accuracy and keeps its best epoch (training to convergence, judged on validation).
+    ``progress``: each epoch's line in the log (the full-data nets, the long ones)."""
     from .train import fit, pick_device, predict_tensor
 
     device = pick_device(cfg.device)
@@ -81,7 +82,7 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
             optimizer=lambda p, lr0=lr0: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
                                                          weight_decay=cfg.weight_decay),
             scheduler=_schedule(epochs, pieces, per_piece), transform=transform,
-            device=device, amp=False, progress=False, **_stopping(val, patience))
+            device=device, amp=False, progress=progress, **_stopping(val, patience))
         out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
         accs.append(accuracy(out, data.y_test))
         balanced.append(balanced_accuracy(out, data.y_test))
@@ -145,7 +146,7 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
     elif kind == "full":
         accs = train_eval_nets(data.x_train, data.y_train, data, model_config, cfg.full_lr, cfg.full_epochs,
                                cfg, seed, augment=augment, cutout=cutout, batch_size=cfg.full_batch_size,
-                               val=(data.x_val, data.y_val), patience=cfg.full_patience)
+                               val=(data.x_val, data.y_val), patience=cfg.full_patience, progress=True)
     else:
         raise InputError(f"unknown baseline {kind!r}: random | mean | full")
     out = {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),

@@ -120,8 +120,13 @@ def worker_context():
 
 
 def default_workers() -> int:
-    """Decoding processes: the CPUs this process may use, less one for the model (at least 0)."""
+    """Decoding processes: the CPUs this process may use, less one for the model (at least 0). In a
+    rule, the CPUs are its ``threads`` (``OMP_NUM_THREADS``, which :func:`gzmorph.smk.set_threads`
+    sets), not the machine's: Snakemake counted the job as that many cores."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    if budget.isdigit() and int(budget) > 0:
+        n = min(n, int(budget))
     return max(0, min(8, n - 1))
 
 
