@@ -459,3 +459,30 @@ def test_a_representation_from_elsewhere_is_checked_at_dag_build(tmp_path):
         "(gzmorph.expert/1)"]
     assert errors({"represent": {"model": str(tmp_path / "notes.pt")}}) == [
         f"config represent.model: {tmp_path / 'notes.pt'}: not a gzmorph representation model file"]
+
+
+def test_a_zoobot_release_folder_may_keep_its_images_where_its_reader_looks(tmp_path):
+    from gzmorph.sources.gz2_remote import CATALOGUES
+    from gzmorph.sources.plan import data_errors
+
+    (tmp_path / CATALOGUES["train"]).write_bytes(b"")
+    (tmp_path / "images_gz2").mkdir()  # the reader also looks here (and in the folder itself)
+    spec = {"source": "gz2", "data_dir": str(tmp_path), "options": {}}
+    assert data_errors({"data_dir": spec}) == []
+    (tmp_path / "gz2_hart16.csv").write_text("dr7objid\n")  # a Hart16 catalogue named in config: images/
+    named = {**spec, "options": {"catalogue": "gz2_hart16.csv"}}
+    assert data_errors({"data_dir": named}) == [
+        f"config data_dir: {tmp_path / 'images'}: no such image folder (the gz2 source reads its images from it)"]
+
+
+def test_a_hostile_model_header_is_no_traceback(tmp_path):
+    import struct
+
+    from gzmorph.io import bundle_header
+
+    deep = b"[" * 1_000_000
+    (tmp_path / "deep.pt").write_bytes(struct.pack("<Q", len(deep)) + deep)
+    (tmp_path / "huge.pt").write_bytes(struct.pack("<Q", 2**63) + b"{}")
+    assert bundle_header(tmp_path / "deep.pt") is None and bundle_header(tmp_path / "huge.pt") is None
+    assert errors({"represent": {"model": str(tmp_path / "deep.pt")}}) == [
+        f"config represent.model: {tmp_path / 'deep.pt'}: not a gzmorph representation model file"]

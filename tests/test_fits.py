@@ -227,3 +227,12 @@ def test_the_commands_read_fits_as_the_models_images_were_made(tmp_path):
                 MODEL_FORMAT)
     assert main(["embed", str(tmp_path / "rep.pt"), str(images), "-o", str(tmp_path / "b.parquet"),
                  "--workers", "0"]) == 0
+    # gzmorph finetune on labelled cutouts too, and its classifier keeps the record for classify
+    (images / "labels.csv").write_text("path,label\n0.fits,a\n1.fits,b\n2.fits,a\n")
+    assert main(["finetune", str(tmp_path / "rep.pt"), str(images / "labels.csv"), "-o", str(tmp_path / "ft.pt"),
+                 "--mode", "frozen", "--steps", "2", "--workers", "0"]) == 0
+    from gzmorph.classify import load_model
+
+    assert load_model(tmp_path / "ft.pt").bundle["preprocess"]["fits"] == options
+    assert main(["classify", str(tmp_path / "ft.pt"), str(images), "-o", str(tmp_path / "c.parquet"),
+                 "--workers", "0"]) == 0

@@ -126,6 +126,12 @@ def test_the_zoobot_releases_counts_are_used_where_it_has_them():
     assert src == "counts and fractions"
     assert [got[a.kaggle] for a in q1] == [25, 15, 9]  # real counts (fractions would give 10, 30, 0)
     assert got["Class8.1"] == 20  # no counts for question 8: its fraction of the 40
+    # merged with a source without counts (its rows empty there): those rows keep their fractions
+    both = pd.concat([df, kaggle_row(cond)], ignore_index=True)
+    counts, src = vote_counts(both, n_volunteers=40)
+    assert src == "counts and fractions"
+    assert [counts[1, KAGGLE_COLUMNS.index(a.kaggle)] for a in q1] == [10, 30, 0]
+    assert counts[0, KAGGLE_COLUMNS.index("Class1.1")] == 25
 
 
 def test_nan_question_left_out():

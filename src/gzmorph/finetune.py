@@ -190,7 +190,7 @@ def train_arm(arm: str, encoder, norm: dict, images: np.ndarray, y: np.ndarray, 
     torch.manual_seed(seed)
     if arm == "frozen":
         if features is None:
-            features = _features(encoder, norm, images, device)
+            features = _features(encoder, norm, images, device, amp)
         return train_head(features, y, n_classes, settings, seed, device)
     if arm == "finetuned":
         model = with_new_head(encoder, n_classes)
@@ -201,7 +201,7 @@ def train_arm(arm: str, encoder, norm: dict, images: np.ndarray, y: np.ndarray, 
                         lambda m: [{"params": m.parameters(), "lr": settings.lr}], seed, device, amp)
 
 
-def _features(encoder, norm, images, device) -> np.ndarray:
+def _features(encoder, norm, images, device, amp: str = "auto") -> np.ndarray:
     """The frozen encoder's features (``Classifier.features`` = its backbone) of uint8 ``images``."""
     import torch
 
@@ -210,7 +210,7 @@ def _features(encoder, norm, images, device) -> np.ndarray:
 
     body = torch.nn.Sequential(encoder.backbone).eval()
     return predict_tensor(body, torch.from_numpy(np.ascontiguousarray(images)), input_transform(norm),
-                          device=device).numpy()
+                          device=device, amp=amp).numpy()
 
 
 def _arm_logits(arm: str, rep, images, embeddings, tr, test, y_tr, n_classes, settings: FinetuneSettings, seed,

@@ -73,7 +73,9 @@ def read_labels(path, image_column: str, label_column: str, classes: list[str] |
 
 
 def load_encoder_file(path, image_size: int | None = None):
-    """``(encoder Classifier, normalisation or None, image size, crop fraction or None)``."""
+    """``(encoder Classifier, normalisation or None, image size, crop fraction or None, made)``;
+    ``made``: how a gzmorph model's images were made and its precision (``fits``, ``amp``; {} for
+    other encoders)."""
     from .io import load_bundle
     from .pretrained import gzmorph_format
 
@@ -83,7 +85,7 @@ def load_encoder_file(path, image_size: int | None = None):
 
         rep = Representation(load_bundle(path, MODEL_FORMAT, "representation model file"), str(path), "cpu")
         crop = rep.bundle.get("preprocess", {}).get("crop_fraction")
-        return rep.model, rep.norm, rep.image_size, crop
+        return rep.model, rep.norm, rep.image_size, crop, _made(rep.bundle)
     if fmt is not None and fmt.startswith("gzmorph.classifier"):
         from .classify import load_model
 
@@ -91,12 +93,20 @@ def load_encoder_file(path, image_size: int | None = None):
         if clf.kind != "flat":
             raise InputError(f"{path}: a {clf.kind!r} classifier has several models; fine-tune a flat one "
                              f"or a representation")
-        return clf.models["flat"], clf.norm, clf.image_size, clf.bundle.get("preprocess", {}).get("crop_fraction")
+        return (clf.models["flat"], clf.norm, clf.image_size, clf.bundle.get("preprocess", {}).get("crop_fraction"),
+                _made(clf.bundle))
     from .models import load_encoder
 
     model = load_encoder(path, num_classes=0, image_size=image_size)
     norm = _folder_norm(path)
-    return model, norm, int(image_size or model.config.get("image_size") or 224), _exported_crop(path)
+    return model, norm, int(image_size or model.config.get("image_size") or 224), _exported_crop(path), {}
+
+
+def _made(bundle: dict) -> dict:
+    """The FITS options of a gzmorph model file's images and its training precision, where recorded."""
+    out = {"amp": str((bundle.get("config") or {}).get("amp", "auto"))}
+    fits = (bundle.get("preprocess") or {}).get("fits")
+    return out | ({"fits": fits} if fits is not None else {})
 
 
 def _exported_crop(path) -> float | None:
@@ -120,12 +130,12 @@ def _folder_norm(path) -> dict | None:
     return None
 
 
-def decode_all(paths, image_size: int, crop: float, batch_size: int, workers) -> np.ndarray:
+def decode_all(paths, image_size: int, crop: float, batch_size: int, workers, fits=None) -> np.ndarray:
     """The labelled images as one uint8 N×S×S×3 array (streamed in, one array allocated)."""
     from .imagestream import image_batches
 
     out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    for pos, images in image_batches(paths, image_size, crop, batch_size, workers):
+    for pos, images in image_batches(paths, image_size, crop, batch_size, workers, fits=fits):
         out[pos] = images
     return out
 
@@ -145,11 +155,12 @@ def finetune_from_csv(args) -> str:
 
     paths, y, classes = read_labels(args.labels, args.image_column, args.label_column)
     test = read_labels(args.test, args.image_column, args.label_column, classes) if args.test else None
-    encoder, norm, size, crop = load_encoder_file(args.encoder, args.image_size)
+    encoder, norm, size, crop, made = load_encoder_file(args.encoder, args.image_size)
+    fits, amp = made.get("fits"), made.get("amp", "auto")  # as the encoder's own images and training
     crop = args.crop_fraction or crop or DEFAULT_CROP_FRACTION
     defaults = FinetuneSettings()
     batch_size = args.batch_size or defaults.batch_size
-    images = decode_all(paths, size, crop, batch_size, args.workers)
+    images = decode_all(paths, size, crop, batch_size, args.workers, fits)
     if norm is None:  # an encoder without its own normalisation: the labelled images' statistics
         mean, std = channel_stats(images)
         norm = {"mean": mean, "std": std}
@@ -160,7 +171,7 @@ def finetune_from_csv(args) -> str:
     log.info("%s: %d labelled images of %d classes %s, %s fine-tuning", args.encoder, len(y), len(classes), classes,
              args.mode)
     with flush_denormal():
-        trained = train_arm(arm, encoder, norm, images, y, len(classes), settings, args.seed, device)
+        trained = train_arm(arm, encoder, norm, images, y, len(classes), settings, args.seed, device, amp=amp)
     if arm == "frozen":  # the fixed encoder + the standardised head folded into one linear layer
         model = with_new_head(encoder, len(classes), dropout=0.0)
         model.head[-1] = trained.folded()
@@ -176,8 +187,9 @@ def finetune_from_csv(args) -> str:
         from .imagestream import image_batches
 
         transform = input_transform(norm)  # the test images are streamed: only their logits are kept
-        logits = torch.cat([predict_tensor(model, torch.from_numpy(images), transform, device=device)
-                            for _, images in image_batches(test[0], size, crop, batch_size, args.workers)])
+        logits = torch.cat([predict_tensor(model, torch.from_numpy(images), transform, device=device, amp=amp)
+                            for _, images in image_batches(test[0], size, crop, batch_size, args.workers,
+                                                           fits=fits)])
         record["test"] = {"labels": str(args.test), "n": int(len(test[1])),
                           **label_metrics(logits, test[1], len(classes))}
     bundle = {"format": MODEL_FORMAT, "kind": "flat", "cut": None, "classes": classes, "image_size": size,
@@ -185,7 +197,8 @@ def finetune_from_csv(args) -> str:
                        **({"greyscale": True} if norm.get("greyscale") else {})},  # a greyscale encoder's
               "levels": [{"name": "flat", "classes": classes, "model": model.config["name"],
                           "model_config": model.config, "state_dict": model.state_dict()}],
-              "preprocess": {"crop_fraction": crop}, "finetune": record}
+              "preprocess": {"crop_fraction": crop, **({"fits": fits} if fits is not None else {})},
+              "finetune": record}
     save_bundle(args.output, bundle, MODEL_FORMAT)
     summary = f"{len(y)} labels, {len(classes)} classes, {args.mode} -> {args.output}"
     if test is not None:

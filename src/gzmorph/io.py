@@ -139,8 +139,8 @@ def bundle_header(path: str | Path) -> dict | None:
                 return None
             meta = json.loads(f.read(n)).get("__metadata__") or {}
         header = json.loads(meta[BUNDLE_HEADER_KEY])
-    except (OSError, struct.error, ValueError, KeyError, AttributeError, TypeError):
-        return None
+    except (OSError, struct.error, ValueError, KeyError, AttributeError, TypeError, RecursionError):
+        return None  # RecursionError: a hostile header nested deeper than json can follow
     return header if isinstance(header, dict) else None
 
 

@@ -128,18 +128,22 @@ def count_columns(df: pd.DataFrame, tree: DecisionTree = GZ2_TREE) -> dict[int, 
 def vote_counts(df: pd.DataFrame, n_volunteers: int = _DEFAULTS.n_volunteers,
                 tree: DecisionTree = GZ2_TREE) -> tuple[np.ndarray, str]:
     """Per-answer vote counts (N × answers, int64) and where they came from: the catalogue's counts
-    for every question that has them (``counts``), fractions × reach × ``n_volunteers`` for the rest
-    (``fractions``; ``counts and fractions`` when both)."""
+    for every question and galaxy that has them (``counts``), fractions × reach × ``n_volunteers``
+    for the rest (``fractions``; ``counts and fractions`` when both).  Decided galaxy by galaxy, as
+    several sources merged into one table leave the count columns empty in the rows of a source
+    without them."""
     real = count_columns(df, tree)
-    if len(real) == len(tree.questions):
+    have = {number: df[cols].apply(pd.to_numeric, errors="coerce").notna().all(axis=1).to_numpy()
+            for number, cols in real.items()}
+    if len(real) == len(tree.questions) and all(h.all() for h in have.values()):
         return _real_counts(df, real, tree), "counts"
     out, _ = _fraction_counts(df, n_volunteers, tree)
-    if not real:
+    if not any(h.any() for h in have.values()):
         return out, "fractions"
     from_counts = _real_counts(df, real, tree)
-    for number in real:
+    for number, rows in have.items():
         idx = [tree.kaggle_columns.index(a.kaggle) for a in tree.question(number).answers]
-        out[:, idx] = from_counts[:, idx]
+        out[np.ix_(rows, idx)] = from_counts[np.ix_(rows, idx)]
     return out, "counts and fractions"
 
 

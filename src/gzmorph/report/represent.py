@@ -53,9 +53,13 @@ def _embeddings_section(inp, model_from: str = ""):
         f"({len(bundle['answers'])}) is trained on every galaxy of {'its' if model_from else 'the'} source with the "
         "negative log "
         "Dirichlet-multinomial likelihood of each question's vote counts (concentration 1 + 100·sigmoid). "
-        + ("Vote counts come from the catalogue." if bundle["count_source"] == "counts" else
-           f"The catalogue has only cumulative vote fractions: counts are conditional fraction × reach × "
-           f"{cfg['n_volunteers']} volunteers, rounded.") +
+        + {"counts": "Vote counts come from the catalogue.",
+           "counts and fractions": "Vote counts come from the catalogue where it has them (per question and "
+                                   "galaxy); elsewhere they are conditional fraction × reach × "
+                                   f"{cfg['n_volunteers']} volunteers, rounded (e.g. the Zoobot GZ2 release has "
+                                   "no question-8 counts)."}.get(
+            bundle["count_source"], f"The catalogue has only cumulative vote fractions: counts are conditional "
+                                    f"fraction × reach × {cfg['n_volunteers']} volunteers, rounded.") +
         f" The {bundle['num_features']}-d pooled layer is the representation."))
     sec.add(R.metrics({"galaxies": int(bundle["n_galaxies"]), "embedding dim": int(bundle["num_features"]),
                        "epochs": int(len(training)), "final val loss": float(last.get("val_loss", float("nan"))),

@@ -124,23 +124,27 @@ def data_errors(specs: dict[str, dict]) -> list[str]:
             out.append(f"config {key}: {err}")
             continue
         images = image_folder(spec, data_dir)
-        if images is not None and not images.is_dir():  # found now, not after the source table and selection
-            out.append(f"config {key}: {images}: no such image folder (the {spec['source']} source reads its "
+        if images and not any(p.is_dir() for p in images):  # found now, not after the source table and selection
+            out.append(f"config {key}: {images[0]}: no such image folder (the {spec['source']} source reads its "
                        "images from it)")
     return out
 
 
-def image_folder(spec: dict, data_dir: str | Path) -> Path | None:
-    """The folder a built-in source reads its images from (``None``: a table source names its own,
-    row by row)."""
+def image_folder(spec: dict, data_dir: str | Path) -> list[Path]:
+    """The folders a built-in source may read its images from, one of which must exist (empty: a
+    table source names its own, row by row)."""
     data_dir = Path(data_dir)
     if spec["source"] == "kaggle":
         from .kaggle import IMAGES
 
-        return data_dir / IMAGES
+        return [data_dir / IMAGES]
     if spec["source"] == "gz2":
-        return data_dir / "images"  # the Hart16 layout's, and the Zoobot release's once unpacked
-    return None
+        from .gz2_remote import CATALOGUES, IMAGE_ROOTS
+
+        if (data_dir / CATALOGUES["train"]).is_file() and not spec["options"].get("catalogue"):
+            return [data_dir / r for r in IMAGE_ROOTS]  # the Zoobot release, where read_gz2_remote looks
+        return [data_dir / "images"]
+    return []
 
 
 # ----------------------------------------------------------------------------- merging
