@@ -267,10 +267,10 @@ def compare_with_reference(a) -> None:
     With ``--rounds`` R > 1 the whole sequence runs R times, in reverse order every other round, so that
     a slow spell of the machine falls on both sides: each ratio is taken against the same round's
     reference, and the table gives their median and range (:func:`reference_table`)."""
-    work = dict(image_size=32, ipc=10, n_classes=10, width=a.width, repeats=a.repeats)
+    work = dict(**REFERENCE_WORKLOAD, width=a.width, repeats=a.repeats)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        expert = write_expert(tmp, 32, 10, a.width)
+        expert = write_expert(tmp, work["image_size"], work["n_classes"], a.width)
         for n in a.steps:
             ours = [dict(memory=m) for m in a.memory] + [dict(memory="auto", budget_mb=b) for b in a.budgets]
             probes = [dict(reference=a.reference, keep_freed_memory=bool(k)) for k in a.reference_keeps_freed_memory]
@@ -333,6 +333,12 @@ def write_out(path: str, text: str) -> None:
         os.replace(tmp, path)
 
 
+#: the comparison with the reference: one workload, as issue #12 sets it (on the CPU)
+REFERENCE_WORKLOAD = {"image_size": 32, "ipc": 10, "n_classes": 10}
+#: the workloads timed without a reference, unless given
+ALONE_DEFAULTS = {"ipc": [1, 10], "sizes": [32], "classes": 10, "device": "cpu"}
+
+
 def is_reference_checkout(path: str | None) -> bool:
     return bool(path) and all(os.path.isfile(os.path.join(path, f)) for f in ("reparam_module.py", "networks.py"))
 
@@ -341,9 +347,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 20, 40])
     # without --reference; the comparison's workload is fixed (compare_with_reference)
-    ap.add_argument("--ipc", type=int, nargs="+", default=None, help="default 1 10")
-    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default 32")
-    ap.add_argument("--classes", type=int, default=None, help="default 10")
+    ap.add_argument("--ipc", type=int, nargs="+", default=None, help=f"default {ALONE_DEFAULTS['ipc']}")
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help=f"default {ALONE_DEFAULTS['sizes']}")
+    ap.add_argument("--classes", type=int, default=None, help=f"default {ALONE_DEFAULTS['classes']}")
     ap.add_argument("--width", type=int, default=128)
     ap.add_argument("--memory", nargs="+", default=["auto"])
     ap.add_argument("--amp", nargs="+", default=["off"], choices=list(DISTILL_AMP),
@@ -364,7 +370,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --reference: run every probe this many times, alternating the order; "
                          "ratios against the same round's reference (their median)")
-    ap.add_argument("--device", default=None, help="default cpu (and cuda too where there is one)")
+    ap.add_argument("--device", default=None,
+                    help=f"default {ALONE_DEFAULTS['device']} (and cuda too where there is one)")
     ap.add_argument("--out", default="")
     ap.add_argument("--reference", default=None,
                     help="compare with the MTT reference's inner loop: a checkout of "
@@ -395,11 +402,13 @@ def main(argv=None):
     if is_reference_checkout(a.reference):
         fixed = [f"--{k}" for k in ("ipc", "sizes", "classes", "device") if getattr(a, k) is not None]
         if fixed:
-            ap.error(f"the comparison with the reference runs its own workload (32 px, IPC 10, 10 classes, CPU): "
-                     f"{', '.join(fixed)} would be ignored; drop them, or time gzmorph alone without a reference")
+            w = REFERENCE_WORKLOAD
+            ap.error(f"the comparison with the reference runs its own workload ({w['image_size']} px, IPC {w['ipc']}, "
+                     f"{w['n_classes']} classes, CPU): {', '.join(fixed)} would be ignored; drop them, or time "
+                     "gzmorph alone without a reference")
         return compare_with_reference(a)
-    a.ipc, a.sizes = a.ipc or [1, 10], a.sizes or [32]
-    a.classes, a.device = a.classes or 10, a.device or "cpu"
+    for key, value in ALONE_DEFAULTS.items():
+        setattr(a, key, getattr(a, key) or value)
     print("bench_distill: skipping the comparison with the MTT reference: "
           + (f"{a.reference!r} is not a checkout of github.com/GeorgeCazenavette/mtt-distillation (reparam_module.py, "
              "networks.py)" if a.reference else "no checkout named (--reference or GZMORPH_MTT_REFERENCE)")

@@ -68,24 +68,22 @@ def non_negative_int(value: str) -> int:
     return n
 
 
-def fraction(value: str) -> float:
+def _number_in(value: str, inside, interval: str) -> float:
     try:
         x = float(value)
     except ValueError:
         x = float("nan")
-    if not 0 < x <= 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction in (0, 1]")
+    if not inside(x):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction in {interval}")
     return x
+
+
+def fraction(value: str) -> float:
+    return _number_in(value, lambda x: 0 < x <= 1, "(0, 1]")
 
 
 def share(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        x = float("nan")
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a fraction in [0, 1)")
-    return x
+    return _number_in(value, lambda x: 0 <= x < 1, "[0, 1)")
 
 
 def _images_command(sub, name: str, helptext: str, model_help: str, out_help: str, func):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .imageset import recorded_fits
 from .imagestream import find_images, image_batches, image_ids
 from .io import InputError, atomic_path, parquet_stream
 
@@ -52,11 +53,6 @@ def _crop(args, bundle: dict) -> float:
     return float(bundle.get("preprocess", {}).get("crop_fraction", DEFAULT_CROP_FRACTION))
 
 
-def _fits(bundle: dict):
-    """The FITS options a model file's images were read with (``None``: the defaults)."""
-    return (bundle.get("preprocess") or {}).get("fits")
-
-
 def stream_apply(paths, image_size: int, crop: float, args, fn, desc: str, fits=None):
     """Yield ``(DataFrame of id + path, fn(images))`` per batch of ``paths``; FITS files are read with
     ``fits``, the options the model's images were made with (its file's ``preprocess``)."""
@@ -81,7 +77,7 @@ def classify_command(args) -> int:
     with _named(args.output), parquet_stream(args.output, metadata={"model": str(args.model)}) as write:
         for frame, pred in stream_apply(paths, clf.image_size, _crop(args, clf.bundle), args,
                                         lambda x: predict_images(clf, x, None, args.batch_size), "classify",
-                                        fits=_fits(clf.bundle)):
+                                        fits=recorded_fits(clf.bundle)):
             pred = pred.drop(columns="id")
             out = pd.concat([frame, pred], axis=1)
             for name, n in out["pred_name"].value_counts().items():
@@ -116,7 +112,7 @@ def predict_command(args) -> int:
         with parquet_stream(args.output, metadata={"model": str(args.model)}) as write:
             n = 0
             for i, (frame, v) in enumerate(stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
-                                                        votes, "predict", fits=_fits(rep.bundle))):
+                                                        votes, "predict", fits=recorded_fits(rep.bundle))):
                 write(pd.concat([frame, v], axis=1))
                 n += len(frame)
                 if csv:  # the challenge's submission format: GalaxyID + the 37 cumulative fractions
@@ -140,7 +136,8 @@ def embed_command(args) -> int:
                                                                     "embedding_dim": rep.dim}) as write:
         n = 0
         for frame, vec in stream_apply(paths, rep.image_size, _crop(args, rep.bundle), args,
-                                       lambda x: rep.embed(x, args.batch_size), "embed", fits=_fits(rep.bundle)):
+                                       lambda x: rep.embed(x, args.batch_size), "embed",
+                                       fits=recorded_fits(rep.bundle)):
             table = embedding_table(np.asarray(frame["id"]), vec)
             write(table.add_column(1, "path", pa.array(frame["path"], pa.string())))
             n += len(frame)

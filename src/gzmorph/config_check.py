@@ -403,9 +403,14 @@ def _imported_representation_errors(config: dict, model: str) -> list[str]:
     except (InputError, KeyError, TypeError):
         return []  # the represent block's own errors say why
     if isinstance(size, int) and size != want:
-        return [f"config represent.model: {model} is a representation of {size} px images; this run's "
-                f"representation images are {want} px: set represent.image_size: {size}"]
+        return [representation_size_error(model, size, want)]
     return []
+
+
+def representation_size_error(model, size: int, want: int) -> str:
+    """A representation from elsewhere (``represent.model``) of ``size`` px where the run makes ``want``."""
+    return (f"config represent.model: {model} is a representation of {size} px images; this run's "
+            f"representation images are {want} px: set represent.image_size: {size}")
 
 
 # ----------------------------------------------------------------------------- distill

@@ -104,9 +104,11 @@ def load_encoder_file(path, image_size: int | None = None):
 
 def _made(bundle: dict) -> dict:
     """The FITS options of a gzmorph model file's images and its training precision, where recorded."""
-    out = {"amp": str((bundle.get("config") or {}).get("amp", "auto"))}
-    fits = (bundle.get("preprocess") or {}).get("fits")
-    return out | ({"fits": fits} if fits is not None else {})
+    from .imageset import recorded_fits
+    from .train import recorded_amp
+
+    fits = recorded_fits(bundle)
+    return {"amp": recorded_amp(bundle)} | ({"fits": fits} if fits is not None else {})
 
 
 def _exported_crop(path) -> float | None:

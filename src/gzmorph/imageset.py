@@ -264,6 +264,12 @@ def read_images(path: str | Path, ids=None) -> tuple[np.ndarray, np.ndarray]:
     return ids, store.read_rows(store.rows_of(ids))
 
 
+def recorded_fits(bundle: dict):
+    """The FITS options a model file's images were made with (:func:`preprocess_meta`, kept in its
+    ``preprocess``); ``None``: not recorded, the defaults."""
+    return (bundle.get("preprocess") or {}).get("fits")
+
+
 def preprocess_meta(path: str | Path) -> dict:
     """How an image store's images were made, as its writer recorded them: ``crop_fraction`` and, for
     FITS sources, the ``fits`` options (:class:`gzmorph.fits.FitsOptions` as a dict); model files

@@ -46,8 +46,8 @@ def write_manifest(path: str | Path, image_paths: Iterable[str]) -> None:
     """Write the manifest of ``image_paths`` (the source table's ``image_path`` column)."""
     paths = [str(p) for p in image_paths]
     for p in paths:
-        if path_error(p):
-            raise InputError(f"{path}: {path_error(p)}")
+        if why := path_error(p):
+            raise InputError(f"{path}: {why}")
     text = "\n".join([HEADER, *manifest_lines(paths)]) + "\n"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text)

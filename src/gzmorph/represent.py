@@ -132,32 +132,22 @@ def vote_counts(df: pd.DataFrame, n_volunteers: int = _DEFAULTS.n_volunteers,
     for the rest (``fractions``; ``counts and fractions`` when both).  Decided galaxy by galaxy, as
     several sources merged into one table leave the count columns empty in the rows of a source
     without them."""
-    real = count_columns(df, tree)
-    have = {number: df[cols].apply(pd.to_numeric, errors="coerce").notna().all(axis=1).to_numpy()
-            for number, cols in real.items()}
-    if len(real) == len(tree.questions) and all(h.all() for h in have.values()):
-        return _real_counts(df, real, tree), "counts"
-    out, _ = _fraction_counts(df, n_volunteers, tree)
-    if not any(h.any() for h in have.values()):
-        return out, "fractions"
-    from_counts = _real_counts(df, real, tree)
-    for number, rows in have.items():
+    real = {number: df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+            for number, cols in count_columns(df, tree).items()}
+    have = {number: np.isfinite(k).all(axis=1) for number, k in real.items()}
+    complete = len(real) == len(tree.questions) and all(h.all() for h in have.values())
+    out = np.zeros((len(df), len(tree.kaggle_columns)), dtype=np.int64) if complete \
+        else _fraction_counts(df, n_volunteers, tree)
+    for number, k in real.items():
         idx = [tree.kaggle_columns.index(a.kaggle) for a in tree.question(number).answers]
-        out[np.ix_(rows, idx)] = from_counts[np.ix_(rows, idx)]
-    return out, "counts and fractions"
+        rows = have[number]
+        out[np.ix_(rows, idx)] = np.rint(k[rows]).clip(0).astype(np.int64)
+    if complete:
+        return out, "counts"
+    return out, "counts and fractions" if any(h.any() for h in have.values()) else "fractions"
 
 
-def _real_counts(df: pd.DataFrame, real: dict[int, list[str]], tree: DecisionTree) -> np.ndarray:
-    """The count columns ``real`` (per question) in the tree's answer order; other answers 0."""
-    out = np.zeros((len(df), len(tree.kaggle_columns)), dtype=np.int64)
-    for number, cols in real.items():
-        idx = [tree.kaggle_columns.index(a.kaggle) for a in tree.question(number).answers]
-        k = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        out[:, idx] = np.rint(np.nan_to_num(k, nan=0.0)).clip(0).astype(np.int64)
-    return out
-
-
-def _fraction_counts(df: pd.DataFrame, n_volunteers: int, tree: DecisionTree) -> tuple[np.ndarray, str]:
+def _fraction_counts(df: pd.DataFrame, n_volunteers: int, tree: DecisionTree) -> np.ndarray:
     """Counts from the cumulative fractions: conditional fraction × reach × ``n_volunteers``."""
     if n_volunteers < 1:
         raise InputError(f"n_volunteers must be >= 1, got {n_volunteers}")
@@ -175,7 +165,7 @@ def _fraction_counts(df: pd.DataFrame, n_volunteers: int, tree: DecisionTree) ->
         idx = [tree.kaggle_columns.index(a) for a in answers]
         unknown = ~known[answers].all(axis=1).to_numpy()
         out[np.ix_(unknown, idx)] = 0
-    return out, "fractions"
+    return out
 
 
 # --------------------------------------------------------------------------- loss
@@ -391,9 +381,10 @@ class Representation:
 
     @property
     def amp(self) -> str:
-        """The precision the model trained with (``represent.amp``), which embedding and fine-tuning
-        keep; files before it: ``auto``."""
-        return str((self.bundle.get("config") or {}).get("amp", "auto"))
+        """The precision the model trained with (``represent.amp``; :func:`gzmorph.train.recorded_amp`)."""
+        from .train import recorded_amp
+
+        return recorded_amp(self.bundle)
 
     @property
     def dim(self) -> int:

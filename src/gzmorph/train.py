@@ -87,6 +87,12 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
+def recorded_amp(bundle: dict) -> str:
+    """The precision a model file's network trained at (its config's ``amp``), which embedding and
+    fine-tuning from it keep; files without one: ``auto``."""
+    return str((bundle.get("config") or {}).get("amp", "auto"))
+
+
 def amp_dtype(device: torch.device, amp: str | bool = "auto"):
     """Autocast dtype: bf16 (or fp16 without bf16 support) on CUDA; ``None`` (fp32) on CPU."""
     if device.type != "cuda" or amp in (False, "off", "none", None):

@@ -3,6 +3,7 @@ train_representation's model, with its training curve."""
 import shutil
 from pathlib import Path
 
+from gzmorph.config_check import representation_size_error
 from gzmorph.io import InputError, atomic_path, load_bundle
 from gzmorph.smk import rule_context
 
@@ -12,10 +13,8 @@ with rule_context(snakemake) as (params, log):
 
     src = snakemake.input.model
     bundle = load_bundle(src, MODEL_FORMAT, "representation model file (config represent.model)")
-    if int(bundle["image_size"]) != int(params["image_size"]):
-        raise InputError(f"config represent.model: {src} is a representation of {bundle['image_size']} px images; "
-                         f"this run's representation images are {params['image_size']} px: set "
-                         f"represent.image_size: {bundle['image_size']}")
+    if int(bundle["image_size"]) != int(params["image_size"]):  # the DAG-build check, if the file changed since
+        raise InputError(representation_size_error(src, int(bundle["image_size"]), int(params["image_size"])))
     with atomic_path(snakemake.output.model) as tmp:
         shutil.copyfile(src, tmp)
     write_table(Path(snakemake.output.training), list(bundle.get("history") or []))

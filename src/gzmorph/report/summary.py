@@ -37,20 +37,20 @@ def classification_rows(run: Path) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _balanced(d: dict) -> str:
+    """`` / <balanced accuracy>`` of an eval.json record, where it has one (older files: "")."""
+    return f" / {d['balanced_accuracy_mean']:.3f}" if "balanced_accuracy_mean" in d else ""
+
+
 def distillation_rows(run: Path) -> list[tuple[str, str, str]]:
     rows = []
     evals = [_read(p) for p in (run / "distill").glob("*/ipc*/eval.json")]
     for e in sorted(evals, key=lambda e: (e["method"], int(e["ipc"]))):  # IPC 1, 2, 10: not as text
         b = e["baselines"]
-
-        def both(d, plain="mean", balanced="balanced_accuracy_mean"):
-            return f"{d[plain]:.3f} / {d[balanced]:.3f}" if balanced in d else f"{d[plain]:.3f}"
-
-        rows.append((f"distillation, {e['method']} IPC {e['ipc']}",
-                     "test accuracy / balanced (random; full data)",
-                     f"{_pm(e['accuracy_mean'], e['accuracy_sd'])} / {e['balanced_accuracy_mean']:.3f} "
-                     f"({both(b['random'])}; {both(b['full'])})" if "balanced_accuracy_mean" in e else
-                     f"{_pm(e['accuracy_mean'], e['accuracy_sd'])} ({both(b['random'])}; {both(b['full'])})"))
+        distilled = _pm(e["accuracy_mean"], e["accuracy_sd"]) + _balanced(e)
+        rows.append((f"distillation, {e['method']} IPC {e['ipc']}", "test accuracy / balanced (random; full data)",
+                     f"{distilled} ({b['random']['mean']:.3f}{_balanced(b['random'])}; "
+                     f"{b['full']['mean']:.3f}{_balanced(b['full'])})"))
     return rows
 
 

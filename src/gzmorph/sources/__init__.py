@@ -42,9 +42,9 @@ def read_source(source: str, data_dir: str | Path, **options) -> pd.DataFrame:
         return read_kaggle(data_dir)
     if source == "gz2":
         from .gz2 import read_gz2
-        from .gz2_remote import CATALOGUES, read_gz2_remote
+        from .gz2_remote import is_release, read_gz2_remote
 
-        if (Path(data_dir) / CATALOGUES["train"]).is_file() and not options.get("catalogue"):
+        if is_release(data_dir, options.get("catalogue")):
             return read_gz2_remote(data_dir)  # the downloaded Zoobot release
         return read_gz2(data_dir, **options)
     if source == "table":

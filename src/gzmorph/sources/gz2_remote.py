@@ -112,6 +112,12 @@ MISSING_QUESTIONS = tuple(q.number for q in GZ2_TREE.questions
 
 CATALOGUES = {"train": "gz2_train_catalog.parquet", "test": "gz2_test_catalog.parquet"}
 IMAGES_ARCHIVE = "images_gz2.tar.gz"
+
+
+def is_release(data_dir: str | Path, catalogue: str | None = None) -> bool:
+    """Whether a gz2 ``data_dir`` is read as the Zoobot release: it holds the release's train
+    catalogue and no Hart16 catalogue is named (``gz2.catalogue``)."""
+    return (Path(data_dir) / CATALOGUES["train"]).is_file() and not catalogue
 ID_COLUMN = "id_str"
 #: folders (relative to ``dest_dir``) searched for ``<subfolder>/<filename>``
 IMAGE_ROOTS = ("images", "images_gz2", ".")

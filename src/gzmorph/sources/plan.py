@@ -139,9 +139,9 @@ def image_folder(spec: dict, data_dir: str | Path) -> list[Path]:
 
         return [data_dir / IMAGES]
     if spec["source"] == "gz2":
-        from .gz2_remote import CATALOGUES, IMAGE_ROOTS
+        from .gz2_remote import IMAGE_ROOTS, is_release
 
-        if (data_dir / CATALOGUES["train"]).is_file() and not spec["options"].get("catalogue"):
+        if is_release(data_dir, spec["options"].get("catalogue")):
             return [data_dir / r for r in IMAGE_ROOTS]  # the Zoobot release, where read_gz2_remote looks
         return [data_dir / "images"]
     return []
@@ -203,11 +203,10 @@ def source_inputs(spec: dict, data_dir: str | Path) -> list[str]:
         return [str(find_catalogue(data_dir))]
     if kind == "gz2":
         from .gz2 import find_catalogue
-        from .gz2_remote import CATALOGUES
+        from .gz2_remote import CATALOGUES, is_release
 
-        release = [data_dir / name for name in CATALOGUES.values() if (data_dir / name).is_file()]
-        if (data_dir / CATALOGUES["train"]).is_file() and not spec["options"].get("catalogue"):
-            return [str(p) for p in release]  # the Zoobot release, which read_source reads then
+        if is_release(data_dir, spec["options"].get("catalogue")):  # what read_source reads then
+            return [str(data_dir / name) for name in CATALOGUES.values() if (data_dir / name).is_file()]
         return [str(find_catalogue(data_dir, spec["options"].get("catalogue") or None))]
     if kind == "table":
         from .table import TableSettings, catalogue_path

@@ -209,8 +209,8 @@ def read_catalogue_table(data_dir: Path, s: TableSettings) -> pd.DataFrame:
                 raise InputError(f"config table.image_pattern: {s.image_pattern!r} cannot name the image of "
                                  f"{row_name(file, i)} ({err})") from None
     for i, p in enumerate(paths):
-        if path_error(str(p)):
-            raise InputError(f"{name(i)}: {path_error(str(p))}")
+        if why := path_error(str(p)):
+            raise InputError(f"{name(i)}: {why}")
         if not image_suffix(p):
             raise InputError(f"{name(i)}: {p} is not an image file (JPEG, PNG or FITS: "
                              f"{', '.join(IMAGE_SUFFIXES)})")
@@ -267,8 +267,8 @@ def read_folder(data_dir: Path, s: TableSettings) -> pd.DataFrame:
                              f"<data_dir>/<class>/<image>; it holds {held or 'nothing'}); remove it or add its "
                              "images")
         for p in entries:
-            if path_error(str(p)):
-                raise InputError(f"{folder}: {path_error(str(p))}")
+            if why := path_error(str(p)):
+                raise InputError(f"{folder}: {why}")
             if p.is_dir():
                 raise InputError(f"{p}: a folder inside the class folder {folder.name!r}; the folder layout is "
                                  "<data_dir>/<class>/<image>, one level of class folders, so this is not a "
