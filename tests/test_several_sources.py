@@ -189,3 +189,23 @@ def test_hiwl5_all_config_is_valid_and_names_two_sources():
     assert dataset_name(config) == "hiwl5-all"
     runs = {k for k, v in stage_plan(config, specs, config["represent"]).items() if v["runs"]}
     assert runs == {"classify"} and config["classify"]["models"] == ["hiwl", "flat"]
+
+
+def test_a_label_cut_must_read_a_declared_label_column_at_dag_build():
+    """Only declared label columns are read as text and checked to be filled when the source is read;
+    an undeclared one read a class named 'NA' as an empty cell, and failed only at curation."""
+    from gzmorph.config_check import cut_errors
+
+    single = {"source": "table", "data_dir": "x", "cut": "m", "cuts": {"m": LABEL},
+              "table": {"catalogue": "c.csv", "image_column": "p"}}
+    assert cut_errors(single) == ["config cuts.m.column: 'morph' is not a label column of source 'table': "
+                                  "add it to config table.label_columns (now [])"]
+    single["table"]["label_columns"] = ["morph"]
+    assert cut_errors(single) == []
+    folder = {"cut": "hiwl5", "cuts": {"m": LABEL},
+              "sources": {"k": {"source": "kaggle", "data_dir": "a"},
+                          "f": {"source": "table", "data_dir": "b", "cut": "m", "table": {"layout": "folder"}}}}
+    assert cut_errors(folder) == ["config cuts.m.column: 'morph' is not a label column of source 'f': "
+                                  "the folder layout's label column is 'class'"]
+    folder["cuts"]["m"] = LABEL | {"column": "class"}
+    assert cut_errors(folder) == []

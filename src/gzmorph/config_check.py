@@ -273,6 +273,35 @@ def cut_errors(config: dict) -> list[str]:
                 get_cut(cut, user)
             except InputError as err:
                 out.append(str(err).replace("config cut:", f"config {key}:", 1))
+    return out if out else label_column_errors(config)
+
+
+def label_column_errors(config: dict) -> list[str]:
+    """A label cut of a table source reads a declared label column (``table.label_columns``; the
+    folder layout's is ``class``): only those are read as text (a class named ``NA`` or ``None`` stays
+    one) and checked to be filled when the source is read, not at curation."""
+    from .cuts import get_cut
+    from .sources.plan import several, source_specs
+
+    try:
+        specs = source_specs(config)
+    except InputError:  # a table block source_errors names
+        return []
+    out = []
+    for name, spec in specs.items():
+        if spec["source"] != "table":
+            continue
+        cut = get_cut(spec["cut"], config.get("cuts") or {})
+        if cut.kind != "label":
+            continue
+        opts = spec["options"]
+        declared = ["class"] if opts["layout"] == "folder" else list(opts["label_columns"])
+        if cut.column not in declared:
+            key = f"sources.{name}.table" if several(config) else "table"
+            where = ("the folder layout's label column is 'class'" if opts["layout"] == "folder" else
+                     f"add it to config {key}.label_columns (now {declared})")
+            out.append(f"config cuts.{cut.name}.column: {cut.column!r} is not a label column of source {name!r}: "
+                       f"{where}")
     return out
 
 
