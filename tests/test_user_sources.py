@@ -2,9 +2,10 @@
 
 A table source whose catalogue has string ids and FITS images that the test writes (3-band cubes,
 two shapes of galaxy, no vote fractions) is curated by its label column, classified (flat),
-embedded and searched for similar galaxies with a representation trained elsewhere (on synthetic
-galaxies, named in represent.model); the ids are unchanged in every output, the report included,
-and the report says why the stages that need vote fractions did not run.
+distilled (MTT and STM, the default preset), embedded and searched for similar galaxies with a
+representation trained elsewhere (on synthetic galaxies, named in represent.model); the ids are
+unchanged in every output, the report included, and the report says why the stages that need vote
+fractions did not run.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def user_run(tmp_path_factory):
         "cuts": {"morph": {"kind": "label", "column": "morphology"}},
         "table": {"catalogue": "catalogue.csv", "id_column": "galaxy", "image_column": "file",
                   "label_columns": ["morphology"], "fits": {"bands": 3, "stretch": 0.5, "Q": 8}},
-        "image_size": 32, "stages": ["classify", "represent"], "report": {"examples_per_class": 4},
+        "image_size": 32, "stages": ["classify", "distill", "represent"], "report": {"examples_per_class": 4},
         "classify": {"models": ["flat"], "epochs": 2, "patience": 0},
         "represent": {"model": str(model), "similarity": {"k": 5}},
     }
@@ -136,15 +137,22 @@ def test_ids_are_unchanged_in_every_output(user_run):
 
 
 def test_stages_ran_as_the_data_allow_and_the_report_says_why(user_run):
+    from gzmorph.distill import load_synthetic
+
     res, _, model = user_run
     assert (res / "classify" / "flat" / "metrics.json").exists()
     assert not (res / "classify" / "hiwl").exists()  # not the hiwl5 cut
-    assert not (res / "distill").exists() and not (res / "anomalies").exists() and not (res / "finetune").exists()
+    assert not (res / "anomalies").exists() and not (res / "finetune").exists()
+    for method in ("mtt", "stm"):  # distillation runs on the label cut of a catalogue with string ids
+        rec = json.loads((res / "distill" / method / "ipc1" / "eval.json").read_text())
+        assert rec["method"] == method and rec["ipc"] == 1 and 0 <= rec["accuracy_mean"] <= 1
+        syn = load_synthetic(res / "distill" / method / "ipc1" / "synthetic.pt")
+        assert syn["classes"] == ["edge-on", "round"] and tuple(syn["images"].shape[:2]) == (2, 3)
     assert (res / "represent" / "model.pt").read_bytes() == Path(model).read_bytes()
     assert not (res / "represent" / "checkpoints").exists()
     html = (res / "report" / "index.html").read_text()
     assert 'id="stages"' in html and 'id="represent-embeddings"' in html and 'id="represent-similarity"' in html
-    assert "not in the config&#x27;s stages" in html or "not in the config's stages" in html
+    assert 'id="distillation"' in html
     assert "Class6.1" in html and "represent.model" in html
 
 
