@@ -486,3 +486,30 @@ def test_a_hostile_model_header_is_no_traceback(tmp_path):
     assert bundle_header(tmp_path / "deep.pt") is None and bundle_header(tmp_path / "huge.pt") is None
     assert errors({"represent": {"model": str(tmp_path / "deep.pt")}}) == [
         f"config represent.model: {tmp_path / 'deep.pt'}: not a gzmorph representation model file"]
+
+
+def test_the_dag_build_imports_no_torch():
+    """Every `snakemake` command (even -n, --lint, --report, and each Slurm job) builds the DAG: the
+    modules the Snakefile and rules import, and the config check of every shipped config, stay
+    torch-free (the distill `augment` check loaded torch: +1 s per DAG build here)."""
+    import re
+    import subprocess
+    import sys
+
+    sources = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    modules = sorted({m for p in sources for m in re.findall(r"^\s*from (gzmorph[\w.]*) import", p.read_text(), re.M)})
+    assert "gzmorph.config_check" in modules and "gzmorph.stages" in modules
+    code = "\n".join([
+        "import sys, yaml",
+        "from pathlib import Path",
+        *[f"import {m}" for m in modules],
+        "from gzmorph.config_check import config_errors",
+        "from gzmorph.settings import deep_merge",
+        "base = yaml.safe_load(open('config.yaml'))",
+        "for over in [{}, *[yaml.safe_load(p.read_text()) for p in sorted(Path('configs').glob('*.yaml'))]]:",
+        "    config_errors(deep_merge(base, over), 'workflow/schemas/config.schema.yaml')",
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'matplotlib', 'sklearn')))",
+    ])
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout[:500]

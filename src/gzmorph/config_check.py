@@ -368,7 +368,7 @@ def augment_errors(config: dict) -> list[str]:
     """Each stage's ``augment`` setting as its training would read it: a wrong option or value is an
     error here, not when a batch first draws that op, partway through training."""
     from . import distill_settings as ds
-    from .augment import AugmentConfig, check_augment
+    from .augment_settings import AugmentConfig, check_augment
     from .classify_settings import ClassifySettings
     from .represent_settings import workflow_options
 
