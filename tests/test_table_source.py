@@ -88,6 +88,29 @@ def test_reserved_column_names_are_kept_under_another_name(tmp_path):
     assert "catalogue_split" in df.columns
 
 
+def test_a_label_column_named_label_serves_a_label_cut_and_a_finetune_label_as_written(tmp_path):
+    """The reader renames 'label' to 'catalogue_label'; the config still names it 'label' (the check
+    at DAG build wants it declared as 'label'), so curation and fine-tuning must find it."""
+    from gzmorph.cuts import cut_from_config
+    from gzmorph.finetune import task_labels
+    from gzmorph.represent_settings import FinetuneSettings
+
+    catalogue(tmp_path, {"id": [1, 2, 3], "p": ["1.png", "2.png", "3.png"], "label": ["E", "S", "E"]})
+    df = read_source("table", tmp_path, catalogue="cat.csv", image_column="p", label_columns=["label"])
+    cut = cut_from_config("m", {"kind": "label", "column": "label"}).resolve(df)
+    assert cut.class_names == ["E", "S"]
+    assert cut.assign_table(df)["label"].tolist() == [0, 1, 0]
+    labels, names, task = task_labels(FinetuneSettings(label="label"), df)
+    assert labels.tolist() == [0, 1, 0] and names == ["E", "S"] and task == "the classes of column 'label'"
+
+
+def test_a_reserved_column_whose_new_name_is_taken_is_one_error(tmp_path):
+    catalogue(tmp_path, {"id": [1, 2], "p": ["1.png", "2.png"], "label": ["a", "b"], "catalogue_label": ["c", "d"]})
+    with pytest.raises(InputError, match=r"cat.csv: column 'label' is renamed 'catalogue_label' .* also has a "
+                                         r"column 'catalogue_label'; rename one of them"):
+        read_source("table", tmp_path, catalogue="cat.csv", image_column="p")
+
+
 def test_declared_kaggle_votes_read_like_the_kaggle_source(tiny_kaggle):
     src = pd.read_csv(tiny_kaggle / "training_solutions_rev1.csv")
     src.insert(1, "file", [f"images_training_rev1/{i}.jpg" for i in src["GalaxyID"]])

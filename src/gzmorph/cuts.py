@@ -84,6 +84,14 @@ class ClassRule:
     values: tuple[str, ...] = ()  # label cuts: the column's values that make this class
 
 
+def source_column(table: pd.DataFrame, name: str) -> str:
+    """The column of a source table holding the catalogue's column ``name``: a table source renames
+    its catalogue's columns named like the standard table's (``label``, ``split``, ``source`` ...) to
+    ``catalogue_<name>`` (gzmorph.sources.table), and a config still names them as written."""
+    renamed = f"catalogue_{name}"
+    return renamed if renamed in table.columns else name
+
+
 def _label_text(v) -> str:
     """A label cell (or a config value) as the text classes are matched by."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
@@ -110,11 +118,12 @@ class Cut:
         return self.kind != "label"
 
     def _label_values(self, table: pd.DataFrame, where: str) -> pd.Series:
-        if self.column not in table.columns:
+        column = source_column(table, self.column)
+        if column not in table.columns:
             raise InputError(f"{where}: cut {self.name!r} takes its classes from the column {self.column!r}, "
                              f"which this source does not have (columns: {', '.join(map(str, table.columns[:12]))}"
                              f"{' ...' if len(table.columns) > 12 else ''})")
-        col = table[self.column]
+        col = table[column]
         empty = col.isna() | (col.astype(str).str.strip() == "")
         if empty.any():
             i = int(np.flatnonzero(empty.to_numpy())[0])

@@ -318,28 +318,30 @@ def task_labels(settings: FinetuneSettings, source: pd.DataFrame, curated: pd.Da
             raise InputError("represent.finetune.label: class needs the curated catalogue")
         codes = curated.set_index("id")["label"].reindex(source["id"].to_numpy())
         return codes.fillna(-1).to_numpy(np.int64), list(curated_classes), "the curated cut's classes"
-    col = settings.label
+    from .cuts import source_column
+
+    name, col = settings.label, source_column(source, settings.label)
     if col not in source.columns:
-        raise InputError(f"represent.finetune.label: no column {col!r} in the source catalogue "
+        raise InputError(f"represent.finetune.label: no column {name!r} in the source catalogue "
                          f"(choose rings, class or one of {', '.join(map(str, source.columns[:12]))} ...)")
     values = source[col]
     known = values.notna() & (values.astype(str).str.strip() != "")
     if settings.threshold is not None:
         x = pd.to_numeric(values, errors="coerce")
         if x[known].isna().any():
-            raise InputError(f"represent.finetune: column {col!r} has non-numeric values "
+            raise InputError(f"represent.finetune: column {name!r} has non-numeric values "
                              f"(e.g. {values[known & x.isna()].iloc[0]!r}) but threshold is set")
         labels = np.where(x.notna(), (x >= settings.threshold).astype(np.int64), -1)
         t = f"{settings.threshold:g}"
-        return labels, [f"{col} < {t}", f"{col} >= {t}"], f"{col} below vs at or above {t}"
+        return labels, [f"{name} < {t}", f"{name} >= {t}"], f"{name} below vs at or above {t}"
     x = pd.to_numeric(values, errors="coerce")
     if known.any() and x[known].notna().all() and (x[known] % 1 != 0).any():
-        raise InputError(f"represent.finetune: column {col!r} holds fractions: set "
+        raise InputError(f"represent.finetune: column {name!r} holds fractions: set "
                          f"represent.finetune.threshold to split it into two classes")
     names = sorted(values[known].astype(str).unique())
     pos = {n: i for i, n in enumerate(names)}
     labels = np.array([pos[str(v)] if k else -1 for v, k in zip(values, known)], dtype=np.int64)
-    return labels, names, f"the classes of column {col!r}"
+    return labels, names, f"the classes of column {name!r}"
 
 
 def _task_data(images_path, embeddings_path, source_path, curated_path, settings: FinetuneSettings):

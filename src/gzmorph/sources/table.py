@@ -162,10 +162,15 @@ def check_first_fits(paths, fits: FitsOptions) -> None:
         pass
 
 
-def _rename_reserved(df: pd.DataFrame) -> pd.DataFrame:
+def _rename_reserved(df: pd.DataFrame, file: Path) -> pd.DataFrame:
     """The catalogue's own columns named like the standard or curated table's (``id``, ``label`` ...)
-    become ``catalogue_<name>``."""
+    become ``catalogue_<name>`` (a label cut or a fine-tuning label still names them as written)."""
     clash = {c: f"catalogue_{c}" for c in ("id", "image_path", *RESERVED) if c in df.columns}
+    taken = [(c, new) for c, new in clash.items() if new in df.columns]
+    if taken:
+        c, new = taken[0]
+        raise InputError(f"{file}: column {c!r} is renamed {new!r} (the standard table has its own {c!r}), but the "
+                         f"catalogue also has a column {new!r}; rename one of them")
     return df.rename(columns=clash)
 
 
@@ -219,7 +224,7 @@ def read_catalogue_table(data_dir: Path, s: TableSettings) -> pd.DataFrame:
     votes = _votes(df, s, file, ids)
     rest = df.drop(columns=[s.id_column, *(["image_path"] if s.image_column == "image_path" else [])])
     rest = rest.drop(columns=[c for c in rest.columns if votes is not None and c in votes.columns])
-    parts = [out, *([votes] if votes is not None else []), _rename_reserved(rest)]
+    parts = [out, *([votes] if votes is not None else []), _rename_reserved(rest, file)]
     return pd.concat(parts, axis=1).reset_index(drop=True)
 
 
