@@ -513,3 +513,12 @@ def test_the_dag_build_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout[:500]
+
+
+def test_apply_to_names_that_differ_only_in_case_are_refused():
+    """classify/apply/M31 and classify/apply/m31 are one folder on macOS and Windows: one catalogue's
+    predictions would replace the other's."""
+    block = {"source": "kaggle", "data_dir": "x"}
+    assert errors({"classify": {"apply_to": {"M31": block, "m31": block}}}) == [
+        "config classify.apply_to: the catalogue names 'M31' and 'm31' differ only in case; on a case-insensitive "
+        "file system they are one folder under results/"]

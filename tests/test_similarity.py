@@ -43,3 +43,19 @@ def test_similarity_search_queries_and_truth():
     assert m["truth"]["column"] == "true_kind" and m["truth"]["precision_at_k"] == pytest.approx(1.0)
     with pytest.raises(InputError, match=r"query id\(s\) \[42\] do not exist"):
         similarity_search(ids, x, curated, source, SimilaritySettings(query_ids=[500, 42]))
+
+
+def test_the_gallery_draws_class_names_with_dollar_signs_as_written(tmp_path):
+    """Its titles are curated class names (cut keys, label values, folder names): '$\\alpha_{$' failed the
+    similarity rule with a mathtext traceback, and 'a $x$ b' was drawn as mathematics."""
+    import matplotlib
+
+    from gzmorph.imageset import write_images
+    from gzmorph.similarity import similarity_gallery
+
+    write_images(tmp_path / "images.parquet", np.array([1, 2, 3]), np.zeros((3, 8, 8, 3), np.uint8))
+    table = pd.DataFrame({"query_id": [1, 1], "rank": [1, 2], "neighbour_id": [2, 3],
+                          "query_label": ["$\\alpha_{$"] * 2, "neighbour_label": ["a $x$ b", "$\\alpha_{$"]})
+    with matplotlib.rc_context({"text.parse_math": True}):  # matplotlib's default, whatever ran before
+        similarity_gallery(table, tmp_path / "images.parquet", tmp_path / "gallery.png")
+    assert (tmp_path / "gallery.png").read_bytes().startswith(b"\x89PNG")

@@ -294,3 +294,34 @@ def test_fingerprint_of_string_ids_is_their_text():
     b = pd.Series(["007", "NGC1300"], dtype="string").to_numpy()
     assert a.dtype == object and fingerprint(a) == fingerprint(b) == fingerprint(np.array(["007", "NGC1300"]))
     assert fingerprint(a) != fingerprint(np.array(["007", "NGC1301"]))
+
+
+def test_a_file_name_in_another_encoding_is_one_error_naming_it(tmp_path):
+    """An archive made on Windows (cp1252 names) unpacked here: the folder layout, and the console
+    commands' folders, failed with a UnicodeEncodeError traceback when the ids were written."""
+    import os
+
+    from gzmorph.imagestream import find_images
+
+    for cls, name in (("round", b"1.png"), ("bar", b"\xe9t\xe9.png")):
+        (tmp_path / cls).mkdir()
+        Image.new("RGB", (8, 8)).save(os.fsdecode(os.fsencode(tmp_path / cls) + b"/" + name))
+    with pytest.raises(InputError, match=r"bar: the image path .*\\udce9t\\udce9.png' is not valid UTF-8; rename"):
+        read_source("table", tmp_path, layout="folder")
+    with pytest.raises(InputError, match=r"is not valid UTF-8; rename the file"):
+        find_images([tmp_path / "bar"])
+
+
+def test_class_names_match_whatever_unicode_form_they_are_written_in(tmp_path):
+    """macOS lists a folder 'anneau-é' decomposed (NFD), while YAML writes it composed (NFC): the
+    mapping never matched, and a column mixing both made two classes that look the same."""
+    import unicodedata
+
+    from gzmorph.cuts import cut_from_config
+
+    nfc, nfd = "anneau-é", unicodedata.normalize("NFD", "anneau-é")
+    assert nfc != nfd
+    table = pd.DataFrame({"id": [1, 2, 3], "class": [nfd, nfc, "autre"]})
+    assert cut_from_config("c", {"kind": "label", "column": "class"}).resolve(table).class_names == [nfc, "autre"]
+    mapped = cut_from_config("c", {"kind": "label", "column": "class", "classes": {"ring": nfc, "other": "autre"}})
+    assert mapped.assign_table(table)["label"].tolist() == [0, 0, 1]

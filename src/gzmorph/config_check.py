@@ -189,6 +189,12 @@ def name_errors(config: dict) -> list[str]:
     apply_to = classify.get("apply_to") if isinstance(classify, dict) else None
     for name in apply_to if isinstance(apply_to, dict) else {}:
         check("classify.apply_to", "the catalogue name ", str(name))
+    folded: dict[str, str] = {}
+    for name in map(str, apply_to if isinstance(apply_to, dict) else {}):  # one folder on macOS and Windows
+        if name.casefold() in folded:
+            out.append(f"config classify.apply_to: the catalogue names {folded[name.casefold()]!r} and {name!r} differ "
+                       "only in case; on a case-insensitive file system they are one folder under results/")
+        folded.setdefault(name.casefold(), name)
     sources = config.get("sources")
     for name in sources if isinstance(sources, dict) else {}:
         check("sources", "the source name ", str(name))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import operator
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -93,10 +94,11 @@ def source_column(table: pd.DataFrame, name: str) -> str:
 
 
 def _label_text(v) -> str:
-    """A label cell (or a config value) as the text classes are matched by."""
+    """A label cell (or a config value) as the text classes are matched by, in Unicode's composed
+    form (NFC): macOS lists a folder named 'é' decomposed, while YAML and most catalogues compose it."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         v = int(v)
-    return str(v.item() if isinstance(v, np.generic) else v).strip()
+    return unicodedata.normalize("NFC", str(v.item() if isinstance(v, np.generic) else v).strip())
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,11 @@ def find_images(items) -> list[Path]:
             paths.append(item)
         else:
             raise InputError(f"{item}: no such image file or folder")
+    from .manifest import encoding_error
+
+    for p in paths:  # its id is text in every output (a name in another encoding is not)
+        if why := encoding_error(str(p)):
+            raise InputError(why)
     return paths
 
 

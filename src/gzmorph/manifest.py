@@ -24,9 +24,20 @@ LINE_BREAK = re.compile("[\n\r\x00\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
 def path_error(path: str) -> str:
-    """Why ``path`` cannot be an image path of a source ("" when it can): a line break or NUL."""
+    """Why ``path`` cannot be an image path of a source ("" when it can): a line break or NUL, or
+    another encoding than UTF-8."""
     if LINE_BREAK.search(path):
         return f"the image path {path!r} holds a line break or NUL; rename the file"
+    return encoding_error(path)
+
+
+def encoding_error(path: str) -> str:
+    """Why the file name ``path`` cannot become an id or a line of text ("" when it can): a name in
+    another encoding than UTF-8 (e.g. cp1252, from an archive made on Windows)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"the image path {path!r} is not valid UTF-8; rename the file"
     return ""
 
 

@@ -169,6 +169,8 @@ def similarity_gallery(table: pd.DataFrame, images_path, out_path, max_queries: 
         for c, img in enumerate(imgs):
             axes[r, c].imshow(img)
             lab = t["query_label"].iloc[0] if c == 0 else t["neighbour_label"].iloc[c - 1]
-            axes[r, c].set_title(("query: " if c == 0 else f"{c}: ") + (str(lab) if lab else "–"), fontsize=6)
+            # class names as written ('$' is no mathematics: a name such as '$\\alpha_{$' failed the rule)
+            axes[r, c].set_title(("query: " if c == 0 else f"{c}: ") + (str(lab) if lab else "–"), fontsize=6,
+                                 parse_math=False)
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
