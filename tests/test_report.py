@@ -371,3 +371,13 @@ def test_the_results_table_orders_ipcs_as_numbers(tmp_path):
     (tmp_path / "distill" / "mtt" / "ipc1" / "eval.json").write_text(json.dumps(ev))
     row = distillation_rows(tmp_path)[0]  # plain and balanced, as the issue asks of every accuracy
     assert row[1:] == ("test accuracy / balanced (random; full data)", "0.500 / 0.450 (0.200 / 0.160; 0.800 / 0.140)")
+
+
+def test_export_names_made_unique_never_take_a_name_given_as_such():
+    """Exports named x, x and x-2 (ids 'A1', 'a1' and 'a1-2' give such names) became x, x-2 and x-2:
+    one file written over another."""
+    from gzmorph.report.exports import Export, unique_exports
+
+    names = ["x", "x", "x-2", "x"]
+    out = unique_exports([Export("figure", n, None, "", False) for n in names] + [Export("table", "x", None, "", False)])
+    assert [e.name for e in out] == ["x", "x-3", "x-2", "x-4", "x"]

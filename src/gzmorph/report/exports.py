@@ -27,13 +27,17 @@ TABLE_SUFFIX = ".tsv"
 
 def unique_exports(exports) -> list[Export]:
     """``exports`` with repeated names made unique (``name``, ``name-2``, ``name-3`` ...)."""
-    seen: dict[str, int] = {}
+    exports = list(exports)
+    taken = {(e.kind == "table", e.name) for e in exports}  # a name given as such ('x-2') is never reused
+    used: set = set()
     out = []
     for e in exports:
-        key = (e.kind == "table", e.name)
-        n = seen.get(key, 0) + 1
-        seen[key] = n
-        out.append(e if n == 1 else Export(e.kind, f"{e.name}-{n}", e.data, e.caption, e.index))
+        table, n, name = e.kind == "table", 1, e.name
+        while (table, name) in used or (name != e.name and (table, name) in taken):
+            n += 1
+            name = f"{e.name}-{n}"
+        used.add((table, name))
+        out.append(e if name == e.name else Export(e.kind, name, e.data, e.caption, e.index))
     return out
 
 
