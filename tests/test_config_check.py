@@ -522,3 +522,22 @@ def test_apply_to_names_that_differ_only_in_case_are_refused():
     assert errors({"classify": {"apply_to": {"M31": block, "m31": block}}}) == [
         "config classify.apply_to: the catalogue names 'M31' and 'm31' differ only in case; on a case-insensitive "
         "file system they are one folder under results/"]
+
+
+def test_the_map_method_is_decided_at_dag_build(monkeypatch):
+    """`auto` became UMAP or PCA inside the embed job, by whether umap-learn happened to be installed,
+    so installing it never reran the map; `umap` without the package failed after training."""
+    import importlib.util
+
+    from gzmorph.represent_settings import workflow_options
+
+    real = importlib.util.find_spec
+    for installed in (False, True):
+        monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: object() if n == "umap" and installed
+                            else None if n == "umap" else real(n, *a))
+        assert workflow_options({"map_method": "auto"})[0]["map_method"] == ("umap" if installed else "pca")
+        assert workflow_options({"map_method": "pca"})[0]["map_method"] == "pca"
+        umap = errors({"represent": {"map_method": "umap"}})
+        assert umap == ([] if installed else [
+            "config represent.map_method: umap needs the umap-learn package, which this environment lacks "
+            "(pip install 'gzmorph[umap]'); or choose pca"])

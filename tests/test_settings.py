@@ -121,3 +121,37 @@ def test_the_conda_environment_installs_this_checkout_from_where_snakemake_build
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     (editable,) = [p.split(None, 1)[1] for p in pip if p.startswith("-e ")]
     assert ((REPO / ".snakemake" / "conda" / editable).resolve() / "pyproject.toml").is_file()
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """Dependencies are derived from the code: each package that src/gzmorph, the rule scripts and the
+    rules import is in pyproject.toml (scipy was imported directly but came only through
+    scikit-learn, whose range allows a SciPy older than the code needs), or in an extra."""
+    import ast
+    import re
+    import sys
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    files = [*(REPO / "src" / "gzmorph").rglob("*.py"), *(REPO / "workflow" / "scripts").glob("*.py")]
+    top = set()
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                top |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                top.add(node.module.split(".")[0])
+    for f in [REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")]:
+        top |= {m.split(".")[0] for m in re.findall(r"^\s*(?:from|import) ([\w.]+)", f.read_text(), re.M)}
+    third = sorted(top - set(sys.stdlib_module_names) - {"gzmorph", "__future__"})
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[ ;]", d)[0].lower().replace("_", "-")
+                for d in [*project["dependencies"], *sum(project["optional-dependencies"].values(), [])]}
+    installed = packages_distributions()
+    optional = {"umap": ["umap-learn"]}  # imported where installed; not in this environment
+
+    def dists(module):
+        return installed.get(module) or optional.get(module, [module])
+
+    missing = {m: dists(m) for m in third if not any(d.lower().replace("_", "-") in declared for d in dists(m))}
+    assert missing == {}, missing

@@ -161,4 +161,17 @@ def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:
     opts["pretrained"] = rep.pretrained or None
     opts["patience"] = rep.patience or None
     opts["seed"] = int(seed)
-    return asdict(rep), opts
+    return {**asdict(rep), "map_method": map_method(rep.map_method)}, opts
+
+
+def map_method(method: str) -> str:
+    """``represent.map_method`` as the embed rule runs it, decided when the DAG is built (so that
+    installing or removing umap-learn reruns the map): ``auto`` is ``umap`` where umap-learn is
+    installed, else ``pca``; ``umap`` without it is one error, not a failed job after training."""
+    from importlib.util import find_spec
+
+    has_umap = find_spec("umap") is not None
+    if method == "umap" and not has_umap:
+        raise InputError("represent.map_method: umap needs the umap-learn package, which this environment lacks "
+                         "(pip install 'gzmorph[umap]'); or choose pca")
+    return ("umap" if has_umap else "pca") if method == "auto" else method
