@@ -187,10 +187,18 @@ def test_early_stopping_stops_and_keeps_best(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     torch.save({**best, "model": snapshots[3], "epoch": 3}, tmp_path / "best.pt")
     third = mlp()
-    fit(third, nn.CrossEntropyLoss(), (x, y), toy(16, seed=1), epochs=8, batch_size=16,
-        metrics_fn=lambda o, t: {"score": 0.0}, monitor="val_score", mode="max", patience=2,
-        checkpoint_dir=tmp_path, progress=False, device="cpu")
+    res3 = fit(third, nn.CrossEntropyLoss(), (x, y), toy(16, seed=1), epochs=8, batch_size=16,
+               metrics_fn=lambda o, t: {"score": 0.0}, monitor="val_score", mode="max", patience=2,
+               checkpoint_dir=tmp_path, progress=False, device="cpu")
     assert all(torch.equal(v, snapshots[4][k]) for k, v in third.state_dict().items())
+    # ... and the record names the epoch the weights are (it named epoch 2 for epoch 4's weights)
+    assert (res3.best_epoch, res3.best_metric) == (4, 0.4)
+    (tmp_path / "best.pt").unlink()  # a clean-up cut short between best.pt and last.pt: the same
+    fourth = mlp()
+    res4 = fit(fourth, nn.CrossEntropyLoss(), (x, y), toy(16, seed=1), epochs=8, batch_size=16,
+               metrics_fn=lambda o, t: {"score": 0.0}, monitor="val_score", mode="max", patience=2,
+               checkpoint_dir=tmp_path, progress=False, device="cpu")
+    assert same_weights(fourth, third) and (res4.best_epoch, res4.best_metric) == (4, 0.4)
 
 
 def test_a_tie_of_the_metric_with_a_lower_validation_loss_is_an_improvement():

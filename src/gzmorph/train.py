@@ -325,11 +325,14 @@ def _fit_epochs(loop, x, y, val, epochs, batch_size, seed, metrics_fn, monitor, 
             best = read_checkpoint(ckdir / "best.pt")
             if best.get("epoch") == state["best_epoch"] and not resume_mismatch(best, meta):
                 best_state = best["model"]
-            else:  # written by an attempt killed before its last.pt, whose epoch the rerun did not repeat
-                log.warning("%s holds epoch %s, not the best epoch %s of this run; keeping the last epoch's "
-                            "weights", ckdir / "best.pt", best.get("epoch"), state["best_epoch"])
         if best_state is not None:
             model.load_state_dict(best_state)
+        elif state["best_epoch"] != state["epoch"]:
+            # best.pt gone (a clean-up cut short) or of another attempt (killed before its last.pt, whose
+            # epoch the rerun did not repeat): the model keeps the last epoch, and its record says so
+            log.warning("%s: no weights of the best epoch %s (best.pt missing or of another epoch); keeping the "
+                        "last epoch %s's, recorded as the best", ckdir, state["best_epoch"], state["epoch"])
+            state.update(best_epoch=state["epoch"], best_metric=state["history"][-1].get(monitor))
     D.barrier()  # every rank has read the checkpoints before rank 0's caller removes them
     return FitResult(state["history"], state["best_epoch"], state["best_metric"],
                      state["done"], ckdir, meta)
