@@ -315,15 +315,28 @@ def test_one_module_edit_plans_its_rules_and_what_follows_them(synthetic_run):
 
 
 def test_a_replaced_image_reruns_preprocessing(synthetic_run):
+    """A replaced image reruns the rules that decode images, but the manifest is not rewritten while
+    another Snakemake run holds it (a dry run beside a real one): that run would record the rewritten
+    manifest for a store decoded from the old image, and the next run would see nothing to do."""
     res = synthetic_run / "results" / "synthetic-hiwl5"
     first, second = sorted((res / "source" / "synthetic").rglob("*.jpg"))[:2]
     original, st = first.read_bytes(), first.stat()
     first.write_bytes(second.read_bytes())
+    manifest = res / "source" / "images.manifest.tsv"
+    before = manifest.read_text()
+    lock = synthetic_run / ".snakemake" / "locks" / "99.input.lock"  # another run holds the manifest
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"results/synthetic-hiwl5/curated/images.parquet\n{manifest.relative_to(synthetic_run)}\n")
     try:
+        beside = smk(synthetic_run, "-n", config=TINY)
+        lock.unlink()
+        assert manifest.read_text() == before  # its jobs' record would otherwise take the new stat
         jobs = planned_jobs(smk(synthetic_run, "-n", config=TINY))
     finally:
+        lock.unlink(missing_ok=True)
         first.write_bytes(original)
         os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "another Snakemake run is using it" in beside.stdout + beside.stderr
     assert {"preprocess_images", "represent_images", "split", "train_classifier", "report"} <= set(jobs)
     assert not {"simulate_galaxies", "source_table", "select"} & set(jobs)
     assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # restored as it was: nothing to do

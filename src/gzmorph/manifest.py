@@ -64,8 +64,9 @@ def write_manifest(path: str | Path, image_paths: Iterable[str]) -> None:
         Path(tmp).write_text(text)
 
 
-def refresh_manifest(path: str | Path) -> bool:
-    """Re-stat the images a manifest lists; rewrite it if any changed.  True when it was rewritten."""
+def refresh_manifest(path: str | Path, write: bool = True) -> bool:
+    """Re-stat the images a manifest lists; rewrite it if any changed.  True when it was rewritten
+    (``write=False``: when it would be, leaving it as it is)."""
     path = Path(path)
     try:
         old = path.read_text().split("\n")[:-1]  # lines as written (a path may hold other separators)
@@ -74,11 +75,30 @@ def refresh_manifest(path: str | Path) -> bool:
     if not old or old[0] != HEADER:
         return False  # not ours (or an older layout): the source rule rewrites it
     if any(line.count("\t") < 2 for line in old[1:]):  # a path with a line break, listed by an older gzmorph
-        path.unlink()  # the source rule writes it again, and names the path that cannot be listed
+        if write:
+            path.unlink()  # the source rule writes it again, and names the path that cannot be listed
         return True
     new = [HEADER, *manifest_lines(line.split("\t", 2)[2] for line in old[1:])]
     if new == old:
         return False
+    if not write:
+        return True
     with atomic_path(path) as tmp:
         Path(tmp).write_text("\n".join(new) + "\n")
     return True
+
+
+def manifest_in_use(path: str | Path, lock_dir: str | Path = ".snakemake/locks") -> bool:
+    """Whether a running Snakemake process holds ``path`` (listed in one of its lock files, which
+    name every input and output of the run's jobs, relative to the working folder).  Such a run
+    records the manifest as its jobs' input when they finish: rewriting it under them would mark a
+    store decoded from the old images as up to date."""
+    target = os.path.abspath(path)
+    for lock in Path(lock_dir).glob("*.lock"):
+        try:
+            keys = lock.read_text().splitlines()
+        except OSError:
+            continue
+        if any(os.path.abspath(k) == target for k in keys):
+            return True
+    return False

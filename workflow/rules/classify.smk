@@ -159,7 +159,7 @@ rule report_classification:
 
 # each other catalogue's image manifest, re-stat at every DAG build like the source's (IMAGE_MANIFEST)
 for _name in APPLY_SOURCES:
-    refresh_manifest(res(f"classify/apply/{_name}/images.manifest.tsv"))
+    refresh_images(res(f"classify/apply/{_name}/images.manifest.tsv"))
 
 
 rule apply_source_table:

@@ -1,6 +1,7 @@
 # Helpers shared by the workflow: config checks, paths, code dependencies, targets.
 from dataclasses import asdict
 from pathlib import Path
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -10,7 +11,7 @@ from gzmorph.codedeps import foreign_modules, import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
-from gzmorph.manifest import refresh_manifest
+from gzmorph.manifest import manifest_in_use, refresh_manifest
 from gzmorph.pretrained import encoder_files
 from gzmorph.represent_settings import RepresentSettings
 from gzmorph.sources.plan import (
@@ -69,10 +70,27 @@ def bench_path(name):
     return inside_results(f"{RESULTS}/benchmarks/{name}.tsv", f"bench_path({name!r})")
 
 
-# size and mtime of every source image (gzmorph.manifest): re-stat here, at every DAG build, so
-# that a replaced, restored, added or removed image reruns the rules that decode images
+def refresh_images(manifest):
+    """Re-stat the images of ``manifest`` (gzmorph.manifest) at this DAG build, so that a replaced,
+    restored, added or removed image reruns the rules that decode images. Not in a cluster job's own
+    parse, nor while another Snakemake run holds the manifest (a dry run beside it): that run records
+    the manifest as its jobs' input when they finish, and a rewrite under it would mark a store
+    decoded from the old images as up to date. Such a run is told, and the next DAG build re-stats."""
+    if not workflow.is_main_process:
+        return
+    if not manifest_in_use(manifest):
+        refresh_manifest(manifest)
+    elif refresh_manifest(manifest, write=False):
+        print(
+            f"gzmorph: images listed in {manifest} changed, but another Snakemake run is using it; "
+            "run again when it has finished to plan their rules",
+            file=sys.stderr,
+        )
+
+
+# size and mtime of every source image (gzmorph.manifest), re-stat at every DAG build
 IMAGE_MANIFEST = res("source/images.manifest.tsv")
-refresh_manifest(IMAGE_MANIFEST)
+refresh_images(IMAGE_MANIFEST)
 
 
 def named(**params):
