@@ -541,3 +541,23 @@ def test_the_map_method_is_decided_at_dag_build(monkeypatch):
         assert umap == ([] if installed else [
             "config represent.map_method: umap needs the umap-learn package, which this environment lacks "
             "(pip install 'gzmorph[umap]'); or choose pca"])
+
+
+def test_a_representation_from_elsewhere_gets_images_cropped_as_it_was_trained(tmp_path):
+    """represent_images cropped the run's way (crop_fraction), whatever the imported model was trained
+    on, while `gzmorph embed` used the model's recorded crop: two scales for one model."""
+    from gzmorph.models import create_model
+    from gzmorph.represent import MODEL_FORMAT
+    from gzmorph.represent_settings import representation_crop
+
+    model = create_model("cnn", 37, 64, widths=(4, 8))
+    bundle = {"format": MODEL_FORMAT, "image_size": 64, "norm": {"mean": [0.1], "std": [0.2]},
+              "model_config": model.config, "state_dict": model.state_dict()}
+    save_bundle(tmp_path / "old.pt", bundle, MODEL_FORMAT)  # a file from before the record: the run's crop
+    save_bundle(tmp_path / "wide.pt", {**bundle, "preprocess": {"crop_fraction": 0.9}}, MODEL_FORMAT)
+    config = deep_merge(copy.deepcopy(BASE), {"crop_fraction": 0.5})
+    assert representation_crop(config) == 0.5
+    assert representation_crop(deep_merge(config, {"represent": {"model": str(tmp_path / "old.pt")}})) == 0.5
+    assert representation_crop(deep_merge(config, {"represent": {"model": str(tmp_path / "wide.pt")}})) == 0.9
+    smk = (REPO / "workflow" / "rules" / "represent.smk").read_text()
+    assert "crop_fraction=REPRESENT_CROP" in smk and "REPRESENT_CROP = representation_crop(config)" in smk

@@ -143,6 +143,20 @@ def representation_image_size(config: dict) -> int:
     return RepresentSettings.from_config(config.get("represent")).image_size or int(config["image_size"])
 
 
+def representation_crop(config: dict) -> float:
+    """The crop of the representation's images: ``represent.model``'s own, as its file records it
+    (the images it was trained on; what the console commands use too), else ``crop_fraction``."""
+    model = (config.get("represent") or {}).get("model")
+    if model:
+        from .io import bundle_header
+
+        bundle = (bundle_header(model) or {}).get("bundle") or {}
+        crop = (bundle.get("preprocess") or {}).get("crop_fraction") if isinstance(bundle, dict) else None
+        if isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1:
+            return float(crop)
+    return float(config["crop_fraction"])
+
+
 # represent.preset picks one; every other key under `represent:` overrides it.  A preset states only
 # what it changes of the defaults above (RepresentSettings, their one source).
 REPRESENT_PRESETS = {

@@ -12,12 +12,14 @@
 # parts that need vote fractions run only where every source has them (gzmorph.stages, STAGE_PLAN).
 
 from gzmorph.distributed import rule_resources
-from gzmorph.represent_settings import representation_image_size, workflow_options
+from gzmorph.represent_settings import representation_crop, representation_image_size, workflow_options
 
 # the represent: block over its defaults (gzmorph.represent_settings, the one place they live)
 REPRESENT, REPRESENT_TRAIN_OPTIONS = workflow_options(config["represent"], config["seed"])
 # the side of its images: represent.image_size (224 with represent.preset: paper), else image_size
 REPRESENT_IMAGE_SIZE = representation_image_size(config)
+# their crop: represent.model's own (the images it was trained on), else crop_fraction
+REPRESENT_CROP = representation_crop(config)
 # represent.processes > 1: data-parallel training (gzmorph.distributed), as in classify.smk
 try:
     REPRESENT_RESOURCES = rule_resources(
@@ -86,7 +88,7 @@ rule represent_images:
     params:
         **named(
             image_size=REPRESENT_IMAGE_SIZE,
-            crop_fraction=config["crop_fraction"],
+            crop_fraction=REPRESENT_CROP,
             max_bad_fraction=config["max_bad_image_fraction"],
             max_image_pixels=config["max_image_pixels"],
             fits=SOURCE_FITS,
