@@ -287,6 +287,22 @@ def test_bad_inputs(tmp_path, tiny_data, experts):
         distill(tiny_data, experts, DistillConfig(ipc=1, max_start_epoch=1, expert_epochs=1), {**MC, "width": 8})
 
 
+def test_two_rollbacks_in_a_row_return_to_the_last_good_state():
+    """A rollback must not hand the last good momentum itself to the optimiser: the next step would
+    change it in place, and a second rollback would return to that changed state."""
+    from gzmorph.distill import _Synthetic
+
+    syn = _Synthetic(torch.zeros(2, 3, 4, 4), 1, DistillConfig(alpha0=0.05, lr_img=1.0, lr_alpha=1e-3))
+    g = torch.ones(2, 3, 4, 4)
+    assert syn.step(1.0, g, torch.tensor(0.0), 0) is None
+    good = [t.clone() for t in (syn.images.detach(), syn.opt_img.state[syn.images]["momentum_buffer"])]
+    for _ in range(2):  # α leaves (0, alpha_max] after the images' step: rolled back
+        assert syn.step(1.0, g, torch.tensor(-1e9), 0)
+        syn.roll_back(1, "alpha")
+        assert torch.equal(syn.images.detach(), good[0])
+        assert torch.equal(syn.opt_img.state[syn.images]["momentum_buffer"], good[1])
+
+
 def _bench_distill():
     """``benchmarks/bench_distill.py`` as a module (the benchmarks folder is not a package)."""
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")

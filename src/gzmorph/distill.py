@@ -296,7 +296,9 @@ class _Synthetic:
         with torch.no_grad():
             self.images.copy_(images)
         self.param, self.buf, self.n_used = param.clone(), buf.clone(), n_used
-        self.opt_img.load_state_dict(opt_img)
+        # a copy: the optimiser adopts the state's tensors, and its next step would change the last good
+        # momentum in place (a second rollback in a row would return to that changed momentum)
+        self.opt_img.load_state_dict(copy.deepcopy(opt_img))
         self._set_lrs(self.lr_img * 0.5, self.lr_alpha * 0.5)
         log.warning("iteration %d: %s -> rolled back, lr_img %.4g, lr_alpha %.4g", iteration, why, self.lr_img,
                     self.lr_alpha)
