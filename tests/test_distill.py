@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -11,11 +12,12 @@ import sys
 import pytest
 import torch
 
+import gzmorph.distill as distill_module
 from gzmorph.augment import AugmentConfig, BatchTransform
-from gzmorph.distill import DistillConfig, STMConfig, check_ipc, distill, write_outputs
+from gzmorph.distill import AUGMENT, DistillConfig, STMConfig, check_ipc, distill, write_outputs
 from gzmorph.distill_eval import EvalConfig, eval_record, evaluate_baseline, evaluate_synthetic
 from gzmorph.experts import ExpertConfig, step_generator, train_expert
-from gzmorph.io import InputError, write_json
+from gzmorph.io import InputError, load_bundle, save_bundle, write_json
 from gzmorph.matching import matching_loss
 from gzmorph.models import build_convnet
 from gzmorph.report import read_fragment
@@ -285,6 +287,150 @@ def test_bad_inputs(tmp_path, tiny_data, experts):
         distill(tiny_data, experts, DistillConfig(max_start_epoch=3, expert_epochs=2, ipc=1), MC)
     with pytest.raises(InputError, match="another set-up"):
         distill(tiny_data, experts, DistillConfig(ipc=1, max_start_epoch=1, expert_epochs=1), {**MC, "width": 8})
+
+
+# --------------------------------------------------------------------------- resuming after a kill
+
+# MTT: rollbacks at iterations 0 and 5; STM (one α per epoch): the cap grows at 2 and 5, fine-tuning
+# from 14, the stop at 18
+RESUMABLE = {
+    "mtt": DistillConfig(method="mtt", ipc=2, syn_steps=3, expert_epochs=1, max_start_epoch=2, iterations=12,
+                         memory="unroll", lr_img=10.0, lr_alpha=1e-2, alpha0=0.05, alpha_max=0.2, max_rollbacks=100),
+    "stm": DistillConfig(method="stm", ipc=2, syn_steps=3, iterations=30, memory="unroll", lr_img=10.0,
+                         lr_alpha=1e-4, alpha0=0.05,
+                         stm=STMConfig(check_every=3, r_down=0.01, r_up=0.01, patience=6, ft_every=2, ft_factor=0.5,
+                                       lr_floor=2.0, alpha_per_epoch=True)),
+}
+
+
+class Killed(Exception):
+    """A test's kill: raised inside an iteration, which stops the run as a SIGKILL would."""
+
+
+def _killed_at(monkeypatch, iteration: int, *args, **kwargs) -> None:
+    """Run :func:`distill` (checkpointing every iteration) until it is killed in ``iteration``."""
+    match = distill_module._Run.match
+
+    def killing(self, syn, it, *a, **kw):
+        if it == iteration:
+            raise Killed(it)
+        return match(self, syn, it, *a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(distill_module._Run, "match", killing)
+        with pytest.raises(Killed):
+            distill(*args, checkpoint_every=0, **kwargs)
+
+
+def _saved(work) -> dict:
+    # imported here, so that each test fails on its own on code without the module
+    from gzmorph.distill_checkpoint import CHECKPOINT_FORMAT
+
+    return load_bundle(work / "checkpoint.pt", CHECKPOINT_FORMAT, "checkpoint")
+
+
+_UNINTERRUPTED: dict = {}
+
+
+def _uninterrupted(data, experts, cfg, augment=AUGMENT) -> dict:
+    """The run without a kill or work folder (once per module for each set-up)."""
+    key = repr((cfg, [str(p) for p in experts], augment))
+    if key not in _UNINTERRUPTED:
+        _UNINTERRUPTED[key] = distill(data, experts, cfg, MC, augment=augment)
+    return _UNINTERRUPTED[key]
+
+
+def _same_run(a: dict, b: dict) -> None:
+    """Bit-identical results (the rows without their wall times; NaN equal to NaN)."""
+    def plain(rows):
+        return json.dumps([{k: v for k, v in r.items() if k != "seconds"} for r in rows], sort_keys=True)
+
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["alpha"], b["alpha"])
+    for key in ("history", "stage_log", "events"):
+        assert plain(a[key]) == plain(b[key]), key
+    assert (a["iterations"], a["final_cap"]) == (b["iterations"], b["final_cap"])
+
+
+def _checkpoint_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "checkpoint" in r.getMessage()]
+
+
+@pytest.mark.parametrize("method, kills", [("mtt", (3, 8)), ("stm", (5, 16))])
+def test_a_killed_distillation_resumes_and_ends_as_the_uninterrupted_run(tmp_path, tiny_data, experts, method,
+                                                                         kills, monkeypatch, caplog):
+    """Killed twice and resumed each time from its checkpoint (MTT: after a rollback, then after the
+    next; STM: mid-stage with the cap grown and a record of next-epoch losses, then while fine-tuning
+    with the image lr decayed), the run ends bit-identical to the uninterrupted one: images, α,
+    history, stage log and events (on the CPU the same float operations run in the same order)."""
+    cfg = RESUMABLE[method]
+    whole = _uninterrupted(tiny_data, experts, cfg)
+    work = tmp_path / "run.work"
+    first, second = kills
+    _killed_at(monkeypatch, first, tiny_data, experts, cfg, MC, work_dir=work)
+    saved = _saved(work)
+    assert saved["iteration"] == first
+    assert len(saved["history"]) == sum(r["iteration"] < first for r in whole["history"])
+    if method == "mtt":
+        assert saved["synthetic"]["n_rollbacks"] == 1
+    else:  # a state of the schedule that a fresh one does not have
+        assert saved["schedule"]["cap"] == 2 and len(saved["schedule"]["record"]) == 2
+        assert saved["synthetic"]["n_used"] == 2
+    with caplog.at_level("INFO", logger="gzmorph"):
+        _killed_at(monkeypatch, second, tiny_data, experts, cfg, MC, work_dir=work)
+        assert f"resumed at iteration {first} of {cfg.iterations}" in caplog.text
+        saved = _saved(work)
+        assert saved["iteration"] == second
+        assert saved["synthetic"]["n_rollbacks"] == 2 if method == "mtt" else saved["schedule"]["mode"] == "finetune"
+        caplog.clear()
+        resumed = distill(tiny_data, experts, cfg, MC, work_dir=work, checkpoint_every=0)
+        assert f"resumed at iteration {second} of {cfg.iterations}" in caplog.text
+    assert not _checkpoint_warnings(caplog)
+    _same_run(resumed, whole)
+    assert resumed["seconds"] >= saved["seconds"]  # the killed processes' time counts
+
+
+@pytest.mark.parametrize("change", ["config", "augment", "experts"])
+def test_a_checkpoint_of_another_run_is_set_aside(tmp_path, tiny_data, experts, change, monkeypatch, caplog):
+    """Another seed, augmentation or set of experts (here: the same files in another order) does not
+    continue a checkpoint: one warning names what differs, and the run is the one from scratch."""
+    cfg = RESUMABLE["mtt"]
+    work = tmp_path / "run.work"
+    _killed_at(monkeypatch, 4, tiny_data, experts, cfg, MC, work_dir=work)
+    other = {"config": (dataclasses.replace(cfg, seed=1), experts, AUGMENT), "augment": (cfg, experts, False),
+             "experts": (cfg, experts[::-1], AUGMENT)}[change]
+    with caplog.at_level("INFO", logger="gzmorph"):
+        r = distill(tiny_data, other[1], other[0], MC, augment=other[2], work_dir=work, checkpoint_every=0)
+    warnings = _checkpoint_warnings(caplog)
+    assert len(warnings) == 1 and f"of another run ({change} differ)" in warnings[0], warnings
+    assert "resumed" not in caplog.text
+    _same_run(r, _uninterrupted(tiny_data, other[1], other[0], other[2]))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled", "inconsistent"])
+def test_an_unreadable_checkpoint_is_set_aside_with_a_warning(tmp_path, tiny_data, experts, damage, monkeypatch,
+                                                              caplog):
+    """A truncated checkpoint, a pickle in its place (never loaded) or one of this run's identity whose
+    state does not fit the run: one warning, no traceback, and the run is the one from scratch."""
+    cfg = RESUMABLE["mtt"]
+    work = tmp_path / "run.work"
+    _killed_at(monkeypatch, 4, tiny_data, experts, cfg, MC, work_dir=work)
+    path = work / "checkpoint.pt"
+    if damage == "truncated":
+        os.truncate(path, path.stat().st_size // 2)
+    elif damage == "pickled":  # (written beside it and moved: the loaded tensors map the file)
+        torch.save(dict(_saved(work)), work / "pickle.pt")
+        os.replace(work / "pickle.pt", path)
+    else:
+        saved = _saved(work)
+        saved["synthetic"]["images"] = saved["synthetic"]["images"][:1]
+        save_bundle(path, saved, saved["format"])
+    with caplog.at_level("INFO", logger="gzmorph"):
+        r = distill(tiny_data, experts, cfg, MC, work_dir=work, checkpoint_every=0)
+    warnings = _checkpoint_warnings(caplog)
+    reason = "cannot be restored" if damage == "inconsistent" else "unreadable"
+    assert len(warnings) == 1 and reason in warnings[0] and "distilling from iteration 0" in warnings[0], warnings
+    assert "resumed" not in caplog.text
+    _same_run(r, _uninterrupted(tiny_data, experts, cfg))
 
 
 def test_two_rollbacks_in_a_row_return_to_the_last_good_state():

@@ -58,6 +58,21 @@ class STMSchedule:
         self.stage_len = 0  # good iterations of this stage
         self.r = self.sigma = math.nan  # the trend test of the last update (NaN: none)
 
+    def state_dict(self) -> dict:
+        """What :meth:`update` has changed (plain values): with :meth:`load_state_dict`, a resumed run
+        continues the schedule exactly (:mod:`gzmorph.distill_checkpoint`)."""
+        return {"cap": self.cap, "mode": self.mode, "record": list(self.record), "stage_len": self.stage_len,
+                "r": self.r, "sigma": self.sigma}
+
+    def load_state_dict(self, state: dict) -> None:
+        cap, mode = int(state["cap"]), str(state["mode"])
+        if not 1 <= cap <= max(1, self.n_epochs) or mode not in ("stage", "finetune"):
+            raise ValueError(f"STM schedule state with cap {cap} of {self.n_epochs} epochs, mode {mode!r}")
+        self.cap, self.mode = cap, mode
+        self.record = [float(v) for v in state["record"]]
+        self.stage_len = int(state["stage_len"])
+        self.r, self.sigma = float(state["r"]), float(state["sigma"])
+
     def start_epoch(self, iteration: int) -> int:
         return int(iteration) % self.cap
 
