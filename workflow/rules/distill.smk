@@ -1,9 +1,13 @@
 # Stage 4: expert trajectories and dataset distillation (MTT / STM), gzmorph.experts + gzmorph.distill.
 #
-# train_expert resumes from results/<dataset>/experts/<expert>.work/ after a kill (fit's last.pt +
-# the trajectory saved after every epoch); that folder is deliberately not a declared output
-# (Snakemake deletes outputs before it reruns a job).  A checkpoint of other settings, images or code
-# is set aside automatically, and a finished expert removes it.
+# Both rules resume after a kill (a Slurm time-out, a pre-emption) from a work folder that is
+# deliberately not a declared output (Snakemake deletes outputs before it reruns a job):
+# train_expert from results/<dataset>/experts/<expert>.work/ (fit's last.pt + the trajectory saved
+# after every epoch), distill from results/<dataset>/distill/<method>/ipc<ipc>.work/ (checkpoint.pt,
+# written every five minutes: the images, α, optimiser and STM schedule states, the random generator
+# and the history, so that the resumed run ends as the uninterrupted one; gzmorph.distill_checkpoint).
+# A checkpoint of other settings, data, experts or code is set aside automatically (one warning in
+# the log), and a finished job removes its folder.
 #
 # Settings: the defaults are gzmorph.distill_settings.DistillSettings (the "default" preset);
 # distill.preset picks a preset (gzmorph.distill_settings.DISTILL_PRESETS: "laptop" for real data on a CPU,
@@ -107,6 +111,7 @@ rule distill:
         method=lambda wc: wc.method,
         ipc=lambda wc: int(wc.ipc),
         options=lambda wc: distill_method_options(DISTILL, wc.method, wc.ipc),
+        work_dir=lambda wc: res(f"distill/{wc.method}/ipc{wc.ipc}.work"),
     script:
         "../scripts/distill.py"
 

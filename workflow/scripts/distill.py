@@ -1,9 +1,11 @@
-"""Distil {ipc} synthetic galaxies per class with {method} (mtt | stm) from the expert trajectories."""
+"""Distil {ipc} synthetic galaxies per class with {method} (mtt | stm) from the expert trajectories;
+resumes after a kill from its work folder (checkpoints every five minutes)."""
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     from gzmorph.distill import DistillConfig, distill, write_outputs
     from gzmorph.experts import load_data
+    from gzmorph.train import discard_checkpoints
 
     data = load_data(snakemake.input.catalogue, snakemake.input.images, **params["data"])
     # the method's block (distill.mtt / distill.stm with its per-IPC overrides; from_dict sorts the STM
@@ -16,8 +18,9 @@ with rule_context(snakemake) as (params, log):
     model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                     **params["model"]}
     result = distill(data, list(snakemake.input.experts), cfg, model_config, augment=params["augment"],
-                     cutout=params["cutout"])
+                     cutout=params["cutout"], work_dir=params["work_dir"])
     write_outputs(result, data, snakemake.output.synthetic, snakemake.output.grid, snakemake.output.history,
                   snakemake.output.stages)
+    discard_checkpoints(params["work_dir"])  # the outputs are written: only an unfinished run is ever resumed
     log.info("%s ipc %d: %d iterations in %.1f s, alpha %s, %d events", params["method"], params["ipc"],
              result["iterations"], result["seconds"], result["alpha"].tolist(), len(result["events"]))
