@@ -106,3 +106,27 @@ def test_set_threads_also_limits_a_blas_library_loaded_before_it():
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[1]", out.stdout + out.stderr
+
+
+def test_content_digest_follows_content_and_reads_a_file_only_when_its_stat_changed(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from gzmorph.manifest import content_digest
+
+    a, b, cache = tmp_path / "a.bin", tmp_path / "b.bin", tmp_path / "cache" / "digests.json"
+    a.write_bytes(b"weights")
+    b.write_bytes(b"config")
+    first = content_digest([a, b], cache)
+    assert first and content_digest([], cache) == "" and content_digest([b, a], cache) != first
+    st = a.stat()
+    a.write_bytes(b"WEIGHTS")  # another content, put back at the old time (cp -p of an older file)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    second = content_digest([a, b], cache)
+    assert second != first
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda fh, d: reads.append(fh.name) or real(fh, d))
+    assert content_digest([a, b], cache) == second and reads == []  # unchanged stat: nothing read
+    a.touch()  # same content, new time: read again, same digest
+    assert content_digest([a, b], cache) == second and reads == [str(a)]

@@ -345,7 +345,8 @@ def test_a_replaced_image_reruns_preprocessing(synthetic_run):
 def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthetic_run, tiny_kaggle):
     """classify.apply_to: the catalogue is read once into its own table and image manifest; a
     replaced image reruns only the classification, an edited catalogue both (they were never
-    declared: the rule's only inputs were the model and its code)."""
+    declared: the rule's only inputs were the model and its code), even one older than the outputs
+    (its content is a param: Snakemake's time comparison alone missed it)."""
     config = {**TINY, "classify": {**TINY["classify"], "apply_to": {
         "other": {"source": "kaggle", "data_dir": str(tiny_kaggle)}}}}
     smk(synthetic_run, config=config)
@@ -366,6 +367,7 @@ def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthe
     assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"classify_catalogue"} | report
     csv = tiny_kaggle / "training_solutions_rev1.csv"
     csv.write_text("\n".join(csv.read_text().splitlines()[:-1]) + "\n")
+    os.utime(csv, (1e9, 1e9))  # edited, but older than every output (cp -p, rsync -a, an unpacked archive)
     assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"apply_source_table",
                                                                          "classify_catalogue"} | report
 

@@ -78,6 +78,7 @@ rule train_classifier:
             options=CLASSIFY_TRAIN,
             launch=CLASSIFY_LAUNCH,
         ),
+        digest=data_digest(encoder_files(config["classify"]["pretrained"])),
         kind=lambda wc: wc.model,
         checkpoint_dir=lambda wc: res(f"classify/{wc.model}/checkpoints"),
     script:
@@ -183,6 +184,7 @@ rule apply_source_table:
         runtime=20,
     params:
         **named(merge=False),
+        digest=lambda wc: data_digest(apply_source_inputs(wc)),
         sources=lambda wc: {wc.name: APPLY_SOURCES[wc.name]},
     script:
         "../scripts/source_table.py"

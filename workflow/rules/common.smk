@@ -1,5 +1,6 @@
 # Helpers shared by the workflow: config checks, paths, code dependencies, targets.
 from dataclasses import asdict
+import os
 from pathlib import Path
 import sys
 
@@ -11,7 +12,7 @@ from gzmorph.codedeps import foreign_modules, import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.io import InputError
-from gzmorph.manifest import manifest_in_use, refresh_manifest
+from gzmorph.manifest import content_digest, manifest_in_use, refresh_manifest
 from gzmorph.pretrained import encoder_files
 from gzmorph.represent_settings import RepresentSettings
 from gzmorph.sources.plan import (
@@ -86,6 +87,14 @@ def refresh_images(manifest):
             "run again when it has finished to plan their rules",
             file=sys.stderr,
         )
+
+
+def data_digest(paths):
+    """The SHA-256 of the data files among ``paths`` (gzmorph.manifest.content_digest, read again only
+    when one's size or mtime changed): a param of the rules that read catalogues, encoders or a
+    model from elsewhere, so that a file replaced by an older one (cp -p, rsync -a, an unpacked
+    archive), which Snakemake's time comparison misses, reruns them."""
+    return content_digest([p for p in paths if os.path.isfile(p)], res(".cache/digests.json"))
 
 
 # size and mtime of every source image (gzmorph.manifest), re-stat at every DAG build

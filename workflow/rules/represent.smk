@@ -120,6 +120,7 @@ if REPRESENT["model"]:
             **named(
                 image_size=REPRESENT_IMAGE_SIZE,
             ),
+            digest=data_digest([REPRESENT["model"]]),
         script:
             "../scripts/import_representation.py"
 
@@ -155,6 +156,7 @@ else:
                 options=REPRESENT_TRAIN_OPTIONS,
                 launch=REPRESENT_LAUNCH,
             ),
+            digest=data_digest(encoder_files(config["represent"]["pretrained"])),
         script:
             "../scripts/train_representation.py"
 

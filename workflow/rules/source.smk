@@ -51,6 +51,7 @@ rule source_table:
             sources={n: {k: s[k] for k in ("source", "data_dir", "options")} for n, s in SOURCES.items()},
             merge=SEVERAL_SOURCES,
         ),
+        digest=lambda wc: data_digest(source_catalogue_input(wc)),
     script:
         "../scripts/source_table.py"
 
