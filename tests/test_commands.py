@@ -328,6 +328,47 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     assert load_encoder(enc).config["name"] == "timm/mobilenetv3_small_050"
 
 
+def test_an_exported_greyscale_representation_stays_greyscale(tmp_path):
+    """A greyscale representation's mean/std are the grey image's: its exported folder says it is greyscale,
+    so gzmorph finetune makes the images grey as the model file does, and the features are the same (they
+    were colour images normalised with grey statistics).  An export of an older gzmorph, without the key,
+    is read as greyscale by its one-value mean."""
+    import json
+
+    from gzmorph.augment import input_transform
+    from gzmorph.finetune_cli import _folder_norm, load_encoder_file
+    from gzmorph.models import create_model
+    from gzmorph.represent import MODEL_FORMAT
+
+    torch.manual_seed(0)
+    model = create_model("timm/resnet10t", len(GZ2_TREE.kaggle_columns), 32)
+    rep, enc = tmp_path / "rep.pt", tmp_path / "encoder"
+    norm = {"mean": [0.1], "std": [0.2], "greyscale": True}
+    save_bundle(rep, {"format": MODEL_FORMAT, "image_size": 32, "norm": norm, "model_config": model.config,
+                      "num_features": model.num_features, "state_dict": model.state_dict()}, MODEL_FORMAT)
+    assert main(["export-encoder", str(rep), "-o", str(enc)]) == 0
+    assert json.loads((enc / "config.json").read_text())["gzmorph"] == {"greyscale": True}
+    assert _folder_norm(enc) == norm
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8))
+    features = []
+    for path in (rep, enc):
+        net, got, size, _, _ = load_encoder_file(path)
+        assert got == norm and size == 32
+        with torch.no_grad():
+            features.append(net.eval().features(input_transform(got)(images)))
+    torch.testing.assert_close(features[1], features[0])
+    config = json.loads((enc / "config.json").read_text())
+    del config["gzmorph"]
+    (enc / "config.json").write_text(json.dumps(config))
+    assert _folder_norm(enc) == norm
+    colour = tmp_path / "colour"  # and a colour model's export is not
+    save_bundle(rep, {"format": MODEL_FORMAT, "image_size": 32, "norm": {"mean": [0.1] * 3, "std": [0.2] * 3},
+                      "model_config": model.config, "num_features": model.num_features,
+                      "state_dict": model.state_dict()}, MODEL_FORMAT)
+    assert main(["export-encoder", str(rep), "-o", str(colour)]) == 0
+    assert _folder_norm(colour) == {"mean": [0.1] * 3, "std": [0.2] * 3}
+
+
 def test_an_output_that_is_an_input_is_refused_before_anything_runs(representation, folder, tmp_path, capsys):
     """`-o model.pt` typed for the model, an image of the folder being read, the labels CSV: each
     was replaced (atomically, and without a word); an export over a folder of other files too."""

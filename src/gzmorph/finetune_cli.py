@@ -123,12 +123,14 @@ def _exported_crop(path) -> float | None:
 
 
 def _folder_norm(path) -> dict | None:
-    """The mean/std a timm encoder's ``config.json`` declares (``pretrained_cfg``), in [0, 1] units."""
-    from .pretrained import encoder_config
+    """The mean/std a timm encoder's ``config.json`` declares (``pretrained_cfg``), in [0, 1] units, and
+    ``greyscale: true`` for the export of a greyscale gzmorph model (whose mean/std are the grey image's)."""
+    from .pretrained import encoder_config, exported_greyscale
 
     pc = (encoder_config(path) or {}).get("pretrained_cfg") or {}
     if "mean" in pc and "std" in pc:
-        return {"mean": [float(v) for v in pc["mean"]], "std": [float(v) for v in pc["std"]]}
+        return {"mean": [float(v) for v in pc["mean"]], "std": [float(v) for v in pc["std"]],
+                **({"greyscale": True} if exported_greyscale(path) else {})}
     return None
 
 

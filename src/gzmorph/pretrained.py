@@ -37,6 +37,8 @@ TIMM_PREFIX = "timm/"
 #: how :func:`gzmorph.models.list_models` shows the timm backbones
 TIMM_NAMES = "timm/<any timm architecture>"
 CONFIG_FILE = "config.json"
+#: the top-level key of an exported encoder's config.json that holds gzmorph's input settings
+EXPORT_KEY = "gzmorph"
 #: the weights of an encoder folder, in the order looked for
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: where a checkpoint dict keeps its state dict, in the order looked for (as timm's load_state_dict)
@@ -118,6 +120,21 @@ def gzmorph_format(path: str | Path) -> str | None:
     except ValueError:
         return None
     return str(header.get("format", "")) if isinstance(header, dict) else None
+
+
+def exported_greyscale(path: str | Path) -> bool:
+    """Whether the encoder folder ``path`` is the export of a greyscale gzmorph model (its
+    ``config.json``'s ``gzmorph.greyscale``; an export of an older gzmorph, which lacked it, by its
+    one-value mean and std, which only a greyscale model has): its images must be made grey, one
+    channel repeated to three, before its normalisation."""
+    given = encoder_config(path) or {}
+    own = given.get(EXPORT_KEY)
+    if isinstance(own, dict) and "greyscale" in own:
+        return own["greyscale"] is True
+    pc = given.get("pretrained_cfg") or {}
+    return (isinstance(pc, dict) and str(pc.get("source", "")).startswith("gzmorph ")
+            and isinstance(pc.get("mean"), list) and len(pc["mean"]) == 1)
+
 
 
 # ----------------------------------------------------------------------------- reading weights
@@ -367,7 +384,8 @@ def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
     """Write the timm backbone of a gzmorph model file (a representation or a flat classifier whose
     backbone is ``timm/<architecture>``) as a timm/Hugging Face encoder folder: ``config.json``
     (architecture, features, and the model's own normalisation and image size as
-    ``pretrained_cfg``) + ``model.safetensors``, the layout Zoobot's encoders are published in.
+    ``pretrained_cfg``; whether it takes greyscale images under ``gzmorph``, :func:`exported_greyscale`)
+    + ``model.safetensors``, the layout Zoobot's encoders are published in.
     ``load_encoder(folder)`` and ``gzmorph finetune folder ...`` read it back."""
     from safetensors.torch import save_file
 
@@ -390,6 +408,9 @@ def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
               "pretrained_cfg": {"input_size": [3, size, size], "mean": list(norm.get("mean", [])),
                                  "std": list(norm.get("std", [])), "classifier": None,
                                  "source": f"gzmorph {fmt} {Path(model_file).name}"}}
+    # gzmorph's own input settings, at the top level (timm ignores it there; pretrained_cfg it validates):
+    # a greyscale model's mean/std are the grey image's, so its readers make every image grey first
+    config[EXPORT_KEY] = {"greyscale": bool(norm.get("greyscale", False))}
     crop = (bundle.get("preprocess") or {}).get("crop_fraction")
     if crop is not None:  # timm's crop_pct: the central share of the side kept, as crop_fraction
         config["pretrained_cfg"]["crop_pct"] = float(crop)
