@@ -266,7 +266,9 @@ def test_a_gzmorph_classifier_with_a_timm_backbone_rebuilds_from_its_header(enco
     # the classifier file as an encoder: by load_encoder, and as pretrained of the same backbone
     enc = load_encoder(path, num_classes=5)
     assert backbone_matches(enc, encoder["state"]) and enc.head[-1].out_features == 5
-    assert enc.config == {"name": f"timm/{ARCH}", "num_classes": 5, "image_size": 32}
+    # the options timm saved in the folder's config.json (model_args), which built it
+    assert enc.config == {"name": f"timm/{ARCH}", "num_classes": 5, "image_size": 32, "in_chans": 3,
+                          "global_pool": "avg"}
     assert backbone_matches(create_model(f"timm/{ARCH}", 2, 32, pretrained=path), encoder["state"])
     with pytest.raises(InputError, match=f"{path}: pretrained encoder of model 'timm/{ARCH}', not 'cnn'"):
         create_model("cnn", 2, 32, pretrained=path)
@@ -289,7 +291,8 @@ def test_the_classifier_stage_trains_a_timm_backbone_from_a_local_folder(encoder
             progress=False, device="cpu")
     shutil.rmtree(folder)
     clf = C.load_model(tmp_path / "model.pt", device="cpu")
-    assert clf.bundle["levels"][0]["model_config"] == {"name": f"timm/{ARCH}", "num_classes": 2, "image_size": 32}
+    assert clf.bundle["levels"][0]["model_config"] == {"name": f"timm/{ARCH}", "num_classes": 2, "image_size": 32,
+                                                       "in_chans": 3, "global_pool": "avg"}  # the folder's model_args
     weights = {k: v for k, v in clf.models["flat"].backbone.state_dict().items() if "running" not in k
                and "num_batches" not in k}  # lr 0: the encoder's weights (BN statistics move in training)
     assert all(torch.equal(v, encoder["state"][k]) for k, v in weights.items())
@@ -369,3 +372,117 @@ def test_an_absent_encoder_fails_the_dag_build_in_one_line(tmp_path):
     assert errs == [f"config classify.pretrained: {tmp_path / 'nope'}: pretrained encoder not found {nowhere}",
                     (f"config represent.pretrained: {tmp_path / 'empty'}: pretrained encoder folder holds none of "
                     f"model.safetensors, pytorch_model.bin {nowhere}")]
+
+
+# ----------------------------------------------------------------------------- one decision per encoder
+
+
+def save_folder(path, model_args: dict, seed: int = 5):
+    """A timm folder of ``ARCH`` built (and saved, config.json ``model_args``) with ``model_args``."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(seed)
+    net = timm.create_model(ARCH, pretrained=False, num_classes=0, **model_args)
+    save_for_hf(net, path, model_args=model_args, safe_serialization=True)
+    return net
+
+
+def test_a_folders_model_args_build_the_backbone_in_the_workflow_as_in_load_encoder(tmp_path):
+    """The workflow's classify/represent.pretrained (create_model by name) takes the architecture's options
+    of the folder's config.json as load_encoder (gzmorph finetune) does, and records them in model.config."""
+    net = save_folder(tmp_path / "narrow", {"stem_width": 16})
+    by_name = create_model(f"timm/{ARCH}", 3, 32, pretrained=tmp_path / "narrow")
+    by_file = load_encoder(tmp_path / "narrow", 3, 32)
+    for m in (by_name, by_file):
+        assert m.config["stem_width"] == 16
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in m.backbone.state_dict().items())
+    cfg = dict(by_name.config)  # rebuilds without the folder
+    create_model(cfg.pop("name"), cfg.pop("num_classes"), cfg.pop("image_size"), **cfg).load_state_dict(
+        by_name.state_dict())
+    # model_kwargs override the folder's (and then its weights do not fit: one error)
+    with pytest.raises(InputError, match="does not fit"):
+        create_model(f"timm/{ARCH}", 3, 32, pretrained=tmp_path / "narrow", stem_width=32)
+
+
+def test_a_one_channel_encoder_is_refused_in_one_line_when_loaded_and_at_the_dag_build(tmp_path):
+    """A greyscale encoder with a 1-channel stem (model_args.in_chans: 1, as Zoobot's): gzmorph feeds
+    three channels, so it is refused naming the folder, before any image is read; not a torch traceback."""
+    from gzmorph.finetune_cli import load_encoder_file
+
+    grey = tmp_path / "zoobot-grey"
+    save_folder(grey, {"in_chans": 1})
+    calls = [lambda: load_encoder(grey), lambda: load_encoder_file(grey, 32),
+             lambda: create_model(f"timm/{ARCH}", 2, 32, pretrained=grey)]
+    for call in calls:
+        with pytest.raises(InputError) as err:
+            call()
+        text = str(err.value)
+        assert "\n" not in text and text.startswith(f"{grey}: an encoder of 1 input channel(s)"), text
+        assert "config.json model_args.in_chans" in text
+    with pytest.raises(InputError, match="in_chans 1 .model_kwargs.: gzmorph feeds 3-channel images"):
+        create_model(f"timm/{ARCH}", 2, 32, in_chans=1)
+    errs = config_errors_of({"classify": {"backbone": f"timm/{ARCH}", "pretrained": str(grey)},
+                             "represent": {"backbone": f"timm/{ARCH}", "model_kwargs": {"in_chans": 1}}})
+    assert errs == [f"config classify.pretrained: {text}",
+                    "config represent.model_kwargs.in_chans: 1: gzmorph feeds 3-channel images (a greyscale model "
+                    "its grey image as three equal channels)"]
+
+
+def job_error(backbone: str, pretrained) -> str:
+    with pytest.raises(InputError) as err:
+        create_model(backbone, 2, 32, pretrained=pretrained)
+    return str(err.value)
+
+
+def test_an_encoder_that_does_not_fit_the_backbone_fails_the_dag_build_with_the_jobs_message(encoder, tmp_path):
+    """Read from config.json and the model file's header only: a timm folder for the default cnn, a
+    folder of another timm architecture, a gzmorph model file of another backbone."""
+    from gzmorph.represent import MODEL_FORMAT
+
+    cnn = create_model("cnn", 3, 32, widths=(4, 8))
+    gz = tmp_path / "cnn-representation.pt"
+    save_bundle(gz, {"format": MODEL_FORMAT, "image_size": 32, "model_config": cnn.config, "num_features": 8,
+                     "state_dict": cnn.state_dict()}, MODEL_FORMAT)
+    cases = [({"classify": {"pretrained": str(encoder["folder"])}}, "cnn", encoder["folder"]),
+             ({"represent": {"pretrained": str(encoder["checkpoint"])}}, "cnn", encoder["checkpoint"]),
+             ({"represent": {"backbone": "timm/resnet14t", "pretrained": str(encoder["folder"])}}, "timm/resnet14t",
+              encoder["folder"]),
+             ({"represent": {"backbone": f"timm/{ARCH}", "pretrained": str(gz)}}, f"timm/{ARCH}", gz)]
+    for over, backbone, path in cases:
+        stage = next(iter(over))
+        assert config_errors_of(over) == [f"config {stage}.pretrained: {job_error(backbone, path)}"], over
+    assert "starts only from a gzmorph model file of a 'cnn'" in job_error("cnn", encoder["folder"])
+    assert "of timm architecture 'resnet10t' (its config.json), not 'resnet14t'" in job_error(
+        "timm/resnet14t", encoder["folder"])
+    assert "pretrained encoder of model 'cnn', not 'timm/resnet10t'" in job_error(f"timm/{ARCH}", gz)
+    # what fits passes: the cnn from its own model file; represent.model trains nothing from pretrained
+    assert config_errors_of({"classify": {"pretrained": str(gz)}}) == []
+    rep_model = {"represent": {"model": str(gz), "pretrained": str(encoder["folder"])}}
+    assert not [e for e in config_errors_of(rep_model) if e.startswith("config represent.pretrained")]
+
+
+def test_options_a_registered_backbone_does_not_take_are_one_line_naming_the_key(tmp_path):
+    from gzmorph.models import check_model_kwargs
+
+    with pytest.raises(InputError) as err:
+        create_model("cnn", 2, 32, no_such_option=1)
+    assert str(err.value) == ("model_kwargs: got an unexpected keyword argument 'no_such_option' for model 'cnn' "
+                              "(it takes widths, dropout)")
+    with pytest.raises(InputError, match=r"^classify.model_kwargs: got an unexpected keyword argument 'x' for model "
+                                         r"'resnet18' \(it takes dropout\)$"):
+        check_model_kwargs("resnet18", {"x": 1}, "classify.model_kwargs")
+    with pytest.raises(InputError, match=r"^represent.model_kwargs: num_classes cannot be a setting of model 'cnn'"):
+        check_model_kwargs("cnn", {"num_classes": 4}, "represent.model_kwargs")
+    check_model_kwargs("convnet_d3", {"width": 8, "depth": 2})
+    # in the jobs, before any image is read (it was a TypeError traceback when the model was built)
+    from gzmorph import classify as C
+    from gzmorph.represent import RepresentConfig, fit_representation
+
+    with pytest.raises(InputError, match=r"^classify.model_kwargs: got an unexpected keyword argument 'nope' for "
+                                         r"model 'cnn' \(it takes widths, dropout\)$"):
+        C.train(tmp_path / "none.parquet", tmp_path / "none", tmp_path / "model.pt", kind="flat",
+                model_kwargs={"nope": 1}, progress=False)
+    with pytest.raises(InputError, match=r"^represent.model_kwargs: got an unexpected keyword argument 'nope'"):
+        fit_representation(np.zeros((8, 16, 16, 3), np.uint8), np.zeros((8, 37)),
+                           RepresentConfig(model_kwargs={"nope": 1}, progress=False))

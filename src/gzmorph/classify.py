@@ -194,12 +194,13 @@ def train(catalogue: str | Path, images: str | Path, out: str | Path, *, kind: s
     from . import augment as A
     from .distributed import is_main
     from .imageset import content_hash, preprocess_meta
-    from .models import create_model
+    from .models import check_model_kwargs, create_model
     from .pretrained import encoder_hash
     from .stream import channel_stats_rows
     from .train import cosine_schedule, discard_checkpoints, fingerprint, fit, pick_device, write_table
 
     cfg = TrainConfig.from_params(params)
+    check_model_kwargs(cfg.backbone, cfg.model_kwargs, "classify.model_kwargs")  # not a TypeError in training
     df, classes, cut = read_catalogue(catalogue)
     check_counts(df, classes, str(catalogue))
     df = df[df["split"].isin(["train", "val"])].reset_index(drop=True)

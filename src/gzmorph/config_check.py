@@ -3,8 +3,9 @@
 :func:`config_errors` returns one line per error, each naming the key: the JSON schema's types
 and ranges (``workflow/schemas/config.schema.yaml``, with a "did you mean" for a misspelt key),
 names that become folders (``dataset``, cut names, ``classify.apply_to`` names), the split
-fractions, every cut definition, the local pretrained encoders (they must exist), and the stage
-blocks: ``classify:`` and ``represent:`` through their settings classes, ``distill:`` through its
+fractions, every cut definition, the local pretrained encoders (they must exist, and fit the
+backbone as far as their config.json and headers tell), and the stage blocks: ``classify:`` and
+``represent:`` through their settings classes, ``distill:`` through its
 presets and the dataclasses of its nested blocks (:mod:`gzmorph.distill_settings`), including the
 combinations that would only fail deep in training.  :func:`check_config` raises them as one
 :class:`ConfigError`; :func:`check_inside` keeps every path a rule writes inside ``results/<dataset>/``.
@@ -337,9 +338,14 @@ def model_kwargs_errors(config: dict) -> list[str]:
     out = []
     for stage in ("classify", "represent"):
         given = (config.get(stage) or {}).get("model_kwargs") or {}
+        if not isinstance(given, dict):
+            continue  # the schema says so
         for key in sorted(set(given) & set(NOT_MODEL_ARGS)):
             out.append(f"config {stage}.model_kwargs.{key}: not a setting of the backbone (weights come only "
                        f"from {stage}.pretrained, a local encoder)")
+        if given.get("in_chans", 3) != 3:
+            out.append(f"config {stage}.model_kwargs.in_chans: {show(given['in_chans'])}: gzmorph feeds 3-channel "
+                       "images (a greyscale model its grey image as three equal channels)")
     return out
 
 
@@ -400,8 +406,9 @@ def augment_errors(config: dict) -> list[str]:
 def pretrained_errors(config: dict) -> list[str]:
     """The local encoders that ``classify.pretrained`` and ``represent.pretrained`` name exist (a file,
     or a folder with its weights): gzmorph never downloads one, so an absent one fails here, not in
-    the training job."""
-    from .pretrained import encoder_path_error
+    the training job; and fit the stage's backbone as far as their JSON and headers tell
+    (:func:`gzmorph.pretrained.encoder_backbone_error`)."""
+    from .pretrained import encoder_backbone_error, encoder_path_error
 
     out = []
     for stage in ("classify", "represent"):
@@ -409,6 +416,12 @@ def pretrained_errors(config: dict) -> list[str]:
         path = block.get("pretrained") if isinstance(block, dict) else None
         if isinstance(path, str) and path:
             error = encoder_path_error(path)
+            backbone = _backbone(config, stage) if not error else None
+            if backbone:
+                try:
+                    error = encoder_backbone_error(path, backbone)
+                except InputError as err:  # an unreadable config.json
+                    error = str(err)
             if error:
                 out.append(f"config {stage}.pretrained: {error}")
     block = config.get("represent")
@@ -419,6 +432,21 @@ def pretrained_errors(config: dict) -> list[str]:
     elif isinstance(model, str) and model:
         out += _imported_representation_errors(config, model)
     return out
+
+
+def _backbone(config: dict, stage: str) -> str | None:
+    """The backbone that the ``stage`` block trains from its ``pretrained`` encoder (after its preset),
+    None where the block's own check reports an error or nothing is trained (``represent.model``)."""
+    from .classify_settings import ClassifySettings
+    from .represent_settings import RepresentSettings
+
+    try:
+        if stage == "classify":
+            return ClassifySettings.from_config(config.get("classify")).backbone
+        rep = RepresentSettings.from_config(config.get("represent"))
+    except InputError:
+        return None
+    return None if rep.model else rep.backbone
 
 
 def _imported_representation_errors(config: dict, model: str) -> list[str]:

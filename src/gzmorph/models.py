@@ -19,12 +19,14 @@ from functools import partial
 import torch
 from torch import nn
 
-from .io import InputError
+from .io import InputError, one_line
 from .pretrained import (
     TIMM_NAMES,
     TIMM_PREFIX,
     check_encoder_path,
+    encoder_model_args,
     gzmorph_format,
+    gzmorph_only_error,
     load_encoder,  # noqa: F401 - gzmorph.models.load_encoder
     load_weights,
 )
@@ -82,6 +84,12 @@ def create_model(name: str, num_classes: int, image_size: int | None = None, pre
         pretrained = str(check_encoder_path(pretrained))
     image_size = int(image_size or default_size)
     from_gzmorph = pretrained is not None and gzmorph_format(pretrained) is not None
+    if pretrained is not None and not from_gzmorph and name.startswith(TIMM_PREFIX):
+        # the architecture's options the encoder was saved with (model_kwargs override them), in
+        # model.config so that the trained model rebuilds without the encoder
+        kwargs = {**encoder_model_args(pretrained), **kwargs}
+    else:
+        check_model_kwargs(name, kwargs)
     model = builder(num_classes=num_classes, image_size=image_size,
                     pretrained=None if from_gzmorph else pretrained, **kwargs)
     if from_gzmorph:
@@ -91,6 +99,26 @@ def create_model(name: str, num_classes: int, image_size: int | None = None, pre
     model.config = {"name": name, "num_classes": num_classes, "image_size": image_size, **kwargs}
     model.pretrained_from = pretrained
     return model
+
+
+def check_model_kwargs(name: str, kwargs: dict, where: str = "model_kwargs") -> None:
+    """The options ``kwargs`` of the registered model ``name`` are ones its factory takes, else one
+    :class:`InputError` starting with ``where`` (timm backbones: :func:`gzmorph.pretrained.timm_backbone`)."""
+    import inspect
+
+    builder = _REGISTRY.get(name)
+    if builder is None:
+        return
+    fixed = ("num_classes", "image_size", "pretrained")
+    sig = inspect.signature(builder)
+    takes = ", ".join(p for p in sig.parameters if p not in fixed) or "no option"
+    given = sorted(set(kwargs) & set(fixed))
+    if given:
+        raise InputError(f"{where}: {', '.join(given)} cannot be a setting of model {name!r} (it takes {takes})")
+    try:
+        sig.bind(num_classes=0, image_size=1, pretrained=None, **kwargs)
+    except TypeError as err:
+        raise InputError(f"{where}: {one_line(err)} for model {name!r} (it takes {takes})") from None
 
 
 def _timm(arch: str, num_classes: int, image_size: int, pretrained=None, dropout: float = 0.0, **kwargs):
@@ -115,7 +143,7 @@ def cnn(num_classes: int, image_size: int, pretrained=None, widths=(32, 64, 128,
     """Compact CNN for laptops: a stride-2 stem, then per stage two conv-BN-ReLU (the first of each
     later stage with stride 2), global average pooling.  At 64 px: 32 -> 16 -> 8 -> 4 px maps."""
     if pretrained:
-        raise InputError(f"model 'cnn' starts only from a gzmorph model file of a 'cnn', not {pretrained}")
+        raise InputError(gzmorph_only_error("cnn", pretrained))
     layers, cin = [conv_bn(3, widths[0], stride=2)], widths[0]
     for i, w in enumerate(widths):
         layers += [conv_bn(cin, w, stride=1 if i == 0 else 2), conv_bn(w, w)]
@@ -145,7 +173,7 @@ def convnet_d3(num_classes: int, image_size: int, pretrained=None, width: int = 
     (``width``) → norm → ReLU → avg-pool 2] → linear.  No batch norm, so that it can be evaluated
     functionally from a flat parameter vector (:class:`gzmorph.student.Student`)."""
     if pretrained:
-        raise InputError(f"model 'convnet_d3' starts only from a gzmorph model file of a 'convnet_d3', not {pretrained}")
+        raise InputError(gzmorph_only_error("convnet_d3", pretrained))
     if image_size % (2 ** depth):
         raise InputError(f"convnet_d3: image size {image_size} is not divisible by 2^depth = {2 ** depth}")
     layers, cin = [], 3

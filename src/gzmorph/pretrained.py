@@ -20,8 +20,11 @@ unexpected keys.  The kind of a file is read from its first bytes, never from it
 
 timm backbones are any timm architecture named ``timm/<architecture>`` (``timm/convnext_nano``), built
 with ``pretrained=False`` and ``num_classes=0`` (pooled features), so timm never reaches the network
-either.  Nothing here imports torch or timm at import time: the DAG build uses
-:func:`encoder_path_error`.
+either.  The options a timm backbone is built with from an encoder are those its config.json records
+(:func:`encoder_model_args`), whoever builds it.  An encoder of other than 3 input channels (a 1-channel
+greyscale stem) is refused: gzmorph feeds 3-channel images, a greyscale model its grey image repeated.
+Nothing here imports torch or timm at import time: the DAG build uses :func:`encoder_path_error` and
+:func:`encoder_backbone_error`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from .io import BUNDLE_HEADER_KEY, InputError, one_line
+from .io import BUNDLE_HEADER_KEY, InputError, bundle_header, one_line
 
 #: the prefix of a timm architecture in the model registry
 TIMM_PREFIX = "timm/"
@@ -50,6 +53,9 @@ NO_DOWNLOAD = ("gzmorph never downloads weights: give a local folder with config
 #: model_args of a config.json that are not the architecture's to take from the file
 NOT_MODEL_ARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path",
                    "cache_dir", "device", "dtype")
+#: the registered models that start only from a gzmorph model file of their own kind (no other
+#: encoder has their weights); :mod:`gzmorph.models` refuses any other with :func:`gzmorph_only_error`
+GZMORPH_ONLY = ("cnn", "convnet_d3")
 
 
 # ----------------------------------------------------------------------------- paths (torch-free)
@@ -122,6 +128,29 @@ def gzmorph_format(path: str | Path) -> str | None:
     return str(header.get("format", "")) if isinstance(header, dict) else None
 
 
+def encoder_model_args(path: str | Path) -> dict:
+    """The timm ``model_args`` that the ``config.json`` of the local encoder ``path`` (its folder's, or
+    the one beside the file) records with its architecture, less :data:`NOT_MODEL_ARGS`: the one
+    decision of the options a timm backbone is built with from an encoder, for ``load_encoder`` and
+    the workflow's ``pretrained`` alike ({} for a gzmorph model file or without a config).  An encoder
+    of other than 3 input channels is one :class:`InputError`.  Torch-free (the DAG build uses it)."""
+    p = Path(path)
+    if p.is_file() and bundle_header(p) is not None:
+        return {}
+    given = encoder_config(p)
+    if not given or not given.get("architecture"):
+        return {}
+    args = given.get("model_args") or {}
+    if not isinstance(args, dict):
+        raise InputError(f"{path}: model_args of its {CONFIG_FILE} is not a JSON object")
+    channels = args.get("in_chans", 3)
+    if channels != 3:
+        raise InputError(f"{path}: an encoder of {channels!r} input channel(s) ({CONFIG_FILE} model_args.in_chans, "
+                         "as Zoobot's greyscale encoders): gzmorph feeds 3-channel images (a greyscale model its "
+                         "grey image as three equal channels), so it cannot start from this encoder")
+    return {k: v for k, v in args.items() if k not in NOT_MODEL_ARGS}
+
+
 def exported_greyscale(path: str | Path) -> bool:
     """Whether the encoder folder ``path`` is the export of a greyscale gzmorph model (its
     ``config.json``'s ``gzmorph.greyscale``; an export of an older gzmorph, which lacked it, by its
@@ -135,6 +164,59 @@ def exported_greyscale(path: str | Path) -> bool:
     return (isinstance(pc, dict) and str(pc.get("source", "")).startswith("gzmorph ")
             and isinstance(pc.get("mean"), list) and len(pc["mean"]) == 1)
 
+
+def arch_name(arch: str) -> str:
+    """A timm architecture without its pretrained tag (``resnet18.a1_in1k`` -> ``resnet18``), as timm's
+    ``split_model_name_tag``; torch-free."""
+    return str(arch).split(".", 1)[0]
+
+
+def other_architecture_error(path: str | Path, arch: str) -> str:
+    """Why the encoder ``path`` is not one of the timm architecture ``arch`` ("" when its config.json
+    names no other one).  Torch-free."""
+    theirs = str((encoder_config(path) or {}).get("architecture") or "")
+    if theirs and arch_name(theirs) != arch_name(arch):
+        return f"{path}: pretrained encoder of timm architecture {theirs!r} (its {CONFIG_FILE}), not {arch!r}"
+    return ""
+
+
+def gzmorph_only_error(name: str, path: str | Path) -> str:
+    """The refusal of an encoder that is no gzmorph model file by a model of :data:`GZMORPH_ONLY`."""
+    return f"model {name!r} starts only from a gzmorph model file of a {name!r}, not {path}"
+
+
+def _encoder_entries(bundle: dict) -> list[dict]:
+    """The parts of a gzmorph bundle (itself, or its levels) that hold one model (``model_config`` and
+    ``state_dict``): decoded, or as the JSON header has them."""
+    return [b for b in [bundle, *(bundle.get("levels") or [])] if isinstance(b, dict)
+            and isinstance(b.get("model_config"), dict) and isinstance(b.get("state_dict"), dict)]
+
+
+def other_model_error(path: str | Path, name: str, found: str) -> str:
+    return f"{path}: pretrained encoder of model {found!r}, not {name!r}"
+
+
+def encoder_backbone_error(path: str | Path, backbone: str) -> str:
+    """Why the backbone ``backbone`` cannot start from the (existing) local encoder ``path``, "" when
+    nothing says so before its weights are read: a gzmorph model file of another model, a model that
+    starts only from gzmorph model files given another encoder, a timm folder of another
+    architecture, an encoder of other than 3 channels.  The job's own messages, read from JSON and
+    headers only, for the DAG build."""
+    p = Path(path)
+    header = bundle_header(p) if p.is_file() else None
+    if header is not None:
+        bundle = header.get("bundle")
+        found = _encoder_entries(bundle) if isinstance(bundle, dict) else []
+        if len(found) == 1 and found[0]["model_config"].get("name") != backbone:
+            return other_model_error(path, backbone, found[0]["model_config"].get("name"))
+        return ""
+    if backbone in GZMORPH_ONLY:
+        return gzmorph_only_error(backbone, path)
+    try:
+        encoder_model_args(p)
+    except InputError as err:
+        return str(err)
+    return other_architecture_error(p, backbone[len(TIMM_PREFIX):]) if backbone.startswith(TIMM_PREFIX) else ""
 
 
 # ----------------------------------------------------------------------------- reading weights
@@ -244,13 +326,16 @@ def timm_backbone(arch: str, image_size: int, pretrained: str | Path | None = No
     ``kwargs`` go to ``timm.create_model`` (``drop_path_rate``, ``img_size``...); a model of a fixed input
     size (ViTs) is built for ``image_size``."""
     import timm
-    from timm.models import get_pretrained_cfg, split_model_name_tag
+    from timm.models import get_pretrained_cfg
 
     arch = _arch(arch)
     refused = sorted(set(kwargs) & set(NOT_MODEL_ARGS))
     if refused:  # checkpoint_path and the pretrained ones make timm read a file of their choosing
         raise InputError(f"timm/{arch}: {', '.join(refused)} cannot be model settings (model_kwargs or a model "
                          "file's model_config): they would make timm load weights itself")
+    if kwargs.get("in_chans", 3) != 3:
+        raise InputError(f"timm/{arch}: in_chans {kwargs['in_chans']!r} (model_kwargs): gzmorph feeds 3-channel "
+                         "images (a greyscale model its grey image as three equal channels)")
     cfg = get_pretrained_cfg(arch)
     if cfg is not None and getattr(cfg, "fixed_input_size", False) and "img_size" not in kwargs:
         kwargs["img_size"] = int(image_size)
@@ -261,11 +346,9 @@ def timm_backbone(arch: str, image_size: int, pretrained: str | Path | None = No
     skip = net.pretrained_cfg.get("classifier") or ()
     skip = tuple(f"{c}." for c in ((skip,) if isinstance(skip, str) else skip))
     if pretrained is not None:
-        given = encoder_config(pretrained) if Path(pretrained).is_dir() else None
-        theirs = str((given or {}).get("architecture") or "")
-        if theirs and split_model_name_tag(theirs)[0] != split_model_name_tag(arch)[0]:
-            raise InputError(f"{pretrained}: pretrained encoder of timm architecture {theirs!r} (its "
-                             f"{CONFIG_FILE}), not {arch!r}")
+        error = other_architecture_error(pretrained, arch)
+        if error:
+            raise InputError(error)
         load_weights(net, pretrained, skip, f"timm/{arch}")
     return net, int(getattr(net, "head_hidden_size", None) or net.num_features)
 
@@ -281,8 +364,7 @@ def gzmorph_encoder(path: str | Path) -> tuple[dict, dict]:
 
     fmt = gzmorph_format(path)
     bundle = load_bundle(path, fmt or "", "model file")
-    found = [b for b in [bundle, *(bundle.get("levels") or [])]
-             if isinstance(b, dict) and isinstance(b.get("model_config"), dict) and isinstance(b.get("state_dict"), dict)]
+    found = _encoder_entries(bundle)
     if len(found) != 1:
         what = (f"holds {len(found)} models (levels {', '.join(str(b.get('name')) for b in found)})" if found
                 else "holds no model weights")
@@ -295,7 +377,7 @@ def load_gzmorph_backbone(model, path: str | Path, name: str) -> None:
     """Load the backbone of the gzmorph model file ``path`` into ``model`` (a ``name`` Classifier)."""
     cfg, state = gzmorph_encoder(path)
     if cfg.get("name") != name:
-        raise InputError(f"{path}: pretrained encoder of model {cfg.get('name')!r}, not {name!r}")
+        raise InputError(other_model_error(path, name, cfg.get("name")))
     load_weights(model.backbone, path, (), name, state=state)
 
 
@@ -320,12 +402,11 @@ def load_encoder(path: str | Path, num_classes: int = 0, image_size: int | None 
         except InputError as err:
             raise InputError(f"{path}: {err}") from None
     given = encoder_config(p)
-    if given is not None and given.get("architecture"):
-        args = {k: v for k, v in (given.get("model_args") or {}).items() if k not in NOT_MODEL_ARGS}
+    if given is not None and given.get("architecture"):  # its model_args: create_model (encoder_model_args)
         size = (given.get("pretrained_cfg") or {}).get("input_size")
         image_size = image_size or (int(size[-1]) if isinstance(size, list) and size else None)
         return create_model(TIMM_PREFIX + str(given["architecture"]), num_classes, image_size, pretrained=p,
-                            **{**args, **kwargs})
+                            **kwargs)
     arch = _checkpoint_arch(p)
     if arch:
         return create_model(TIMM_PREFIX + arch, num_classes, image_size, pretrained=p, **kwargs)

@@ -271,10 +271,11 @@ def fit_representation(images, counts: np.ndarray, cfg: RepresentConfig,
 
 def _fit_representation(images, counts, cfg, checkpoint_dir, meta):
     from . import augment as A
-    from .models import create_model
+    from .models import check_model_kwargs, create_model
     from .stream import StoreRows, as_rows, channel_stats_rows
     from .train import cosine_schedule, fit, pick_device
 
+    check_model_kwargs(cfg.backbone, cfg.model_kwargs, "represent.model_kwargs")  # not a TypeError in training
     rows = as_rows(images)
     n = len(rows)
     if n < 4:
