@@ -328,6 +328,17 @@ def test_export_encoder_round_trips_a_timm_representation(folder, tmp_path):
     assert load_encoder(enc).config["name"] == "timm/mobilenetv3_small_050"
 
 
+def test_finetune_help_says_which_encoders_it_takes(capsys):
+    """Exactly what the command reads: not "any local encoder" (torchvision weights name no architecture)."""
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for words in ("representation or flat classifier model file", "a folder written by gzmorph export-encoder",
+                  "timm encoder whose config.json names its architecture", "a timm training checkpoint",
+                  "Not torchvision .pth weights", "nor 1-channel encoders"):
+        assert words in out, words
+
+
 def test_an_exported_greyscale_representation_stays_greyscale(tmp_path):
     """A greyscale representation's mean/std are the grey image's: its exported folder says it is greyscale,
     so gzmorph finetune makes the images grey as the model file does, and the features are the same (they

@@ -498,7 +498,8 @@ def test_truncated_model_is_one_line_naming_it_in_the_rule_and_the_command(fresh
     assert out.returncode == 1, text(out)[-3000:]
     [line] = gzmorph_lines(text(out))
     assert line.startswith(f"gzmorph: rule evaluate_classifier: {MODEL}: classifier model file cannot be read")
-    assert line.endswith("retrain it: snakemake --forcerun train_classifier") and "Traceback" not in text(out)
+    assert line.endswith("give a classifier model file written by this gzmorph (in the workflow: snakemake "
+                         "--forcerun train_classifier)") and "Traceback" not in text(out)
     assert not (fresh.wd / metrics).exists()
 
     from gzmorph.cli import main
@@ -599,7 +600,8 @@ def input_errors(tmp_path, model: Path, images: Path) -> dict:
     (tmp_path / "notes" / "readme.txt").write_text("no images here")
     (tmp_path / "empty.pt").write_bytes(b"")
     out = str(tmp_path / "p.parquet")
-    retrain = "retrain it: snakemake --forcerun train_classifier"
+    retrain = ("give a classifier model file written by this gzmorph (in the workflow: snakemake --forcerun "
+               "train_classifier)")
     return {  # arguments -> the one line after "gzmorph classify: error: "
         "missing model": (
             ["classify", tmp_path / "missing.pt", images, "-o", out],

@@ -128,8 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune an encoder on your own labels into a classifier",
                        description="fine-tune an encoder on your own labels into a classifier model file "
                                    "that gzmorph classify applies")
-    f.add_argument("encoder", help="a gzmorph representation model.pt, or a local timm/Hugging Face encoder "
-                                   "(folder with config.json + model.safetensors, .safetensors or .pth file)")
+    f.add_argument("encoder", help="a gzmorph representation or flat classifier model file; a folder written "
+                                   "by gzmorph export-encoder; or a local timm encoder whose config.json names "
+                                   "its architecture (a folder of config.json + model.safetensors or "
+                                   "pytorch_model.bin, or a .safetensors/.pth file with config.json beside it) or "
+                                   "a timm training checkpoint (its arch). Not torchvision .pth weights, which "
+                                   "name no architecture (the workflow's classify.pretrained takes them for its "
+                                   "resnet18/efficientnet backbones), nor 1-channel encoders")
     f.add_argument("labels", help="CSV of image paths (relative to the CSV) and labels")
     f.add_argument("-o", "--output", required=True, type=output_file, help="classifier model file to write")
     f.add_argument("--image-column", default="path", help="the CSV's image path column (default: path)")

@@ -1,8 +1,11 @@
 """``gzmorph finetune ENCODER LABELS.csv -o model.pt``: a classifier from an encoder and a few labels.
 
-The encoder is a gzmorph representation (or classifier) model file, or a pretrained encoder
-from local files (a timm/Hugging Face folder with ``config.json`` + ``model.safetensors``, a
-``.safetensors`` file or a timm checkpoint; :func:`gzmorph.models.load_encoder`).  The labels are
+The encoder is a gzmorph representation (or flat classifier) model file, or a pretrained encoder
+from local files whose architecture is named (:func:`gzmorph.models.load_encoder`): a timm/Hugging
+Face folder with ``config.json`` + ``model.safetensors`` (one that ``gzmorph export-encoder`` wrote
+included, greyscale kept), a ``.safetensors`` or ``.pth`` file with such a ``config.json`` beside
+it, or a timm training checkpoint (its ``arch``).  Torchvision weights, which name no architecture,
+and 1-channel encoders are refused in one line.  The labels are
 a CSV of image paths (relative to the CSV's folder) and a label column, binary or multiclass.
 Modes are the arms of the ``finetune`` rule (:func:`gzmorph.finetune.train_arm`):
 

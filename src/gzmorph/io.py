@@ -98,7 +98,7 @@ def read_json(path: str | Path):
 
 #: the safetensors metadata key whose value is a gzmorph file's JSON header
 BUNDLE_HEADER_KEY = "gzmorph"
-#: the rule that writes each kind of gzmorph file (by format family), for "retrain it" hints
+#: the rule that writes each kind of gzmorph file (by format family), for the hints of files to rewrite
 WRITER_RULE = {"gzmorph.classifier": "train_classifier", "gzmorph.representation": "train_representation",
                "gzmorph.expert": "train_expert", "gzmorph.synthetic": "distill"}
 _MAX_HEADER = 100_000_000  # safetensors' own limit on the header's size
@@ -150,15 +150,15 @@ def load_bundle(path: str | Path, fmt: str, what: str, missing_hint: str = "") -
 
     Nothing in the file is ever executed: an old pickled file (older gzmorph versions wrote
     ``torch.save`` pickles), or any other file that is not a safetensors file, is refused unread.  Missing,
-    unreadable or foreign files are one ``InputError`` naming the file and ``what``, with the
-    ``snakemake --forcerun <rule>`` that writes a new one.
+    unreadable or foreign files are one ``InputError`` naming the file and ``what``, asking for one
+    written by this gzmorph (and the ``snakemake --forcerun <rule>`` that writes one in the workflow).
     """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found: the file does not exist{missing_hint}")
-    retrain = _retrain_hint(fmt)
+    retrain = _retrain_hint(fmt, what)
     kind = _file_kind(path)
     if kind == "pickle":
         raise InputError(f"{path}: not a gzmorph {what}: a pickled file (a model file of an older gzmorph, "
@@ -200,9 +200,12 @@ def one_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
-def _retrain_hint(fmt: str) -> str:
+def _retrain_hint(fmt: str, what: str) -> str:
+    """What to give instead of a file that is no ``what`` of this gzmorph: words for the console
+    commands' users and the workflow's alike."""
     rule = WRITER_RULE.get(fmt.split("/", 1)[0])
-    return f"retrain it: snakemake --forcerun {rule}" if rule else "rerun the rule that wrote it"
+    where = f" (in the workflow: snakemake --forcerun {rule})" if rule else ""
+    return f"give a {what} written by this gzmorph{where}"
 
 
 def _file_kind(path: Path) -> str:
