@@ -554,3 +554,13 @@ def test_distillation_benchmark_rounds_alternate_and_compare_within_a_round(tmp_
     assert row["s_per_iter"] == 15.0 and row["peak_rss_mb"] == 101.0
     with pytest.raises(SystemExit):
         B.main(["--reference", str(ref), "--rounds", "0"])
+
+
+def test_the_checkpoint_interval_comes_from_the_environment():
+    from gzmorph.distill_checkpoint import CHECKPOINT_EVERY, INTERVAL_VARIABLE, checkpoint_interval
+
+    assert checkpoint_interval({}) == CHECKPOINT_EVERY == 300.0
+    assert checkpoint_interval({INTERVAL_VARIABLE: "0"}) == 0.0 and checkpoint_interval({INTERVAL_VARIABLE: "60"}) == 60
+    for bad in ("-1", "soon", "inf"):
+        with pytest.raises(InputError, match=f"{INTERVAL_VARIABLE}='{bad}': seconds between checkpoints"):
+            checkpoint_interval({INTERVAL_VARIABLE: bad})

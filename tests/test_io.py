@@ -110,6 +110,7 @@ def test_set_threads_also_limits_a_blas_library_loaded_before_it():
 
 def test_content_digest_follows_content_and_reads_a_file_only_when_its_stat_changed(tmp_path, monkeypatch):
     import hashlib
+    import json
     import os
 
     from gzmorph.manifest import content_digest
@@ -130,3 +131,6 @@ def test_content_digest_follows_content_and_reads_a_file_only_when_its_stat_chan
     assert content_digest([a, b], cache) == second and reads == []  # unchanged stat: nothing read
     a.touch()  # same content, new time: read again, same digest
     assert content_digest([a, b], cache) == second and reads == [str(a)]
+    for damaged in ([st.st_size, st.st_mtime_ns], [1, 2, None], "x", None):  # a cache edited by hand: read again
+        cache.write_text(json.dumps({os.path.abspath(a): damaged}))
+        assert content_digest([a, b], cache) == second

@@ -51,7 +51,8 @@ def smk(workdir: Path, *args, config: dict | None = None, check: bool = True):
         cmd += ["--configfile", "config.yaml", "test-config.yaml"]
     # the copy's own library runs (an edit there is what runs, as the workflow's check demands)
     path = os.pathsep.join(p for p in (str(workdir / "src"), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    # every distillation iteration checkpoints (the rule's resume wiring runs in every workflow test)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path, "GZMORPH_DISTILL_CHECKPOINT_SECONDS": "0"}
     out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}")
@@ -370,6 +371,17 @@ def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthe
     os.utime(csv, (1e9, 1e9))  # edited, but older than every output (cp -p, rsync -a, an unpacked archive)
     assert set(planned_jobs(smk(synthetic_run, "-n", config=config))) == {"apply_source_table",
                                                                          "classify_catalogue"} | report
+
+
+def test_the_distill_rule_checkpoints_into_its_work_folder_and_removes_it_when_done(synthetic_run):
+    """The rule passes its work folder (a Slurm time-out restarted every distillation from iteration 0)
+    and removes it once the outputs are written (only an unfinished run is ever resumed)."""
+    res = synthetic_run / "results" / "synthetic-hiwl5"
+    for method in ("mtt", "stm"):
+        log = (res / "logs" / f"distill_{method}_ipc1.log").read_text()
+        assert f"distill/{method}/ipc1.work/checkpoint.pt: checkpoint at iteration 1" in log, log[-2000:]
+        assert (res / "distill" / method / "ipc1" / "synthetic.pt").is_file()
+    assert not list((res / "distill").rglob("*.work")), list((res / "distill").rglob("*.work"))
 
 
 def test_outputs_are_readable_as_the_umask_says(synthetic_run):

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from .augment import BatchTransform, normalize, to_float
-from .distill_checkpoint import Checkpoint, run_identity
+from .distill_checkpoint import CHECKPOINT_EVERY, Checkpoint, run_identity
 from .distill_settings import DistillConfig, DistillSettings, STMConfig
 from .experts import Data, expected_meta, load_expert, step_generator
 from .io import InputError, atomic_path, one_line, save_bundle
@@ -65,8 +65,6 @@ __all__ = ["DistillConfig", "STMConfig", "check_ipc", "convnet", "distill", "loa
            "real_per_class", "save_grid", "to_uint8", "write_outputs"]
 SYNTHETIC_FORMAT = "gzmorph.synthetic/1"
 AUGMENT, CUTOUT = DistillSettings.augment, DistillSettings.cutout
-#: seconds of wall time between checkpoints of a run with a work folder (see :func:`distill`)
-CHECKPOINT_EVERY = 300.0
 log = logging.getLogger(__name__)
 
 

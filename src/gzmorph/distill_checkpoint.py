@@ -27,6 +27,11 @@ from .codedeps import package_hash
 from .io import load_bundle, one_line, save_bundle, sweep_temporaries
 
 CHECKPOINT_FORMAT = "gzmorph.distill-checkpoint/1"
+#: seconds of wall time between a run's checkpoints, unless the environment says (checkpoint_interval)
+CHECKPOINT_EVERY = 300.0
+#: the environment variable that sets it: when to save is no setting of the result, so no rule param
+#: (a param would rerun every distillation when it changes)
+INTERVAL_VARIABLE = "GZMORPH_DISTILL_CHECKPOINT_SECONDS"
 CHECKPOINT_NAME = "checkpoint.pt"
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,25 @@ def run_identity(cfg, model_config: dict, data, trajectories, augment, cutout: f
             "code_version": package_hash()}
 
 
+def checkpoint_interval(environ=None) -> float:
+    """Seconds between checkpoints: ``$GZMORPH_DISTILL_CHECKPOINT_SECONDS`` (0: every iteration),
+    else :data:`CHECKPOINT_EVERY`."""
+    import os
+
+    from .io import InputError
+
+    value = (os.environ if environ is None else environ).get(INTERVAL_VARIABLE, "")
+    if not value.strip():
+        return CHECKPOINT_EVERY
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise InputError(f"{INTERVAL_VARIABLE}={value!r}: seconds between checkpoints, a number >= 0")
+    return seconds
+
+
 class Checkpoint:
     """The checkpoint file of one run in its work folder."""
 
@@ -62,6 +86,7 @@ class Checkpoint:
 
     def save(self, state: dict) -> None:
         save_bundle(self.path, {"format": CHECKPOINT_FORMAT, "identity": self.identity, **state}, CHECKPOINT_FORMAT)
+        log.info("%s: checkpoint at iteration %d", self.path, state["iteration"])
 
     def load(self) -> dict | None:
         """The saved state if this run wrote it; else ``None`` (any other file set aside)."""

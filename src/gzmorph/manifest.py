@@ -128,7 +128,8 @@ def content_digest(paths: Iterable[str], cache: str | Path) -> str:
         st = os.stat(p)
         key = os.path.abspath(p)
         entry = seen.get(key)
-        if not (isinstance(entry, list) and entry[:2] == [st.st_size, st.st_mtime_ns]):
+        if not (isinstance(entry, list) and len(entry) == 3 and entry[:2] == [st.st_size, st.st_mtime_ns]
+                and isinstance(entry[2], str)):  # else (a new stat, or a damaged cache) read the file
             with open(p, "rb") as fh:
                 entry = [st.st_size, st.st_mtime_ns, hashlib.file_digest(fh, "sha256").hexdigest()]
             seen[key], changed = entry, True

@@ -179,13 +179,13 @@ def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:
 
 
 def map_method(method: str) -> str:
-    """``represent.map_method`` as the embed rule runs it, decided when the DAG is built (so that
-    installing or removing umap-learn reruns the map): ``auto`` is ``umap`` where umap-learn is
-    installed, else ``pca``; ``umap`` without it is one error, not a failed job after training."""
+    """``represent.map_method`` checked when the DAG is built: ``umap`` without the umap-learn package
+    is one error, not a failed job after training.  ``auto`` stays ``auto``: the embed job makes a UMAP
+    map where its own environment has umap-learn (with ``--sdm conda`` that is the job's environment,
+    not this one), else PCA, and records which (``embed/map.parquet``, the report)."""
     from importlib.util import find_spec
 
-    has_umap = find_spec("umap") is not None
-    if method == "umap" and not has_umap:
+    if method == "umap" and find_spec("umap") is None:
         raise InputError("represent.map_method: umap needs the umap-learn package, which this environment lacks "
                          "(pip install 'gzmorph[umap]'); or choose pca")
-    return ("umap" if has_umap else "pca") if method == "auto" else method
+    return method

@@ -1,9 +1,11 @@
 """Distil {ipc} synthetic galaxies per class with {method} (mtt | stm) from the expert trajectories;
-resumes after a kill from its work folder (checkpoints every five minutes)."""
+resumes after a kill from its work folder (checkpoints every five minutes, or
+$GZMORPH_DISTILL_CHECKPOINT_SECONDS)."""
 from gzmorph.smk import rule_context
 
 with rule_context(snakemake) as (params, log):
     from gzmorph.distill import DistillConfig, distill, write_outputs
+    from gzmorph.distill_checkpoint import checkpoint_interval
     from gzmorph.experts import load_data
     from gzmorph.train import discard_checkpoints
 
@@ -18,7 +20,7 @@ with rule_context(snakemake) as (params, log):
     model_config = {"name": "convnet_d3", "num_classes": len(data.classes), "image_size": data.image_size,
                     **params["model"]}
     result = distill(data, list(snakemake.input.experts), cfg, model_config, augment=params["augment"],
-                     cutout=params["cutout"], work_dir=params["work_dir"])
+                     cutout=params["cutout"], work_dir=params["work_dir"], checkpoint_every=checkpoint_interval())
     write_outputs(result, data, snakemake.output.synthetic, snakemake.output.grid, snakemake.output.history,
                   snakemake.output.stages)
     discard_checkpoints(params["work_dir"])  # the outputs are written: only an unfinished run is ever resumed
