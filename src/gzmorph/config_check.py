@@ -289,6 +289,7 @@ def label_column_errors(config: dict) -> list[str]:
     one) and checked to be filled when the source is read, not at curation."""
     from .cuts import get_cut
     from .sources.plan import several, source_specs
+    from .sources.table import FOLDER_LABEL
 
     try:
         specs = source_specs(config)
@@ -302,10 +303,10 @@ def label_column_errors(config: dict) -> list[str]:
         if cut.kind != "label":
             continue
         opts = spec["options"]
-        declared = ["class"] if opts["layout"] == "folder" else list(opts["label_columns"])
+        declared = [FOLDER_LABEL] if opts["layout"] == "folder" else list(opts["label_columns"])
         if cut.column not in declared:
             key = f"sources.{name}.table" if several(config) else "table"
-            where = ("the folder layout's label column is 'class'" if opts["layout"] == "folder" else
+            where = (f"the folder layout's label column is {FOLDER_LABEL!r}" if opts["layout"] == "folder" else
                      f"add it to config {key}.label_columns (now {declared})")
             out.append(f"config cuts.{cut.name}.column: {cut.column!r} is not a label column of source {name!r}: "
                        f"{where}")
@@ -333,7 +334,7 @@ def classify_errors(config: dict) -> list[str]:
 def model_kwargs_errors(config: dict) -> list[str]:
     """``model_kwargs`` may not name the weights timm would load itself (``checkpoint_path``, the
     pretrained ones: :data:`gzmorph.pretrained.NOT_MODEL_ARGS`); the weights come from ``pretrained``."""
-    from .pretrained import NOT_MODEL_ARGS
+    from .pretrained import NOT_MODEL_ARGS, THREE_CHANNELS
 
     out = []
     for stage in ("classify", "represent"):
@@ -344,8 +345,7 @@ def model_kwargs_errors(config: dict) -> list[str]:
             out.append(f"config {stage}.model_kwargs.{key}: not a setting of the backbone (weights come only "
                        f"from {stage}.pretrained, a local encoder)")
         if given.get("in_chans", 3) != 3:
-            out.append(f"config {stage}.model_kwargs.in_chans: {show(given['in_chans'])}: gzmorph feeds 3-channel "
-                       "images (a greyscale model its grey image as three equal channels)")
+            out.append(f"config {stage}.model_kwargs.in_chans: {show(given['in_chans'])}: {THREE_CHANNELS}")
     return out
 
 

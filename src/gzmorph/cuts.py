@@ -89,7 +89,9 @@ def source_column(table: pd.DataFrame, name: str) -> str:
     """The column of a source table holding the catalogue's column ``name``: a table source renames
     its catalogue's columns named like the standard table's (``label``, ``split``, ``source`` ...) to
     ``catalogue_<name>`` (gzmorph.sources.table), and a config still names them as written."""
-    renamed = f"catalogue_{name}"
+    from .sources.table import catalogue_column
+
+    renamed = catalogue_column(name)
     return renamed if renamed in table.columns else name
 
 

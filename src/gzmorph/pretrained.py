@@ -56,6 +56,8 @@ NOT_MODEL_ARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg
 #: the registered models that start only from a gzmorph model file of their own kind (no other
 #: encoder has their weights); :mod:`gzmorph.models` refuses any other with :func:`gzmorph_only_error`
 GZMORPH_ONLY = ("cnn", "convnet_d3")
+#: why an encoder or a backbone of other than 3 input channels is refused (every such message says it)
+THREE_CHANNELS = "gzmorph feeds 3-channel images (a greyscale model its grey image as three equal channels)"
 
 
 # ----------------------------------------------------------------------------- paths (torch-free)
@@ -146,8 +148,7 @@ def encoder_model_args(path: str | Path) -> dict:
     channels = args.get("in_chans", 3)
     if channels != 3:
         raise InputError(f"{path}: an encoder of {channels!r} input channel(s) ({CONFIG_FILE} model_args.in_chans, "
-                         "as Zoobot's greyscale encoders): gzmorph feeds 3-channel images (a greyscale model its "
-                         "grey image as three equal channels), so it cannot start from this encoder")
+                         f"as Zoobot's greyscale encoders): {THREE_CHANNELS}, so it cannot start from this encoder")
     return {k: v for k, v in args.items() if k not in NOT_MODEL_ARGS}
 
 
@@ -334,8 +335,7 @@ def timm_backbone(arch: str, image_size: int, pretrained: str | Path | None = No
         raise InputError(f"timm/{arch}: {', '.join(refused)} cannot be model settings (model_kwargs or a model "
                          "file's model_config): they would make timm load weights itself")
     if kwargs.get("in_chans", 3) != 3:
-        raise InputError(f"timm/{arch}: in_chans {kwargs['in_chans']!r} (model_kwargs): gzmorph feeds 3-channel "
-                         "images (a greyscale model its grey image as three equal channels)")
+        raise InputError(f"timm/{arch}: in_chans {kwargs['in_chans']!r} (model_kwargs): {THREE_CHANNELS}")
     cfg = get_pretrained_cfg(arch)
     if cfg is not None and getattr(cfg, "fixed_input_size", False) and "img_size" not in kwargs:
         kwargs["img_size"] = int(image_size)

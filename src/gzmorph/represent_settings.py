@@ -175,10 +175,11 @@ def workflow_options(given: dict | None, seed: int = 0) -> tuple[dict, dict]:
     opts["pretrained"] = rep.pretrained or None
     opts["patience"] = rep.patience or None
     opts["seed"] = int(seed)
-    return {**asdict(rep), "map_method": map_method(rep.map_method)}, opts
+    check_map_method(rep.map_method)
+    return asdict(rep), opts
 
 
-def map_method(method: str) -> str:
+def check_map_method(method: str) -> None:
     """``represent.map_method`` checked when the DAG is built: ``umap`` without the umap-learn package
     is one error, not a failed job after training.  ``auto`` stays ``auto``: the embed job makes a UMAP
     map where its own environment has umap-learn (with ``--sdm conda`` that is the job's environment,
@@ -188,4 +189,3 @@ def map_method(method: str) -> str:
     if method == "umap" and find_spec("umap") is None:
         raise InputError("represent.map_method: umap needs the umap-learn package, which this environment lacks "
                          "(pip install 'gzmorph[umap]'); or choose pca")
-    return method

@@ -175,9 +175,11 @@ def merge_sources(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
                                  f"{path}); ids must be unique across sources ({n_clash} shared id(s) in all): "
                                  "rename them in one source")
             seen[i] = (name, path)
+    from .table import catalogue_column
+
     parts = []
     for name, t in tables.items():
-        t = t.rename(columns={SOURCE_COLUMN: f"catalogue_{SOURCE_COLUMN}"}) if SOURCE_COLUMN in t.columns else t
+        t = t.rename(columns={SOURCE_COLUMN: catalogue_column(SOURCE_COLUMN)}) if SOURCE_COLUMN in t.columns else t
         t = t.copy()
         t.insert(2, SOURCE_COLUMN, name)
         parts.append(t)

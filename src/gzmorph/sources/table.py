@@ -162,10 +162,15 @@ def check_first_fits(paths, fits: FitsOptions) -> None:
         pass
 
 
+def catalogue_column(name: str) -> str:
+    """The name a catalogue's own column named like one of the standard table's takes."""
+    return f"catalogue_{name}"
+
+
 def _rename_reserved(df: pd.DataFrame, file: Path) -> pd.DataFrame:
     """The catalogue's own columns named like the standard or curated table's (``id``, ``label`` ...)
     become ``catalogue_<name>`` (a label cut or a fine-tuning label still names them as written)."""
-    clash = {c: f"catalogue_{c}" for c in ("id", "image_path", *RESERVED) if c in df.columns}
+    clash = {c: catalogue_column(c) for c in ("id", "image_path", *RESERVED) if c in df.columns}
     taken = [(c, new) for c, new in clash.items() if new in df.columns]
     if taken:
         c, new = taken[0]
