@@ -269,6 +269,55 @@ def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method, caplog):
     assert "test_balanced_accuracy" in frag.html and "0.375" in frag.html  # the experts' table, plain and balanced
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_evaluation_resumes_and_ends_with_the_uninterrupted_figures(tmp_path, tiny_data, monkeypatch,
+                                                                             caplog):
+    """The full-data nets killed in net 1's third epoch: the rerun takes net 0 from the work folder,
+    continues net 1 from its last epoch (its best epoch's weights from ``best.pt``) and trains net 2,
+    ending with the uninterrupted run's figures, bit for bit.  Another seed's rerun sets the finished
+    net aside and trains every net afresh."""
+    import gzmorph.train as train_module
+
+    data = dataclasses.replace(tiny_data, x_val=tiny_data.x_test, y_val=tiny_data.y_test)
+    ec = EvalConfig(n_nets=3, full_epochs=6, full_patience=3, full_batch_size=8)
+    whole = evaluate_baseline("full", 0, data, MC, ec, 0)
+    work = tmp_path / "full.work"
+    real_fit, nets = train_module.fit, []
+
+    def fit_killed_in_net_1(*args, **kwargs):
+        nets.append(kwargs["checkpoint_dir"])
+        if len(nets) == 2:
+            def kill(epoch, row, model):
+                if epoch == 3:
+                    raise _Killed
+            kwargs["on_epoch_end"] = kill
+        return real_fit(*args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "fit", fit_killed_in_net_1)
+        with pytest.raises(_Killed):
+            evaluate_baseline("full", 0, data, MC, ec, 0, work_dir=work)
+    assert nets == [work / "net0", work / "net1"]
+    assert sorted(p.name for p in work.iterdir()) == ["net0.json", "net1"]  # net 0's checkpoints removed
+    assert (work / "net1" / "last.pt").exists()
+    with caplog.at_level("INFO", logger="gzmorph"):
+        resumed = evaluate_baseline("full", 0, data, MC, ec, 0, work_dir=work)
+    assert f"net 0: finished before, from {work / 'net0.json'}" in caplog.text
+    assert f"resumed from {work / 'net1' / 'last.pt'} after epoch 3" in caplog.text
+    assert resumed == whole
+    assert sorted(p.name for p in work.iterdir()) == ["net0.json", "net1.json", "net2.json"]
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="gzmorph"):
+        other = evaluate_baseline("full", 0, data, MC, ec, 1, work_dir=work)
+    assert f"{work / 'net0.json'}: finished net of another evaluation; training it again" in caplog.text
+    assert "finished before" not in caplog.text
+    assert other == evaluate_baseline("full", 0, data, MC, ec, 1)
+
+
 def test_nan_rolls_back(tiny_data, experts):
     """An absurd image lr makes the loss explode: the run rolls back, lowers the lr and writes finite images."""
     cfg = DistillConfig(method="mtt", ipc=1, syn_steps=2, expert_epochs=1, max_start_epoch=1, iterations=6,

@@ -12,11 +12,21 @@ Learning rate over the ``E = cfg.epochs`` epochs: one α, α then α × 0.1 from
 start epoch (STM's ``alpha_per_epoch``), as Guan et al.'s ``evaluate_synset``: the pieces α_0 …
 α_{k−1} for max(N, (E/2) / k) epochs each (N: the distillation's student steps), then E/2
 epochs at α_{k−1} × 0.1 (their code: 500 epochs per the pieces' budget and 500 at × 0.1).
+
+Resuming (``work_dir``): each net trains with :func:`gzmorph.train.fit`'s end-of-epoch checkpoint
+in ``<work>/net<k>/``, and a finished net's test figures go to ``<work>/net<k>.json``.  A killed
+evaluation (a Slurm time-out of the full-data nets) takes the finished nets from there and continues
+the unfinished one from its last epoch; each net is seeded by its index alone, so the figures equal
+an uninterrupted run's (bit-identical on the CPU).  Both are used only by the evaluation that wrote
+them: the same training set (its bytes), data, model, protocol, seed and code version
+(:func:`eval_identity`); anything else is set aside with one log line.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +35,7 @@ import torch.nn.functional as F
 from .distill import convnet, mean_per_class, real_per_class
 from .distill_settings import DistillSettings, EvalConfig
 from .experts import Data, accuracy, balanced_accuracy
-from .io import InputError
+from .io import InputError, one_line, read_json, write_json
 
 __all__ = ["EvalConfig", "balanced_accuracy", "eval_record", "evaluate_baseline", "evaluate_synthetic",
            "piece_epochs", "summary", "train_eval_nets"]
@@ -56,15 +66,50 @@ def _schedule(epochs: int, pieces: list[float] | None, per_piece: int = 0):
     return make
 
 
+def eval_identity(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
+                  **protocol) -> str:
+    """What makes two evaluations the same one, as a short hash: the training set's bytes and labels,
+    the data (its fingerprint, the test and validation images and labels), the model, step size,
+    epochs, the evaluation settings, the seed, the rest of the protocol and the gzmorph code version."""
+    from .codedeps import package_hash
+    from .train import fingerprint
+
+    def array(t):
+        return None if t is None else torch.as_tensor(t).detach().cpu().contiguous().numpy()
+
+    return fingerprint(array(x), array(y), data.fingerprint, array(data.x_test), array(data.y_test),
+                       array(data.x_val), array(data.y_val),
+                       model_config, float(lr), int(epochs), asdict(cfg), int(seed), protocol, package_hash())
+
+
+def _finished_net(path: Path, identity: str) -> dict | None:
+    """A finished net's record in the work folder, if this evaluation wrote it (else set aside)."""
+    if not path.exists():
+        return None
+    try:
+        rec = read_json(path)
+        if isinstance(rec, dict) and rec.get("identity") == identity:
+            return rec
+        why = "of another evaluation"
+    except Exception as err:  # noqa: BLE001 - a damaged file is not a result
+        why = f"unreadable ({one_line(err)})"
+    log.warning("%s: finished net %s; training it again", path, why)
+    path.unlink(missing_ok=True)
+    return None
+
+
 def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
                     *, augment=AUGMENT, cutout=CUTOUT, pieces=None, syn_steps: int = 0,
-                    batch_size=None, val=None, patience: int = 0, progress: bool = False) -> dict:
+                    batch_size=None, val=None, patience: int = 0, progress: bool = False,
+                    work_dir=None) -> dict:
     """``{"accuracy": [...], "balanced_accuracy": [...]}`` on the test split of ``cfg.n_nets`` fresh
     ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch).
     With ``val`` = (x, y) and ``patience``, each net stops after ``patience`` epochs without a better
     validation accuracy and keeps its best epoch (training to convergence, judged on validation).
-    ``progress``: each epoch's line in the log (the full-data nets, the long ones)."""
-    from .train import fit, pick_device, predict_tensor
+    ``progress``: each epoch's line in the log (the full-data nets, the long ones).
+    ``work_dir``: checkpoints and finished nets, from which a killed evaluation resumes (module
+    docstring); the caller removes it once its output is written."""
+    from .train import pick_device
 
     device = pick_device(cfg.device)
     transform = data.transform(augment, cutout)
@@ -72,26 +117,51 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
     if pieces:
         per_piece, tail = piece_epochs(len(pieces), epochs, syn_steps)
         epochs = per_piece * len(pieces) + tail
+    batch_size = batch_size or cfg.batch_size
+    work = Path(work_dir) if work_dir else None
+    identity = None if work is None else eval_identity(
+        x, y, data, model_config, lr, epochs, cfg, seed, augment=augment, cutout=cutout, pieces=pieces,
+        batch_size=batch_size, patience=patience, val=val is not None and val[0] is not None)
     accs, balanced, runs = [], [], []
     for k in range(cfg.n_nets):
-        torch.manual_seed(seed * 1009 + k)
-        net = convnet(model_config)
-        lr0 = float(pieces[0]) if pieces else float(lr)
-        result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size or cfg.batch_size,
-            seed=seed * 1009 + k,
-            optimizer=lambda p, lr0=lr0: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
-                                                         weight_decay=cfg.weight_decay),
-            scheduler=_schedule(epochs, pieces, per_piece), transform=transform,
-            device=device, amp=False, progress=progress, **_stopping(val, patience))
-        out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
-        accs.append(accuracy(out, data.y_test))
-        balanced.append(balanced_accuracy(out, data.y_test))
-        runs.append({"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                     "stopped_early": bool(result.stopped_early)})
+        done = None if work is None else _finished_net(work / f"net{k}.json", identity)
+        if done:
+            log.info("net %d: finished before, from %s", k, work / f"net{k}.json")
+        else:
+            done = _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces,
+                              per_piece, batch_size, val, patience, progress, work, identity)
+        accs.append(done["accuracy"])
+        balanced.append(done["balanced_accuracy"])
+        runs.append(done["run"])
         log.info("net %d: test accuracy %.4f, balanced %.4f (%d of %d epochs%s)", k, accs[-1], balanced[-1],
-                 len(result.history), epochs, f", best {result.best_epoch}, stopped early"
-                 if result.stopped_early else "")
+                 runs[-1]["epochs_run"], epochs, f", best {runs[-1]['best_epoch']}, stopped early"
+                 if runs[-1]["stopped_early"] else "")
     return {"accuracy": accs, "balanced_accuracy": balanced, "epochs": epochs, "nets": runs}
+
+
+def _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces, per_piece,
+               batch_size, val, patience, progress, work, identity) -> dict:
+    """Train and test net ``k`` (seeded by its index alone); with a work folder, from its checkpoint."""
+    from .train import discard_checkpoints, fit, predict_tensor
+
+    torch.manual_seed(seed * 1009 + k)
+    net = convnet(model_config)
+    lr0 = float(pieces[0]) if pieces else float(lr)
+    checkpoint = work / f"net{k}" if work else None
+    result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size, seed=seed * 1009 + k,
+                 optimizer=lambda p: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+                 scheduler=_schedule(epochs, pieces, per_piece), transform=transform, device=device, amp=False,
+                 progress=progress, checkpoint_dir=checkpoint,
+                 meta={"model": "convnet_d3", "model_config": model_config, "classes": data.classes,
+                       "fingerprint": f"{identity}/net{k}"}, **_stopping(val, patience))
+    out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
+    done = {"accuracy": accuracy(out, data.y_test), "balanced_accuracy": balanced_accuracy(out, data.y_test),
+            "run": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                    "stopped_early": bool(result.stopped_early)}}
+    if work:
+        write_json(work / f"net{k}.json", {"identity": identity, **done})
+        discard_checkpoints(checkpoint)
+    return done
 
 
 def _stopping(val, patience: int) -> dict:
@@ -118,7 +188,8 @@ def summary(accs) -> dict:
     return dict(zip(("mean", "sd", "runs"), _stats(accs)))
 
 
-def evaluate_synthetic(syn: dict, data: Data, cfg: EvalConfig, seed: int, augment=AUGMENT, cutout=CUTOUT) -> dict:
+def evaluate_synthetic(syn: dict, data: Data, cfg: EvalConfig, seed: int, augment=AUGMENT, cutout=CUTOUT,
+                       work_dir=None) -> dict:
     """Accuracy of nets trained on a distilled set at its learned step size α (with one α per start
     epoch: the pieces of the module docstring over the epochs the distillation reached)."""
     alpha = syn["alpha"].flatten().tolist()
@@ -128,25 +199,28 @@ def evaluate_synthetic(syn: dict, data: Data, cfg: EvalConfig, seed: int, augmen
         pieces = alpha[:used]
     syn_steps = int((syn.get("config") or {}).get("syn_steps", 0))
     accs = train_eval_nets(syn["images"], syn["labels"], data, syn["model_config"], alpha[0], cfg.epochs, cfg,
-                           seed, augment=augment, cutout=cutout, pieces=pieces, syn_steps=syn_steps)
+                           seed, augment=augment, cutout=cutout, pieces=pieces, syn_steps=syn_steps,
+                           work_dir=work_dir)
     return summary(accs)
 
 
 def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: EvalConfig, seed: int,
-                      augment=AUGMENT, cutout=CUTOUT) -> dict:
-    """``random`` (ipc random real images per class), ``mean`` (class means) or ``full`` (all training data)."""
+                      augment=AUGMENT, cutout=CUTOUT, work_dir=None) -> dict:
+    """``random`` (ipc random real images per class), ``mean`` (class means) or ``full`` (all training
+    data); ``work_dir``: resumable, as :func:`train_eval_nets`."""
     if kind == "random":
         x, y = real_per_class(data, ipc, seed + 17)
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
-                               augment=augment, cutout=cutout)
+                               augment=augment, cutout=cutout, work_dir=work_dir)
     elif kind == "mean":
         x, y = mean_per_class(data, ipc, seed + 17)
         accs = train_eval_nets(x, y, data, model_config, cfg.baseline_lr, cfg.epochs, cfg, seed,
-                               augment=augment, cutout=cutout)
+                               augment=augment, cutout=cutout, work_dir=work_dir)
     elif kind == "full":
         accs = train_eval_nets(data.x_train, data.y_train, data, model_config, cfg.full_lr, cfg.full_epochs,
                                cfg, seed, augment=augment, cutout=cutout, batch_size=cfg.full_batch_size,
-                               val=(data.x_val, data.y_val), patience=cfg.full_patience, progress=True)
+                               val=(data.x_val, data.y_val), patience=cfg.full_patience, progress=True,
+                               work_dir=work_dir)
     else:
         raise InputError(f"unknown baseline {kind!r}: random | mean | full")
     out = {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),

@@ -146,6 +146,7 @@ rule evaluate_baseline:
         ),
         kind=lambda wc: wc.baseline,
         ipc=lambda wc: int(wc.ipc),
+        work_dir=lambda wc: res(f"distill/baselines/{wc.baseline}_ipc{wc.ipc}.work"),
     script:
         "../scripts/evaluate_distilled.py"
 
@@ -160,6 +161,7 @@ use rule evaluate_baseline as evaluate_full with:
     params:  # the wildcard lambdas' replacements; the settings (named) are evaluate_baseline's
         kind="full",
         ipc=0,
+        work_dir=res("distill/baselines/full.work"),
 
 
 rule evaluate_distilled:
@@ -195,6 +197,7 @@ rule evaluate_distilled:
             device=DISTILL["device"],
             seed=config["seed"],
         ),
+        work_dir=lambda wc: res(f"distill/{wc.method}/ipc{wc.ipc}/eval.work"),
     script:
         "../scripts/evaluate_distilled.py"
 
