@@ -145,7 +145,9 @@ def runs(cluster, tmp_path_factory):
     shutil.copy(CLUSTER / "gpu_probe.smk", wd / "workflow" / "gpu_probe.smk")
     with open(wd / "Snakefile", "a") as f:
         f.write('\n\ninclude: "workflow/gpu_probe.smk"\n')
-    (wd / "test-config.yaml").write_text(yaml.safe_dump(TINY))
+    # the representation on `device: cpu`, as on a cluster without GPUs: its jobs ask for none
+    (wd / "test-config.yaml").write_text(yaml.safe_dump({**TINY, "represent": {**TINY.get("represent", {}),
+                                                                               "device": "cpu"}}))
     targets = ["all", "gpu_probes", "--configfile", "config.yaml", "test-config.yaml"]
     if not FULL:
         listed = subprocess.run([sys.executable, "-m", "snakemake", "--list-rules"], cwd=wd, env=own_library(env, wd),
@@ -212,6 +214,10 @@ def test_gpu_rules_get_one_gpu_and_the_others_none(runs):
             assert "gres/gpu=1" in r["AllocTRES"], table(rows)
         else:
             assert "gres/gpu" not in r["AllocTRES"], table(rows)
+    # a stage on `device: cpu` asks Slurm for no GPU, and for its threads as CPUs of its one task
+    cpu_rows = [r for r in rows if r["rule"] == "train_representation"]
+    assert cpu_rows and "train_representation" not in gpu_rules, table(rows)
+    assert "train_expert" in gpu_rules  # the distillation's stage, on `device: auto`
     # a multi-instance GPU rule (like train_expert): one Slurm job per instance
     for rule in gpu_rules:
         jobs = [r["JobID"] for r in rows if r["rule"] == rule]
@@ -306,5 +312,20 @@ def test_a_training_rule_runs_as_one_slurm_job_of_two_tasks(cluster, tmp_path):
     group = re.search(r"process group of 2 ranks \(gloo\): 0:(\S+)/pid (\d+)/cpu, 1:(\S+)/pid (\d+)/cpu", text)
     assert group and group.group(2) != group.group(4), text[-3000:]
     print(group.group(0))
+    trained = load_file(model)
+    assert all(torch.equal(trained[k], reference[k]) for k in reference)
+
+    # on `device: cpu` (a cluster without GPUs): one sbatch of 2 CPU tasks, no GPU asked for
+    (wd / "test-config.yaml").write_text(yaml.safe_dump({**TINY, "classify": {**classify, "device": "cpu"}}))
+    proc = smk_slurm(wd, cluster, str(model.relative_to(wd)), *configs)
+    rc, out = finish(proc, timeout=900)
+    assert rc == 0, out[-5000:]
+    rows = sacct(cluster, wd)[1:]
+    assert [(r["rule"], r["State"]) for r in rows] == [("train_classifier", "COMPLETED")], table(rows)
+    assert "gres/gpu" not in rows[0]["AllocTRES"], table(rows)
+    steps = subprocess.run(["sacct", "-j", rows[0]["JobID"], "-P", "-n", "-o", "JobID,NTasks,State"],
+                           env=cluster, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert f"{rows[0]['JobID']}.0|2|COMPLETED" in steps, steps
+    assert "process group of 2 ranks (gloo)" in log.read_text()
     trained = load_file(model)
     assert all(torch.equal(trained[k], reference[k]) for k in reference)

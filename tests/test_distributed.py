@@ -194,6 +194,21 @@ def test_more_processes_than_visible_gpus_is_one_error_before_anything_starts(mo
                                             "mpi": None}
 
 
+def test_a_stage_on_the_cpu_device_asks_for_no_gpu():
+    """``device: cpu`` (a cluster without GPUs): no GPU in the rule's resources, so Slurm gets
+    ``--cpus-per-task`` and no ``--gpus``, and a local run does not queue the job behind GPU jobs."""
+    from gzmorph.gpu import job_gpus
+
+    assert [job_gpus(d) for d in ("cpu", "CPU", "auto", "cuda", "cuda:1")] == [0, 0, 1, 1, 1]
+    none = {"tasks": None, "tasks_per_gpu": None, "nodes": None, "mpi": None}
+    assert D.rule_resources(1, 1, "cpu", argv=[]) == {"gpu": 0, **none}
+    assert D.rule_resources(4, 2, "cpu", argv=["--executor", "slurm"]) == {
+        "gpu": 0, "tasks": 4, "tasks_per_gpu": None, "nodes": 2, "mpi": "srun"}
+    assert D.rule_resources(2, 1, "cpu", argv=[])["gpu"] == 0
+    with pytest.raises(InputError, match="needs? a cluster executor"):
+        D.rule_resources(2, 2, "cpu", "classify", argv=[])
+
+
 def test_the_world_comes_from_torchrun_or_from_srun_started_by_launch():
     assert D.env_world({}) is None
     assert D.env_world({"WORLD_SIZE": "1", "RANK": "0"}) is None

@@ -451,15 +451,16 @@ def rule_resources(processes: int, nodes: int = 1, device: str = "auto", key: st
                    argv: list[str] | None = None, environ: dict | None = None) -> dict:
     """The Snakemake resources of a training rule run as ``processes`` ranks on ``nodes`` nodes.
 
-    One process: ``gpu=1`` and nothing else (as before).  N processes: ``gpu=N`` (one per rank),
-    ``tasks=N``, ``tasks_per_gpu=1``, ``nodes`` and ``mpi="srun"`` -- what the Slurm executor turns
-    into one ``sbatch --gpus=N --ntasks-per-gpu=1 [--nodes=K]`` whose script runs once (see the
-    module docstring).  Unused keys are ``None``, which Snakemake drops.  A local run (no cluster
-    executor) that asks for more GPUs than the machine shows, or for more than one node, is one
-    :class:`InputError` here, when the DAG is built; with no GPU at all the N processes share the
-    CPU (``gloo``) and count as one ``gpu`` job, as every GPU rule does there.
+    One process: ``gpu=1`` (none on the ``cpu`` device) and nothing else.  N processes: ``gpu=N``
+    (one per rank), ``tasks=N``, ``tasks_per_gpu=1``, ``nodes`` and ``mpi="srun"`` -- what the
+    Slurm executor turns into one ``sbatch --gpus=N --ntasks-per-gpu=1 [--nodes=K]`` whose script
+    runs once (see the module docstring); on the ``cpu`` device no GPUs (``sbatch --ntasks=N``).
+    Unused keys are ``None``, which Snakemake drops.  A local run (no cluster executor) that asks for
+    more GPUs than the machine shows, or for more than one node, is one :class:`InputError` here,
+    when the DAG is built; with no GPU at all the N processes share the CPU (``gloo``) and count as
+    one ``gpu`` job, as every GPU rule does there.
     """
-    from .gpu import LOCAL_EXECUTORS, run_executor, visible_gpus
+    from .gpu import LOCAL_EXECUTORS, job_gpus, run_executor, visible_gpus
 
     where = f"{key}." if key else ""
     processes, nodes = int(processes), int(nodes)
@@ -468,18 +469,21 @@ def rule_resources(processes: int, nodes: int = 1, device: str = "auto", key: st
                          "with at least one process per node")
     none = {"tasks": None, "tasks_per_gpu": None, "nodes": None, "mpi": None}
     if processes == 1:
-        return {"gpu": 1, **none}
+        return {"gpu": job_gpus(device), **none}
+    local = run_executor(argv, environ) in LOCAL_EXECUTORS
+    if local and nodes > 1:
+        raise InputError(f"{where}nodes: {nodes} nodes need a cluster executor (e.g. --profile "
+                         "profiles/slurm); a local run uses this machine only")
+    if not job_gpus(device):  # the ranks share the CPUs: no GPU asked for, one Slurm task each
+        return {"gpu": 0, "tasks": processes, "tasks_per_gpu": None, "nodes": nodes, "mpi": "srun"}
     gpus = processes
-    if run_executor(argv, environ) in LOCAL_EXECUTORS:
-        if nodes > 1:
-            raise InputError(f"{where}nodes: {nodes} nodes need a cluster executor (e.g. --profile "
-                             "profiles/slurm); a local run uses this machine only")
+    if local:
         visible = visible_gpus(environ)
-        if device != "cpu" and 0 < len(visible) < processes:
+        if 0 < len(visible) < processes:
             raise InputError(f"{where}processes: {processes} training processes need one GPU each, but "
                              f"this machine shows {len(visible)} (GPU {','.join(visible)}); lower "
                              f"{where}processes or run on a cluster")
-        if device == "cpu" or not visible:
+        if not visible:
             gpus = 1
     return {"gpu": gpus, "tasks": processes, "tasks_per_gpu": 1, "nodes": nodes, "mpi": "srun"}
 

@@ -20,7 +20,9 @@ or is killed, so a slot is never leaked.
 ``gpu_resource_limit`` gives the value of Snakemake's global ``--resources gpu=K`` that the
 workflow profile (profiles/default) uses: ``max(1, number of visible GPUs)`` for a local run
 (with no GPU, GPU rules still run, one at a time, on the CPU), and no limit when the jobs go to
-a cluster executor, where the scheduler assigns the GPUs.
+a cluster executor, where the scheduler assigns the GPUs.  ``job_gpus`` is what a rule asks for:
+one GPU, or none for a stage whose ``device`` is ``cpu`` (a cluster without GPUs gets no GPU
+request, and such jobs are not queued behind the GPU ones).
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ def run_executor(argv: list[str] | None = None, environ: dict | None = None) -> 
         if e is not None:
             return e
     return None
+
+
+def job_gpus(device: str) -> int:
+    """The ``gpu`` resource of a one-process job on ``device``: 0 for ``cpu``, else 1 (``auto`` may
+    find one; ``cuda``/``cuda:N`` needs one)."""
+    return 0 if str(device).strip().lower() == "cpu" else 1
 
 
 def gpu_resource_limit(argv: list[str] | None = None, environ: dict | None = None) -> int:

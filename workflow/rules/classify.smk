@@ -104,7 +104,7 @@ rule evaluate_classifier:
         ENV
     threads: 2
     resources:
-        gpu=1,  # inference on the classify.device (a GPU where there is one), as classify_catalogue
+        gpu=job_gpus(CLASSIFY["device"]),  # inference on classify.device, as classify_catalogue
         mem_mb=4000,
         runtime=20,
     params:
@@ -209,7 +209,7 @@ rule classify_catalogue:
         ENV
     threads: 4
     resources:
-        gpu=1,
+        gpu=job_gpus(CLASSIFY["device"]),
         mem_mb=8000,
         runtime=60,
     params:

@@ -11,6 +11,7 @@ from gzmorph.classify_settings import ClassifySettings, curated_image_size
 from gzmorph.codedeps import foreign_modules, import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
+from gzmorph.gpu import job_gpus
 from gzmorph.io import InputError
 from gzmorph.manifest import content_digest, manifest_in_use, refresh_manifest
 from gzmorph.pretrained import encoder_files

@@ -52,7 +52,7 @@ rule train_expert:
         ENV
     threads: DISTILL["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(DISTILL["device"]),
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
@@ -90,7 +90,7 @@ rule distill:
         ENV
     threads: DISTILL["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(DISTILL["device"]),
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
@@ -131,7 +131,7 @@ rule evaluate_baseline:
         ENV
     threads: DISTILL["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(DISTILL["device"]),
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:
@@ -184,7 +184,7 @@ rule evaluate_distilled:
         ENV
     threads: DISTILL["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(DISTILL["device"]),
         mem_mb=DISTILL["gpu_mem_mb"],
         runtime=DISTILL["runtime"],
     params:

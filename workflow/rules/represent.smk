@@ -177,7 +177,7 @@ rule embed:
         ENV
     threads: REPRESENT["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(REPRESENT["device"]),
         mem_mb=8000,
         runtime=60,
     params:
@@ -269,7 +269,7 @@ rule finetune:
         ENV
     threads: REPRESENT["threads"]
     resources:
-        gpu=1,
+        gpu=job_gpus(REPRESENT["device"]),
         mem_mb=8000,
         runtime=60,
     params:
