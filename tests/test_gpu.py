@@ -286,6 +286,9 @@ def test_every_gpu_rule_of_the_workflow_is_in_the_slurm_profile():
             m = re.match(r"\s*rule (\w+):", block)
             if m and re.search(r"^\s+gpu\s*=", block, re.M):
                 gpu_rules.add(m.group(1))
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):  # `use rule A as B`: B asks for A's GPU
+        gpu_rules |= {b for a, b in re.findall(r"^\s*use rule (\w+) as (\w+)", smk.read_text(), re.M) if a in gpu_rules}
+    assert "evaluate_full" in gpu_rules
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert gpu_rules <= set(profile["set-resources"]), gpu_rules - set(profile["set-resources"])
     for rule in gpu_rules:
