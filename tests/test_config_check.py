@@ -73,7 +73,8 @@ def test_misspelt_key_gets_did_you_mean_and_a_far_one_the_known_keys():
     ({"distill": {"preset": "fast"}},
      f"config distill.preset: 'fast' is not one of ['default', 'laptop', 'paper'] {AT}"),
     ({"classify": {"augment": "yes"}},
-     f"config classify.augment: 'yes' is not of type 'boolean' and is not of type 'object' {AT}"),
+     f"config classify.augment: 'yes' is not of type 'boolean' and is not of type 'object' {AT}; --config passes "
+     "nested values as text: put nested keys in a --configfile"),
     ({"represent": {"finetune": {"budgets": "many"}}},
      f"config represent.finetune.budgets: 'many' is not one of ['auto'] and is not of type 'array' {AT}"),
     ({"cuts": {"mine": {"classes": {"a": ["Class1.1 > 0.5"]}}}},
@@ -83,6 +84,19 @@ def test_misspelt_key_gets_did_you_mean_and_a_far_one_the_known_keys():
 ])
 def test_type_and_range_errors_name_the_key_the_value_and_the_rule(over, message):
     assert errors(over) == [message]
+
+
+def test_values_as_snakemake_config_passes_them_get_a_hint():
+    """``--config classify={epochs: 3}`` gives the text '3', ``--config data_dir=`` null: the line
+    says so, since the user typed a number and an empty value.  A word where a number belongs does
+    not get the hint."""
+    hint = "; --config passes nested values as text: put nested keys in a --configfile"
+    assert errors({"classify": {"epochs": "3"}}) == [f"config classify.epochs: '3' is not of type 'integer' {AT}{hint}"]
+    assert errors({"classify": {"augment": "false"}})[0].endswith(hint)
+    assert errors({"data_dir": None}) == [f"config data_dir: None is not of type 'string' {AT}; an empty --config "
+                                          'value (key=) reads as null: give an empty text in a --configfile (key: "")']
+    assert errors({"classify": {"epochs": "x"}}) == [f"config classify.epochs: 'x' is not of type 'integer' {AT}"]
+    assert not errors({"seed": "7"})[0].endswith(hint)  # top-level --config values arrive typed
 
 
 def test_every_schema_error_is_reported_once_each_on_one_line():

@@ -139,6 +139,26 @@ def schema_errors(config: dict, schema: dict, pointer: str = SCHEMA_FILE) -> lis
 _INSIDE = ("additionalProperties", "required", "minItems", "maxItems", "minProperties", "propertyNames")
 
 
+def _command_line_hint(err) -> str:
+    """Why a value of the wrong type may have come from ``--config``: Snakemake passes a nested
+    value there as text (``classify={epochs: 3}`` gives '3') and an empty one as null."""
+    if err.validator not in ("type", "oneOf", "anyOf"):
+        return ""
+    if err.instance is None:
+        return ("; an empty --config value (key=) reads as null: give an empty text in a --configfile "
+                "(key: \"\")")
+    if isinstance(err.instance, str) and len(err.absolute_path) > 1:
+        import yaml
+
+        try:
+            parsed = yaml.safe_load(err.instance)
+        except yaml.YAMLError:
+            return ""
+        if parsed is not None and not isinstance(parsed, str):
+            return "; --config passes nested values as text: put nested keys in a --configfile"
+    return ""
+
+
 def _describe(err, config, pointer: str) -> list[str]:
     path = list(err.absolute_path)
     key = key_path(config, path)
@@ -155,14 +175,15 @@ def _describe(err, config, pointer: str) -> list[str]:
             return _describe(best_match(inside), config, pointer)
         prefix = repr(err.instance)
         parts = [e.message[len(prefix):].strip() if e.message.startswith(prefix) else e.message for e in here]
-        return [f"{where(key)}: {show(err.instance)} {' and '.join(dict.fromkeys(parts))} ({pointer})"]
+        return [f"{where(key)}: {show(err.instance)} {' and '.join(dict.fromkeys(parts))} ({pointer})"
+                f"{_command_line_hint(err)}"]
     message = err.message
     if err.validator == "minProperties":
         message = f"{show(err.instance)} needs at least {err.validator_value} entries"
     prefix = repr(err.instance)
     if message.startswith(prefix):
         message = show(err.instance) + message[len(prefix):]
-    return [f"{where(key)}: {message} ({pointer})"]
+    return [f"{where(key)}: {message} ({pointer}){_command_line_hint(err)}"]
 
 
 # ----------------------------------------------------------------------------- names and paths
