@@ -474,6 +474,23 @@ def test_corrupt_images_are_skipped_below_the_limit_and_fatal_above(tmp_path, ti
     assert not (wd / "results/c0/curated/images.parquet").exists()
 
 
+def test_a_target_the_configuration_cannot_make_has_no_rule(tmp_path):
+    """A path named on the command line that the config cannot produce fails at DAG build, naming
+    it: the hierarchy for another cut than hiwl5 (it was a job that failed after curation), ipc 0
+    and ipc01 (a second copy of ipc1 under another name)."""
+    wd = copy_workflow(tmp_path)
+    for target, config in (("results/synthetic-guan9/classify/hiwl/metrics.json", ["--config", "cut=guan9"]),
+                           ("results/synthetic-hiwl5/distill/mtt/ipc0/eval.json", []),
+                           ("results/synthetic-hiwl5/distill/stm/ipc01/synthetic.pt", [])):
+        dry = subprocess.run([*SNAKEMAKE, "-n", target, *config], cwd=wd, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "PYTHONPATH": str(wd / "src")})
+        assert dry.returncode != 0 and f"No rule to produce {target}" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    dry = subprocess.run([*SNAKEMAKE, "-n", "results/synthetic-guan9/classify/flat/metrics.json", "--config",
+                          "cut=guan9"], cwd=wd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(wd / "src")})
+    assert dry.returncode == 0 and "train_classifier" in dry.stdout, dry.stdout + dry.stderr
+
+
 def test_dry_run_and_lint_of_the_repos_workflow(tmp_path):
     """The repository's own files in a fresh folder: a developer's results/ cannot empty the plan,
     and nothing (.snakemake/) is written into the checkout."""

@@ -11,8 +11,10 @@ from gzmorph.distributed import rule_resources
 # gzmorph.config_check has already checked it (common.smk)
 _CLASSIFY = ClassifySettings.from_config(config["classify"])
 CLASSIFY = asdict(_CLASSIFY)
-# the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only
-CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m != "hiwl" or config["cut"] == "hiwl5"]
+# the hierarchy needs the five hiwl5 classes; any other cut gets the flat classifier only (also
+# as the {model} a target may name: a hiwl path of another cut has no rule, not a job that fails)
+CLASSIFY_KINDS = [m for m in ("hiwl", "flat") if m != "hiwl" or config["cut"] == "hiwl5"]
+CLASSIFY_MODELS = [m for m in CLASSIFY["models"] if m in CLASSIFY_KINDS]
 # what the training script gets: the settings that determine the weights, and the device to use
 CLASSIFY_TRAIN = {
     **_CLASSIFY.identity(),
@@ -61,7 +63,7 @@ rule train_classifier:
     benchmark:
         bench_path("train_classifier_{model}")
     wildcard_constraints:
-        model="hiwl|flat",
+        model="|".join(CLASSIFY_KINDS),
     conda:
         ENV
     threads: CLASSIFY["threads"]
@@ -99,7 +101,7 @@ rule evaluate_classifier:
     benchmark:
         bench_path("evaluate_classifier_{model}")
     wildcard_constraints:
-        model="hiwl|flat",
+        model="|".join(CLASSIFY_KINDS),
     conda:
         ENV
     threads: 2
@@ -203,7 +205,7 @@ rule classify_catalogue:
     benchmark:
         bench_path("classify_catalogue_{model}_{name}")
     wildcard_constraints:
-        model="hiwl|flat",
+        model="|".join(CLASSIFY_KINDS),
         name=APPLY_NAMES,
     conda:
         ENV

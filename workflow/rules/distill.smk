@@ -32,7 +32,7 @@ if STAGE_PLAN["distill"]["runs"]:
 wildcard_constraints:
     expert=r"expert_\d+",
     method="mtt|stm",
-    ipc=r"\d+",
+    ipc=r"[1-9]\d*",  # as the config's ipc: no 0, no ipc01 beside ipc1
     baseline="random|mean",
 
 
