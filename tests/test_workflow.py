@@ -484,7 +484,8 @@ def test_a_target_the_configuration_cannot_make_has_no_rule(tmp_path):
                            ("results/synthetic-hiwl5/distill/stm/ipc01/synthetic.pt", [])):
         dry = subprocess.run([*SNAKEMAKE, "-n", target, *config], cwd=wd, capture_output=True, text=True,
                              timeout=300, env={**os.environ, "PYTHONPATH": str(wd / "src")})
-        assert dry.returncode != 0 and f"No rule to produce {target}" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+        text = dry.stdout + dry.stderr
+        assert dry.returncode != 0 and f"No rule to produce {target}" in text, text
     dry = subprocess.run([*SNAKEMAKE, "-n", "results/synthetic-guan9/classify/flat/metrics.json", "--config",
                           "cut=guan9"], cwd=wd, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(wd / "src")})
