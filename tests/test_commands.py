@@ -339,6 +339,13 @@ def test_finetune_help_says_which_encoders_it_takes(capsys):
         assert words in out, words
 
 
+def test_export_encoder_of_a_missing_file_says_it_does_not_exist(tmp_path, capsys):
+    assert main(["export-encoder", str(tmp_path / "nothing.pt"), "-o", str(tmp_path / "enc")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{tmp_path / 'nothing.pt'}: model file not found: the file "
+                                                    "does not exist")
+    assert not (tmp_path / "enc").exists()
+
+
 def test_an_exported_greyscale_representation_stays_greyscale(tmp_path):
     """A greyscale representation's mean/std are the grey image's: its exported folder says it is greyscale,
     so gzmorph finetune makes the images grey as the model file does, and the features are the same (they

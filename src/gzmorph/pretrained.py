@@ -472,6 +472,8 @@ def export_encoder(model_file: str | Path, folder: str | Path) -> Path:
 
     from .io import atomic_path, load_bundle
 
+    if not Path(model_file).is_file():
+        raise InputError(f"{model_file}: model file not found: the file does not exist")
     fmt = gzmorph_format(model_file)
     if not fmt:
         raise InputError(f"{model_file}: not a gzmorph model file")
