@@ -278,11 +278,11 @@ def test_a_killed_evaluation_resumes_and_ends_with_the_uninterrupted_figures(tmp
     """The full-data nets killed in net 1's third epoch: the rerun takes net 0 from the work folder,
     continues net 1 from its last epoch (its best epoch's weights from ``best.pt``) and trains net 2,
     ending with the uninterrupted run's figures, bit for bit.  Another seed's rerun sets the finished
-    net aside and trains every net afresh."""
+    net aside and trains every net afresh.  A random baseline keeps its finished nets only."""
     import gzmorph.train as train_module
 
     data = dataclasses.replace(tiny_data, x_val=tiny_data.x_test, y_val=tiny_data.y_test)
-    ec = EvalConfig(n_nets=3, full_epochs=6, full_patience=3, full_batch_size=8)
+    ec = EvalConfig(n_nets=3, epochs=6, full_epochs=6, full_patience=3, full_batch_size=8)
     whole = evaluate_baseline("full", 0, data, MC, ec, 0)
     work = tmp_path / "full.work"
     real_fit, nets = train_module.fit, []
@@ -316,6 +316,19 @@ def test_a_killed_evaluation_resumes_and_ends_with_the_uninterrupted_figures(tmp
     assert f"{work / 'net0.json'}: finished net of another evaluation; training it again" in caplog.text
     assert "finished before" not in caplog.text
     assert other == evaluate_baseline("full", 0, data, MC, ec, 1)
+
+    # a baseline of a few images per class (an epoch is one step): finished nets only, no epoch checkpoints
+    whole = evaluate_baseline("random", 2, data, MC, ec, 0)
+    work, nets[:] = tmp_path / "random.work", []
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "fit", fit_killed_in_net_1)
+        with pytest.raises(_Killed):
+            evaluate_baseline("random", 2, data, MC, ec, 0, work_dir=work)
+    assert nets == [None, None] and sorted(p.name for p in work.iterdir()) == ["net0.json"]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="gzmorph"):
+        assert evaluate_baseline("random", 2, data, MC, ec, 0, work_dir=work) == whole
+    assert "net 0: finished before" in caplog.text and "resumed from" not in caplog.text
 
 
 def test_nan_rolls_back(tiny_data, experts):

@@ -13,10 +13,12 @@ start epoch (STM's ``alpha_per_epoch``), as Guan et al.'s ``evaluate_synset``: t
 α_{k−1} for max(N, (E/2) / k) epochs each (N: the distillation's student steps), then E/2
 epochs at α_{k−1} × 0.1 (their code: 500 epochs per the pieces' budget and 500 at × 0.1).
 
-Resuming (``work_dir``): each net trains with :func:`gzmorph.train.fit`'s end-of-epoch checkpoint
-in ``<work>/net<k>/``, and a finished net's test figures go to ``<work>/net<k>.json``.  A killed
-evaluation (a Slurm time-out of the full-data nets) takes the finished nets from there and continues
-the unfinished one from its last epoch; each net is seeded by its index alone, so the figures equal
+Resuming (``work_dir``): a finished net's test figures go to ``<work>/net<k>.json``, and the
+full-data nets, whose epochs are long, also keep :func:`gzmorph.train.fit`'s end-of-epoch
+checkpoint in ``<work>/net<k>/`` (a net on a distilled or baseline set of a few images per class
+runs an epoch in one step or two, where a checkpoint would cost more than the step).  A killed
+evaluation (a Slurm time-out) takes the finished nets from there and continues the full-data net
+it was training from its last epoch; each net is seeded by its index alone, so the figures equal
 an uninterrupted run's (bit-identical on the CPU).  Both are used only by the evaluation that wrote
 them: the same training set (its bytes), data, model, protocol, seed and code version
 (:func:`eval_identity`); anything else is set aside with one log line.
@@ -101,14 +103,14 @@ def _finished_net(path: Path, identity: str) -> dict | None:
 def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int, cfg: EvalConfig, seed: int,
                     *, augment=AUGMENT, cutout=CUTOUT, pieces=None, syn_steps: int = 0,
                     batch_size=None, val=None, patience: int = 0, progress: bool = False,
-                    work_dir=None) -> dict:
+                    work_dir=None, epoch_checkpoints: bool = False) -> dict:
     """``{"accuracy": [...], "balanced_accuracy": [...]}`` on the test split of ``cfg.n_nets`` fresh
     ConvNets trained on (x, y) by the evaluation protocol (``pieces``: one α per start epoch).
     With ``val`` = (x, y) and ``patience``, each net stops after ``patience`` epochs without a better
     validation accuracy and keeps its best epoch (training to convergence, judged on validation).
     ``progress``: each epoch's line in the log (the full-data nets, the long ones).
-    ``work_dir``: checkpoints and finished nets, from which a killed evaluation resumes (module
-    docstring); the caller removes it once its output is written."""
+    ``work_dir``: finished nets (and with ``epoch_checkpoints`` each net's last epoch), from which a
+    killed evaluation resumes (module docstring); the caller removes it once its output is written."""
     from .train import pick_device
 
     device = pick_device(cfg.device)
@@ -129,7 +131,7 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
             log.info("net %d: finished before, from %s", k, work / f"net{k}.json")
         else:
             done = _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces,
-                              per_piece, batch_size, val, patience, progress, work, identity)
+                              per_piece, batch_size, val, patience, progress, work, identity, epoch_checkpoints)
         accs.append(done["accuracy"])
         balanced.append(done["balanced_accuracy"])
         runs.append(done["run"])
@@ -140,14 +142,15 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
 
 
 def _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces, per_piece,
-               batch_size, val, patience, progress, work, identity) -> dict:
-    """Train and test net ``k`` (seeded by its index alone); with a work folder, from its checkpoint."""
+               batch_size, val, patience, progress, work, identity, epoch_checkpoints) -> dict:
+    """Train and test net ``k`` (seeded by its index alone); with ``epoch_checkpoints``, from its
+    checkpoint in the work folder."""
     from .train import discard_checkpoints, fit, predict_tensor
 
     torch.manual_seed(seed * 1009 + k)
     net = convnet(model_config)
     lr0 = float(pieces[0]) if pieces else float(lr)
-    checkpoint = work / f"net{k}" if work else None
+    checkpoint = work / f"net{k}" if work and epoch_checkpoints else None
     result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size, seed=seed * 1009 + k,
                  optimizer=lambda p: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
                  scheduler=_schedule(epochs, pieces, per_piece), transform=transform, device=device, amp=False,
@@ -220,7 +223,7 @@ def evaluate_baseline(kind: str, ipc: int, data: Data, model_config: dict, cfg: 
         accs = train_eval_nets(data.x_train, data.y_train, data, model_config, cfg.full_lr, cfg.full_epochs,
                                cfg, seed, augment=augment, cutout=cutout, batch_size=cfg.full_batch_size,
                                val=(data.x_val, data.y_val), patience=cfg.full_patience, progress=True,
-                               work_dir=work_dir)
+                               work_dir=work_dir, epoch_checkpoints=True)
     else:
         raise InputError(f"unknown baseline {kind!r}: random | mean | full")
     out = {"baseline": kind, "ipc": ipc if kind != "full" else None, **summary(accs),
