@@ -73,6 +73,29 @@ def test_zca_centres_and_whitens_the_training_images(zca_data):
     assert d > 8 and torch.allclose(cov, torch.eye(8, dtype=torch.float64), atol=1e-3)
 
 
+def test_zca_and_class_means_read_the_split_a_batch_at_a_time(tiny_data):
+    """The whitening is fitted over batches of uint8 images normalised on the fly, and the class
+    means sum uint8 pixels before normalising: the figures of the whole-split float formulas, at
+    any batch size (neither holds a float copy of the split or of a class)."""
+    from gzmorph.distill import mean_per_class
+
+    def prepare(b):
+        return normalize(to_float(b), tiny_data.mean, tiny_data.std)
+
+    whole = fit_zca(prepare(tiny_data.x_train), reg=0.1)
+    for batch in (1, 7, 4096):
+        z = fit_zca(tiny_data.x_train, reg=0.1, prepare=prepare, batch_size=batch)
+        assert torch.allclose(z.mean, whole.mean, atol=1e-6) and torch.allclose(z.matrix, whole.matrix, atol=1e-5)
+    means, labels = mean_per_class(tiny_data, 2, 3)
+    gen = torch.Generator().manual_seed(3)
+    for c in range(len(tiny_data.classes)):
+        idx = torch.nonzero(tiny_data.y_train == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        for j, part in enumerate(idx.tensor_split(2)):
+            assert labels[2 * c + j] == c
+            assert torch.allclose(means[2 * c + j], prepare(tiny_data.x_train[part]).mean(0), atol=1e-5)
+
+
 def test_zca_is_applied_once_to_what_the_student_sees(tmp_path, zca_data, monkeypatch):
     seen = []
     call = Student.__call__

@@ -101,7 +101,9 @@ def real_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch
 
 def mean_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-mean images: the means of ``ipc`` random disjoint parts of each class, in normalised
-    space like synthetic images (not whitened: the input pipeline whitens them once)."""
+    space like synthetic images (not whitened: the input pipeline whitens them once).  Normalising
+    is affine, so each part's pixels are summed a batch at a time and the mean image normalised:
+    no float copy of a class (at IPC 1 the part is the whole class)."""
     check_ipc(data, ipc)
     gen = torch.Generator().manual_seed(int(seed))
     xs, ys = [], []
@@ -109,7 +111,9 @@ def mean_per_class(data: Data, ipc: int, seed: int) -> tuple[torch.Tensor, torch
         idx = torch.nonzero(data.y_train == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
         for part in idx.tensor_split(ipc):
-            xs.append(normalize(to_float(data.x_train[part]), data.mean, data.std).mean(0))
+            total = sum(data.x_train[b].double().sum(0) for b in part.split(4096))
+            mean_image = (total / len(part)).float().unsqueeze(0)  # uint8 layout: 1×H×W×C
+            xs.append(normalize(mean_image.permute(0, 3, 1, 2).div(255), data.mean, data.std)[0])
             ys.append(c)
     return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
 

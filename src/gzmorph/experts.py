@@ -86,13 +86,26 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
-def fit_zca(x_norm: torch.Tensor, reg: float = 0.1) -> aug.Whitening:
-    """ZCA whitening of normalised float images N×C×H×W: their mean image (D) and the matrix
-    U (Λ + reg)^-1/2 Uᵀ of their covariance (kornia-style regulariser)."""
-    flat = x_norm.reshape(len(x_norm), -1).double()
-    mean = flat.mean(0)
-    flat = flat - mean
-    cov = flat.T @ flat / max(1, len(flat) - 1)
+def fit_zca(x: torch.Tensor, reg: float = 0.1, prepare=None, batch_size: int = 4096) -> aug.Whitening:
+    """ZCA whitening of normalised float images N×C×H×W (or of ``prepare(batch)`` of each batch of
+    ``x``, e.g. uint8 images normalised on the fly): their mean image (D) and the matrix
+    U (Λ + reg)^-1/2 Uᵀ of their covariance (kornia-style regulariser).  Two passes over batches
+    (the mean, then the centred D×D sum of products), so memory is D² plus one batch, not a float64
+    copy of the split."""
+    def flat_batches():
+        for i in range(0, len(x), batch_size):
+            b = x[i:i + batch_size]
+            yield (prepare(b) if prepare else b).reshape(len(b), -1).double()
+
+    total = None
+    for f in flat_batches():
+        total = f.sum(0) if total is None else total + f.sum(0)
+    mean = total / max(1, len(x))
+    cov = torch.zeros(len(mean), len(mean), dtype=torch.float64)
+    for f in flat_batches():
+        f = f - mean
+        cov.addmm_(f.T, f)
+    cov /= max(1, len(x) - 1)
     evals, evecs = torch.linalg.eigh(cov)
     w = evecs @ torch.diag(1.0 / torch.sqrt(evals.clamp_min(0) + reg)) @ evecs.T
     return aug.Whitening(w.float(), mean.float())
@@ -144,7 +157,7 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
         data.x_val = torch.from_numpy(read_resized(store, val["id"].to_numpy(), int(image_size)))
         data.y_val = torch.as_tensor(val["label"].to_numpy().copy(), dtype=torch.long)
     if zca:
-        data.zca = fit_zca(aug.normalize(aug.to_float(x_tr), mean, std), zca_reg)
+        data.zca = fit_zca(x_tr, zca_reg, prepare=lambda b: aug.normalize(aug.to_float(b), mean, std))
     return data
 
 
