@@ -43,6 +43,23 @@ def test_gp_active_learning_finds_planted_anomalies_better_than_random():
     assert m["precision_top15"] > 0.5
 
 
+def test_the_gp_predicts_in_chunks_as_it_would_at_once():
+    """Every galaxy's GP mean and sd, a chunk of rows at a time: the figures of one call (up to
+    rounding; the sd of a labelled galaxy, ~1e-5, is the square root of a difference of near-equal
+    numbers)."""
+    from sklearn.gaussian_process import GaussianProcessRegressor
+
+    from gzmorph.anomalies import _predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(103, 4))
+    gp = GaussianProcessRegressor(normalize_y=True).fit(x[:20], x[:20, 0] ** 2)
+    mu, sd = gp.predict(x, return_std=True)
+    for chunk in (1, 10, 50_000):
+        m, s = _predict(gp, x, chunk)
+        assert np.allclose(m, mu, rtol=1e-9, atol=1e-12) and np.allclose(s, sd, rtol=1e-9, atol=1e-8)
+
+
 def test_anomaly_experiment_reports_all_methods():
     x, odd, _ = planted(n=200, n_anom=8)
     metrics, curves, first = anomaly_experiment(x, odd, AnomalySettings(n_components=4, budget=30, seeds=2),

@@ -436,14 +436,21 @@ def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained
         classify_table(out["hiwl"][0], cat, dest, workers=1)
     assert not dest.exists()
     with caplog.at_level("WARNING", logger="gzmorph.apply"):
-        pred = classify_table(out["hiwl"][0], cat, dest, workers=1, max_bad_image_fraction=0.05)
+        done = classify_table(out["hiwl"][0], cat, dest, workers=1, max_bad_image_fraction=0.05)
     assert "1 unreadable image(s) skipped" in caplog.text and first.name in caplog.text
+    pred = pd.read_parquet(dest)
     assert len(pred) == 59 and int(first.stem) not in set(pred["id"])
-    assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pd.read_parquet(dest).columns)
-    # streamed a few images at a time (blocks of 32 decoded, batches of 5 classified): the same table
+    assert done == {"galaxies": 59, "predicted": pred["pred_name"].value_counts(sort=False).to_dict()}
+    assert {"id", "image_path", "pred_name", "p_cigar"} <= set(pred.columns)
+    # streamed a few images at a time (blocks of 32 decoded, classified in batches of 5, each block
+    # written as it comes): the same table, in one row group per block
     cat.to_parquet(tmp_path / "source.parquet")
-    small = classify_table(out["hiwl"][0], tmp_path / "source.parquet", tmp_path / "small.parquet", workers=1,
-                           max_bad_image_fraction=0.05, batch_size=5)
+    classify_table(out["hiwl"][0], tmp_path / "source.parquet", tmp_path / "small.parquet", workers=1,
+                   max_bad_image_fraction=0.05, batch_size=5)
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "small.parquet").metadata.num_row_groups == 2
+    small = pd.read_parquet(tmp_path / "small.parquet")
     pd.testing.assert_frame_equal(small, pred, check_exact=False, atol=1e-5)
     assert small["image_path"].tolist() == cat["image_path"].drop(index=cat.index[cat["id"] == int(first.stem)]
                                                                     ).tolist()

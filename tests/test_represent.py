@@ -204,6 +204,24 @@ def test_write_embeddings_roundtrip_and_bad_model_file(tmp_path):
     write_embeddings(tmp_path / "e.parquet", [3, 1], np.ones((2, 4)))
     ids, vec = read_embeddings(tmp_path / "e.parquet")
     assert ids.tolist() == [3, 1] and vec.shape == (2, 4)
+    # read a batch at a time across row groups: the same ids (strings kept) and vectors
+    from gzmorph.io import parquet_stream
+    from gzmorph.represent import embedding_table
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(23, 5)).astype(np.float32)
+    names = np.array([f"J{i:04d}" for i in range(23)], dtype=object)
+    with parquet_stream(tmp_path / "groups.parquet") as write:
+        for i in range(0, 23, 4):
+            write(embedding_table(names[i:i + 4], vectors[i:i + 4]))
+    for batch in (3, 7, 65_536):
+        ids, vec = read_embeddings(tmp_path / "groups.parquet", batch_size=batch)
+        assert ids.tolist() == names.tolist() and vec.dtype == np.float32 and np.array_equal(vec, vectors)
+    picked, vec = read_embeddings(tmp_path / "groups.parquet", rows=[21, 2, 3, 9], batch_size=4)
+    assert picked.tolist() == names[[2, 3, 9, 21]].tolist() and np.array_equal(vec, vectors[[2, 3, 9, 21]])
+    write_embeddings(tmp_path / "none.parquet", [], np.zeros((0, 4)))
+    ids, vec = read_embeddings(tmp_path / "none.parquet")
+    assert len(ids) == 0 and vec.shape == (0, 0)
     (tmp_path / "bad.pt").write_bytes(b"")
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="not a gzmorph representation"):

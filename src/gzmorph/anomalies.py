@@ -80,6 +80,16 @@ def _rank_scores(pred: np.ndarray, labelled: np.ndarray, interest: np.ndarray) -
     return s
 
 
+def _predict(gp, features: np.ndarray, chunk: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+    """The GP's mean and sd for every galaxy, ``chunk`` rows at a time: its kernel against the
+    labelled galaxies is N × m floats (three such arrays while predicting), 4.8 GB at a million
+    galaxies and the full budget, where a chunk holds 50,000 rows' worth."""
+    parts = [gp.predict(features[i:i + chunk], return_std=True) for i in range(0, len(features), chunk)]
+    if not parts:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate([m for m, _ in parts]), np.concatenate([s for _, s in parts])
+
+
 def gp_active_learning(features: np.ndarray, interest: np.ndarray, budget: int = AnomalySettings.budget,
                        initial: int = AnomalySettings.initial, batch: int = AnomalySettings.batch,
                        seed: int = 0, callback=None) -> tuple[np.ndarray, list[int]]:
@@ -104,7 +114,7 @@ def gp_active_learning(features: np.ndarray, interest: np.ndarray, budget: int =
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(features[lab], interest[lab])
-        mu, sd = gp.predict(features, return_std=True)
+        mu, sd = _predict(gp, features)
         mask = np.zeros(n, bool)
         mask[lab] = True
         scores = _rank_scores(mu, mask, interest)

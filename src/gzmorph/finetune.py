@@ -350,8 +350,10 @@ def _task_data(images_path, embeddings_path, source_path, curated_path, settings
     from .imageset import ImageStore
     from .represent import read_embeddings
 
+    import pyarrow.parquet as pq
+
     source = pd.read_parquet(source_path)
-    ids, emb = read_embeddings(embeddings_path)
+    ids = pq.read_table(embeddings_path, columns=["id"]).column("id").to_numpy()
     curated, classes = None, None
     if settings.label == "class":
         from .classify import read_catalogue
@@ -359,8 +361,9 @@ def _task_data(images_path, embeddings_path, source_path, curated_path, settings
         curated, classes, _ = read_catalogue(curated_path)
     labels, names, task = task_labels(settings, source.set_index("id").reindex(ids).reset_index(), curated, classes)
     sel = np.flatnonzero(labels >= 0)
+    _, emb = read_embeddings(embeddings_path, rows=sel)  # the labelled galaxies' vectors only
     store = ImageStore(images_path)
-    return LabelledImages(store, store.rows_of(ids[sel])), emb[sel], labels[sel], names, task
+    return LabelledImages(store, store.rows_of(ids[sel])), emb, labels[sel], names, task
 
 
 def run_finetune(model_path, images_path, embeddings_path, source_path, settings: FinetuneSettings,

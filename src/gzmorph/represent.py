@@ -467,19 +467,31 @@ def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict 
         write(embedding_table(ids, vectors))
 
 
-def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors N × d float32)`` of an embeddings table."""
+def read_embeddings(path: str | Path, rows=None, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors N × d float32)`` of an embeddings table (only its ``rows``, positions in the
+    file, in file order, when given), read a batch at a time into one array: the matrix is held once, not as an
+    Arrow table and its copies besides."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    if "embedding" not in table.column_names or "id" not in table.column_names:
+    pf = pq.ParquetFile(path)
+    if not {"id", "embedding"} <= set(pf.schema_arrow.names):
         raise InputError(f"{path}: not an embeddings table (needs 'id' and 'embedding' columns)")
-    col = table.column("embedding").combine_chunks()
-    ids = table.column("id").to_numpy()
-    if len(col) == 0:
+    n = pf.metadata.num_rows
+    rows = np.arange(n) if rows is None else np.sort(np.asarray(rows, np.int64))
+    if n == 0 or len(rows) == 0:
+        ids = pf.read(columns=["id"]).column("id").to_numpy()[rows]
         return ids, np.zeros((0, 0), np.float32)
-    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-    return ids, flat.reshape(len(col), -1)
+    ids, out, pos, got = [], None, 0, 0
+    for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "embedding"]):
+        col = batch.column("embedding")
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        if out is None:
+            out = np.empty((len(rows), len(flat) // max(1, len(col))), np.float32)
+        take = rows[np.searchsorted(rows, pos):np.searchsorted(rows, pos + len(col))] - pos
+        out[got:got + len(take)] = flat.reshape(len(col), -1)[take]
+        ids.append(batch.column("id").to_numpy(zero_copy_only=False)[take])
+        pos, got = pos + len(col), got + len(take)
+    return np.concatenate(ids), out
 
 
 def embed_table(model: str | Path | Representation, images: str | Path, out: str | Path,

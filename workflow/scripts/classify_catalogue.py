@@ -5,9 +5,9 @@ from gzmorph.smk import rule_context
 with rule_context(snakemake) as (params, log):
     from gzmorph.apply import classify_table
 
-    pred = classify_table(snakemake.input.model, snakemake.input.catalogue, snakemake.output[0],
+    done = classify_table(snakemake.input.model, snakemake.input.catalogue, snakemake.output[0],
                           crop_fraction=params["crop_fraction"], workers=snakemake.threads,
                           max_bad_image_fraction=params["max_bad_image_fraction"],
                           max_pixels=params["max_image_pixels"], device=params["device"],
                           where=params["data_dir"])
-    log.info("%d galaxies classified: %s", len(pred), pred["pred_name"].value_counts().to_dict())
+    log.info("%d galaxies classified: %s", done["galaxies"], done["predicted"])
