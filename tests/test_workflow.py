@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -341,6 +342,21 @@ def test_a_replaced_image_reruns_preprocessing(synthetic_run):
     assert {"preprocess_images", "represent_images", "split", "train_classifier", "report"} <= set(jobs)
     assert not {"simulate_galaxies", "source_table", "select"} & set(jobs)
     assert planned_jobs(smk(synthetic_run, "-n", config=TINY)) == {}  # restored as it was: nothing to do
+
+
+def test_a_project_folder_moved_as_a_whole_reruns_nothing(synthetic_run, tmp_path):
+    """Results, simulated images and all copied elsewhere with their times (as `mv` or `cp -a`):
+    the code, the data folder and every image are recorded relative to the project folder, so the
+    copy plans what the original plans (nothing, when it is up to date); the code inputs and the
+    manifest's absolute paths used to rerun every job there, and the catalogues pointed back."""
+    moved = tmp_path / "moved"
+    shutil.copytree(synthetic_run, moved, symlinks=True, copy_function=shutil.copy2)
+    here = planned_jobs(smk(synthetic_run, "-n", config=TINY))
+    assert planned_jobs(smk(moved, "-n", config=TINY)) == here
+    assert not here, here
+    res = "results/synthetic-hiwl5"
+    manifest = (moved / res / "source" / "images.manifest.tsv").read_text().splitlines()
+    assert manifest[1].split("\t")[2].startswith(f"{res}/source/synthetic/"), manifest[:2]
 
 
 def test_another_catalogue_is_classified_and_reclassified_when_it_changes(synthetic_run, tiny_kaggle):

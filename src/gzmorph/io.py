@@ -85,6 +85,17 @@ def sweep_temporaries(paths) -> list[Path]:
     return removed
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it, else absolute: how the
+    workflow records the data and images of a project, so that a project folder moved or renamed
+    as a whole (results, data and all) names the same files and reruns nothing."""
+    import os
+
+    full = os.path.abspath(path)  # no file-system access: a catalogue's paths are many
+    rel = os.path.relpath(full)
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
 def write_json(path: str | Path, obj) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")

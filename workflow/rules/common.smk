@@ -12,7 +12,7 @@ from gzmorph.codedeps import foreign_modules, import_closure
 from gzmorph.config_check import check_config, check_inside, dataset_name
 from gzmorph.cuts import get_cut
 from gzmorph.gpu import job_gpus
-from gzmorph.io import InputError
+from gzmorph.io import InputError, portable_path
 from gzmorph.manifest import content_digest, manifest_in_use, refresh_manifest
 from gzmorph.pretrained import encoder_files
 from gzmorph.represent_settings import RepresentSettings
@@ -115,9 +115,10 @@ def named(**params):
 def code_of(script):
     """A rule's code inputs: its script and the library modules the script imports, directly or
     transitively (gzmorph.codedeps reads the imports; nothing is listed by hand), so that editing
-    a module reruns exactly the rules whose scripts import it."""
+    a module reruns exactly the rules whose scripts import it. Relative to the working directory,
+    as every other input: a project folder moved or renamed as a whole reruns nothing."""
     path = REPO / "workflow" / "scripts" / f"{script}.py"
-    return [str(path), *import_closure(path, REPO / "src")]
+    return [os.path.relpath(p) for p in (path, *import_closure(path, REPO / "src"))]
 
 
 def check_code_inputs():
@@ -132,11 +133,12 @@ def check_code_inputs():
 
 
 def resolve_data_dir(spec):
-    """Where a source's catalogue + images live (synthetic: simulated under results/)."""
+    """Where a source's catalogue + images live (synthetic: simulated under results/); inside the
+    project folder relative to it, so that moving the folder as a whole reruns nothing."""
     if spec["source"] == "synthetic":
         return res("source/synthetic")
     if spec["data_dir"]:
-        return str(Path(spec["data_dir"]).resolve())
+        return portable_path(spec["data_dir"])
     if spec["source"] in ("kaggle", "table"):
         raise WorkflowError(
             f"source={spec['source']} needs data_dir: the folder with its catalogue and images"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import InputError
+from ..io import InputError, portable_path
 
 #: the kinds a ``sources:`` entry may be (the synthetic source lives under results/ of a single run)
 MERGEABLE = ("kaggle", "gz2", "table")
@@ -98,9 +98,9 @@ def spec_errors(config: dict) -> list[str]:
 
 
 def apply_specs(apply_to: dict) -> dict[str, dict]:
-    """``classify.apply_to`` as source specs, ``{name: {source, data_dir (resolved), options}}``: the
+    """``classify.apply_to`` as source specs, ``{name: {source, data_dir (io.portable_path), options}}``: the
     other catalogues a trained classifier is applied to; options are the source reader's."""
-    return {str(name): {"source": b["source"], "data_dir": str(Path(b["data_dir"]).resolve()),
+    return {str(name): {"source": b["source"], "data_dir": portable_path(b["data_dir"]),
                         "options": {k: v for k, v in b.items() if k not in ("source", "data_dir")}}
             for name, b in apply_to.items()}
 
