@@ -6,6 +6,7 @@ import pytest
 import torch
 from scipy.special import gammaln
 
+from gzmorph.imageset import read_images
 from gzmorph.io import InputError
 from gzmorph.represent import (
     DirichletMultinomialLoss, RepresentConfig, check_vote_table, concentrations, dirichlet_multinomial_nll,
@@ -181,11 +182,12 @@ def test_fit_embed_and_tables(tmp_path):
     assert summary["n_galaxies"] == n and summary["count_source"] == "fractions"
     assert (tmp_path / "training.tsv").exists()
     rep = load_representation(tmp_path / "model.pt")
-    out_ids, vec = embed_table(rep, tmp_path / "images.parquet", tmp_path / "emb.parquet", batch_size=5,
+    out_ids, dim = embed_table(rep, tmp_path / "images.parquet", tmp_path / "emb.parquet", batch_size=5,
                                progress=False)
-    assert vec.shape == (n, 16) and vec.dtype == np.float32
-    ids2, vec2 = read_embeddings(tmp_path / "emb.parquet")
-    assert sorted(ids2.tolist()) == ids.tolist() and np.allclose(vec2, vec)
+    ids2, vec = read_embeddings(tmp_path / "emb.parquet")
+    assert dim == 16 and vec.shape == (n, 16) and vec.dtype == np.float32
+    assert ids2.tolist() == out_ids.tolist() and sorted(ids2.tolist()) == ids.tolist()
+    assert np.allclose(vec, rep.embed(read_images(tmp_path / "images.parquet", ids2)[1]), atol=1e-5)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -198,6 +200,27 @@ def test_fit_embed_and_tables(tmp_path):
     assert xy.shape == (n, 2) and method == "pca"
     with pytest.raises(InputError, match="expects 16×16"):
         rep.embed(tiny_images(2, size=20))
+
+
+def test_the_map_of_a_large_table_is_fitted_on_a_sample_and_projects_the_rest(tmp_path):
+    """Up to fit_rows galaxies the map is embedding_map of them all; beyond, PCA fitted on a seeded
+    sample of fit_rows, every galaxy projected into it batch by batch, in file order."""
+    from sklearn.decomposition import PCA
+
+    from gzmorph.represent import map_table
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(57, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32)
+    names = np.array([f"g{i}" for i in range(57)], dtype=object)
+    write_embeddings(tmp_path / "e.parquet", names, vectors)
+    ids, xy, method = map_table(tmp_path / "e.parquet", "pca", seed=3, fit_rows=57)
+    whole, _ = embedding_map(vectors, "pca", seed=3)
+    assert method == "pca" and ids.tolist() == names.tolist() and np.allclose(xy, whole, atol=1e-5)
+    ids, xy, method = map_table(tmp_path / "e.parquet", "pca", seed=3, fit_rows=20)
+    sample = np.random.default_rng(3).choice(57, 20, replace=False)
+    expected = PCA(n_components=2, random_state=3).fit(vectors[np.sort(sample)]).transform(vectors)
+    assert ids.tolist() == names.tolist() and xy.shape == (57, 2) and np.allclose(xy, expected, atol=1e-5)
+    assert not np.allclose(xy, whole, atol=1e-3)  # another fit than the whole table's
 
 
 def test_write_embeddings_roundtrip_and_bad_model_file(tmp_path):

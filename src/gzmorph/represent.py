@@ -467,37 +467,44 @@ def write_embeddings(path: str | Path, ids, vectors: np.ndarray, metadata: dict 
         write(embedding_table(ids, vectors))
 
 
-def read_embeddings(path: str | Path, rows=None, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors N × d float32)`` of an embeddings table (only its ``rows``, positions in the
-    file, in file order, when given), read a batch at a time into one array: the matrix is held once, not as an
-    Arrow table and its copies besides."""
+def iter_embeddings(path: str | Path, batch_size: int = 65_536):
+    """``(ids, vectors float32)`` of an embeddings table, a batch at a time, in file order."""
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
     if not {"id", "embedding"} <= set(pf.schema_arrow.names):
         raise InputError(f"{path}: not an embeddings table (needs 'id' and 'embedding' columns)")
-    n = pf.metadata.num_rows
-    rows = np.arange(n) if rows is None else np.sort(np.asarray(rows, np.int64))
-    if n == 0 or len(rows) == 0:
-        ids = pf.read(columns=["id"]).column("id").to_numpy()[rows]
-        return ids, np.zeros((0, 0), np.float32)
-    ids, out, pos, got = [], None, 0, 0
     for batch in pf.iter_batches(batch_size=batch_size, columns=["id", "embedding"]):
         col = batch.column("embedding")
-        flat = col.flatten().to_numpy(zero_copy_only=False)
+        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        yield batch.column("id").to_numpy(zero_copy_only=False), flat.reshape(len(col), -1)
+
+
+def read_embeddings(path: str | Path, rows=None, batch_size: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors N × d float32)`` of an embeddings table (only its ``rows``, positions in the
+    file, in file order, when given), read a batch at a time into one array: the matrix is held
+    once, not as an Arrow table and its copies besides."""
+    import pyarrow.parquet as pq
+
+    n = pq.ParquetFile(path).metadata.num_rows
+    rows = np.arange(n) if rows is None else np.sort(np.asarray(rows, np.int64))
+    ids, out, pos, got = [], None, 0, 0
+    for batch_ids, vec in iter_embeddings(path, batch_size):
         if out is None:
-            out = np.empty((len(rows), len(flat) // max(1, len(col))), np.float32)
-        take = rows[np.searchsorted(rows, pos):np.searchsorted(rows, pos + len(col))] - pos
-        out[got:got + len(take)] = flat.reshape(len(col), -1)[take]
-        ids.append(batch.column("id").to_numpy(zero_copy_only=False)[take])
-        pos, got = pos + len(col), got + len(take)
+            out = np.empty((len(rows), vec.shape[1]), np.float32)
+        take = rows[np.searchsorted(rows, pos):np.searchsorted(rows, pos + len(vec))] - pos
+        out[got:got + len(take)] = vec[take]
+        ids.append(batch_ids[take])
+        pos, got = pos + len(vec), got + len(take)
+    if out is None or len(rows) == 0:  # an empty table (its ids' type kept)
+        return pq.read_table(path, columns=["id"]).column("id").to_numpy()[rows], np.zeros((0, 0), np.float32)
     return np.concatenate(ids), out
 
 
 def embed_table(model: str | Path | Representation, images: str | Path, out: str | Path,
-                batch_size: int = 256, device=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                batch_size: int = 256, device=None, progress: bool = True) -> tuple[np.ndarray, int]:
     """Embed every galaxy of an image table into ``out``, streaming the images a row group at a time
-    and writing the vectors as they come; return ``(ids, vectors)``."""
+    and writing the vectors as they come (none is kept); return ``(ids, dimension)``."""
     from tqdm.auto import tqdm
 
     from .imageset import ImageStore
@@ -505,21 +512,21 @@ def embed_table(model: str | Path | Representation, images: str | Path, out: str
 
     rep = model if isinstance(model, Representation) else load_representation(model, device)
     store = ImageStore(images)
-    parts = []
     with parquet_stream(out, metadata={"embedding_dim": rep.dim, "model": rep.path, "dim": rep.dim}) as write, \
             tqdm(total=len(store), desc="embed", unit="img", disable=not progress, file=sys.stderr,
                  mininterval=5) as bar:
         for pos, images_ in store.batches(max(batch_size, 4096)):
-            vec = rep.embed(images_, batch_size=batch_size)
-            write(embedding_table(store.ids[pos], vec))
-            parts.append(vec)
+            write(embedding_table(store.ids[pos], rep.embed(images_, batch_size=batch_size)))
             bar.update(len(pos))
-    vec = np.concatenate(parts) if parts else np.zeros((0, rep.dim), np.float32)
-    return store.ids, vec
+    return store.ids, rep.dim
 
 
-def embedding_map(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D map of the embeddings: UMAP when ``umap-learn`` is installed (``auto``/``umap``), else PCA."""
+#: galaxies the 2-D map is fitted on (a seeded sample beyond it; the rest are projected into it)
+MAP_FIT_ROWS = 50_000
+
+
+def _fit_map(vectors: np.ndarray, method: str, seed: int):
+    """``(fitted 2-D map, its name)``: UMAP when ``umap-learn`` is installed (``auto``/``umap``), else PCA."""
     from sklearn.decomposition import PCA
 
     if method not in ("auto", "pca", "umap"):
@@ -528,12 +535,41 @@ def embedding_map(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> t
         try:
             import umap  # type: ignore
 
-            return umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors), "umap"
+            return umap.UMAP(n_components=2, random_state=seed).fit(vectors), "umap"
         except ImportError:
             if method == "umap":
                 raise InputError("map method 'umap' needs the umap-learn package (pip install umap-learn)") from None
-    n_comp = min(2, vectors.shape[1], len(vectors))
-    xy = PCA(n_components=n_comp, random_state=seed).fit_transform(vectors)
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    return xy, "pca"
+    return PCA(n_components=min(2, vectors.shape[1], len(vectors)), random_state=seed).fit(vectors), "pca"
+
+
+def _two_columns(xy: np.ndarray) -> np.ndarray:
+    return np.pad(xy, ((0, 0), (0, 2 - xy.shape[1]))) if xy.shape[1] < 2 else xy
+
+
+def embedding_map(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
+    """2-D map of the embeddings: UMAP when ``umap-learn`` is installed (``auto``/``umap``), else PCA."""
+    fitted, used = _fit_map(vectors, method, seed)
+    xy = fitted.embedding_ if used == "umap" else fitted.transform(vectors)
+    return _two_columns(xy), used
+
+
+def map_table(path: str | Path, method: str = "auto", seed: int = 0,
+              fit_rows: int = MAP_FIT_ROWS) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(ids, xy, method)``: the 2-D map of an embeddings table.  Up to ``fit_rows`` galaxies it is
+    :func:`embedding_map` of them all; beyond, the map is fitted on a seeded sample of ``fit_rows``
+    and every galaxy is projected into it a batch at a time, so memory holds the sample and N × 2
+    coordinates, never the N × D matrix."""
+    import pyarrow.parquet as pq
+
+    n = pq.ParquetFile(path).metadata.num_rows
+    if n <= fit_rows:
+        ids, vectors = read_embeddings(path)
+        xy, used = embedding_map(vectors, method, seed) if n else (np.zeros((0, 2), np.float32), "pca")
+        return ids, xy, used
+    sample = np.random.default_rng(seed).choice(n, fit_rows, replace=False)
+    fitted, used = _fit_map(read_embeddings(path, rows=sample)[1], method, seed)
+    ids, parts = [], []
+    for batch_ids, vectors in iter_embeddings(path):
+        ids.append(batch_ids)
+        parts.append(_two_columns(fitted.transform(vectors)).astype(np.float32))
+    return np.concatenate(ids), np.concatenate(parts), used
