@@ -38,6 +38,10 @@ def test_select_cap_keeps_most_confident_and_truth():
     np.testing.assert_allclose(sel["confidence"], [0.9, 0.99, 0.8])
     assert stats["n_matched_per_class"] == {"round": 3, "cigar": 1}
     assert (sel["true_label"] == sel["label"]).all()
+    # no cap given: the cut's own top_k caps (guan9's 600 is one; the config's default cap is 0)
+    capped = get_cut("t", {"t": {"top_k": 2, "classes": {"round": ["Class7.1 > 0.5"], "cigar": ["Class7.3 > 0.5"]}}})
+    sel, stats = select(src, capped)
+    assert sel["id"].tolist() == [100, 102, 103] and stats["max_per_class"] == 2
 
 
 def test_empty_class_is_an_error():
@@ -66,6 +70,9 @@ def test_splits_are_stratified_seeded_and_order_free():
     b = assign_splits(labels[order], ids[order], fr, seed=1)
     assert dict(zip(ids[order], b)) == dict(zip(ids, a))
     assert (assign_splits(labels, ids, fr, seed=2) != a).any()
+    # val and test take their own fractions
+    uneven = assign_splits(np.zeros(20, int), np.arange(20), {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
+    assert pd.Series(uneven).value_counts().to_dict() == {"train": 12, "val": 6, "test": 2}
 
 
 @pytest.mark.parametrize("n, expected", [(1, {"train": 1}), (2, {"train": 1, "test": 1}),

@@ -74,6 +74,12 @@ def test_user_conditional_and_path_product_cut():
     assert cut.assign(pd.DataFrame([row]))["label"].tolist() == [0]
     cond = get_cut("c", {"c": {"classes": {"a": ["cond(t07_a16) > 0.5"], "b": ["Class1.2 > 0.5"]}}})
     assert cond.classes[0].conditions[0].term.conditional
+    # evaluated on the conditional fraction: Class7.1 is 0.4 of all, 1.0 of those asked (Class1.1 = 0.4)
+    row = {c: 0.0 for c in GZ2_TREE.kaggle_columns}
+    row.update({"Class1.1": 0.4, "Class1.3": 0.6, "Class7.1": 0.4, "Class6.2": 1.0})
+    cut = get_cut("c", {"c": {"classes": {"a": ["cond(t07_a16) > 0.5"], "b": ["Class1.3 > 0.9"]}}})
+    out = cut.assign(pd.DataFrame([row]))
+    assert out["label"].tolist() == [0] and out["confidence"].tolist() == [1.0]
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -269,6 +269,14 @@ def test_distill_runs_and_writes(tmp_path, tiny_data, experts, method, caplog):
     assert "test_balanced_accuracy" in frag.html and "0.375" in frag.html  # the experts' table, plain and balanced
 
 
+def test_the_spread_over_nets_is_the_sample_standard_deviation():
+    from gzmorph.distill_eval import summary
+
+    out = summary({"accuracy": [0.4, 0.6], "balanced_accuracy": [0.5, 0.5]})
+    assert out["mean"] == pytest.approx(0.5) and out["sd"] == pytest.approx(2 ** 0.5 / 10)
+    assert out["balanced_accuracy_sd"] == 0.0 and summary([0.7]) == {"mean": 0.7, "sd": 0.0, "runs": [0.7]}
+
+
 class _Killed(Exception):
     pass
 

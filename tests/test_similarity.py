@@ -24,6 +24,9 @@ def test_precision_at_k_on_known_clusters():
     shuffled = np.random.default_rng(1).permutation(y)
     assert precision_at_k(x, shuffled, 10)["precision"] < 0.5
     assert base_rate(["a", "a", "b", "b"]) == pytest.approx(1 / 3)
+    # the query is never its own neighbour: each point's nearest other has the other label
+    near = precision_at_k(np.array([[0.0], [1.0], [10.0], [11.0]]), ["a", "b", "a", "b"], k=1)
+    assert near["precision"] == 0.0 and near["base_rate"] == pytest.approx(1 / 3)
 
 
 def test_similarity_search_queries_and_truth():

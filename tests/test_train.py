@@ -63,6 +63,16 @@ def same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_weighted_epochs_draw_by_weight_and_plain_ones_permute():
+    from gzmorph.train import batch_order
+
+    only_two = torch.tensor([0, 0, 1.0, 0, 0, 0], dtype=torch.double)
+    assert [b.tolist() for b in batch_order(6, 3, torch.Generator().manual_seed(0), only_two)] == [[2, 2, 2]] * 2
+    plain = batch_order(8, 3, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(plain).tolist()) == list(range(8)) and [len(b) for b in plain] == [3, 3, 2]
+    assert [len(b) for b in batch_order(7, 3, torch.Generator().manual_seed(0))] == [3, 3]  # no batch of 1
+
+
 def test_loss_decreases_on_learnable_problem():
     x, y = toy()
     model = mlp()
