@@ -197,6 +197,31 @@ def test_levels_smoothing_and_weighted_sampling_configured():
     assert w.tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1.0])
 
 
+def test_each_level_trains_with_its_smoothing_sampling_and_stopping_metric(tmp_path, monkeypatch):
+    """What reaches the training loop, not only what the model file records: HIWL's levels train with
+    label smoothing 0.05; the fine level, whose cigars are rare (2 against 10 edge-on), draws by
+    1/class count and keeps its best balanced accuracy; the flat model has neither."""
+    import gzmorph.train as train_module
+
+    cat, imgs = write_curated(tmp_path, counts={"cigar": (2, 1, 2), "edge-on": (10, 2, 2)})
+    calls, real_fit = [], train_module.fit
+
+    def spy(model, loss, train, val=None, **kw):
+        weights = kw.get("sample_weights")
+        calls.append((loss.label_smoothing, None if weights is None else sorted(set(weights.tolist())),
+                      kw["monitor"], np.bincount(train[1].numpy()).tolist()))
+        return real_fit(model, loss, train, val, **{**kw, "epochs": 1})
+
+    monkeypatch.setattr(train_module, "fit", spy)
+    for kind in ("hiwl", "flat"):
+        C.train(cat, imgs, tmp_path / kind / "model.pt", kind=kind, **TINY)
+    coarse, fine, flat = calls
+    assert coarse[:3] == (0.05, None, "val_accuracy")
+    assert fine[0] == 0.05 and fine[2] == "val_balanced_accuracy"
+    assert sorted(fine[3]) == [2, 10] and fine[1] == [1 / 10, 1 / 2]
+    assert flat[:3] == (0.0, None, "val_accuracy")
+
+
 def test_trained_model_file_and_training_outputs(trained):
     cat, imgs, out = trained
     path, summary = out["hiwl"]

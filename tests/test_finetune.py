@@ -56,6 +56,29 @@ def test_finetune_arms_run_on_tiny_data():
     assert set(summary["frozen"]) == {"2", "4"} and "accuracy_sd" in summary["scratch"]["4"]
 
 
+def test_each_budget_trains_on_b_galaxies_per_class_apart_from_the_test_set(monkeypatch):
+    """A budget b trains on exactly b galaxies of every class, nested in the next budget's, and
+    never on a test galaxy; the test set is balanced: round(0.3 x 12) rings and as many others."""
+    import gzmorph.finetune as F
+
+    seen = []
+
+    def record(arm, rep, images, embeddings, tr, test, y, n_classes, settings, seed, device):
+        seen.append((arm, tr.copy(), test.copy()))
+        return np.zeros((len(test), n_classes), np.float32)
+
+    monkeypatch.setattr(F, "_arm_logits", record)
+    labels = np.repeat([0, 1, -1], [20, 12, 8])
+    ft = FinetuneSettings(seeds=2, arms=["frozen"])
+    runs, _ = finetune_experiment(None, None, None, labels, [2, 4], ft, device="cpu")
+    assert runs["n_train"].tolist() == [4, 8, 4, 8] and (runs["n_test"] == 8).all()
+    for (_, small, test), (_, big, test_again) in zip(seen[::2], seen[1::2]):
+        assert np.array_equal(test, test_again) and np.bincount(labels[test]).tolist() == [4, 4]
+        assert np.bincount(labels[small]).tolist() == [2, 2] and np.bincount(labels[big]).tolist() == [4, 4]
+        assert set(small) <= set(big) and not set(big) & set(test) and (labels[big] >= 0).all()
+    assert not np.array_equal(seen[0][2], seen[2][2])  # each seed draws its own test set
+
+
 def test_finetuning_reads_from_the_store_only_the_images_it_trains_on(tmp_path):
     """The finetune rule leaves the labelled galaxies' images in the store (it read every one into
     memory): an arm reads its budget's images and streams the test set, with the same results."""
