@@ -381,3 +381,33 @@ def test_export_names_made_unique_never_take_a_name_given_as_such():
     names = ["x", "x", "x-2", "x"]
     out = unique_exports([Export("figure", n, None, "", False) for n in names] + [Export("table", "x", None, "", False)])
     assert [e.name for e in out] == ["x", "x-3", "x-2", "x-4", "x"]
+
+
+def test_the_results_table_shows_each_figure_of_its_json(tmp_path):
+    """Every number of the README results table is the JSON's, in its place (distinct values, so a
+    swapped pair of columns or methods fails)."""
+    from gzmorph.io import write_json
+    from gzmorph.report.summary import classification_rows, distillation_rows, representation_rows
+
+    write_json(tmp_path / "classify/hiwl/metrics.json", {"accuracy": 0.812, "macro_f1": 0.634, "n_test": 100})
+    write_json(tmp_path / "distill/mtt/ipc10/eval.json", {
+        "method": "mtt", "ipc": 10, "accuracy_mean": 0.55, "accuracy_sd": 0.02, "balanced_accuracy_mean": 0.5,
+        "baselines": {"random": {"mean": 0.3, "balanced_accuracy_mean": 0.25},
+                      "mean": {"mean": 0.4, "balanced_accuracy_mean": 0.35},
+                      "full": {"mean": 0.9, "balanced_accuracy_mean": 0.8}}})
+    write_json(tmp_path / "similarity/metrics.json", {"k": 10, "precision_at_k": 0.71, "base_rate": 0.22})
+    write_json(tmp_path / "anomalies/metrics.json", {"n_anomalies": 7, "methods": {
+        "gp": {"average_precision": {"mean": 0.5, "sd": 0.1}},
+        "astronomaly": {"average_precision": {"mean": 0.3, "sd": 0.0}}}})
+    write_json(tmp_path / "finetune/metrics.json", {"budgets": [32, 8], "label": "rings", "arms": {
+        "frozen": {"8": {"accuracy_mean": 0.61}, "32": {"accuracy_mean": 0.7}},
+        "finetuned": {"8": {"accuracy_mean": 0.72}, "32": {"accuracy_mean": 0.8}}}})
+    assert classification_rows(tmp_path) == [
+        ("classification, hiwl", "test accuracy (macro F1), 100 galaxies", "0.812 (0.634)")]
+    assert distillation_rows(tmp_path) == [
+        ("distillation, mtt IPC 10", "test accuracy / balanced (random; full data)",
+         "0.550 ± 0.020 / 0.500 (0.300 / 0.250; 0.900 / 0.800)")]
+    assert representation_rows(tmp_path) == [
+        ("similarity search", "precision@10 (base rate)", "0.710 (0.220)"),
+        ("anomalies", "average precision, GP / Astronomaly (7 anomalies)", "0.500 ± 0.100 / 0.300"),
+        ("fine-tuning (ring vs not ring)", "test accuracy at 8 labels per class, frozen / finetuned", "0.610 / 0.720")]

@@ -16,7 +16,8 @@ def evaluation(method, ipc):
     base = {"mean": 0.6, "sd": 0.01, "balanced_accuracy_mean": 0.5, "balanced_accuracy_sd": 0.02}
     return {"method": method, "ipc": ipc, "accuracy_mean": 0.7, "accuracy_sd": 0.05,
             "balanced_accuracy_mean": 0.65, "balanced_accuracy_sd": 0.04,
-            "baselines": {"random": base, "mean": base, "full": {**base, "mean": 0.8}},
+            "baselines": {"random": base, "mean": {**base, "mean": 0.55, "balanced_accuracy_mean": 0.45},
+                          "full": {**base, "mean": 0.8}},
             "experts_final_test_accuracy": {"mean": 0.75, "runs": [0.74, 0.76], "balanced_accuracy_mean": 0.7,
                                             "balanced_accuracy_runs": [0.69, 0.71]},
             "n_test": 367, "image_size": 32}
@@ -69,6 +70,8 @@ def test_accuracy_table_is_method_by_ipc_with_plain_and_balanced_beside_every_ba
         assert name in row and f"{name} (balanced)" in row
     assert row["distilled"] == "0.700 ± 0.050" and row["distilled (balanced)"] == "0.650 ± 0.040"
     assert row["full"] == "0.800 ± 0.010" and row["experts (balanced)"] == "0.700 ± 0.014"
+    assert (row["random"], row["random (balanced)"]) == ("0.600 ± 0.010", "0.500 ± 0.020")
+    assert (row["mean"], row["mean (balanced)"]) == ("0.550 ± 0.010", "0.450 ± 0.020")
     assert row["test galaxies"] == 367 and row["px"] == 32  # the size it was distilled at, as configs differ
 
 
