@@ -346,11 +346,32 @@ class _Script:
 
     def __call__(self, student, theta0, target, denom, syn, labels, alpha, plan, transform, memory, leaf,
                  need_grad=True, graph_steps=0):
-        self.calls.append({"theta0": theta0.detach().clone(), "syn": syn.detach().clone(),
-                           "alpha": float(alpha), "probe": not need_grad})
+        self.calls.append({"theta0": theta0.detach().clone(), "target": target.detach().clone(), "denom": denom,
+                           "syn": syn.detach().clone(), "alpha": float(alpha), "probe": not need_grad})
         if not need_grad:
             return self.probe_losses.pop(0), None, None
         return 1.0, torch.ones_like(syn), torch.tensor(self.g_alpha)
+
+
+def test_mtt_matches_expert_epochs_ahead_from_a_start_below_max_start_epoch(tmp_path, tiny_data, monkeypatch):
+    """MTT's target is the expert ``expert_epochs`` after the start, the start uniform in
+    [0, max_start_epoch), and the denominator the squared distance of the two."""
+    script = _Script([])
+    monkeypatch.setattr(distill_module, "matching_loss", script)
+    experts = fake_experts(tmp_path, tiny_data, epochs=5)
+    from gzmorph.experts import load_expert
+
+    trajs = [load_expert(p)["trajectory"] for p in experts]
+    cfg = DistillConfig(method="mtt", ipc=1, syn_steps=2, expert_epochs=2, max_start_epoch=3, iterations=40,
+                        lr_img=1.0, lr_alpha=1e-6, alpha0=0.01)
+    r = distill(tiny_data, experts, cfg, MC, augment=False)
+    assert len(script.calls) == 40
+    for row, call in zip(r["history"], script.calls):
+        e, start = row["expert"], row["start_epoch"]
+        assert torch.equal(call["theta0"], trajs[e][start]) and torch.equal(call["target"], trajs[e][start + 2])
+        assert call["denom"] == pytest.approx(float(((trajs[e][start] - trajs[e][start + 2]) ** 2).sum()), rel=1e-6)
+    assert {row["start_epoch"] for row in r["history"]} == {0, 1, 2}
+    assert {row["expert"] for row in r["history"]} == {0, 1}
 
 
 def test_stm_loop_probes_before_the_update_and_grows_per_epoch_alpha_as_guan(tmp_path, tiny_data, monkeypatch):
@@ -372,9 +393,10 @@ def test_stm_loop_probes_before_the_update_and_grows_per_epoch_alpha_as_guan(tmp
         probe, main = calls[2 * it], calls[2 * it + 1]
         assert torch.equal(probe["syn"], main["syn"])  # ... on the images before this iteration's update
         e, start = r["history"][it]["expert"], starts[it]
-        assert torch.equal(main["theta0"], trajs[e][start])
+        assert torch.equal(main["theta0"], trajs[e][start]) and torch.equal(main["target"], trajs[e][start + 1])
         cap = 1 if it < 3 else 2
         assert torch.equal(probe["theta0"], trajs[e][cap])  # the same expert, at epoch cap
+        assert torch.equal(probe["target"], trajs[e][cap + 1])  # ... and its next epoch
     assert not torch.equal(calls[1]["syn"], calls[3]["syn"])  # (the images do change)
     # α: SGD with momentum 0.5, one momentum buffer per start epoch; the gradient is -1
     al = [a0]
