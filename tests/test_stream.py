@@ -98,6 +98,16 @@ def test_a_window_smaller_than_the_rows_streams_each_row_once_in_a_seeded_order(
     w[:10] = 1.0
     drawn = torch.cat([p for p, _ in rows.epoch_batches(32, torch.Generator().manual_seed(1), w)]).numpy()
     assert set(drawn.tolist()) <= set(range(10))
+    # uniform weights over windows of unequal size: a full epoch of draws, each window's share its
+    # rows' (the last row group holds 44 of the 297; by window, not by row, it would get 1/5)
+    uniform = torch.ones(297, dtype=torch.double)
+    last = []
+    for seed in range(20):
+        epoch = list(rows.epoch_batches(32, torch.Generator().manual_seed(seed), uniform))
+        assert len(epoch) == n_batches(297, 32)
+        drawn = torch.cat([p for p, _ in epoch]).numpy()
+        last.append(np.mean(drawn >= 253))
+    assert abs(np.mean(last) - 44 / 297) < 0.02, np.mean(last)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
