@@ -37,6 +37,24 @@ def test_strict_inequality_at_threshold():
     assert got["label"].tolist() == [-1]
 
 
+HIWL5_THRESHOLDS = {  # Zhu et al. (2019) / HIWL: each class's cumulative-fraction conditions, strict >
+    "round": {"Class1.1": 0.469, "Class7.1": 0.50}, "in-between": {"Class1.1": 0.469, "Class7.2": 0.50},
+    "cigar": {"Class1.1": 0.469, "Class7.3": 0.50}, "edge-on": {"Class1.2": 0.430, "Class2.1": 0.602},
+    "spiral": {"Class1.2": 0.430, "Class2.2": 0.715, "Class4.1": 0.619}}
+
+
+@pytest.mark.parametrize("name", list(HIWL5_THRESHOLDS))
+def test_hiwl5_labels_just_above_every_threshold_and_not_at_any(name):
+    """Without the real samples too: a galaxy just above each of its class's thresholds gets the
+    class; the same galaxy exactly at any one of them is unlabelled."""
+    cut = get_cut("hiwl5")
+    zero = {c: 0.0 for c in GZ2_TREE.kaggle_columns}
+    above = {**zero, **{k: v + 0.001 for k, v in HIWL5_THRESHOLDS[name].items()}}
+    assert cut.assign(pd.DataFrame([above]))["label"].tolist() == [list(HIWL5_THRESHOLDS).index(name)]
+    for k, v in HIWL5_THRESHOLDS[name].items():
+        assert cut.assign(pd.DataFrame([{**above, k: v}]))["label"].tolist() == [-1], k
+
+
 def test_guan9_path_products_on_real_gz2(gz2_dir):
     df = read_source("gz2", gz2_dir)
     raw = pd.read_csv(gz2_dir / "gz2_hart16_subset.csv")
