@@ -24,6 +24,22 @@ def test_real_kaggle_rows_roundtrip_and_sum(kaggle_dir):
     assert GZ2_TREE.sum_violations(cond, tol=1e-4, conditional=True).empty
 
 
+def test_cumulative_fractions_become_conditional_by_hand():
+    """Without the real samples too: a crowd of 30 % round, 10 % cigar and 60 % spiral (each answered
+    to the end) has Class7.1 0.3 of all, 0.75 of those asked question 7; question 2's Class2.2 is 0.6
+    of all, 1.0 of those asked; question 6 is asked of everyone."""
+    paths = {0.3: ["Class1.1", "Class7.1", "Class6.2"], 0.1: ["Class1.1", "Class7.3", "Class6.2"],
+             0.6: ["Class1.2", "Class2.2", "Class3.1", "Class4.2", "Class5.1", "Class6.2"]}
+    crowd = {c: sum(w * GZ2_TREE.ideal_votes(p)[c] for w, p in paths.items()) for c in KAGGLE_COLUMNS}
+    cond = GZ2_TREE.to_conditional(pd.DataFrame([crowd])).iloc[0]
+    assert crowd["Class7.1"] == pytest.approx(0.3) and cond["Class7.1"] == pytest.approx(0.75)
+    assert cond["Class7.3"] == pytest.approx(0.25) and cond["Class1.2"] == pytest.approx(0.6)
+    assert crowd["Class2.2"] == pytest.approx(0.6) and cond["Class2.2"] == pytest.approx(1.0)
+    assert cond["Class4.2"] == pytest.approx(1.0) and cond["Class6.2"] == pytest.approx(1.0)
+    back = GZ2_TREE.to_cumulative(pd.DataFrame([cond])).iloc[0]
+    assert back[KAGGLE_COLUMNS].to_numpy(float) == pytest.approx(pd.Series(crowd)[KAGGLE_COLUMNS].to_numpy(float))
+
+
 def test_sum_violation_is_found():
     row = GZ2_TREE.ideal_votes(["Class1.1", "Class7.1", "Class6.2"])
     df = pd.DataFrame([row, row])
