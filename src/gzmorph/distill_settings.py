@@ -225,7 +225,8 @@ class EvalConfig(EvalOptions):
 # settings of Guan et al. (2023) for a GPU (their code learns log α: α0 1e-4 and α lr 0.01 are for log α).
 DISTILL_PRESETS = {"default": default_preset()}  # DistillSettings()
 # The other presets: what they change of "default".
-DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {  # real data, 2 CPU cores (~10 min on Kaggle)
+# "laptop": real data on 2 CPU cores (~22 min on the Kaggle sample from nothing, docs/results.md)
+DISTILL_PRESETS["laptop"] = deep_merge(DISTILL_PRESETS["default"], {
     "n_experts": 5, "width": 32, "ipc": [1, 10], "runtime": 240,
     # experts chosen by measurement on the Kaggle hiwl5 sample (benchmarks/bench_experts.py, docs/results.md):
     # batch 256 at lr 0.03 has less segment noise than batch 32 (0.16, class-weighted 0.26, vs 0.33) and the

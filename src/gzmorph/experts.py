@@ -127,8 +127,8 @@ def load_data(catalogue, images, image_size: int = DistillSettings.image_size, z
     """Train and test splits (and the validation split, where it has galaxies) of the curated
     catalogue at ``image_size`` px, with normalisation stats.
 
-    The one stage that holds its splits in memory, at the distillation size (16-64 px: 0.23 GB for
-    100,000 galaxies at 16 px), since every distillation step samples real images of any class;
+    The one stage that holds its splits in memory, at the distillation size (16-64 px: 0.08 GB for
+    100,000 galaxies at 16 px, 1.2 GB at 64 px), since every distillation step samples real images of any class;
     they are read and shrunk a batch at a time (:func:`read_resized`)."""
     from .augment import channel_stats
     from .curate import read_catalogue

@@ -1,5 +1,5 @@
 """Embed every galaxy with the trained representation; a 2-D map (UMAP if installed, else PCA),
-fitted on at most represent.MAP_FIT_ROWS galaxies, into which the others are projected."""
+fitted on at most gzmorph.represent.MAP_FIT_ROWS galaxies, into which the others are projected."""
 import pandas as pd
 
 from gzmorph.io import atomic_path
