@@ -481,6 +481,29 @@ def test_classify_table_applies_the_model_to_a_real_catalogue_in_batches(trained
                                                                     ).tolist()
 
 
+def test_a_class_without_test_galaxies_is_evaluated_and_noted_not_an_error(trained, tmp_path):
+    """A class too small for every split has no test galaxies: the others are evaluated (the job used to
+    fail, and with it the whole report), the metrics name it, and the report section says why its
+    recall is 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cat, imgs, out = trained
+    table = pq.read_table(cat)
+    df = table.to_pandas()
+    df.loc[(df["label_name"] == "cigar") & (df["split"] == "test"), "split"] = "val"
+    moved = tmp_path / "catalogue.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(table.schema.metadata), moved)
+    m = C.evaluate(out["flat"][0], moved, imgs, predictions_out=tmp_path / "p.parquet")
+    assert m["classes_without_test"] == ["cigar"] and m["per_class"]["cigar"]["support"] == 0
+    assert m["n_test"] == int(((df["split"] == "test")).sum())
+    d = out["flat"][0].parent
+    report_section({"flat": m}, {"flat": d / "training.tsv"}, {"flat": tmp_path / "p.parquet"}, imgs,
+                   tmp_path / "c.html", n_mistakes=2, tables_dir=tmp_path / "t")
+    html = (tmp_path / "c.html").read_text()
+    assert "No test galaxies of cigar (too few to curate into every split" in html
+
+
 def test_report_section_fragment(trained, tmp_path):
     cat, imgs, out = trained
     metrics, preds, tables = {}, {}, {}

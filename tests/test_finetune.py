@@ -147,6 +147,12 @@ def test_a_multiclass_task_runs_every_arm_and_its_report_section(tmp_path):
 
     html = fragment_text(represent_section("finetune", {"metrics": tmp_path / "m.json", "runs": tmp_path / "runs.tsv"}))
     assert "galaxies per class" in html and "balanced accuracy" in html and "a: 12, b: 12, c: 12" in html
+    # a ROC AUC some seeds lack says over how many it is; none at all says why
+    summary["frozen"]["3"].update(roc_auc_n=0, roc_auc_mean=float("nan"), n_seeds=2)
+    summary["frozen"]["6"].update(roc_auc_n=1, n_seeds=2)
+    (tmp_path / "m.json").write_text(__import__("json").dumps({**met, "arms": summary}))
+    html = fragment_text(represent_section("finetune", {"metrics": tmp_path / "m.json", "runs": tmp_path / "runs.tsv"}))
+    assert "– (undefined: a test set lacked a class)" in html and " (1 of 2 seeds)" in html
 
 
 def test_label_metrics_values_known_by_hand():
@@ -180,5 +186,10 @@ def test_summary_means_and_sds_over_seeds():
     assert s["5"]["balanced_accuracy_sd"] == pytest.approx(0.0, abs=1e-12)
     assert s["5"]["roc_auc_mean"] == pytest.approx(0.8)
     assert s["5"]["n_seeds"] == 3 and s["10"] == {
-        "accuracy_mean": 0.8, "accuracy_sd": 0.0, "balanced_accuracy_mean": 0.6, "balanced_accuracy_sd": 0.0,
-        "roc_auc_mean": 0.9, "roc_auc_sd": 0.0, "n_seeds": 1}
+        "accuracy_mean": 0.8, "accuracy_sd": 0.0, "accuracy_n": 1, "balanced_accuracy_mean": 0.6,
+        "balanced_accuracy_sd": 0.0, "balanced_accuracy_n": 1, "roc_auc_mean": 0.9, "roc_auc_sd": 0.0, "roc_auc_n": 1,
+        "n_seeds": 1}
+    # ROC AUC undefined for some seeds (a test set without one class): counted, and shown as such
+    runs.loc[1, "roc_auc"] = np.nan
+    s = _summarise(runs)["frozen"]["5"]
+    assert s["roc_auc_mean"] == pytest.approx(0.8) and s["roc_auc_n"] == 2 and s["n_seeds"] == 3

@@ -148,12 +148,16 @@ def test_assemble_orders_sections_and_is_self_contained(tmp_path):
     paths = [write_fragment(late, tmp_path / "f" / "emb.html"), write_fragment(early, tmp_path / "f" / "cur.html")]
     out = assemble(paths, tmp_path / "report" / "index.html", title="gzmorph report",
                    meta={"dataset": "synthetic", "config": {"cut": "hiwl5", "train": {"epochs": 3, "lr": 1e-3}},
-                         "date": "2025-01-01"})
+                         "date": "2025-01-01", "code": "0123abcd"})
     text = out.read_text()
     assert list((tmp_path / "report").iterdir()) == [out]  # one file, no leftovers
     assert text.index('id="curation"') < text.index('id="embeddings"')
     assert 'href="#curation"' in text and 'href="#embeddings"' in text
     assert "synthetic" in text and "2025-01-01" in text and "train.epochs" in text
+    assert '<span class="gz-fact-k">code</span><span class="gz-fact-v">0123abcd</span>' in text
+    # the configuration collapsed on screen, and printed in full (a closed <details> prints its summary only)
+    assert text.count("train.epochs") == 2 and '<div class="gz-print-only"><h2>Configuration</h2>' in text
+    assert ".gz-print-only { display: block; }" in text
     from gzmorph import __version__
     assert f"gzmorph {__version__}" in text
     assert_self_contained(text)
@@ -411,3 +415,12 @@ def test_the_results_table_shows_each_figure_of_its_json(tmp_path):
         ("similarity search", "precision@10 (base rate)", "0.710 (0.220)"),
         ("anomalies", "average precision, GP / Astronomaly (7 anomalies)", "0.500 ± 0.100 / 0.300"),
         ("fine-tuning (ring vs not ring)", "test accuracy at 8 labels per class, frozen / finetuned", "0.610 / 0.720")]
+
+
+def test_every_class_of_a_map_gets_its_own_colour():
+    """The embedding map's colours: matplotlib's cycle repeats after 10, so class k and k + 10 looked alike."""
+    from gzmorph.report.html import class_colours
+
+    for n in (1, 5, 10, 11, 20, 30):
+        colours = class_colours(n)
+        assert len(colours) == n and len({tuple(np.round(c, 6)) for c in colours}) == n, n

@@ -95,6 +95,11 @@ def test_synthetic_run_writes_curated_parquet_and_report(synthetic_run):
     assert stats["n_source"] == 150 and stats["truth_match"] >= 0.9
     html = (res / "report" / "index.html").read_text()
     assert "Curation" in html and "truth" in html.lower() and 'src="http' not in html
+    from gzmorph.codedeps import package_hash
+
+    # a printed page names its run: the code version, seed and cut beside the dataset
+    for fact, value in (("code", package_hash()), ("seed", "42"), ("cut", "hiwl5")):
+        assert f'<span class="gz-fact-k">{fact}</span><span class="gz-fact-v">{value}</span>' in html, fact
     for anchor in ("classification", "distillation", "represent-embeddings", "represent-similarity",
                    "represent-anomalies", "represent-finetune"):
         assert f'id="{anchor}"' in html, anchor

@@ -553,10 +553,13 @@ def evaluate(model, catalogue: str | Path, images: str | Path, split: str = "tes
         raise InputError(f"{catalogue}: no galaxies in split {split!r}")
     present = set(np.array(classes, dtype=object)[sub["label"].to_numpy(int)])
     empty = [c for c in classes if c not in present and c in clf.classes]
-    if empty:
-        raise InputError(f"{catalogue}: no {split} galaxies of class(es) {empty}: cannot evaluate them")
+    if empty:  # a class too small for every split (curation fills train first): no recall to measure
+        log.warning("%s: no %s galaxies of class(es) %s: their recall and F1 are undefined (0 in the table and "
+                    "in macro F1)", catalogue, split, empty)
     pred = predict(clf, catalogue, images, split, device=device)
     result = metrics_from_predictions(pred, clf.classes)
+    if empty:
+        result["classes_without_test"] = empty
     result.update({"model": clf.kind, "cut": clf.cut, "split": split, "model_file": str(clf.path), "tta": clf.tta,
                    "training": training_record(clf.bundle)})
     if clf.kind == "hiwl":

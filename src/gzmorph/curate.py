@@ -227,7 +227,13 @@ def catalogue_meta(path) -> tuple[list[str], str | None]:
     return json.loads(meta[META_CLASSES]), cut
 
 
-def read_catalogue(path) -> tuple[pd.DataFrame, list[str]]:
-    """The curated catalogue and its ordered class names."""
+def read_catalogue(path, columns=None) -> tuple[pd.DataFrame, list[str]]:
+    """The curated catalogue (only those of ``columns`` it has, when given: a report needs a few of a
+    GZ2 catalogue's hundreds) and its ordered class names."""
     classes, _ = catalogue_meta(path)
-    return pd.read_parquet(path), classes
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        have = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in have]
+    return pd.read_parquet(path, columns=columns), classes

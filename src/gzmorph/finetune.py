@@ -250,15 +250,18 @@ class LabelledImages:
 
 
 def _summarise(runs: pd.DataFrame) -> dict:
-    """Per arm and budget, mean and sd over seeds of the test accuracy and ROC AUC."""
+    """Per arm and budget, mean and sd over seeds of the test accuracy and ROC AUC, and over how many
+    seeds each is defined (``<metric>_n``: ROC AUC is undefined where a test set lacks a class)."""
     summary = {}
     for arm, g in runs.groupby("arm", sort=False):
         summary[arm] = {}
         for b, gb in g.groupby("budget"):
             summary[arm][str(b)] = {}
             for k in ("accuracy", "balanced_accuracy", "roc_auc"):
-                summary[arm][str(b)][f"{k}_mean"] = float(gb[k].mean())
-                summary[arm][str(b)][f"{k}_sd"] = float(gb[k].std(ddof=1)) if len(gb) > 1 else 0.0
+                defined = gb[k].dropna()
+                summary[arm][str(b)][f"{k}_mean"] = float(defined.mean()) if len(defined) else float("nan")
+                summary[arm][str(b)][f"{k}_sd"] = float(defined.std(ddof=1)) if len(defined) > 1 else 0.0
+                summary[arm][str(b)][f"{k}_n"] = int(len(defined))
             summary[arm][str(b)]["n_seeds"] = int(len(gb))
     return summary
 

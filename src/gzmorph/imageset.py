@@ -200,6 +200,7 @@ class ImageStore:
         md = self.file.metadata
         sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
         self.group_starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._positions = None  # id -> row, built by the first rows_of
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -238,7 +239,9 @@ class ImageStore:
         ids = np.asarray(ids)
         if ids.dtype.kind in "iu" and self.ids.dtype.kind not in "iu":
             ids = ids.astype(str)
-        pos = {(int(v) if self.ids.dtype.kind in "iu" else v): i for i, v in enumerate(self.ids)}
+        if self._positions is None:  # built once per store: callers ask many times
+            self._positions = {(int(v) if self.ids.dtype.kind in "iu" else v): i for i, v in enumerate(self.ids)}
+        pos = self._positions
         key = (lambda v: int(v)) if self.ids.dtype.kind in "iu" else (lambda v: v)
         missing = [key(v) for v in ids if key(v) not in pos]
         if missing:

@@ -13,5 +13,11 @@ with rule_context(snakemake) as (params, log):
     stages.add(R.paragraph("What this run did after curation, and why a stage did not run (the config's "
                            "`stages`, and what the sources allow: labels, vote fractions, `represent.model`)."),
                R.table(rows, name="stages", index=False))
+    from gzmorph.codedeps import package_hash
+
+    config = dict(params["config"])
+    # what identifies the run on a printed page too: the code version (the package's hash; the
+    # release number stays the same across commits), seed and cut beside the dataset
     assemble(snakemake.input.fragments, snakemake.output[0], title=params["title"],
-             meta={"dataset": params["dataset"], "config": dict(params["config"])}, sections=[stages])
+             meta={"dataset": params["dataset"], "code": package_hash(), "seed": config.get("seed"),
+                   "cut": config.get("cut"), "config": config}, sections=[stages])

@@ -170,6 +170,10 @@ def report_section(models: dict[str, dict], tables: dict[str, str | Path], predi
     sec.add(metrics_block({f"{k} accuracy": m["accuracy"] for k, m in models.items()}
                           | {f"{k} macro F1": m["macro_f1"] for k, m in models.items()}, float_format="{:.3f}",
                           name="accuracy"))
+    missing = first.get("classes_without_test")
+    if missing:
+        sec.add(note(f"No test galaxies of {', '.join(missing)} (too few to curate into every split; curation "
+                     "fills train first): their recall and F1 are undefined, shown as 0, and count as 0 in macro F1."))
     rows = [{"class": c, **{f"{k} {s}": m["per_class"][c][s] for k, m in models.items()
                             for s in ("precision", "recall", "f1")},
              "support": first["per_class"][c]["support"]} for c in first["classes"]]

@@ -18,9 +18,11 @@ SPLITS = ("train", "val", "test")
 SPLIT_COLOURS = {"train": "#3b5bdb", "val": "#f59f00", "test": "#12b886"}
 _OTHER_COLOUR = "#868e96"
 #: keys of stats.json that have their own place in the section
+#: the curated catalogue's columns this section reads (the report job reads no others)
+COLUMNS = ("id", "label", "label_name", "confidence", "split", "true_label", "true_morphology")
 _KNOWN_STATS = {"n_source", "n_selected", "n_ambiguous", "n_corrupt_images", "corrupt_ids", "cut",
                 "cut_description", "truth_match", "per_class", "corrupt_policy", "sources",
-                "n_selected_per_source", "counts_per_source"}
+                "n_selected_per_source", "counts_per_source", "cut_rules", "max_per_class", "warnings"}
 
 
 def _class_name(class_names: Sequence[str], label: int) -> str:

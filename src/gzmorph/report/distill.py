@@ -103,6 +103,8 @@ def accuracy_rows(evals: list[dict]) -> list[dict]:
             row["experts"] = _pm(ex["mean"], _sd(ex.get("runs")))
             row["experts (balanced)"] = _pm(ex.get("balanced_accuracy_mean"), _sd(ex.get("balanced_accuracy_runs")))
         row["test galaxies"] = ev["n_test"]
+        if ev.get("accuracy_runs"):  # the nets each mean ± sd is over
+            row["nets"] = len(ev["accuracy_runs"])
         rows.append(row)
     return rows
 

@@ -118,6 +118,18 @@ def new_figure(figsize: tuple[float, float] = (6.4, 3.6), **kwargs):
     return Figure(figsize=figsize, **kwargs)
 
 
+def class_colours(n: int) -> np.ndarray:
+    """``n`` distinct RGBA colours, one per class: tab10 up to 10, tab20 up to 20, else evenly
+    spaced along turbo (matplotlib's default cycle repeats after 10, so class k and k + 10 looked alike)."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return colormaps["tab10"](np.arange(n))
+    if n <= 20:
+        return colormaps["tab20"](np.arange(n))
+    return colormaps["turbo"](np.linspace(0.05, 0.95, n))
+
+
 def style_axes(ax, *, grid: str | None = "y") -> None:
     """The report's axes style: no top/right spines, light grid on ``grid`` ('x', 'y', 'both' or None)."""
     for side in ("top", "right"):

@@ -25,8 +25,8 @@ from .blocks import (
     note, paragraph, raw_html, table,
 )
 from .figures import (
-    class_grid, close_figure, data_uri, encode_array, encode_figure, figure, grid_png, image_grid, new_figure,
-    style_axes,
+    class_colours, class_grid, close_figure, data_uri, encode_array, encode_figure, figure, grid_png, image_grid,
+    new_figure, style_axes,
 )
 from .page import assemble, page_css, render_page
 from .sections import FRAGMENT_FORMAT, ORDER, Fragment, Section, fragment_text, read_fragment, slugify, write_fragment
@@ -34,8 +34,8 @@ from .sections import FRAGMENT_FORMAT, ORDER, Fragment, Section, fragment_text, 
 __all__ = [
     "Block", "Export", "bullet_list", "columns", "definition_list", "details", "esc", "export_name", "format_value",
     "heading", "metrics", "note", "paragraph", "raw_html", "table",
-    "class_grid", "close_figure", "data_uri", "encode_array", "encode_figure", "figure", "grid_png", "image_grid",
-    "new_figure", "style_axes",
+    "class_colours", "class_grid", "close_figure", "data_uri", "encode_array", "encode_figure", "figure", "grid_png",
+    "image_grid", "new_figure", "style_axes",
     "assemble", "page_css", "render_page",
     "FRAGMENT_FORMAT", "ORDER", "Fragment", "Section", "fragment_text", "read_fragment", "slugify", "write_fragment",
 ]

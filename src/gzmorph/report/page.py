@@ -121,8 +121,10 @@ def _config_html(config: Mapping[str, Any] | None) -> str:
         return ""
     rows = "".join(f"<tr><th scope=\"row\">{esc(k)}</th><td>{esc(v)}</td></tr>"
                    for k, v in _config_rows(config))
-    return (f'<details class="gz-details gz-config"><summary>Configuration</summary>'
-            f'<div class="gz-table-wrap"><table class="gz-table gz-kv">{rows}</table></div></details>')
+    table = f'<div class="gz-table-wrap"><table class="gz-table gz-kv">{rows}</table></div>'
+    # collapsed on screen; printed in full (a closed <details> prints its summary line only)
+    return (f'<details class="gz-details gz-config"><summary>Configuration</summary>{table}</details>'
+            f'<div class="gz-print-only"><h2>Configuration</h2>{table}</div>')
 
 
 def _toc_html(fragments: Sequence[Fragment]) -> str:

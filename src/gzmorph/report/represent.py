@@ -3,11 +3,12 @@ detection and fine-tuning parts, each from the outputs of its rule."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from ..anomalies import ANOMALY_METHODS
 from ..curate import read_catalogue
-from ..imageset import read_images
+from ..imageset import ImageStore
 from ..io import load_bundle, read_json
 from . import html as R
 
@@ -33,7 +34,7 @@ def _embeddings_section(inp, model_from: str = ""):
 
     bundle = load_bundle(inp["model"], MODEL_FORMAT, "representation model file")
     m = pd.read_parquet(inp["map"])
-    curated, classes = read_catalogue(inp["curated"])
+    curated, classes = read_catalogue(inp["curated"], columns=["id", "label_name"])
     import pyarrow.parquet as pq
 
     has_odd = "Class6.1" in pq.read_schema(inp["source"]).names  # sources without votes have none
@@ -76,12 +77,24 @@ def _embeddings_section(inp, model_from: str = ""):
     R.style_axes(ax)
     fig2 = R.new_figure((10, 4.2) if has_odd else (5.4, 4.2))
     a1, a2 = fig2.subplots(1, 2) if has_odd else (fig2.add_subplot(), None)
+    from matplotlib.lines import Line2D
+
     lab = m.merge(curated[["id", "label_name"]], on="id", how="left")
-    a1.scatter(lab["x"], lab["y"], s=3, c="#c8ccd6", label="not in the cut")
-    for name in classes:
-        g = lab[lab["label_name"] == name]
-        a1.scatter(g["x"], g["y"], s=4, label=f"{name} ({len(g)})")
-    a1.legend(markerscale=3, fontsize=7, frameon=False)
+    grey = "#c8ccd6"
+    a1.scatter(lab["x"], lab["y"], s=3, c=grey)
+    # the labelled galaxies in one call, in a seeded random order: drawn class by class, the last
+    # classes hid the first; one colour per class (the default cycle repeats after 10)
+    known = lab[lab["label_name"].isin(classes)]
+    order = np.random.default_rng(0).permutation(len(known))
+    colours = R.class_colours(len(classes))
+    code = known["label_name"].map({n: i for i, n in enumerate(classes)}).to_numpy(int)[order]
+    a1.scatter(known["x"].to_numpy()[order], known["y"].to_numpy()[order], s=4, c=colours[code])
+    counts = known["label_name"].value_counts()
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=colours[i], label=f"{n} ({counts.get(n, 0)})")
+               for i, n in enumerate(classes)]
+    handles.append(Line2D([], [], ls="", marker="o", ms=4, color=grey, label="not in the cut"))
+    a1.legend(handles=handles, fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5),
+              ncols=-(-len(handles) // 15))
     a1.set_title("curated label", fontsize=9)
     if has_odd:
         odd = m.merge(source, on="id", how="left")
@@ -124,10 +137,11 @@ def _similarity_section(inp):
         blocks.append(R.table(pt, float_format="{:.3f}", caption="Precision by true morphology (all galaxies)",
                               name="precision-by-truth"))
     sec.add(R.columns(*blocks))
+    store = ImageStore(inp["images"])  # one store (and id index) for every query
     for q in dict.fromkeys(tab["query_id"]):
         t = tab[tab["query_id"] == q].sort_values("rank")
         ids = [q.item() if hasattr(q, "item") else q] + t["neighbour_id"].tolist()
-        _, imgs = read_images(inp["images"], ids)
+        imgs = store.read_rows(store.rows_of(ids))
         titles = [f"query {q}\n{t['query_label'].iloc[0]}"] + [
             f"{r}: {lab if isinstance(lab, str) else '–'}\nd={d:.3g}"
             for r, lab, d in zip(t["rank"], t["neighbour_label"], t["distance"])]
@@ -175,9 +189,10 @@ def _anomalies_section(inp):
         R.style_axes(ax)
         sec.add(R.figure(fig, "Precision of the top-ranked galaxies vs the number of labels (seed mean ± sd).",
                          name="precision-curve"))
+    store = ImageStore(inp["images"])
     for m in ("gp", base):
         top = rank.sort_values(f"score_{m}", ascending=False).head(16)
-        _, imgs = read_images(inp["images"], top["id"].to_numpy())
+        imgs = store.read_rows(store.rows_of(top["id"].to_numpy()))
         sec.add(R.image_grid(imgs, [f"{i}\nodd {o:.2f}" for i, o in zip(top["id"], top["odd_fraction"])],
                              ncols=8, cell_px=84, label=f"Top 16 by {names[m]} (first seed)", name=f"top-{m}"))
     return sec
@@ -214,8 +229,12 @@ def _finetune_section(inp):
     rows = []
     for arm, per in met["arms"].items():
         for b, v in per.items():
-            def cell(k, v=v):  # one seed has no spread to show
-                return f"{v[k + '_mean']:.3f}" + (f" ± {v[k + '_sd']:.3f}" if v["n_seeds"] > 1 else "")
+            def cell(k, v=v):  # one seed has no spread to show; a metric some seeds lack says so
+                n = v.get(k + "_n", v["n_seeds"])
+                if n == 0:
+                    return "– (undefined: a test set lacked a class)"
+                text = f"{v[k + '_mean']:.3f}" + (f" ± {v[k + '_sd']:.3f}" if n > 1 else "")
+                return text + (f" ({n} of {v['n_seeds']} seeds)" if n < v["n_seeds"] else "")
 
             row = {"arm": arm, f"budget ({per_class})": int(b), "accuracy": cell("accuracy")}
             if "balanced_accuracy_mean" in v:

@@ -120,8 +120,12 @@ figure { margin: 10px 0 18px; }
 
 .gz-footer { max-width: 1320px; margin: 0 auto; padding: 8px 28px 36px; color: var(--gz-muted); font-size: 12.5px; }
 
+.gz-print-only { display: none; }
+
 @media print {
   body { background: #fff; }
+  .gz-config { display: none; }
+  .gz-print-only { display: block; }
   .gz-toc { display: none; }
   .gz-layout { display: block; }
   .gz-section { break-inside: avoid-page; box-shadow: none; }
