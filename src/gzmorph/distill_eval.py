@@ -111,7 +111,7 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
     ``progress``: each epoch's line in the log (the full-data nets, the long ones).
     ``work_dir``: finished nets (and with ``epoch_checkpoints`` each net's last epoch), from which a
     killed evaluation resumes (module docstring); the caller removes it once its output is written."""
-    from .train import pick_device
+    from .train import discard_checkpoints, fit, pick_device, predict_tensor
 
     device = pick_device(cfg.device)
     transform = data.transform(augment, cutout)
@@ -124,14 +124,36 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
     identity = None if work is None else eval_identity(
         x, y, data, model_config, lr, epochs, cfg, seed, augment=augment, cutout=cutout, pieces=pieces,
         batch_size=batch_size, patience=patience, val=val is not None and val[0] is not None)
+
+    def train_and_test(k: int) -> dict:
+        """Net ``k``, seeded by its index alone (with ``epoch_checkpoints``, from its checkpoint)."""
+        torch.manual_seed(seed * 1009 + k)
+        net = convnet(model_config)
+        lr0 = float(pieces[0]) if pieces else float(lr)
+        checkpoint = work / f"net{k}" if work and epoch_checkpoints else None
+        result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size, seed=seed * 1009 + k,
+                     optimizer=lambda p: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum,
+                                                         weight_decay=cfg.weight_decay),
+                     scheduler=_schedule(epochs, pieces, per_piece), transform=transform, device=device, amp=False,
+                     progress=progress, checkpoint_dir=checkpoint,
+                     meta={"model": "convnet_d3", "model_config": model_config, "classes": data.classes,
+                           "fingerprint": f"{identity}/net{k}"}, **_stopping(val, patience))
+        out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
+        done = {"accuracy": accuracy(out, data.y_test), "balanced_accuracy": balanced_accuracy(out, data.y_test),
+                "run": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
+                        "stopped_early": bool(result.stopped_early)}}
+        if work:
+            write_json(work / f"net{k}.json", {"identity": identity, **done})
+            discard_checkpoints(checkpoint)
+        return done
+
     accs, balanced, runs = [], [], []
     for k in range(cfg.n_nets):
         done = None if work is None else _finished_net(work / f"net{k}.json", identity)
         if done:
             log.info("net %d: finished before, from %s", k, work / f"net{k}.json")
         else:
-            done = _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces,
-                              per_piece, batch_size, val, patience, progress, work, identity, epoch_checkpoints)
+            done = train_and_test(k)
         accs.append(done["accuracy"])
         balanced.append(done["balanced_accuracy"])
         runs.append(done["run"])
@@ -139,32 +161,6 @@ def train_eval_nets(x, y, data: Data, model_config: dict, lr: float, epochs: int
                  runs[-1]["epochs_run"], epochs, f", best {runs[-1]['best_epoch']}, stopped early"
                  if runs[-1]["stopped_early"] else "")
     return {"accuracy": accs, "balanced_accuracy": balanced, "epochs": epochs, "nets": runs}
-
-
-def _train_one(k, x, y, data, model_config, lr, epochs, cfg, seed, transform, device, pieces, per_piece,
-               batch_size, val, patience, progress, work, identity, epoch_checkpoints) -> dict:
-    """Train and test net ``k`` (seeded by its index alone); with ``epoch_checkpoints``, from its
-    checkpoint in the work folder."""
-    from .train import discard_checkpoints, fit, predict_tensor
-
-    torch.manual_seed(seed * 1009 + k)
-    net = convnet(model_config)
-    lr0 = float(pieces[0]) if pieces else float(lr)
-    checkpoint = work / f"net{k}" if work and epoch_checkpoints else None
-    result = fit(net, F.cross_entropy, (x, y), epochs=epochs, batch_size=batch_size, seed=seed * 1009 + k,
-                 optimizer=lambda p: torch.optim.SGD(p, lr=lr0, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
-                 scheduler=_schedule(epochs, pieces, per_piece), transform=transform, device=device, amp=False,
-                 progress=progress, checkpoint_dir=checkpoint,
-                 meta={"model": "convnet_d3", "model_config": model_config, "classes": data.classes,
-                       "fingerprint": f"{identity}/net{k}"}, **_stopping(val, patience))
-    out = predict_tensor(net, data.x_test, transform, device=device, amp=False)
-    done = {"accuracy": accuracy(out, data.y_test), "balanced_accuracy": balanced_accuracy(out, data.y_test),
-            "run": {"epochs_run": len(result.history), "best_epoch": result.best_epoch,
-                    "stopped_early": bool(result.stopped_early)}}
-    if work:
-        write_json(work / f"net{k}.json", {"identity": identity, **done})
-        discard_checkpoints(checkpoint)
-    return done
 
 
 def _stopping(val, patience: int) -> dict:
