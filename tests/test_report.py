@@ -424,3 +424,27 @@ def test_every_class_of_a_map_gets_its_own_colour():
     for n in (1, 5, 10, 11, 20, 30):
         colours = class_colours(n)
         assert len(colours) == n and len({tuple(np.round(c, 6)) for c in colours}) == n, n
+
+
+def test_the_embedding_map_legend_sits_beside_the_map_with_every_class():
+    """30 classes: each its own colour, every class and its count in the legend, which is drawn to the
+    right of the map, not over it."""
+    from gzmorph.report.represent import embedding_map_figure
+
+    rng = np.random.default_rng(0)
+    classes = [f"c{i}" for i in range(30)]
+    lab = rng.integers(-1, 30, 3000)
+    m = pd.DataFrame({"id": np.arange(3000), "x": rng.normal(size=3000), "y": rng.normal(size=3000), "method": "pca"})
+    cur = pd.DataFrame({"id": np.flatnonzero(lab >= 0), "label_name": np.array(classes)[lab[lab >= 0]]})
+    fig = embedding_map_figure(m, cur, classes)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:2] == [f"c0 ({(lab == 0).sum()})", f"c1 ({(lab == 1).sum()})"] and texts[-1] == "not in the cut"
+    assert len(texts) == 31
+    assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1

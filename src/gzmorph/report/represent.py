@@ -75,15 +75,27 @@ def _embeddings_section(inp, model_from: str = ""):
     ax.set_ylabel("loss per galaxy (−log likelihood)")
     ax.legend(frameon=False)
     R.style_axes(ax)
-    fig2 = R.new_figure((10, 4.2) if has_odd else (5.4, 4.2))
-    a1, a2 = fig2.subplots(1, 2) if has_odd else (fig2.add_subplot(), None)
+    fig2 = embedding_map_figure(m, curated, classes, source if has_odd else None)
+    sec.add(R.figure(fig2, f"Embedding map of all {len(m):,} galaxies ({m['method'].iloc[0].upper()} of the "
+                           "representation), coloured by curated label"
+                           + (" and by odd fraction." if has_odd else "."), name="embedding-map"),
+            R.figure(fig, "Training curve.", name="training-curve"))
+    return sec
+
+
+def embedding_map_figure(m: pd.DataFrame, curated: pd.DataFrame, classes, source: pd.DataFrame | None = None):
+    """The 2-D map (``id``, ``x``, ``y``, ``method``) coloured by curated label, one colour per class and
+    the legend beside the axes; with ``source`` (``id``, ``Class6.1``) a second panel by odd fraction.
+    The labelled galaxies are drawn in one call in a seeded random order (drawn class by class, the
+    last classes hid the first)."""
     from matplotlib.lines import Line2D
 
+    has_odd = source is not None
+    fig = R.new_figure((11, 4.2) if has_odd else (6.4, 4.2))
+    a1, a2 = fig.subplots(1, 2) if has_odd else (fig.add_subplot(), None)
     lab = m.merge(curated[["id", "label_name"]], on="id", how="left")
     grey = "#c8ccd6"
     a1.scatter(lab["x"], lab["y"], s=3, c=grey)
-    # the labelled galaxies in one call, in a seeded random order: drawn class by class, the last
-    # classes hid the first; one colour per class (the default cycle repeats after 10)
     known = lab[lab["label_name"].isin(classes)]
     order = np.random.default_rng(0).permutation(len(known))
     colours = R.class_colours(len(classes))
@@ -99,17 +111,13 @@ def _embeddings_section(inp, model_from: str = ""):
     if has_odd:
         odd = m.merge(source, on="id", how="left")
         sc = a2.scatter(odd["x"], odd["y"], s=3, c=odd["Class6.1"], cmap="viridis")
-        fig2.colorbar(sc, ax=a2, label="odd fraction (Class6.1)")
+        fig.colorbar(sc, ax=a2, label="odd fraction (Class6.1)")
         a2.set_title("odd fraction", fontsize=9)
     for a in (a1, a2) if has_odd else (a1,):
         a.set_xlabel(f"{m['method'].iloc[0].upper()} 1")
         a.set_ylabel(f"{m['method'].iloc[0].upper()} 2")
         R.style_axes(a, grid=None)
-    sec.add(R.figure(fig2, f"Embedding map of all {len(m):,} galaxies ({m['method'].iloc[0].upper()} of the "
-                           "representation), coloured by curated label"
-                           + (" and by odd fraction." if has_odd else "."), name="embedding-map"),
-            R.figure(fig, "Training curve.", name="training-curve"))
-    return sec
+    return fig
 
 
 def _similarity_section(inp):
