@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -542,6 +543,19 @@ def test_distillation_benchmark_times_distill_itself(tmp_path):
     assert len(r["seconds_runs"]) == 3 and r["seconds_per_iteration"] == pytest.approx(
         statistics.median(r["seconds_runs"]), abs=1e-3)
     assert r["planned"] == "all 2 steps unrolled" and r["peak_rss_mb"] > 100
+
+
+def test_memory_benchmark_measures_each_step_in_its_own_process(tmp_path):
+    """bench_memory runs each case in a fresh process and reports its peak growth beside the input's size."""
+    out = subprocess.run([sys.executable, "benchmarks/bench_memory.py", "--n", "600", "--dim", "8", "--cases",
+                          "class_means", "read_embeddings", "--out", str(tmp_path / "m.json")],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "m.json").read_text())["rows"]
+    assert [(r["case"], r["n"]) for r in rows] == [("class_means", 600), ("read_embeddings", 600)]
+    assert rows[0]["input_mb"] == round(600 * 16 * 16 * 3 / 2**20, 1)
+    assert rows[1]["input_mb"] == round(600 * 8 * 4 / 2**20, 1)
+    assert all(r["peak_growth_mb"] >= 0 and r["seconds"] >= 0 for r in rows)
 
 
 def test_distillation_benchmark_skips_the_reference_it_cannot_find(tmp_path, monkeypatch, capsys):
