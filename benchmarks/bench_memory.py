@@ -1,8 +1,9 @@
 """Peak memory against catalogue size of the steps that read a whole split or matrix batch by batch.
 
-Each case runs in a fresh process, after a warm-up that loads torch's kernels, and reports the
-process's peak RSS above its level just before the step (``ru_maxrss``), with the input's own size
-beside it, for each N:
+Each case runs in a fresh process, after a warm-up that loads the libraries' kernels, and reports
+the process's peak RSS during the step above its RSS just before it (a thread reads VmRSS every
+2 ms; the high-water mark ``ru_maxrss`` would hide a step below an earlier peak), with the input's
+own size beside it, for each N:
 
 - ``class_means``: the distillation's ``mean`` baseline at IPC 1 (``distill.mean_per_class``) over
   N uint8 images at ``--size`` px in two classes;
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,8 +31,32 @@ from pathlib import Path
 CASES = ("class_means", "zca", "read_embeddings", "map")
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024  # kB
+
+
+def peak_growth(step) -> tuple[float, float]:
+    """``(MB of RSS above the start at the step's peak, seconds)`` of running ``step()``."""
+    import threading
+
+    start, peak, done = _rss_mb(), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            done.wait(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t0 = time.perf_counter()
+    try:
+        step()
+    finally:
+        seconds = time.perf_counter() - t0
+        done.set()
+        sampler.join()
+    return max(peak[0], _rss_mb()) - start, seconds
 
 
 def child(case: str, n: int, size: int, dim: int, work: Path) -> dict:
@@ -74,11 +98,8 @@ def child(case: str, n: int, size: int, dim: int, work: Path) -> dict:
                 read_embeddings(path)
             else:
                 map_table(path, "pca")
-    base = _peak_mb()
-    t0 = time.perf_counter()
-    step()
-    return {"input_mb": round(input_mb, 1), "peak_growth_mb": round(_peak_mb() - base, 1),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    growth, seconds = peak_growth(step)
+    return {"input_mb": round(input_mb, 1), "peak_growth_mb": round(growth, 1), "seconds": round(seconds, 3)}
 
 
 def write_table(path: Path, n: int, dim: int) -> None:
