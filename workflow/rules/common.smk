@@ -112,6 +112,12 @@ def named(**params):
     return {"named": params}
 
 
+def work_beside_output(wildcards, output):
+    """A resumable job's work folder (its checkpoints): beside its first output, `.work` for that
+    file's suffix (experts/expert_000.work, distill/baselines/full.work); the job removes it when done."""
+    return str(Path(output[0]).with_suffix(".work"))
+
+
 def code_of(script):
     """A rule's code inputs: its script and the library modules the script imports, directly or
     transitively (gzmorph.codedeps reads the imports; nothing is listed by hand), so that editing

@@ -66,7 +66,7 @@ rule train_expert:
             seed=config["seed"],
         ),
         index=lambda wc: int(wc.expert.split("_")[1]),
-        work_dir=lambda wc: res(f"experts/{wc.expert}.work"),
+        work_dir=work_beside_output,
     script:
         "../scripts/train_expert.py"
 
@@ -146,7 +146,7 @@ rule evaluate_baseline:
         ),
         kind=lambda wc: wc.baseline,
         ipc=lambda wc: int(wc.ipc),
-        work_dir=lambda wc: res(f"distill/baselines/{wc.baseline}_ipc{wc.ipc}.work"),
+        work_dir=work_beside_output,
     script:
         "../scripts/evaluate_distilled.py"
 
@@ -158,10 +158,9 @@ use rule evaluate_baseline as evaluate_full with:
         log_path("evaluate_full"),
     benchmark:
         bench_path("evaluate_full")
-    params:  # the wildcard lambdas' replacements; the settings (named) are evaluate_baseline's
+    params:  # the wildcard lambdas' replacements; the settings (named) and work folder are evaluate_baseline's
         kind="full",
         ipc=0,
-        work_dir=res("distill/baselines/full.work"),
 
 
 rule evaluate_distilled:
@@ -197,7 +196,7 @@ rule evaluate_distilled:
             device=DISTILL["device"],
             seed=config["seed"],
         ),
-        work_dir=lambda wc: res(f"distill/{wc.method}/ipc{wc.ipc}/eval.work"),
+        work_dir=work_beside_output,
     script:
         "../scripts/evaluate_distilled.py"
 
