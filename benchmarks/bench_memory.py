@@ -1,9 +1,9 @@
 """Peak memory against catalogue size of the steps that read a whole split or matrix batch by batch.
 
 Each case runs in a fresh process, after a warm-up that loads the libraries' kernels, and reports
-the process's peak RSS during the step above its RSS just before it (a thread reads VmRSS every
-2 ms; the high-water mark ``ru_maxrss`` would hide a step below an earlier peak), with the input's
-own size beside it, for each N:
+the process's peak RSS during the step above its RSS just before it (the peak reset before the step,
+as bench_distill measures: a high-water mark kept from start-up would hide a step below an earlier
+peak), with the input's own size beside it, for each N:
 
 - ``class_means``: the distillation's ``mean`` baseline at IPC 1 (``distill.mean_per_class``) over
   N uint8 images at ``--size`` px in two classes;
@@ -28,35 +28,22 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_commands import emit  # noqa: E402 - the JSON output of every benchmark
+
 CASES = ("class_means", "zca", "read_embeddings", "map")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024  # kB
 
 
 def peak_growth(step) -> tuple[float, float]:
     """``(MB of RSS above the start at the step's peak, seconds)`` of running ``step()``."""
-    import threading
+    from bench_distill import peak_rss_bytes, reset_peak_rss, rss_bytes
 
-    start, peak, done = _rss_mb(), [0.0], threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            done.wait(0.002)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    reset_peak_rss()
+    start = rss_bytes()
     t0 = time.perf_counter()
-    try:
-        step()
-    finally:
-        seconds = time.perf_counter() - t0
-        done.set()
-        sampler.join()
-    return max(peak[0], _rss_mb()) - start, seconds
+    step()
+    seconds = time.perf_counter() - t0
+    return (peak_rss_bytes() - start) / 2**20, seconds
 
 
 def child(case: str, n: int, size: int, dim: int, work: Path) -> dict:
@@ -141,11 +128,7 @@ def main(argv=None) -> dict:
                 row = {"case": case, "n": n, **json.loads(out.stdout.strip().splitlines()[-1])}
                 print(json.dumps(row), file=sys.stderr)
                 result["rows"].append(row)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    return result
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":
