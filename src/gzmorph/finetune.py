@@ -351,12 +351,10 @@ def _task_data(images_path, embeddings_path, source_path, curated_path, settings
     """Images (:class:`LabelledImages`, read when used), embeddings, labels (0..K-1) and class
     names of the galaxies the task labels."""
     from .imageset import ImageStore
-    from .represent import read_embeddings
-
-    import pyarrow.parquet as pq
+    from .represent import embedding_ids, read_embeddings
 
     source = pd.read_parquet(source_path)
-    ids = pq.read_table(embeddings_path, columns=["id"]).column("id").to_numpy()
+    ids = embedding_ids(embeddings_path)
     curated, classes = None, None
     if settings.label == "class":
         from .classify import read_catalogue

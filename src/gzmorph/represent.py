@@ -482,6 +482,13 @@ def iter_embeddings(path: str | Path, batch_size: int = 8192):
         yield batch.column("id").to_numpy(zero_copy_only=False), flat.reshape(len(col), -1)
 
 
+def embedding_ids(path: str | Path) -> np.ndarray:
+    """The ids of an embeddings table, in file order (its vectors left unread)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["id"]).column("id").to_numpy()
+
+
 def read_embeddings(path: str | Path, rows=None, batch_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, vectors N × d float32)`` of an embeddings table (only its ``rows``, positions in the
     file, in file order, when given), read a batch at a time into one array: the matrix is held
@@ -499,7 +506,7 @@ def read_embeddings(path: str | Path, rows=None, batch_size: int = 8192) -> tupl
         ids.append(batch_ids[take])
         pos, got = pos + len(vec), got + len(take)
     if out is None or len(rows) == 0:  # an empty table (its ids' type kept)
-        return pq.read_table(path, columns=["id"]).column("id").to_numpy()[rows], np.zeros((0, 0), np.float32)
+        return embedding_ids(path)[rows], np.zeros((0, 0), np.float32)
     return np.concatenate(ids), out
 
 
