@@ -448,3 +448,15 @@ def test_the_embedding_map_legend_sits_beside_the_map_with_every_class():
     assert texts[:2] == [f"c0 ({(lab == 0).sum()})", f"c1 ({(lab == 1).sum()})"] and texts[-1] == "not in the cut"
     assert len(texts) == 31
     assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
+
+
+def test_the_readme_table_is_not_rewritten_from_a_folder_without_results(tmp_path, capsys):
+    """A mistyped or missing run folder (or one whose stages have not run) left an empty table in the
+    README, dated "no results"; now one line and exit 2, the README as it was."""
+    from gzmorph.report.summary import BEGIN, END, main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{BEGIN}\nold\n{END}\n")
+    assert main([str(tmp_path / "results" / "nothing"), "--readme", str(readme)]) == 2
+    assert "nothing: no results" in capsys.readouterr().err
+    assert readme.read_text() == f"# x\n\n{BEGIN}\nold\n{END}\n"

@@ -102,8 +102,12 @@ def results_table(run: str | Path) -> str:
 
 
 def update_readme(readme: str | Path, run: str | Path) -> None:
-    """Replace the README's table between the result markers with ``run``'s."""
-    readme = Path(readme)
+    """Replace the README's table between the result markers with ``run``'s (none is written for a
+    folder without results: a mistyped or missing run left an empty table)."""
+    readme, run = Path(readme), Path(run)
+    if not (classification_rows(run) or distillation_rows(run) or representation_rows(run)):
+        raise ValueError(f"{run}: no results (no classify, distill, similarity, anomalies or finetune metrics); "
+                         "the README is left as it was")
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise ValueError(f"{readme}: no {BEGIN} ... {END} block to update")
@@ -118,7 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", help="write the table into this README between the result markers")
     args = parser.parse_args(argv)
     if args.readme:
-        update_readme(args.readme, args.run)
+        try:
+            update_readme(args.readme, args.run)
+        except (OSError, ValueError) as err:
+            print(f"gzmorph.report.summary: {err}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(results_table(args.run))
     return 0
